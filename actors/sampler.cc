@@ -1,0 +1,104 @@
+#include "actors/sampler.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "core/error.h"
+
+namespace keel {
+
+void SamplingConfig::validate() const {
+  KEEL_CHECK(temperature >= 0, "temperature must be >= 0, got " << temperature);
+  KEEL_CHECK(top_k >= 0, "top-k must be >= 0, got " << top_k);
+  KEEL_CHECK(top_p > 0 && top_p <= 1, "top-p must be in (0, 1], got " << top_p);
+  KEEL_CHECK(max_new_tokens > 0, "max-new-tokens must be positive, got " << max_new_tokens);
+}
+
+PaddedBatch left_pad(const std::vector<std::vector<int32_t>>& prompts, int32_t pad) {
+  const int64_t B = static_cast<int64_t>(prompts.size());
+  int64_t L = 0;
+  for (const auto& p : prompts) {
+    KEEL_CHECK(!p.empty(), "empty prompt: every prompt needs at least one token (e.g. BOS)");
+    L = std::max<int64_t>(L, static_cast<int64_t>(p.size()));
+  }
+  auto tokens = torch::full({B, L}, pad, torch::kLong);
+  auto mask = torch::zeros({B, L}, torch::kBool);
+  auto t = tokens.accessor<int64_t, 2>();
+  auto m = mask.accessor<bool, 2>();
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& p = prompts[static_cast<size_t>(b)];
+    const int64_t off = L - static_cast<int64_t>(p.size());
+    for (size_t i = 0; i < p.size(); ++i) {
+      t[b][off + static_cast<int64_t>(i)] = p[i];
+      m[b][off + static_cast<int64_t>(i)] = true;
+    }
+  }
+  auto positions = (mask.to(torch::kLong).cumsum(1) - 1).clamp_min(0);
+  return {tokens, mask, positions};
+}
+
+Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& cfg,
+               int32_t eos, int32_t pad) {
+  cfg.validate();
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const auto dev = model->device();
+  const int64_t B = static_cast<int64_t>(prompts.size());
+  Samples out;
+  out.responses.resize(prompts.size());
+  out.logprobs.resize(prompts.size());
+  out.finished.assign(prompts.size(), false);
+  if (B == 0) return out;
+
+  auto padded = left_pad(prompts, pad >= 0 ? pad : 0);
+  auto cache = model->make_cache(B, padded.tokens.size(1) + cfg.max_new_tokens);
+  auto h = model->hidden({padded.tokens.to(dev), padded.positions.to(dev), padded.key_mask.to(dev), {}}, &cache);
+  auto logits = model->logits(h.select(1, h.size(1) - 1)).to(torch::kCPU, torch::kFloat32);  // [B, V]
+  auto next_pos = padded.positions.select(1, padded.positions.size(1) - 1) + 1;                // [B]
+  // Sampling runs on the CPU with its own generator, so results do not depend on the device.
+  auto gen = at::detail::createCPUGenerator(cfg.seed);
+  std::vector<bool> done(prompts.size(), false);
+  for (int64_t step = 0; step < cfg.max_new_tokens; ++step) {
+    const double temp = cfg.temperature > 0 ? cfg.temperature : 1.0;
+    auto logp = torch::log_softmax(logits / temp, -1);
+    torch::Tensor next;
+    if (cfg.temperature == 0) {
+      next = logits.argmax(-1);
+    } else {
+      auto probs = logp.exp();
+      if (cfg.top_k > 0 && cfg.top_k < probs.size(1)) {
+        auto kth = std::get<0>(probs.topk(cfg.top_k, -1)).select(1, cfg.top_k - 1).unsqueeze(1);
+        probs = probs.masked_fill(probs < kth, 0.0);
+      }
+      if (cfg.top_p < 1.0) {
+        auto [sorted, idx] = probs.sort(-1, /*descending=*/true);
+        auto mass_before = sorted.cumsum(-1) - sorted;
+        sorted.masked_fill_(mass_before > cfg.top_p * sorted.sum(-1, true), 0.0);
+        probs = torch::zeros_like(probs).scatter_(1, idx, sorted);
+      }
+      next = torch::multinomial(probs, 1, false, gen).squeeze(1);
+    }
+    auto chosen_logp = logp.gather(1, next.unsqueeze(1)).squeeze(1);
+    auto nx = next.accessor<int64_t, 1>();
+    auto lp = chosen_logp.accessor<float, 1>();
+    bool all_done = true;
+    for (int64_t b = 0; b < B; ++b) {
+      if (done[b]) continue;
+      out.responses[b].push_back(static_cast<int32_t>(nx[b]));
+      out.logprobs[b].push_back(lp[b]);
+      if (cfg.stop_at_eos && nx[b] == eos) {
+        done[b] = true;
+        out.finished[b] = true;
+      }
+      all_done = all_done && done[b];
+    }
+    if (all_done || step + 1 == cfg.max_new_tokens) break;
+    h = model->hidden({next.unsqueeze(1).to(dev), next_pos.unsqueeze(1).to(dev), {}, {}}, &cache);
+    logits = model->logits(h.select(1, 0)).to(torch::kCPU, torch::kFloat32);
+    next_pos = next_pos + 1;
+  }
+  if (was_training) model->train();
+  return out;
+}
+
+}  // namespace keel

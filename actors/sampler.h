@@ -1,0 +1,41 @@
+// Batched sampling with the KV cache: the generation step of actors and of `keel generate`.
+// Prompts of unequal length are left-padded; attention masks and position ids make each row's
+// logits equal to those of the row run alone. Behaviour log-probs are recorded under
+// softmax(logits / temperature), the distribution PPO's ratio must use (rlhf-math.md §1.1).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/transformer.h"
+
+namespace keel {
+
+struct SamplingConfig {
+  double temperature = 1.0;    // 0 = greedy (log-probs then under temperature 1)
+  int64_t top_k = 0;           // 0 = off
+  double top_p = 1.0;          // nucleus mass kept; 1 = off
+  int64_t max_new_tokens = 64;
+  bool stop_at_eos = true;
+  uint64_t seed = 1;
+  void validate() const;
+};
+
+struct Samples {
+  std::vector<std::vector<int32_t>> responses;  // generated ids; the EOS is included when sampled
+  std::vector<std::vector<float>> logprobs;     // [i][t]: behaviour log-prob of responses[i][t]
+  std::vector<bool> finished;                   // true when the response ends with EOS
+};
+
+// Samples one response per prompt. `eos` ends a row (when stop_at_eos); `pad` fills left padding.
+// Deterministic for a given seed, batch and thread count.
+Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& config,
+               int32_t eos, int32_t pad);
+
+// Left-pads `prompts` into tokens [B, L], key mask [B, L] and position ids [B, L] (0 at each row's first token).
+struct PaddedBatch {
+  torch::Tensor tokens, key_mask, positions;
+};
+PaddedBatch left_pad(const std::vector<std::vector<int32_t>>& prompts, int32_t pad);
+
+}  // namespace keel

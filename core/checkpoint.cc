@@ -1,0 +1,84 @@
+#include "core/checkpoint.h"
+
+#include <filesystem>
+
+#include "core/error.h"
+
+namespace keel {
+
+namespace fs = std::filesystem;
+
+namespace {
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+// Tensors some Hugging Face exports carry that are buffers, not weights.
+bool ignorable(const std::string& name, const ModelConfig& c) {
+  if (ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias")) return c.family == Family::kGpt2;
+  if (ends_with(name, "rotary_emb.inv_freq")) return true;
+  return name == "lm_head.weight" && c.tie_embeddings;
+}
+bool is_head(const std::string& name) { return name.rfind("value_head.", 0) == 0 || name.rfind("score.", 0) == 0; }
+}  // namespace
+
+TensorMap model_tensors(Transformer& model) {
+  TensorMap out;
+  for (const auto& p : model->named_parameters()) out[p.key()] = p.value().detach();
+  return out;
+}
+
+void save_model(const std::string& dir, Transformer& model, const std::string& tokenizer_file) {
+  fs::create_directories(dir);
+  save_safetensors(dir + "/model.safetensors", model_tensors(model), {{"format", "pt"}});
+  write_file_atomic(dir + "/config.json", model->config().to_hf_json());
+  if (!tokenizer_file.empty()) {
+    const std::string name = ends_with(tokenizer_file, ".json") ? "tokenizer.json" : "tokenizer.model";
+    if (fs::absolute(tokenizer_file) != fs::absolute(dir + "/" + name))
+      write_file_atomic(dir + "/" + name, read_file(tokenizer_file));
+  }
+}
+
+ModelConfig load_model_config(const std::string& dir) {
+  const std::string path = dir + "/config.json";
+  KEEL_CHECK(fs::exists(path), "model directory " << dir << " has no config.json");
+  return ModelConfig::from_hf_json(read_file(path), path);
+}
+
+void load_weights(Transformer& model, const TensorMap& tensors, const std::string& origin, bool allow_new_heads) {
+  torch::NoGradGuard ng;
+  auto params = model->named_parameters();
+  for (const auto& [name, t] : tensors) {
+    if (params.contains(name) || ignorable(name, model->config())) continue;
+    if (is_head(name)) continue;  // a head this config does not use (e.g. SFT policy from a value model)
+    KEEL_FAIL(origin << ": unexpected tensor '" << name << "' for a " << family_name(model->config().family)
+                     << " model with this config");
+  }
+  for (auto& p : params) {
+    auto it = tensors.find(p.key());
+    if (it == tensors.end()) {
+      KEEL_CHECK(allow_new_heads && is_head(p.key()), origin << ": missing tensor '" << p.key() << "'");
+      continue;
+    }
+    KEEL_CHECK(it->second.sizes() == p.value().sizes(),
+               origin << ": tensor '" << p.key() << "' has shape " << it->second.sizes() << " but the config needs "
+                      << p.value().sizes() << " (config.json does not match the weights)");
+    p.value().copy_(it->second.to(p.value().scalar_type()));
+  }
+}
+
+Transformer load_model(const std::string& dir, bool allow_new_heads) {
+  const auto config = load_model_config(dir);
+  Transformer model(config);
+  const std::string path = dir + "/model.safetensors";
+  load_weights(model, load_safetensors(path), path, allow_new_heads);
+  return model;
+}
+
+std::string model_tokenizer_file(const std::string& dir) {
+  for (const char* n : {"tokenizer.model", "tokenizer.json"})
+    if (fs::exists(dir + "/" + n)) return dir + "/" + n;
+  if (fs::exists(dir + "/vocab.json") && fs::exists(dir + "/merges.txt")) return dir;
+  return "";
+}
+
+}  // namespace keel

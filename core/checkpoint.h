@@ -1,0 +1,33 @@
+// Model directories: config.json (Hugging Face fields) + model.safetensors (Hugging Face tensor
+// names) + the tokenizer file the model was trained with (tokenizer.model or tokenizer.json).
+// Every file is written atomically; a directory written by keel loads in transformers as is.
+#pragma once
+
+#include <string>
+
+#include "core/safetensors.h"
+#include "core/transformer.h"
+
+namespace keel {
+
+// Writes config.json and model.safetensors into `dir` (created if needed); copies `tokenizer_file`
+// in beside them when given. Tied lm_head weights are not written (as Hugging Face does).
+void save_model(const std::string& dir, Transformer& model, const std::string& tokenizer_file = "");
+
+ModelConfig load_model_config(const std::string& dir);
+
+// Loads a model directory. Missing or misshapen tensors are errors that name the tensor;
+// a scalar head the config asks for but the file lacks is left at its initial value
+// when `allow_new_heads` (e.g. a value head on top of an SFT checkpoint).
+Transformer load_model(const std::string& dir, bool allow_new_heads = false);
+
+// The tensors of `model` under Hugging Face names (tied lm_head omitted).
+TensorMap model_tensors(Transformer& model);
+
+// Copies `tensors` into `model`'s parameters, checking names and shapes; `origin` names the source.
+void load_weights(Transformer& model, const TensorMap& tensors, const std::string& origin, bool allow_new_heads);
+
+// Path of the tokenizer stored in a model directory, or "" when there is none.
+std::string model_tokenizer_file(const std::string& dir);
+
+}  // namespace keel

@@ -1,0 +1,157 @@
+#include "core/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace keel {
+
+using nlohmann::json;
+
+namespace {
+
+struct DtypeInfo {
+  const char* name;
+  torch::ScalarType type;
+  int64_t size;
+};
+const DtypeInfo kDtypes[] = {
+    {"F64", torch::kFloat64, 8}, {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2},
+    {"BF16", torch::kBFloat16, 2}, {"I64", torch::kInt64, 8}, {"I32", torch::kInt32, 4},
+    {"I16", torch::kInt16, 2},    {"I8", torch::kInt8, 1},      {"U8", torch::kUInt8, 1},
+    {"BOOL", torch::kBool, 1},
+};
+
+const DtypeInfo* by_name(const std::string& n) {
+  for (const auto& d : kDtypes)
+    if (n == d.name) return &d;
+  return nullptr;
+}
+const DtypeInfo& by_type(torch::ScalarType t) {
+  for (const auto& d : kDtypes)
+    if (t == d.type) return d;
+  KEEL_FAIL("safetensors: unsupported tensor dtype " << t);
+}
+
+}  // namespace
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  KEEL_CHECK(f, "cannot open " << path << ": " << std::strerror(errno));
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  KEEL_CHECK(fd >= 0, "cannot create " << tmp << ": " << std::strerror(errno));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      KEEL_FAIL("cannot write " << tmp << ": " << std::strerror(e));
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::fsync(fd);
+  ::close(fd);
+  KEEL_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename " << tmp << " to " << path << ": " << std::strerror(errno));
+}
+
+void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata) {
+  json header = json::object();
+  std::vector<torch::Tensor> data;
+  int64_t offset = 0;
+  for (const auto& [name, t0] : tensors) {
+    auto t = t0.detach().to(torch::kCPU).contiguous();
+    const auto& d = by_type(t.scalar_type());
+    const int64_t nbytes = t.numel() * d.size;
+    header[name] = {{"dtype", d.name}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + nbytes}}};
+    offset += nbytes;
+    data.push_back(t);
+  }
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');  // align the data section to 8 bytes
+  std::string out(8, '\0');
+  const uint64_t hl = h.size();
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((hl >> (8 * i)) & 0xff);
+  out += h;
+  out.reserve(out.size() + offset);
+  for (const auto& t : data) out.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
+  write_file_atomic(path, out);
+}
+
+TensorMap load_safetensors(const std::string& path, Metadata* metadata) {
+  struct stat st {};
+  KEEL_CHECK(::stat(path.c_str(), &st) == 0, "safetensors file " << path << " is missing: " << std::strerror(errno));
+  const std::string bytes = read_file(path);
+  KEEL_CHECK(bytes.size() >= 8, path << ": truncated safetensors file (" << bytes.size() << " bytes, no header)");
+  uint64_t hl = 0;
+  for (int i = 0; i < 8; ++i) hl |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  KEEL_CHECK(hl <= bytes.size() - 8, path << ": truncated safetensors file: header of " << hl << " bytes but only "
+                                          << bytes.size() - 8 << " follow");
+  json header;
+  try {
+    header = json::parse(bytes.substr(8, hl));
+  } catch (const std::exception& e) {
+    KEEL_FAIL(path << ": safetensors header is not valid JSON: " << e.what());
+  }
+  KEEL_CHECK(header.is_object(), path << ": safetensors header is not a JSON object");
+  const uint64_t data_size = bytes.size() - 8 - hl;
+  const char* base = bytes.data() + 8 + hl;
+  TensorMap out;
+  std::vector<std::pair<uint64_t, uint64_t>> spans;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      if (metadata)
+        for (auto m = it.value().begin(); m != it.value().end(); ++m)
+          (*metadata)[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+      continue;
+    }
+    const auto& e = it.value();
+    const std::string where = path + ": tensor '" + it.key() + "'";
+    KEEL_CHECK(e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
+               where << " lacks dtype, shape or data_offsets");
+    const auto* d = by_name(e["dtype"].get<std::string>());
+    KEEL_CHECK(d, where << " has unsupported dtype " << e["dtype"]);
+    std::vector<int64_t> shape;
+    int64_t numel = 1;
+    for (const auto& s : e["shape"]) {
+      KEEL_CHECK(s.is_number_integer() && s.get<int64_t>() >= 0, where << " has a bad shape " << e["shape"]);
+      shape.push_back(s.get<int64_t>());
+      numel *= shape.back();
+    }
+    const auto& off = e["data_offsets"];
+    KEEL_CHECK(off.is_array() && off.size() == 2, where << " has bad data_offsets");
+    const uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
+    KEEL_CHECK(b <= en && en <= data_size, where << " data [" << b << ", " << en << ") runs past the end of the data ("
+                                                 << data_size << " bytes): file truncated?");
+    KEEL_CHECK(static_cast<uint64_t>(numel * d->size) == en - b,
+               where << " shape " << e["shape"] << " needs " << numel * d->size << " bytes, offsets give " << en - b);
+    spans.emplace_back(b, en);
+    auto t = torch::empty(shape, torch::dtype(d->type));
+    std::memcpy(t.data_ptr(), base + b, en - b);
+    out[it.key()] = t;
+  }
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i)
+    KEEL_CHECK(spans[i].first >= spans[i - 1].second, path << ": tensors overlap in the data section");
+  return out;
+}
+
+}  // namespace keel

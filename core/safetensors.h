@@ -1,0 +1,27 @@
+// Safetensors files: an 8-byte little-endian header length, a JSON header
+// {name: {dtype, shape, data_offsets}, "__metadata__": {str: str}}, then the raw bytes.
+// The format Hugging Face tools read and write; see docs/formats.md.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+
+namespace keel {
+
+using TensorMap = std::map<std::string, torch::Tensor>;
+using Metadata = std::map<std::string, std::string>;
+
+// Writes `tensors` (copied to contiguous CPU memory) atomically: to path + ".tmp", fsync, rename.
+void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata = {});
+
+// Reads every tensor into owned CPU memory. Throws KeelError naming the file and the defect
+// (missing, truncated, bad header, unknown dtype, offsets outside the data, overlapping tensors).
+TensorMap load_safetensors(const std::string& path, Metadata* metadata = nullptr);
+
+// Writes `bytes` to `path` atomically (temporary file in the same directory, fsync, rename).
+void write_file_atomic(const std::string& path, const std::string& bytes);
+std::string read_file(const std::string& path);
+
+}  // namespace keel

@@ -1,0 +1,43 @@
+// The built-in task suite: instruction-style problems with exact answers a program can check.
+// Families: arithmetic ("Compute 37 + 48."), reverse ("Reverse the words: a b c"),
+// sort ("Sort the words: c a b"), count ("Count the words: a b c").
+// Train and held-out splits are disjoint by construction (a hash of the prompt picks the split),
+// and generated reproducibly from a seed. solve() recomputes the answer from the prompt text
+// alone, so a reward service can score any prompt of these families without a lookup table.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace keel {
+
+enum class TaskFamily { kArithmetic, kReverse, kSort, kCount };
+constexpr TaskFamily kAllTaskFamilies[] = {TaskFamily::kArithmetic, TaskFamily::kReverse, TaskFamily::kSort,
+                                           TaskFamily::kCount};
+
+const char* task_family_name(TaskFamily f);
+TaskFamily parse_task_family(const std::string& name);
+
+enum class TaskSplit { kTrain, kHeldOut };
+
+struct TaskExample {
+  TaskFamily family;
+  std::string prompt;  // the user's instruction, without any chat template
+  std::string answer;  // the exact expected response
+};
+
+// `per_family` examples of each requested family in `split`, interleaved, from `seed`.
+std::vector<TaskExample> make_tasks(TaskSplit split, int per_family, uint64_t seed,
+                                    const std::vector<TaskFamily>& families = {std::begin(kAllTaskFamilies),
+                                                                               std::end(kAllTaskFamilies)});
+
+// The family of a task prompt, if it is one.
+std::optional<TaskFamily> task_family_of(const std::string& prompt);
+// The exact answer to a prompt of a built-in family, or nothing if the prompt is not one.
+std::optional<std::string> solve_task(const std::string& prompt);
+// True when `response` (surrounding whitespace and a trailing period ignored) equals the answer.
+bool check_task(const std::string& prompt, const std::string& response);
+
+}  // namespace keel

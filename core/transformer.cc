@@ -1,0 +1,334 @@
+#include "core/transformer.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace keel {
+
+namespace {
+
+namespace F = torch::nn::functional;
+
+// GPT-2's Conv1D: weight stored [in, out], y = x W + b.
+struct Conv1DImpl : torch::nn::Module {
+  Conv1DImpl(int64_t in, int64_t out) {
+    weight = register_parameter("weight", torch::empty({in, out}));
+    bias = register_parameter("bias", torch::zeros({out}));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return torch::matmul(x, weight) + bias; }
+  torch::Tensor weight, bias;
+};
+TORCH_MODULE(Conv1D);
+
+struct RMSNormImpl : torch::nn::Module {
+  RMSNormImpl(int64_t d, double eps) : eps(eps) { weight = register_parameter("weight", torch::ones({d})); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto xf = x.to(torch::kFloat32);
+    auto y = xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps);
+    return weight * y.to(x.scalar_type());
+  }
+  double eps;
+  torch::Tensor weight;
+};
+TORCH_MODULE(RMSNorm);
+
+// Scaled dot-product attention. q [B,H,T,hd], k/v [B,KV,S,hd], bias [B|1,1,T,S] additive.
+torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const torch::Tensor& bias) {
+  const int64_t rep = q.size(1) / k.size(1);
+  if (rep > 1) {  // grouped-query attention: each kv head serves `rep` consecutive query heads
+    k = k.repeat_interleave(rep, 1);
+    v = v.repeat_interleave(rep, 1);
+  }
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  auto scores = torch::matmul(q, k.transpose(-2, -1)).mul_(scale).add_(bias);
+  return torch::matmul(torch::softmax(scores, -1), v);
+}
+
+// Appends k/v of the new tokens to the cache and returns all filled slots.
+std::pair<torch::Tensor, torch::Tensor> cache_append(KVCache* cache, int64_t layer, torch::Tensor k, torch::Tensor v) {
+  if (!cache) return {k, v};
+  const int64_t past = cache->length, t = k.size(2);
+  cache->k[layer].narrow(2, past, t).copy_(k);
+  cache->v[layer].narrow(2, past, t).copy_(v);
+  return {cache->k[layer].narrow(2, 0, past + t), cache->v[layer].narrow(2, 0, past + t)};
+}
+
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  const int64_t h = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, h, h), x.narrow(-1, 0, h)}, -1);
+}
+
+}  // namespace
+
+// Shared per-forward context: attention bias and, for Llama, the rotary tables.
+struct AttnContext {
+  torch::Tensor bias;      // [B|1, 1, T, S]
+  torch::Tensor cos, sin;  // [B, 1, T, hd]
+  KVCache* cache = nullptr;
+};
+
+class TransformerBody : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& positions, AttnContext& ctx) = 0;
+  virtual torch::Tensor embedding_weight() = 0;
+  virtual void init_weights(const ModelConfig& c) = 0;
+};
+
+namespace {
+
+struct Gpt2Block : torch::nn::Module {
+  explicit Gpt2Block(const ModelConfig& c) : c(c) {
+    ln_1 = register_module("ln_1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.d_model}).eps(c.norm_eps)));
+    attn = register_module("attn", std::make_shared<torch::nn::Module>());
+    c_attn = attn->register_module("c_attn", Conv1D(c.d_model, 3 * c.d_model));
+    attn_proj = attn->register_module("c_proj", Conv1D(c.d_model, c.d_model));
+    ln_2 = register_module("ln_2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.d_model}).eps(c.norm_eps)));
+    mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
+    c_fc = mlp->register_module("c_fc", Conv1D(c.d_model, c.ffn_dim()));
+    mlp_proj = mlp->register_module("c_proj", Conv1D(c.ffn_dim(), c.d_model));
+  }
+  torch::Tensor forward(torch::Tensor x, int64_t layer, AttnContext& ctx) {
+    const int64_t B = x.size(0), T = x.size(1), H = c.n_head, hd = c.head_dim();
+    auto qkv = c_attn(ln_1(x)).view({B, T, 3, H, hd}).permute({2, 0, 3, 1, 4});
+    auto [k, v] = cache_append(ctx.cache, layer, qkv[1], qkv[2]);
+    auto a = attend(qkv[0], k, v, ctx.bias).transpose(1, 2).reshape({B, T, c.d_model});
+    x = x + attn_proj(a);
+    return x + mlp_proj(torch::gelu(c_fc(ln_2(x)), "tanh"));
+  }
+  const ModelConfig c;
+  torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
+  std::shared_ptr<torch::nn::Module> attn, mlp;
+  Conv1D c_attn{nullptr}, attn_proj{nullptr}, c_fc{nullptr}, mlp_proj{nullptr};
+};
+
+class Gpt2Body : public TransformerBody {
+ public:
+  explicit Gpt2Body(const ModelConfig& c) {
+    wte = register_module("wte", torch::nn::Embedding(c.vocab_size, c.d_model));
+    wpe = register_module("wpe", torch::nn::Embedding(c.max_positions, c.d_model));
+    h = register_module("h", torch::nn::ModuleList());
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      blocks.push_back(std::make_shared<Gpt2Block>(c));
+      h->push_back(blocks.back());
+    }
+    ln_f = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.d_model}).eps(c.norm_eps)));
+  }
+  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& positions, AttnContext& ctx) override {
+    auto x = wte(tokens) + wpe(positions);
+    for (size_t i = 0; i < blocks.size(); ++i) x = blocks[i]->forward(x, static_cast<int64_t>(i), ctx);
+    return ln_f(x);
+  }
+  torch::Tensor embedding_weight() override { return wte->weight; }
+  void init_weights(const ModelConfig& c) override {
+    torch::NoGradGuard ng;
+    const double proj_std = 0.02 / std::sqrt(2.0 * c.n_layer);
+    for (auto& p : named_parameters()) {
+      const auto& n = p.key();
+      auto t = p.value();
+      if (n.find("ln_") != std::string::npos) {
+        n.size() >= 6 && n.compare(n.size() - 6, 6, "weight") == 0 ? t.fill_(1.0) : t.zero_();
+      } else if (n.size() >= 4 && n.compare(n.size() - 4, 4, "bias") == 0) {
+        t.zero_();
+      } else {
+        t.normal_(0.0, n.find("c_proj") != std::string::npos ? proj_std : 0.02);
+      }
+    }
+  }
+  torch::nn::Embedding wte{nullptr}, wpe{nullptr};
+  torch::nn::ModuleList h{nullptr};
+  std::vector<std::shared_ptr<Gpt2Block>> blocks;
+  torch::nn::LayerNorm ln_f{nullptr};
+};
+
+torch::nn::Linear linear_no_bias(int64_t in, int64_t out) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+}
+
+struct LlamaBlock : torch::nn::Module {
+  explicit LlamaBlock(const ModelConfig& c) : c(c) {
+    const int64_t d = c.d_model, hd = c.head_dim();
+    input_layernorm = register_module("input_layernorm", RMSNorm(d, c.norm_eps));
+    self_attn = register_module("self_attn", std::make_shared<torch::nn::Module>());
+    q_proj = self_attn->register_module("q_proj", linear_no_bias(d, c.n_head * hd));
+    k_proj = self_attn->register_module("k_proj", linear_no_bias(d, c.kv_heads() * hd));
+    v_proj = self_attn->register_module("v_proj", linear_no_bias(d, c.kv_heads() * hd));
+    o_proj = self_attn->register_module("o_proj", linear_no_bias(c.n_head * hd, d));
+    post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(d, c.norm_eps));
+    mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
+    gate_proj = mlp->register_module("gate_proj", linear_no_bias(d, c.ffn_dim()));
+    up_proj = mlp->register_module("up_proj", linear_no_bias(d, c.ffn_dim()));
+    down_proj = mlp->register_module("down_proj", linear_no_bias(c.ffn_dim(), d));
+  }
+  torch::Tensor forward(torch::Tensor x, int64_t layer, AttnContext& ctx) {
+    const int64_t B = x.size(0), T = x.size(1), hd = c.head_dim();
+    auto hs = input_layernorm(x);
+    auto q = q_proj(hs).view({B, T, c.n_head, hd}).transpose(1, 2);
+    auto k = k_proj(hs).view({B, T, c.kv_heads(), hd}).transpose(1, 2);
+    auto v = v_proj(hs).view({B, T, c.kv_heads(), hd}).transpose(1, 2);
+    q = q * ctx.cos + rotate_half(q) * ctx.sin;
+    k = k * ctx.cos + rotate_half(k) * ctx.sin;
+    auto [ks, vs] = cache_append(ctx.cache, layer, k, v);
+    auto a = attend(q, ks, vs, ctx.bias).transpose(1, 2).reshape({B, T, c.n_head * hd});
+    x = x + o_proj(a);
+    hs = post_attention_layernorm(x);
+    return x + down_proj(torch::silu(gate_proj(hs)) * up_proj(hs));
+  }
+  const ModelConfig c;
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  std::shared_ptr<torch::nn::Module> self_attn, mlp;
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+
+class LlamaBody : public TransformerBody {
+ public:
+  explicit LlamaBody(const ModelConfig& c) : c(c) {
+    embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.d_model));
+    layers = register_module("layers", torch::nn::ModuleList());
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      blocks.push_back(std::make_shared<LlamaBlock>(c));
+      layers->push_back(blocks.back());
+    }
+    norm = register_module("norm", RMSNorm(c.d_model, c.norm_eps));
+  }
+  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& positions, AttnContext& ctx) override {
+    const int64_t hd = c.head_dim();
+    auto inv_freq = 1.0 / torch::pow(c.rope_theta, torch::arange(0, hd, 2, torch::dtype(torch::kFloat32)
+                                                                               .device(tokens.device())) / hd);
+    auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // [B, T, hd/2]
+    auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                // [B, 1, T, hd]
+    auto x = embed_tokens(tokens);
+    ctx.cos = emb.cos().to(x.scalar_type());
+    ctx.sin = emb.sin().to(x.scalar_type());
+    for (size_t i = 0; i < blocks.size(); ++i) x = blocks[i]->forward(x, static_cast<int64_t>(i), ctx);
+    return norm(x);
+  }
+  torch::Tensor embedding_weight() override { return embed_tokens->weight; }
+  void init_weights(const ModelConfig&) override {
+    torch::NoGradGuard ng;
+    for (auto& p : named_parameters()) {
+      const auto& n = p.key();
+      if (n.find("norm") != std::string::npos) p.value().fill_(1.0);
+      else p.value().normal_(0.0, 0.02);
+    }
+  }
+  const ModelConfig c;
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  std::vector<std::shared_ptr<LlamaBlock>> blocks;
+  RMSNorm norm{nullptr};
+};
+
+}  // namespace
+
+TransformerImpl::TransformerImpl(const ModelConfig& config) : config_(config) {
+  config_.validate();
+  if (config_.family == Family::kGpt2) {
+    body_ = register_module("transformer", std::make_shared<Gpt2Body>(config_));
+  } else {
+    body_ = register_module("model", std::make_shared<LlamaBody>(config_));
+    if (!config_.tie_embeddings) lm_head_ = register_module("lm_head", linear_no_bias(config_.d_model, config_.vocab_size));
+  }
+  if (config_.value_head) value_head_ = register_module("value_head", torch::nn::Linear(config_.d_model, 1));
+  if (config_.reward_head) score_ = register_module("score", linear_no_bias(config_.d_model, 1));
+  init_weights(0);
+}
+
+torch::Device TransformerImpl::device() const { return body_->parameters().front().device(); }
+
+void TransformerImpl::init_weights(uint64_t seed) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(seed);
+  body_->init_weights(config_);
+  if (lm_head_) lm_head_->weight.normal_(0.0, 0.02);
+  if (value_head_) {
+    value_head_->weight.zero_();
+    value_head_->bias.zero_();
+  }
+  if (score_) score_->weight.normal_(0.0, 1.0 / std::sqrt(config_.d_model + 1.0));
+}
+
+KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity) const {
+  KEEL_CHECK(capacity <= config_.max_positions || config_.family == Family::kLlama,
+             "cache capacity " << capacity << " exceeds max positions " << config_.max_positions);
+  auto w = body_->parameters().front();
+  KVCache c;
+  for (int64_t i = 0; i < config_.n_layer; ++i) {
+    c.k.push_back(torch::zeros({batch, config_.kv_heads(), capacity, config_.head_dim()}, w.options()));
+    c.v.push_back(torch::zeros({batch, config_.kv_heads(), capacity, config_.head_dim()}, w.options()));
+  }
+  c.key_mask = torch::zeros({batch, capacity}, torch::dtype(torch::kBool).device(w.device()));
+  return c;
+}
+
+torch::Tensor TransformerImpl::hidden(const ForwardInputs& in, KVCache* cache) {
+  KEEL_CHECK(in.tokens.defined() && in.tokens.dim() == 2, "tokens must be [B, T]");
+  const int64_t B = in.tokens.size(0), T = in.tokens.size(1);
+  const int64_t past = cache ? cache->length : 0;
+  const auto dev = in.tokens.device();
+  KEEL_CHECK(!cache || past + T <= cache->capacity(),
+             "KV cache overflow: " << past << " + " << T << " > capacity " << cache->capacity());
+  KEEL_CHECK(!cache || cache->key_mask.size(0) == B, "KV cache batch " << cache->key_mask.size(0) << " != " << B);
+  KEEL_CHECK(!(cache && in.segments.defined()), "packed segments cannot be combined with a KV cache");
+
+  auto positions = in.positions.defined()
+                       ? in.positions
+                       : torch::arange(past, past + T, torch::dtype(torch::kLong).device(dev)).unsqueeze(0).expand({B, T});
+  if (config_.family == Family::kGpt2) {
+    KEEL_CHECK(positions.max().item<int64_t>() < config_.max_positions,
+               "position " << positions.max().item<int64_t>() << " beyond n_positions " << config_.max_positions);
+  }
+
+  // allowed[b, t, s]: query t may attend to key slot s.
+  const int64_t S = past + T;
+  auto qslot = torch::arange(past, S, torch::dtype(torch::kLong).device(dev)).unsqueeze(1);
+  auto kslot = torch::arange(0, S, torch::dtype(torch::kLong).device(dev)).unsqueeze(0);
+  auto allowed = (kslot <= qslot).unsqueeze(0);  // [1, T, S]
+  torch::Tensor key_mask;
+  if (cache) {
+    auto m = in.key_mask.defined() ? in.key_mask.to(torch::kBool) : torch::ones({B, T}, torch::dtype(torch::kBool).device(dev));
+    cache->key_mask.narrow(1, past, T).copy_(m);
+    key_mask = cache->key_mask.narrow(1, 0, S);
+  } else if (in.key_mask.defined()) {
+    key_mask = in.key_mask.to(torch::kBool);
+  }
+  if (key_mask.defined()) allowed = allowed & key_mask.unsqueeze(1);
+  if (in.segments.defined()) allowed = allowed & (in.segments.unsqueeze(2) == in.segments.unsqueeze(1));
+  auto wdtype = body_->embedding_weight().scalar_type();
+  const double neg = (wdtype == torch::kHalf) ? -1e4 : -1e9;  // finite: a fully padded row stays NaN-free
+  AttnContext ctx;
+  ctx.bias = torch::zeros(allowed.sizes(), torch::dtype(wdtype).device(dev)).masked_fill_(allowed.logical_not(), neg).unsqueeze(1);
+  ctx.cache = cache;
+  auto h = body_->forward(in.tokens, positions, ctx);
+  if (cache) cache->length += T;
+  return h;
+}
+
+torch::Tensor TransformerImpl::logits(const torch::Tensor& hidden) {
+  return lm_head_ ? lm_head_(hidden) : F::linear(hidden, body_->embedding_weight());
+}
+
+torch::Tensor TransformerImpl::value(const torch::Tensor& hidden) {
+  KEEL_CHECK(value_head_, "this model has no value head (config keel.value_head)");
+  return value_head_(hidden).squeeze(-1);
+}
+
+torch::Tensor TransformerImpl::reward(const torch::Tensor& hidden) {
+  KEEL_CHECK(score_, "this model has no reward head (config keel.reward_head)");
+  return score_(hidden).squeeze(-1);
+}
+
+torch::Tensor summed_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets) {
+  const int64_t V = logits.size(-1);
+  return F::cross_entropy(logits.reshape({-1, V}).to(torch::kFloat32), targets.reshape({-1}),
+                          F::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+}
+
+torch::Tensor token_logprobs(const torch::Tensor& logits, const torch::Tensor& targets, double temperature) {
+  auto z = logits.to(torch::kFloat32);
+  if (temperature != 1.0) z = z / temperature;
+  return torch::log_softmax(z, -1).gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1);
+}
+
+}  // namespace keel

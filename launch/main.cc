@@ -1,0 +1,65 @@
+// keel: one binary, many roles. `keel <command> --help` explains each.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "launch/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(const keel::Args&);
+  const char* summary;
+};
+
+const Command kCommands[] = {
+    {"tokenizer train", keel::cmd_tokenizer_train, "train a SentencePiece tokenizer on a corpus"},
+    {"tokenizer encode", keel::cmd_tokenizer_encode, "print the token ids of a text"},
+    {"data tokenize", keel::cmd_data_tokenize, "tokenize a text corpus into train.bin / val.bin token files"},
+    {"tasks export", keel::cmd_tasks_export, "write the built-in task suite (a split) as SFT JSONL"},
+    {"model init", keel::cmd_model_init, "write a freshly initialised model directory"},
+    {"pretrain", keel::cmd_pretrain, "pretrain a model: next-token prediction over a token file"},
+    {"sft", keel::cmd_sft, "supervised fine-tuning on prompt/response JSONL"},
+    {"generate", keel::cmd_generate, "sample responses from a model"},
+    {"eval tasks", keel::cmd_eval_tasks, "held-out exact-match accuracy on the built-in tasks"},
+};
+
+void usage() {
+  std::cout << "usage: keel <command> [options]    (keel <command> --help for its options)\n\ncommands:\n";
+  for (const auto& c : kCommands) std::cout << "  " << c.name << std::string(20 - std::string(c.name).size(), ' ') << c.summary << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    usage();
+    return args.empty() ? 2 : 0;
+  }
+  for (const auto& c : kCommands) {
+    const std::string name = c.name;
+    const auto sp = name.find(' ');
+    size_t words = 1;
+    if (sp == std::string::npos) {
+      if (args[0] != name) continue;
+    } else {
+      if (args.size() < 2 || args[0] != name.substr(0, sp) || args[1] != name.substr(sp + 1)) continue;
+      words = 2;
+    }
+    try {
+      return c.run(keel::Args(args.begin() + static_cast<long>(words), args.end()));
+    } catch (const keel::KeelError& e) {
+      std::cerr << "keel " << name << ": error: " << e.what() << "\n";
+      return 1;
+    } catch (const std::exception& e) {
+      std::cerr << "keel " << name << ": error: " << e.what() << "\n";
+      return 1;
+    }
+  }
+  std::cerr << "keel: unknown command '" << args[0] << (args.size() > 1 ? " " + args[1] : "") << "'\n\n";
+  usage();
+  return 2;
+}

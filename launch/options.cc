@@ -1,0 +1,117 @@
+#include "launch/options.h"
+
+#include <torch/torch.h>
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/threads.h"
+
+namespace keel {
+
+namespace {
+
+std::string value_text(const boost::any& v) {
+  std::ostringstream os;
+  if (auto* p = boost::any_cast<std::string>(&v)) os << *p;
+  else if (auto* p = boost::any_cast<int64_t>(&v)) os << *p;
+  else if (auto* p = boost::any_cast<uint64_t>(&v)) os << *p;
+  else if (auto* p = boost::any_cast<int>(&v)) os << *p;
+  else if (auto* p = boost::any_cast<double>(&v)) os << *p;
+  else if (auto* p = boost::any_cast<bool>(&v)) os << (*p ? "true" : "false");
+  else if (auto* p = boost::any_cast<std::vector<std::string>>(&v)) {
+    for (size_t i = 0; i < p->size(); ++i) os << (i ? " " : "") << (*p)[i];
+  } else os << "?";
+  return os.str();
+}
+
+}  // namespace
+
+ParsedOptions parse_options(const std::vector<std::string>& args, const std::string& command, const std::string& summary,
+                            po::options_description& desc) {
+  std::string config_file;
+  po::options_description common("Common options");
+  common.add_options()("help,h", "show this help")(
+      "config", po::value(&config_file), "INI file of option = value lines (command-line options win)");
+  po::options_description all;
+  all.add(desc).add(common);
+  po::variables_map vm;
+  ParsedOptions out;
+  try {
+    po::store(po::command_line_parser(args).options(all).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "usage: keel " << command << " [options]\n\n" << summary << "\n\n" << all << "\n";
+      out.help = true;
+      return out;
+    }
+    if (vm.count("config")) {
+      const auto path = vm["config"].as<std::string>();
+      std::ifstream f(path);
+      KEEL_CHECK(f, "cannot open config file " << path);
+      po::store(po::parse_config_file(f, desc, /*allow_unregistered=*/false), vm);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    KEEL_FAIL("keel " << command << ": " << e.what() << " (see keel " << command << " --help)");
+  }
+  std::ostringstream os;
+  os << "# keel " << command << "\n";
+  for (const auto& opt : desc.options()) {
+    const auto& name = opt->long_name();
+    if (vm.count(name)) os << name << " = " << value_text(vm[name].value()) << "\n";
+  }
+  out.resolved = os.str();
+  std::cerr << out.resolved;
+  return out;
+}
+
+void add_model_options(po::options_description& d, ModelConfig& c, std::string& family) {
+  d.add_options()("family", po::value(&family)->default_value(family), "model family: gpt2 | llama")(
+      "d-model", po::value(&c.d_model)->default_value(c.d_model), "model width")(
+      "n-layer", po::value(&c.n_layer)->default_value(c.n_layer), "transformer blocks")(
+      "n-head", po::value(&c.n_head)->default_value(c.n_head), "attention heads")(
+      "n-kv-head", po::value(&c.n_kv_head)->default_value(c.n_kv_head), "key/value heads (llama GQA; 0 = n-head)")(
+      "d-ff", po::value(&c.d_ff)->default_value(c.d_ff), "MLP width (0 = family default)")(
+      "max-positions", po::value(&c.max_positions)->default_value(c.max_positions), "longest sequence");
+}
+
+void add_train_options(po::options_description& d, TrainOptions& o) {
+  d.add_options()("out", po::value(&o.out_dir)->default_value(o.out_dir), "run directory (checkpoints, metrics, model/)")(
+      "steps", po::value(&o.steps)->default_value(o.steps), "optimizer steps")(
+      "grad-accum", po::value(&o.grad_accum)->default_value(o.grad_accum), "micro-batches per step")(
+      "lr", po::value(&o.lr)->default_value(o.lr), "peak learning rate")(
+      "min-lr-ratio", po::value(&o.min_lr_ratio)->default_value(o.min_lr_ratio), "final lr / peak lr (cosine)")(
+      "warmup-steps", po::value(&o.warmup_steps)->default_value(o.warmup_steps), "linear warmup steps")(
+      "weight-decay", po::value(&o.weight_decay)->default_value(o.weight_decay), "AdamW weight decay (matrices)")(
+      "beta1", po::value(&o.beta1)->default_value(o.beta1), "AdamW beta1")(
+      "beta2", po::value(&o.beta2)->default_value(o.beta2), "AdamW beta2")(
+      "grad-clip", po::value(&o.grad_clip)->default_value(o.grad_clip), "max gradient norm (0 = off)")(
+      "eval-every", po::value(&o.eval_every)->default_value(o.eval_every), "steps between evaluations")(
+      "checkpoint-every", po::value(&o.checkpoint_every)->default_value(o.checkpoint_every), "steps between checkpoints")(
+      "keep-checkpoints", po::value(&o.keep_checkpoints)->default_value(o.keep_checkpoints), "checkpoints kept")(
+      "log-every", po::value(&o.log_every)->default_value(o.log_every), "steps between metric lines")(
+      "seed", po::value(&o.seed)->default_value(o.seed), "seed of initialisation and data order")(
+      "resume", po::value(&o.resume)->default_value(o.resume), "resume from the run directory's latest checkpoint");
+}
+
+void add_runtime_options(po::options_description& d, int& threads, std::string& device) {
+  d.add_options()("threads", po::value(&threads)->default_value(threads), "LibTorch threads (0 = all cores)")(
+      "device", po::value(&device)->default_value(device), "cpu | cuda | cuda:N");
+}
+
+torch::Device apply_runtime(int threads, const std::string& device) {
+  const int n = set_threads(threads);
+  std::cerr << "threads = " << n << "\n";
+  torch::Device dev(torch::kCPU);
+  try {
+    dev = torch::Device(device);
+  } catch (const std::exception&) {
+    KEEL_FAIL("bad --device '" << device << "' (cpu, cuda or cuda:N)");
+  }
+  KEEL_CHECK(!dev.is_cuda() || torch::cuda::is_available(), "--device " << device << ": this LibTorch has no CUDA device");
+  return dev;
+}
+
+}  // namespace keel

@@ -1,0 +1,35 @@
+// Command-line and INI configuration for every subcommand (Boost.Program_options).
+// Options bind straight into each role's options struct; unknown options are errors; --config FILE
+// reads "key = value" lines (command line wins); the resolved configuration is printed at start
+// and stored with checkpoints.
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <string>
+#include <vector>
+
+#include "core/model_config.h"
+#include "learner/train_loop.h"
+
+namespace keel {
+
+namespace po = boost::program_options;
+
+struct ParsedOptions {
+  bool help = false;     // --help was given; usage has been printed
+  std::string resolved;  // INI text of every option's final value
+};
+
+// Parses `args` (after the subcommand words). Throws KeelError naming an unknown or bad option.
+ParsedOptions parse_options(const std::vector<std::string>& args, const std::string& command, const std::string& summary,
+                            po::options_description& desc);
+
+// Shared option groups.
+void add_model_options(po::options_description& d, ModelConfig& c, std::string& family);
+void add_train_options(po::options_description& d, TrainOptions& o);
+void add_runtime_options(po::options_description& d, int& threads, std::string& device);
+
+// Applies --threads and --device; returns the device.
+torch::Device apply_runtime(int threads, const std::string& device);
+
+}  // namespace keel

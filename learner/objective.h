@@ -1,0 +1,37 @@
+// Objective: what an algorithm brings to the shared training loop: its micro-batches, its loss
+// and its evaluation. The loop owns everything else (optimizer, schedule, clipping, accumulation,
+// checkpoints, logging). Pretrain and SFT are objectives; later learners (reward model, DPO, PPO) too.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "core/metrics.h"
+#include "core/transformer.h"
+
+namespace keel {
+
+// A micro-batch. Subclasses add their tensors; the loop only reads the counts.
+struct MicroBatch {
+  virtual ~MicroBatch() = default;
+  int64_t units = 0;   // what the loss is averaged over (e.g. target tokens); summed over the step
+  int64_t tokens = 0;  // input tokens processed, for throughput
+};
+
+struct LossResult {
+  torch::Tensor sum;  // scalar: the loss summed over the micro-batch's units
+  Scalars metrics;    // extra per-micro-batch sums to report (divided by the step's units)
+};
+
+class Objective {
+ public:
+  virtual ~Objective() = default;
+  // Micro-batch `micro` of optimizer step `step`. Must depend only on (seed, step, micro) so that
+  // a resumed run sees the same data as an uninterrupted one.
+  virtual std::unique_ptr<MicroBatch> batch(int64_t step, int64_t micro) = 0;
+  virtual LossResult loss(Transformer& model, const MicroBatch& batch) = 0;
+  // Held-out metrics ("eval/loss", ...). Called in eval mode without gradients.
+  virtual Scalars evaluate(Transformer& model) = 0;
+};
+
+}  // namespace keel

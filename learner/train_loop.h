@@ -1,0 +1,67 @@
+// The one training loop every learner uses: AdamW, linear warmup + cosine decay, gradient
+// clipping, gradient accumulation (the loss of a step is averaged over all units of its
+// micro-batches), periodic evaluation, checkpoints every N steps and on SIGINT/SIGTERM,
+// exact resume, a progress bar and metrics (JSONL + TensorBoard) in the run directory.
+//
+// Run directory layout: metrics.jsonl, events.out.tfevents.*, checkpoints/step-NNNNNNNN/
+// (model files + optimizer.safetensors + trainer_state.json + run_config.ini), checkpoints/latest,
+// and model/ (the final weights) when the run completes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "learner/objective.h"
+
+namespace keel {
+
+struct TrainOptions {
+  int64_t steps = 1000;            // optimizer steps in the whole run
+  int64_t grad_accum = 1;          // micro-batches per step
+  double lr = 3e-4;                // peak learning rate
+  double min_lr_ratio = 0.1;       // final lr = lr * min_lr_ratio (cosine decay)
+  int64_t warmup_steps = 50;       // linear warmup from lr/warmup to lr
+  double weight_decay = 0.1;       // AdamW, on matrices only (not norms, biases, embeddings)
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double adam_eps = 1e-8;
+  double grad_clip = 1.0;          // max global gradient norm; 0 = off
+  int64_t eval_every = 100;        // steps between evaluations; 0 = only at the end
+  int64_t checkpoint_every = 100;  // steps between checkpoints; 0 = only at the end and on signals
+  int64_t keep_checkpoints = 2;    // newest checkpoints kept
+  int64_t log_every = 10;          // steps between metric lines
+  std::string out_dir = "runs/run";
+  uint64_t seed = 1;
+  bool resume = true;              // continue from out_dir/checkpoints/latest when present
+  void validate() const;
+};
+
+// Learning rate at `step` (0-based) of a run of `total` steps.
+double lr_at(const TrainOptions& o, int64_t step);
+
+struct TrainResult {
+  int64_t final_step = 0;
+  bool interrupted = false;        // stopped by a signal after writing a checkpoint
+  Scalars last_eval;
+};
+
+class TrainLoop {
+ public:
+  // `run_config` is the resolved configuration text stored with every checkpoint;
+  // `tokenizer_file` is copied into every model directory.
+  TrainLoop(TrainOptions options, Transformer model, Objective& objective, std::string run_config,
+            std::string tokenizer_file);
+  TrainResult run();
+
+ private:
+  TrainOptions o_;
+  Transformer model_;
+  Objective& objective_;
+  std::string run_config_, tokenizer_file_;
+};
+
+// Installs SIGINT/SIGTERM handlers that ask running loops to checkpoint and stop.
+void install_stop_signal_handlers();
+bool stop_requested();
+
+}  // namespace keel

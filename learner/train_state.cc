@@ -1,0 +1,113 @@
+#include "learner/train_state.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <type_traits>
+
+#include "core/checkpoint.h"
+#include "core/error.h"
+#include "core/safetensors.h"
+
+namespace keel {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// LibTorch 1.x keys optimizer state by a string of the TensorImpl pointer, 2.x by the pointer.
+template <typename Map>
+typename Map::key_type state_key(const Map&, const torch::Tensor& p) {
+  using K = typename Map::key_type;
+  if constexpr (std::is_same_v<K, std::string>) {
+    return c10::guts::to_string(p.unsafeGetTensorImpl());
+  } else {
+    return static_cast<K>(p.unsafeGetTensorImpl());
+  }
+}
+
+std::string step_dir_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+}  // namespace
+
+std::string save_training_checkpoint(const std::string& run_dir, Transformer& model, torch::optim::AdamW& opt,
+                                     const TrainerState& state, const std::string& run_config,
+                                     const std::string& tokenizer_file, int64_t keep) {
+  const std::string root = run_dir + "/checkpoints";
+  const std::string name = step_dir_name(state.step);
+  const std::string tmp = root + "/." + name + ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  save_model(tmp, model, tokenizer_file);
+
+  TensorMap moments;
+  auto& st = opt.state();
+  for (const auto& p : model->named_parameters()) {
+    auto it = st.find(state_key(st, p.value()));
+    if (it == st.end()) continue;
+    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+    moments[p.key() + ".exp_avg"] = s.exp_avg();
+    moments[p.key() + ".exp_avg_sq"] = s.exp_avg_sq();
+    moments[p.key() + ".step"] = torch::tensor(static_cast<int64_t>(s.step()));
+  }
+  moments["rng.cpu"] = at::detail::getDefaultCPUGenerator().get_state();
+  save_safetensors(tmp + "/optimizer.safetensors", moments);
+  nlohmann::json j = {{"step", state.step}, {"tokens_seen", state.tokens_seen}, {"format_version", 1}};
+  write_file_atomic(tmp + "/trainer_state.json", j.dump(2) + "\n");
+  write_file_atomic(tmp + "/run_config.ini", run_config);
+
+  const std::string final_dir = root + "/" + name;
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  write_file_atomic(root + "/latest", name + "\n");
+
+  // Keep the newest `keep` checkpoints.
+  std::vector<std::string> all;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0) all.push_back(e.path().string());
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; keep > 0 && i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i]);
+  return final_dir;
+}
+
+std::string latest_checkpoint(const std::string& run_dir) {
+  const std::string latest = run_dir + "/checkpoints/latest";
+  if (!fs::exists(latest)) return "";
+  std::string name = read_file(latest);
+  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  const std::string dir = run_dir + "/checkpoints/" + name;
+  KEEL_CHECK(fs::exists(dir + "/trainer_state.json"), latest << " names " << dir << ", which is incomplete or missing");
+  return dir;
+}
+
+TrainerState load_training_checkpoint(const std::string& dir, Transformer& model, torch::optim::AdamW& opt) {
+  const std::string wpath = dir + "/model.safetensors";
+  load_weights(model, load_safetensors(wpath), wpath, false);
+  const auto moments = load_safetensors(dir + "/optimizer.safetensors");
+  auto& st = opt.state();
+  for (const auto& p : model->named_parameters()) {
+    auto a = moments.find(p.key() + ".exp_avg");
+    if (a == moments.end()) continue;
+    auto s = std::make_unique<torch::optim::AdamWParamState>();
+    s->step(moments.at(p.key() + ".step").item<int64_t>());
+    s->exp_avg(a->second.clone());
+    s->exp_avg_sq(moments.at(p.key() + ".exp_avg_sq").clone());
+    st[state_key(st, p.value())] = std::move(s);
+  }
+  if (moments.count("rng.cpu")) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    gen.set_state(moments.at("rng.cpu"));
+  }
+  const auto j = nlohmann::json::parse(read_file(dir + "/trainer_state.json"));
+  TrainerState ts;
+  ts.step = j.at("step").get<int64_t>();
+  ts.tokens_seen = j.value("tokens_seen", int64_t{0});
+  return ts;
+}
+
+}  // namespace keel
