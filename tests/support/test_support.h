@@ -1,0 +1,28 @@
+// Helpers shared by keel's tests: temporary directories, the source tree, and running the
+// independent references (Debian's /usr/bin/python3 with torch, node) and the keel binary.
+#pragma once
+
+#include <string>
+
+namespace keel::test {
+
+std::string source_dir();            // KEEL_SOURCE_DIR
+std::string keel_bin();              // KEEL_BIN: the built keel executable
+std::string temp_dir(const std::string& name);  // a fresh, empty directory for this test
+
+struct RunResult {
+  int code = -1;
+  std::string output;  // stdout and stderr together
+};
+// Runs a shell command, capturing its output.
+RunResult run(const std::string& command);
+// Runs tests/reference/<script> with /usr/bin/python3.
+RunResult python(const std::string& script_and_args);
+// Runs the keel binary with `args`.
+RunResult keel(const std::string& args);
+
+std::string shell_quote(const std::string& s);
+std::string read_text(const std::string& path);
+void write_text(const std::string& path, const std::string& text);
+
+}  // namespace keel::test
