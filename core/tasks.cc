@@ -54,7 +54,7 @@ std::string trim(std::string s) {
 
 std::string make_prompt(TaskFamily f, std::mt19937_64& rng) {
   if (f == TaskFamily::kArithmetic) {
-    std::uniform_int_distribution<int> num(0, 99), op(0, 1);
+    std::uniform_int_distribution<int> num(0, 19), op(0, 1);
     int a = num(rng), b = num(rng);
     const bool plus = op(rng) == 0;
     if (!plus && b > a) std::swap(a, b);
@@ -95,7 +95,9 @@ std::vector<TaskExample> make_tasks(TaskSplit split, int per_family, uint64_t se
       KEEL_CHECK(++attempts < per_family * 200 + 1000,
                  "cannot draw " << per_family << " distinct " << task_family_name(f) << " tasks");
       auto p = make_prompt(f, rng);
-      if (is_held_out(p) != (split == TaskSplit::kHeldOut) || !seen.insert(p).second) continue;
+      if (is_held_out(p) != (split == TaskSplit::kHeldOut)) continue;
+      // Held-out prompts are distinct; training prompts are i.i.d. draws, repeats allowed.
+      if (split == TaskSplit::kHeldOut && !seen.insert(p).second) continue;
       out.push_back({f, p, *solve_task(p)});
     }
     by_family.push_back(std::move(out));

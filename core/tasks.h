@@ -1,8 +1,9 @@
 // The built-in task suite: instruction-style problems with exact answers a program can check.
-// Families: arithmetic ("Compute 37 + 48."), reverse ("Reverse the words: a b c"),
+// Families: arithmetic on operands 0..19 ("Compute 17 + 8."), reverse ("Reverse the words: a b c"),
 // sort ("Sort the words: c a b"), count ("Count the words: a b c").
 // Train and held-out splits are disjoint by construction (a hash of the prompt picks the split),
-// and generated reproducibly from a seed. solve() recomputes the answer from the prompt text
+// and generated reproducibly from a seed. Held-out prompts are distinct; training prompts are
+// i.i.d. draws from the training side of the split, so a family's training set may repeat a prompt. solve() recomputes the answer from the prompt text
 // alone, so a reward service can score any prompt of these families without a lookup table.
 #pragma once
 

@@ -1,0 +1,109 @@
+// keel_bench: speed of keel's model on this machine, printed as one JSON line per measurement.
+//   keel_bench sgemm                  measured float32 matrix-product peak (GFLOP/s)
+//   keel_bench train    [d L T B V]   pretrain step (forward, backward, AdamW): tokens/s, model GFLOP/s
+//   keel_bench generate [d L B N]     KV-cached sampling of N new tokens for B prompts: tokens/s
+// bench/reference_bench.py measures the same in Python PyTorch eager; bench/run.sh compares.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "actors/sampler.h"
+#include "core/threads.h"
+#include "core/transformer.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double max_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024.0;
+}
+int64_t arg(int argc, char** argv, int i, int64_t dflt) { return argc > i ? std::atoll(argv[i]) : dflt; }
+
+void sgemm() {
+  const int64_t n = 2048;
+  auto a = torch::randn({n, n}), b = torch::randn({n, n});
+  for (int i = 0; i < 2; ++i) torch::mm(a, b);
+  const int reps = 10;
+  auto t = Clock::now();
+  for (int i = 0; i < reps; ++i) torch::mm(a, b);
+  const double s = seconds_since(t);
+  std::printf("{\"bench\": \"sgemm\", \"impl\": \"keel\", \"gflops\": %.1f}\n", 2.0 * n * n * n * reps / s / 1e9);
+}
+
+void train(int64_t d, int64_t L, int64_t T, int64_t B, int64_t V) {
+  const double rss0 = max_rss_mb();
+  keel::ModelConfig c;
+  c.vocab_size = V;
+  c.d_model = d;
+  c.n_layer = L;
+  c.n_head = d / 64;
+  c.max_positions = T;
+  keel::Transformer model(c);
+  torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(1e-4).weight_decay(0.1));
+  auto tokens = torch::randint(0, V, {B, T}, torch::kLong), targets = torch::randint(0, V, {B, T}, torch::kLong);
+  auto step = [&] {
+    opt.zero_grad();
+    auto loss = keel::summed_cross_entropy(model->logits(model->hidden({tokens, {}, {}, {}})), targets) / (B * T);
+    loss.backward();
+    opt.step();
+  };
+  for (int i = 0; i < 2; ++i) step();
+  const int reps = 5;
+  auto t = Clock::now();
+  for (int i = 0; i < reps; ++i) step();
+  const double s = seconds_since(t) / reps;
+  const double params = static_cast<double>(c.num_parameters() - T * d);  // position lookups are not FLOPs
+  const double flops = 6.0 * params * B * T + 12.0 * L * B * T * T * d;
+  std::printf("{\"bench\": \"train\", \"impl\": \"keel\", \"d\": %lld, \"layers\": %lld, \"seq\": %lld, \"batch\": %lld, "
+              "\"vocab\": %lld, \"step_s\": %.4f, \"tokens_per_s\": %.1f, \"model_gflops\": %.1f, \"peak_rss_mb\": %.1f, "
+              "\"rss_growth_mb\": %.1f}\n",
+              (long long)d, (long long)L, (long long)T, (long long)B, (long long)V, s, B * T / s, flops / s / 1e9,
+              max_rss_mb(), max_rss_mb() - rss0);
+}
+
+void generate(int64_t d, int64_t L, int64_t B, int64_t N) {
+  keel::ModelConfig c;
+  c.vocab_size = 8192;
+  c.d_model = d;
+  c.n_layer = L;
+  c.n_head = d / 64;
+  c.max_positions = 512;
+  keel::Transformer model(c);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int64_t b = 0; b < B; ++b) prompts.push_back(std::vector<int32_t>(static_cast<size_t>(16 + b), 5));
+  keel::SamplingConfig s;
+  s.temperature = 1.0;
+  s.max_new_tokens = N;
+  s.stop_at_eos = false;
+  keel::sample(model, prompts, s, -1, 0);
+  const int reps = 3;
+  auto t = Clock::now();
+  for (int i = 0; i < reps; ++i) keel::sample(model, prompts, s, -1, 0);
+  const double sec = seconds_since(t) / reps;
+  std::printf("{\"bench\": \"generate\", \"impl\": \"keel\", \"d\": %lld, \"layers\": %lld, \"batch\": %lld, "
+              "\"new_tokens\": %lld, \"seconds\": %.4f, \"tokens_per_s\": %.1f}\n",
+              (long long)d, (long long)L, (long long)B, (long long)N, sec, B * N / sec);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "train";
+  const int threads = std::getenv("KEEL_BENCH_THREADS") ? std::atoi(std::getenv("KEEL_BENCH_THREADS")) : 0;
+  keel::set_threads(threads);
+  torch::manual_seed(0);
+  if (mode == "sgemm") sgemm();
+  else if (mode == "train") train(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), arg(argc, argv, 4, 256), arg(argc, argv, 5, 8), arg(argc, argv, 6, 8192));
+  else if (mode == "generate") generate(arg(argc, argv, 2, 256), arg(argc, argv, 3, 4), arg(argc, argv, 4, 8), arg(argc, argv, 5, 128));
+  else {
+    std::fprintf(stderr, "usage: keel_bench sgemm | train [d L T B V] | generate [d L B N]\n");
+    return 2;
+  }
+  return 0;
+}
