@@ -1,0 +1,147 @@
+#include "wire/channel.h"
+
+#include <condition_variable>
+#include <deque>
+#include <iostream>
+#include <mutex>
+#include <zmq.hpp>
+
+#include "core/error.h"
+
+namespace keel::wire {
+
+namespace {
+
+zmq::context_t& context() {
+  static zmq::context_t ctx(1);
+  return ctx;
+}
+
+int zmq_type(SocketKind k) {
+  switch (k) {
+    case SocketKind::kPush: return ZMQ_PUSH;
+    case SocketKind::kPull: return ZMQ_PULL;
+    case SocketKind::kPub: return ZMQ_PUB;
+    case SocketKind::kSub: return ZMQ_SUB;
+    case SocketKind::kDealer: return ZMQ_DEALER;
+    case SocketKind::kRouter: return ZMQ_ROUTER;
+  }
+  return ZMQ_PAIR;
+}
+
+class ZmqChannel : public Channel {
+ public:
+  ZmqChannel(SocketKind kind, const std::string& endpoint, bool bind, const SocketOptions& o)
+      : kind_(kind), socket_(context(), zmq_type(kind)) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.set(zmq::sockopt::sndtimeo, o.send_timeout_ms);
+    socket_.set(zmq::sockopt::sndhwm, o.high_water_mark);
+    socket_.set(zmq::sockopt::rcvhwm, o.high_water_mark);
+    socket_.set(zmq::sockopt::maxmsgsize, o.max_message_bytes);
+    if (kind == SocketKind::kSub) socket_.set(zmq::sockopt::subscribe, "");
+    if (kind == SocketKind::kRouter) socket_.set(zmq::sockopt::router_mandatory, 1);
+    if (kind == SocketKind::kDealer || kind == SocketKind::kPush) socket_.set(zmq::sockopt::immediate, 1);
+    try {
+      bind ? socket_.bind(endpoint) : socket_.connect(endpoint);
+    } catch (const zmq::error_t& e) {
+      KEEL_FAIL((bind ? "cannot bind " : "cannot connect ") << endpoint << ": " << e.what());
+    }
+  }
+
+  bool send(const std::string& bytes, const std::string& peer) override {
+    try {
+      if (kind_ == SocketKind::kRouter) {
+        if (!socket_.send(zmq::buffer(peer), zmq::send_flags::sndmore)) return false;
+      }
+      return socket_.send(zmq::buffer(bytes), zmq::send_flags::none).has_value();
+    } catch (const zmq::error_t&) {
+      return false;  // e.g. EHOSTUNREACH: the peer of a ROUTER reply is gone
+    }
+  }
+
+  std::optional<Packet> recv(int timeout_ms) override {
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms)) <= 0) return std::nullopt;
+    Packet p;
+    zmq::message_t msg;
+    if (!socket_.recv(msg, zmq::recv_flags::dontwait)) return std::nullopt;
+    if (kind_ == SocketKind::kRouter) {
+      p.peer = msg.to_string();
+      if (!msg.more() || !socket_.recv(msg, zmq::recv_flags::dontwait)) return std::nullopt;
+    }
+    p.bytes = msg.to_string();
+    // Drain stray frames of a multi-part message (garbage from a foreign client).
+    while (msg.more() && socket_.recv(msg, zmq::recv_flags::dontwait)) {
+    }
+    return p;
+  }
+
+ private:
+  SocketKind kind_;
+  zmq::socket_t socket_;
+};
+
+struct InprocQueue {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::string> items;
+};
+
+class InprocChannel : public Channel {
+ public:
+  InprocChannel(std::shared_ptr<InprocQueue> in, std::shared_ptr<InprocQueue> out) : in_(std::move(in)), out_(std::move(out)) {}
+  bool send(const std::string& bytes, const std::string&) override {
+    {
+      std::lock_guard<std::mutex> l(out_->mu);
+      out_->items.push_back(bytes);
+    }
+    out_->cv.notify_one();
+    return true;
+  }
+  std::optional<Packet> recv(int timeout_ms) override {
+    std::unique_lock<std::mutex> l(in_->mu);
+    auto ready = [&] { return !in_->items.empty(); };
+    if (timeout_ms < 0) in_->cv.wait(l, ready);
+    else if (!in_->cv.wait_for(l, std::chrono::milliseconds(timeout_ms), ready)) return std::nullopt;
+    Packet p{"inproc", std::move(in_->items.front())};
+    in_->items.pop_front();
+    return p;
+  }
+
+ private:
+  std::shared_ptr<InprocQueue> in_, out_;
+};
+
+}  // namespace
+
+std::unique_ptr<Channel> zmq_bind(SocketKind kind, const std::string& endpoint, const SocketOptions& o) {
+  return std::make_unique<ZmqChannel>(kind, endpoint, true, o);
+}
+
+std::unique_ptr<Channel> zmq_connect(SocketKind kind, const std::string& endpoint, const SocketOptions& o) {
+  return std::make_unique<ZmqChannel>(kind, endpoint, false, o);
+}
+
+std::pair<std::unique_ptr<Channel>, std::unique_ptr<Channel>> inproc_pair() {
+  auto a = std::make_shared<InprocQueue>(), b = std::make_shared<InprocQueue>();
+  return {std::make_unique<InprocChannel>(a, b), std::make_unique<InprocChannel>(b, a)};
+}
+
+std::optional<Message> receive(Channel& ch, int timeout_ms, ReceiveStats& stats, std::string* peer, const DecodeLimits& limits) {
+  auto p = ch.recv(timeout_ms);
+  if (!p) return std::nullopt;
+  auto d = decode(p->bytes.data(), p->bytes.size(), limits);
+  if (!d.message) {
+    ++stats.rejected;
+    stats.last_error = d.error;
+    std::cerr << "wire: dropped a message (" << d.error << "); " << stats.rejected << " rejected so far\n";
+    return std::nullopt;
+  }
+  ++stats.accepted;
+  if (peer) *peer = p->peer;
+  return std::move(d.message);
+}
+
+bool send_message(Channel& ch, const Message& m, const std::string& peer) { return ch.send(encode(m), peer); }
+
+}  // namespace keel::wire

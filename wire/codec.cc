@@ -1,0 +1,299 @@
+#include "wire/codec.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+
+#include <cstring>
+
+#include "wire/keel.capnp.h"
+
+namespace keel::wire {
+
+namespace cs = capnp_schema;
+
+namespace {
+
+template <typename T>
+capnp::Data::Reader as_data(const std::vector<T>& v) {
+  return capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(v.data()), v.size() * sizeof(T));
+}
+
+template <typename T>
+bool from_data(capnp::Data::Reader d, std::vector<T>& out, const char* field, std::string& err) {
+  if (d.size() % sizeof(T) != 0) {
+    err = std::string(field) + ": " + std::to_string(d.size()) + " bytes is not a whole number of elements";
+    return false;
+  }
+  out.resize(d.size() / sizeof(T));
+  if (!out.empty()) std::memcpy(out.data(), d.begin(), d.size());
+  return true;
+}
+
+void put_parts(capnp::List<cs::ScorePart>::Builder b, const ScoreParts& parts) {
+  for (size_t i = 0; i < parts.size(); ++i) {
+    b[static_cast<unsigned>(i)].setName(parts[i].first);
+    b[static_cast<unsigned>(i)].setValue(parts[i].second);
+  }
+}
+ScoreParts get_parts(capnp::List<cs::ScorePart>::Reader r) {
+  ScoreParts out;
+  for (auto p : r) out.emplace_back(p.getName().cStr(), p.getValue());
+  return out;
+}
+
+struct Encoder {
+  cs::Envelope::Builder e;
+  void operator()(const Hello& m) {
+    auto b = e.initHello();
+    b.setRole(m.role);
+    b.setId(m.id);
+    b.setHost(m.host);
+    b.setPid(m.pid);
+  }
+  void operator()(const Heartbeat& m) {
+    auto b = e.initHeartbeat();
+    b.setTimeMs(m.time_ms);
+    b.setPolicyVersion(m.policy_version);
+  }
+  void operator()(const RolloutBatch& m) {
+    auto b = e.initRollouts();
+    b.setTemperature(m.temperature);
+    auto list = b.initRollouts(static_cast<unsigned>(m.rollouts.size()));
+    for (size_t i = 0; i < m.rollouts.size(); ++i) {
+      const auto& r = m.rollouts[i];
+      auto o = list[static_cast<unsigned>(i)];
+      o.setPromptTokens(as_data(r.prompt_tokens));
+      o.setResponseTokens(as_data(r.response_tokens));
+      o.setLogprobs(as_data(r.logprobs));
+      o.setPolicyVersion(r.policy_version);
+      o.setActorId(r.actor_id);
+      o.setSeed(r.seed);
+      o.setScore(r.score);
+      put_parts(o.initScoreParts(static_cast<unsigned>(r.score_parts.size())), r.score_parts);
+      o.setFinished(r.finished);
+      o.setPrompt(r.prompt);
+      o.setResponse(r.response);
+      o.setGroupId(r.group_id);
+    }
+  }
+  void operator()(const ScoreRequest& m) {
+    auto b = e.initScoreRequest();
+    b.setRequestId(m.request_id);
+    auto items = b.initItems(static_cast<unsigned>(m.items.size()));
+    for (size_t i = 0; i < m.items.size(); ++i) {
+      auto o = items[static_cast<unsigned>(i)];
+      o.setPrompt(m.items[i].prompt);
+      o.setResponse(m.items[i].response);
+      o.setPromptTokens(as_data(m.items[i].prompt_tokens));
+      o.setResponseTokens(as_data(m.items[i].response_tokens));
+      o.setFinished(m.items[i].finished);
+    }
+  }
+  void operator()(const ScoreReply& m) {
+    auto b = e.initScoreReply();
+    b.setRequestId(m.request_id);
+    auto s = b.initScores(static_cast<unsigned>(m.scores.size()));
+    for (size_t i = 0; i < m.scores.size(); ++i) s.set(static_cast<unsigned>(i), m.scores[i]);
+    auto p = b.initParts(static_cast<unsigned>(m.parts.size()));
+    for (size_t i = 0; i < m.parts.size(); ++i)
+      put_parts(p.init(static_cast<unsigned>(i), static_cast<unsigned>(m.parts[i].size())), m.parts[i]);
+    b.setError(m.error);
+  }
+  void operator()(const WeightAnnounce& m) {
+    auto b = e.initWeightAnnounce();
+    b.setPolicyVersion(m.policy_version);
+    b.setTotalBytes(m.total_bytes);
+    b.setSharedPath(m.shared_path);
+    b.setChunkCount(m.chunk_count);
+    b.setChecksum(m.checksum);
+  }
+  void operator()(const WeightRequest& m) {
+    auto b = e.initWeightRequest();
+    b.setPolicyVersion(m.policy_version);
+    b.setChunk(m.chunk);
+  }
+  void operator()(const WeightChunk& m) {
+    auto b = e.initWeightChunk();
+    b.setPolicyVersion(m.policy_version);
+    b.setIndex(m.index);
+    b.setCount(m.count);
+    b.setData(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(m.data.data()), m.data.size()));
+  }
+  void operator()(const Stats& m) { put_parts(e.initStats().initEntries(static_cast<unsigned>(m.entries.size())), m.entries); }
+  void operator()(const Shutdown& m) { e.initShutdown().setReason(m.reason); }
+};
+
+bool read_rollout(cs::Rollout::Reader o, Rollout& r, std::string& err) {
+  if (!from_data(o.getPromptTokens(), r.prompt_tokens, "promptTokens", err) ||
+      !from_data(o.getResponseTokens(), r.response_tokens, "responseTokens", err) ||
+      !from_data(o.getLogprobs(), r.logprobs, "logprobs", err))
+    return false;
+  if (r.logprobs.size() != r.response_tokens.size()) {
+    err = "rollout has " + std::to_string(r.logprobs.size()) + " logprobs for " + std::to_string(r.response_tokens.size()) +
+          " response tokens";
+    return false;
+  }
+  if (r.response_tokens.empty()) {
+    err = "rollout has an empty response";
+    return false;
+  }
+  for (int32_t t : r.prompt_tokens)
+    if (t < 0) return err = "negative prompt token id", false;
+  for (int32_t t : r.response_tokens)
+    if (t < 0) return err = "negative response token id", false;
+  r.policy_version = o.getPolicyVersion();
+  r.actor_id = o.getActorId();
+  r.seed = o.getSeed();
+  r.score = o.getScore();
+  r.score_parts = get_parts(o.getScoreParts());
+  r.finished = o.getFinished();
+  r.prompt = o.getPrompt().cStr();
+  r.response = o.getResponse().cStr();
+  r.group_id = o.getGroupId();
+  return true;
+}
+
+bool read_body(cs::Envelope::Reader e, Body& body, std::string& err) {
+  switch (e.which()) {
+    case cs::Envelope::HELLO: {
+      auto r = e.getHello();
+      body = Hello{r.getRole().cStr(), r.getId(), r.getHost().cStr(), r.getPid()};
+      return true;
+    }
+    case cs::Envelope::HEARTBEAT: {
+      auto r = e.getHeartbeat();
+      body = Heartbeat{r.getTimeMs(), r.getPolicyVersion()};
+      return true;
+    }
+    case cs::Envelope::ROLLOUTS: {
+      RolloutBatch b;
+      b.temperature = e.getRollouts().getTemperature();
+      for (auto o : e.getRollouts().getRollouts()) {
+        Rollout r;
+        if (!read_rollout(o, r, err)) return false;
+        b.rollouts.push_back(std::move(r));
+      }
+      body = std::move(b);
+      return true;
+    }
+    case cs::Envelope::SCORE_REQUEST: {
+      ScoreRequest q;
+      q.request_id = e.getScoreRequest().getRequestId();
+      for (auto o : e.getScoreRequest().getItems()) {
+        ScoreItem it;
+        it.prompt = o.getPrompt().cStr();
+        it.response = o.getResponse().cStr();
+        if (!from_data(o.getPromptTokens(), it.prompt_tokens, "promptTokens", err) ||
+            !from_data(o.getResponseTokens(), it.response_tokens, "responseTokens", err))
+          return false;
+        it.finished = o.getFinished();
+        q.items.push_back(std::move(it));
+      }
+      body = std::move(q);
+      return true;
+    }
+    case cs::Envelope::SCORE_REPLY: {
+      auto r = e.getScoreReply();
+      ScoreReply s;
+      s.request_id = r.getRequestId();
+      for (float v : r.getScores()) s.scores.push_back(v);
+      for (auto p : r.getParts()) s.parts.push_back(get_parts(p));
+      s.error = r.getError().cStr();
+      if (s.error.empty() && !s.parts.empty() && s.parts.size() != s.scores.size()) {
+        err = "score reply has " + std::to_string(s.parts.size()) + " part lists for " + std::to_string(s.scores.size()) + " scores";
+        return false;
+      }
+      body = std::move(s);
+      return true;
+    }
+    case cs::Envelope::WEIGHT_ANNOUNCE: {
+      auto r = e.getWeightAnnounce();
+      body = WeightAnnounce{r.getPolicyVersion(), r.getTotalBytes(), r.getSharedPath().cStr(), r.getChunkCount(), r.getChecksum()};
+      return true;
+    }
+    case cs::Envelope::WEIGHT_REQUEST: {
+      auto r = e.getWeightRequest();
+      body = WeightRequest{r.getPolicyVersion(), r.getChunk()};
+      return true;
+    }
+    case cs::Envelope::WEIGHT_CHUNK: {
+      auto r = e.getWeightChunk();
+      if (r.getCount() == 0 || r.getIndex() >= r.getCount()) {
+        err = "weight chunk index " + std::to_string(r.getIndex()) + " outside count " + std::to_string(r.getCount());
+        return false;
+      }
+      auto d = r.getData();
+      body = WeightChunk{r.getPolicyVersion(), r.getIndex(), r.getCount(), std::string(reinterpret_cast<const char*>(d.begin()), d.size())};
+      return true;
+    }
+    case cs::Envelope::STATS:
+      body = Stats{get_parts(e.getStats().getEntries())};
+      return true;
+    case cs::Envelope::SHUTDOWN:
+      body = Shutdown{e.getShutdown().getReason().cStr()};
+      return true;
+  }
+  err = "unknown message kind " + std::to_string(static_cast<int>(e.which()));
+  return false;
+}
+
+}  // namespace
+
+const char* body_name(const Body& b) {
+  static const char* kNames[] = {"hello", "heartbeat", "rollouts", "score_request", "score_reply", "weight_announce",
+                                 "weight_request", "weight_chunk", "stats", "shutdown"};
+  return kNames[b.index()];
+}
+
+std::string encode(const Message& m) {
+  capnp::MallocMessageBuilder builder;
+  auto e = builder.initRoot<cs::Envelope>();
+  e.setVersion(kWireVersion);
+  e.setSender(m.sender);
+  std::visit(Encoder{e}, m.body);
+  auto words = capnp::messageToFlatArray(builder);
+  auto bytes = words.asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+}
+
+Decoded decode(const void* data, size_t size, const DecodeLimits& limits) {
+  Decoded out;
+  if (size > limits.max_bytes) {
+    out.error = "message of " + std::to_string(size) + " bytes exceeds the limit of " + std::to_string(limits.max_bytes);
+    return out;
+  }
+  if (size < 8 || size % 8 != 0) {
+    out.error = "message of " + std::to_string(size) + " bytes is not a whole Cap'n Proto message (truncated or garbage)";
+    return out;
+  }
+  std::vector<capnp::word> aligned;
+  const capnp::word* words = reinterpret_cast<const capnp::word*>(data);
+  if (reinterpret_cast<uintptr_t>(data) % alignof(capnp::word) != 0) {
+    aligned.resize(size / 8);
+    std::memcpy(aligned.data(), data, size);
+    words = aligned.data();
+  }
+  try {
+    capnp::ReaderOptions opts;
+    opts.traversalLimitInWords = limits.traversal_limit_words;
+    opts.nestingLimit = limits.nesting_limit;
+    capnp::FlatArrayMessageReader reader(kj::ArrayPtr<const capnp::word>(words, size / 8), opts);
+    auto e = reader.getRoot<cs::Envelope>();
+    if (e.getVersion() != kWireVersion) {
+      out.error = "wire version " + std::to_string(e.getVersion()) + " (this process speaks " + std::to_string(kWireVersion) + ")";
+      return out;
+    }
+    Message m;
+    m.sender = e.getSender().cStr();
+    if (!read_body(e, m.body, out.error)) return out;
+    out.message = std::move(m);
+  } catch (const kj::Exception& ex) {
+    out.error = std::string("malformed message: ") + ex.getDescription().cStr();
+  } catch (const std::exception& ex) {
+    out.error = std::string("malformed message: ") + ex.what();
+  }
+  return out;
+}
+
+}  // namespace keel::wire

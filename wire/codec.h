@@ -1,0 +1,33 @@
+// Encoding and validated decoding of wire messages. decode() never throws and never trusts its
+// input: a wrong version, a truncated or garbage buffer, sizes that disagree (logprobs vs response
+// tokens, Data not a multiple of 4), or a message past the size/traversal limits give an error
+// string naming the problem; the caller counts and drops it.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+
+#include "wire/messages.h"
+
+namespace keel::wire {
+
+struct DecodeLimits {
+  size_t max_bytes = 256u << 20;           // larger buffers are refused before parsing
+  uint64_t traversal_limit_words = 64u << 20;  // Cap'n Proto: total words a reader may visit
+  int nesting_limit = 16;
+};
+
+std::string encode(const Message& m);
+
+struct Decoded {
+  std::optional<Message> message;  // set on success
+  std::string error;               // set on failure
+};
+
+// Reads the buffer in place when it is 8-byte aligned, else from an aligned copy.
+Decoded decode(const void* data, size_t size, const DecodeLimits& limits = {});
+
+const char* body_name(const Body& b);
+
+}  // namespace keel::wire

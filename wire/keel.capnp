@@ -1,0 +1,110 @@
+# keel's wire: every message between processes is one Envelope. Fields are never renumbered;
+# new fields are appended. `version` is the sender's kWireVersion; a receiver drops (and counts)
+# envelopes of another version. Token ids travel as little-endian int32 arrays in Data fields,
+# log-probs as little-endian float32 arrays.
+@0xb9ca9de751bfe0ba;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("keel::wire::capnp_schema");
+
+struct Envelope {
+  version @0 :UInt16;
+  sender @1 :Text;            # "actor-3", "learner", "reward", ...
+  union {
+    hello @2 :Hello;
+    heartbeat @3 :Heartbeat;
+    rollouts @4 :RolloutBatch;
+    scoreRequest @5 :ScoreRequest;
+    scoreReply @6 :ScoreReply;
+    weightAnnounce @7 :WeightAnnounce;
+    weightRequest @8 :WeightRequest;
+    weightChunk @9 :WeightChunk;
+    stats @10 :Stats;
+    shutdown @11 :Shutdown;
+  }
+}
+
+struct Hello {
+  role @0 :Text;              # actor | learner | reward
+  id @1 :UInt32;              # actor rank
+  host @2 :Text;
+  pid @3 :UInt32;
+}
+
+struct Heartbeat {
+  timeMs @0 :UInt64;          # sender's wall clock, milliseconds since the epoch
+  policyVersion @1 :UInt64;   # the version the sender holds
+}
+
+struct ScorePart {
+  name @0 :Text;              # "task", "eos_penalty", "model", ...
+  value @1 :Float32;
+}
+
+struct Rollout {
+  promptTokens @0 :Data;      # int32[P]
+  responseTokens @1 :Data;    # int32[R]
+  logprobs @2 :Data;          # float32[R]: behaviour log-probs under softmax(logits / temperature)
+  policyVersion @3 :UInt64;   # weights version that generated the whole response
+  actorId @4 :UInt32;
+  seed @5 :UInt64;            # sampling seed of the batch
+  score @6 :Float32;          # total sequence reward
+  scoreParts @7 :List(ScorePart);
+  finished @8 :Bool;          # the response ends with EOS
+  prompt @9 :Text;            # prompt text as the actor rendered it
+  response @10 :Text;         # decoded response
+  groupId @11 :UInt64;        # responses sampled for the same prompt share this id
+}
+
+struct RolloutBatch {
+  rollouts @0 :List(Rollout);
+  temperature @1 :Float32;
+}
+
+struct ScoreItem {
+  prompt @0 :Text;            # the task prompt (without chat template)
+  response @1 :Text;
+  promptTokens @2 :Data;      # int32[P], full prompt as the policy saw it
+  responseTokens @3 :Data;    # int32[R]
+  finished @4 :Bool;
+}
+
+struct ScoreRequest {
+  requestId @0 :UInt64;
+  items @1 :List(ScoreItem);
+}
+
+struct ScoreReply {
+  requestId @0 :UInt64;
+  scores @1 :List(Float32);
+  parts @2 :List(List(ScorePart));
+  error @3 :Text;             # non-empty: the request could not be scored
+}
+
+struct WeightAnnounce {
+  policyVersion @0 :UInt64;
+  totalBytes @1 :UInt64;      # size of the safetensors blob
+  sharedPath @2 :Text;        # same-host readers load this file (shared memory); empty if none
+  chunkCount @3 :UInt32;      # otherwise fetch this many chunks with WeightRequest
+  checksum @4 :UInt64;        # FNV-1a 64 of the blob
+}
+
+struct WeightRequest {
+  policyVersion @0 :UInt64;
+  chunk @1 :UInt32;
+}
+
+struct WeightChunk {
+  policyVersion @0 :UInt64;
+  index @1 :UInt32;
+  count @2 :UInt32;
+  data @3 :Data;
+}
+
+struct Stats {
+  entries @0 :List(ScorePart);
+}
+
+struct Shutdown {
+  reason @0 :Text;
+}

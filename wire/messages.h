@@ -1,0 +1,100 @@
+// Plain C++ forms of keel's wire messages (wire/keel.capnp). Codec: wire/codec.h.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace keel::wire {
+
+// Bumped when a change to keel.capnp alters the meaning of existing fields.
+constexpr uint16_t kWireVersion = 1;
+
+using ScoreParts = std::vector<std::pair<std::string, float>>;
+
+struct Hello {
+  std::string role;
+  uint32_t id = 0;
+  std::string host;
+  uint32_t pid = 0;
+};
+
+struct Heartbeat {
+  uint64_t time_ms = 0;
+  uint64_t policy_version = 0;
+};
+
+struct Rollout {
+  std::vector<int32_t> prompt_tokens, response_tokens;
+  std::vector<float> logprobs;  // one per response token
+  uint64_t policy_version = 0;
+  uint32_t actor_id = 0;
+  uint64_t seed = 0;
+  float score = 0;
+  ScoreParts score_parts;
+  bool finished = false;
+  std::string prompt, response;
+  uint64_t group_id = 0;
+};
+
+struct RolloutBatch {
+  std::vector<Rollout> rollouts;
+  float temperature = 1;
+};
+
+struct ScoreItem {
+  std::string prompt, response;
+  std::vector<int32_t> prompt_tokens, response_tokens;
+  bool finished = false;
+};
+
+struct ScoreRequest {
+  uint64_t request_id = 0;
+  std::vector<ScoreItem> items;
+};
+
+struct ScoreReply {
+  uint64_t request_id = 0;
+  std::vector<float> scores;
+  std::vector<ScoreParts> parts;
+  std::string error;
+};
+
+struct WeightAnnounce {
+  uint64_t policy_version = 0;
+  uint64_t total_bytes = 0;
+  std::string shared_path;
+  uint32_t chunk_count = 0;
+  uint64_t checksum = 0;
+};
+
+struct WeightRequest {
+  uint64_t policy_version = 0;
+  uint32_t chunk = 0;
+};
+
+struct WeightChunk {
+  uint64_t policy_version = 0;
+  uint32_t index = 0, count = 0;
+  std::string data;
+};
+
+struct Stats {
+  ScoreParts entries;
+};
+
+struct Shutdown {
+  std::string reason;
+};
+
+using Body = std::variant<Hello, Heartbeat, RolloutBatch, ScoreRequest, ScoreReply, WeightAnnounce, WeightRequest,
+                          WeightChunk, Stats, Shutdown>;
+
+struct Message {
+  std::string sender;
+  Body body;
+};
+
+}  // namespace keel::wire
