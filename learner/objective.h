@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "core/metrics.h"
 #include "core/transformer.h"
@@ -32,6 +33,14 @@ class Objective {
   virtual LossResult loss(Transformer& model, const MicroBatch& batch) = 0;
   // Held-out metrics ("eval/loss", ...). Called in eval mode without gradients.
   virtual Scalars evaluate(Transformer& model) = 0;
+
+  // Called after each optimizer step (PPO publishes weights at the end of an update here).
+  // Returns metrics to log for this step, if any.
+  virtual Scalars after_step(int64_t /*step*/, Transformer& /*model*/) { return {}; }
+  // State beyond the model and optimizer that a resume needs (JSON text; "" = none),
+  // stored in the checkpoint as objective_state.json.
+  virtual std::string save_state() const { return ""; }
+  virtual void load_state(const std::string& /*json*/) {}
 };
 
 }  // namespace keel

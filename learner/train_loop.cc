@@ -73,14 +73,17 @@ TrainResult TrainLoop::run() {
   TrainerState state;
   const std::string resume_from = o_.resume ? latest_checkpoint(o_.out_dir) : "";
   if (!resume_from.empty()) {
-    state = load_training_checkpoint(resume_from, model_, opt);
+    std::string objective_state;
+    state = load_training_checkpoint(resume_from, model_, opt, &objective_state);
+    objective_.load_state(objective_state);
     std::cerr << "resumed from " << resume_from << " at step " << state.step << "\n";
   }
   MetricsWriter metrics(o_.out_dir);
   Progress progress("train", o_.steps, state.step, o_.log_every);
   TrainResult result;
   auto save = [&] {
-    return save_training_checkpoint(o_.out_dir, model_, opt, state, run_config_, tokenizer_file_, o_.keep_checkpoints);
+    return save_training_checkpoint(o_.out_dir, model_, opt, state, run_config_, tokenizer_file_, o_.keep_checkpoints,
+                                    objective_.save_state());
   };
   auto evaluate = [&] {
     torch::NoGradGuard ng;
@@ -124,6 +127,8 @@ TrainResult TrainLoop::run() {
     opt.step();
     state.step += 1;
     state.tokens_seen += tokens;
+    const Scalars objective_metrics = objective_.after_step(state.step, model_);
+    if (!objective_metrics.empty()) metrics.log(state.step, objective_metrics);
     const double loss = loss_sum / static_cast<double>(units);
     KEEL_CHECK(std::isfinite(loss), "loss is " << loss << " at step " << state.step << "; stopping");
 

@@ -37,7 +37,8 @@ std::string step_dir_name(int64_t step) {
 
 std::string save_training_checkpoint(const std::string& run_dir, Transformer& model, torch::optim::AdamW& opt,
                                      const TrainerState& state, const std::string& run_config,
-                                     const std::string& tokenizer_file, int64_t keep) {
+                                     const std::string& tokenizer_file, int64_t keep,
+                                     const std::string& objective_state) {
   const std::string root = run_dir + "/checkpoints";
   const std::string name = step_dir_name(state.step);
   const std::string tmp = root + "/." + name + ".tmp";
@@ -60,6 +61,7 @@ std::string save_training_checkpoint(const std::string& run_dir, Transformer& mo
   nlohmann::json j = {{"step", state.step}, {"tokens_seen", state.tokens_seen}, {"format_version", 1}};
   write_file_atomic(tmp + "/trainer_state.json", j.dump(2) + "\n");
   write_file_atomic(tmp + "/run_config.ini", run_config);
+  if (!objective_state.empty()) write_file_atomic(tmp + "/objective_state.json", objective_state);
 
   const std::string final_dir = root + "/" + name;
   fs::remove_all(final_dir);
@@ -85,7 +87,8 @@ std::string latest_checkpoint(const std::string& run_dir) {
   return dir;
 }
 
-TrainerState load_training_checkpoint(const std::string& dir, Transformer& model, torch::optim::AdamW& opt) {
+TrainerState load_training_checkpoint(const std::string& dir, Transformer& model, torch::optim::AdamW& opt,
+                                      std::string* objective_state) {
   const std::string wpath = dir + "/model.safetensors";
   load_weights(model, load_safetensors(wpath), wpath, false);
   const auto moments = load_safetensors(dir + "/optimizer.safetensors");
@@ -103,6 +106,8 @@ TrainerState load_training_checkpoint(const std::string& dir, Transformer& model
     auto gen = at::detail::getDefaultCPUGenerator();
     gen.set_state(moments.at("rng.cpu"));
   }
+  if (objective_state)
+    *objective_state = fs::exists(dir + "/objective_state.json") ? read_file(dir + "/objective_state.json") : "";
   const auto j = nlohmann::json::parse(read_file(dir + "/trainer_state.json"));
   TrainerState ts;
   ts.step = j.at("step").get<int64_t>();

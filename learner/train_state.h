@@ -20,12 +20,15 @@ struct TrainerState {
 // Writes checkpoints/step-<step> under `run_dir`; returns its path.
 std::string save_training_checkpoint(const std::string& run_dir, Transformer& model, torch::optim::AdamW& opt,
                                      const TrainerState& state, const std::string& run_config,
-                                     const std::string& tokenizer_file, int64_t keep);
+                                     const std::string& tokenizer_file, int64_t keep,
+                                     const std::string& objective_state = "");
 
 // The newest complete checkpoint under run_dir, or "" when there is none.
 std::string latest_checkpoint(const std::string& run_dir);
 
 // Restores model weights, optimizer moments, RNG and returns the trainer state.
-TrainerState load_training_checkpoint(const std::string& dir, Transformer& model, torch::optim::AdamW& opt);
+// `objective_state` receives objective_state.json ("" when absent).
+TrainerState load_training_checkpoint(const std::string& dir, Transformer& model, torch::optim::AdamW& opt,
+                                      std::string* objective_state = nullptr);
 
 }  // namespace keel

@@ -1,0 +1,235 @@
+#include "learner/ppo.h"
+
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "core/error.h"
+#include "learner/algos/gae.h"
+#include "learner/algos/grpo.h"
+#include "learner/algos/masked.h"
+#include "learner/algos/ppo_loss.h"
+#include "learner/algos/rloo.h"
+
+namespace keel {
+
+AdvantageEstimator parse_advantage_estimator(const std::string& s) {
+  if (s == "gae") return AdvantageEstimator::kGae;
+  if (s == "grpo") return AdvantageEstimator::kGrpo;
+  if (s == "rloo") return AdvantageEstimator::kRloo;
+  KEEL_FAIL("unknown advantage estimator '" << s << "' (gae, grpo, rloo)");
+}
+
+void PpoOptions::validate() const {
+  KEEL_CHECK(rollouts_per_update > 0 && epochs > 0 && minibatches > 0, "rollouts, epochs and minibatches must be positive");
+  KEEL_CHECK(rollouts_per_update % minibatches == 0,
+             "rollouts-per-update " << rollouts_per_update << " is not divisible by minibatches " << minibatches);
+  KEEL_CHECK(temperature > 0, "PPO temperature must be positive (log-probs use logits / T)");
+  KEEL_CHECK(estimator == AdvantageEstimator::kGae || group_size >= 2, "GRPO and RLOO need group-size >= 2");
+  KEEL_CHECK(rollouts_per_update % group_size == 0, "rollouts-per-update must be a multiple of group-size");
+}
+
+namespace {
+
+struct PpoBatch : MicroBatch {
+  torch::Tensor ids, positions, key_mask, response_mask, old_logp, old_values, advantages, returns;
+  int64_t prompt_len = 0;
+};
+
+// Logits [B, R, V] that score the response tokens: position t predicts token t+1.
+torch::Tensor response_logits(Transformer& m, const torch::Tensor& hidden, int64_t prompt_len, int64_t R) {
+  return m->logits(hidden.narrow(1, prompt_len - 1, R));
+}
+
+}  // namespace
+
+PpoObjective::PpoObjective(PpoOptions o, Transformer policy, Transformer reference, RolloutSource& source,
+                           WeightPublisher& publisher, int64_t grad_accum, uint64_t seed, std::function<Scalars(Transformer&)> eval)
+    : o_(o), policy_(std::move(policy)), reference_(std::move(reference)), source_(source), publisher_(publisher),
+      grad_accum_(grad_accum), seed_(seed), eval_(std::move(eval)), kl_(o.kl, o.kl.target > 0) {
+  o_.validate();
+  KEEL_CHECK(o_.estimator != AdvantageEstimator::kGae || policy_->config().value_head,
+             "PPO with GAE needs a value head on the policy (config keel.value_head)");
+  KEEL_CHECK((o_.rollouts_per_update / o_.minibatches) % grad_accum_ == 0,
+             "minibatch size " << o_.rollouts_per_update / o_.minibatches << " is not divisible by grad-accum " << grad_accum_);
+  reference_->eval();
+  for (auto& p : reference_->parameters()) p.set_requires_grad(false);
+}
+
+void PpoObjective::prepare_update() {
+  if (!published_initial_) {
+    publisher_.publish(version_, policy_);
+    published_initial_ = true;
+  }
+  update_start_ = std::chrono::steady_clock::now();
+  auto rollouts = source_.next(static_cast<size_t>(o_.rollouts_per_update), version_);
+  KEEL_CHECK(static_cast<int64_t>(rollouts.size()) == o_.rollouts_per_update, "rollout source gave " << rollouts.size() << " rollouts");
+  const int64_t N = o_.rollouts_per_update;
+  int64_t P = 0, R = 0;
+  for (const auto& r : rollouts) {
+    P = std::max<int64_t>(P, static_cast<int64_t>(r.prompt_tokens.size()));
+    R = std::max<int64_t>(R, static_cast<int64_t>(r.response_tokens.size()));
+  }
+  KEEL_CHECK(P > 0, "rollouts without prompt tokens cannot be scored (each needs at least BOS)");
+  const int32_t pad = std::max<int32_t>(0, static_cast<int32_t>(policy_->config().pad_id));
+  auto tokens = torch::full({N, P + R}, pad, torch::kLong);
+  auto key_mask = torch::zeros({N, P + R}, torch::kBool);
+  auto old_logp = torch::zeros({N, R});
+  auto resp_mask = torch::zeros({N, R});
+  auto score = torch::zeros({N});
+  double staleness = 0, resp_len = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const auto& r = rollouts[static_cast<size_t>(i)];
+    const int64_t p = static_cast<int64_t>(r.prompt_tokens.size()), n = static_cast<int64_t>(r.response_tokens.size());
+    for (int64_t j = 0; j < p; ++j) tokens[i][P - p + j] = r.prompt_tokens[static_cast<size_t>(j)];
+    for (int64_t j = 0; j < n; ++j) {
+      tokens[i][P + j] = r.response_tokens[static_cast<size_t>(j)];
+      old_logp[i][j] = r.logprobs[static_cast<size_t>(j)];
+    }
+    key_mask.narrow(1, P - p, p + n)[i].fill_(true);
+    resp_mask[i].narrow(0, 0, n).fill_(1.0);
+    score[i] = r.score;
+    staleness += static_cast<double>(version_ - std::min(version_, r.policy_version));
+    resp_len += static_cast<double>(n);
+  }
+  auto positions = (key_mask.to(torch::kLong).cumsum(1) - 1).clamp_min(0);
+  const auto dev = policy_->device();
+  u_.tokens = tokens.to(dev);
+  u_.positions = positions.to(dev);
+  u_.key_mask = key_mask.to(dev);
+  u_.response_mask = resp_mask.to(dev);
+  u_.old_logp = old_logp.to(dev);
+  u_.prompt_len = P;
+
+  torch::NoGradGuard ng;
+  const bool was_training = policy_->is_training();
+  policy_->eval();
+  std::vector<torch::Tensor> ref_parts, value_parts, ent_parts;
+  const auto targets = u_.tokens.narrow(1, P, R);
+  for (int64_t b = 0; b < N; b += 32) {
+    const int64_t n = std::min<int64_t>(32, N - b);
+    ForwardInputs in{u_.tokens.narrow(0, b, n), u_.positions.narrow(0, b, n), u_.key_mask.narrow(0, b, n), {}};
+    auto hr = reference_->hidden(in);
+    ref_parts.push_back(token_logprobs(response_logits(reference_, hr, P, R), targets.narrow(0, b, n), o_.temperature));
+    if (o_.estimator == AdvantageEstimator::kGae) {
+      auto hp = policy_->hidden(in);
+      value_parts.push_back(policy_->value(hp.narrow(1, P - 1, R)).to(torch::kFloat32));
+    }
+  }
+  if (was_training) policy_->train();
+  auto ref_logp = torch::cat(ref_parts, 0);
+  auto kl = kl_estimate(u_.old_logp, ref_logp, o_.kl_estimator) * u_.response_mask;
+  auto kl_k1_seq = ((u_.old_logp - ref_logp) * u_.response_mask).sum(1);  // the controller's statistic (OAI/TRL)
+  const double beta = kl_.value();
+  auto score_d = score.to(dev);
+  if (o_.estimator == AdvantageEstimator::kGae) {
+    u_.old_values = torch::cat(value_parts, 0) * u_.response_mask;
+    auto rewards = kl_penalized_rewards(kl, u_.response_mask, score_d, beta);
+    auto a = gae(rewards, u_.old_values, u_.response_mask, o_.gamma, o_.lambda);
+    u_.returns = a.returns;
+    u_.advantages = o_.whiten_advantages ? masked_whiten(a.advantages, u_.response_mask) : a.advantages;
+    update_metrics_["ppo/explained_variance"] = explained_variance(u_.old_values, u_.returns, u_.response_mask).item<double>();
+  } else {
+    // Critic-free: the KL enters the sequence reward (RLOO's form), the group sets the baseline.
+    auto seq_reward = score_d - beta * kl.sum(1);
+    auto seq_adv = o_.estimator == AdvantageEstimator::kGrpo ? grpo_advantages(seq_reward, o_.group_size)
+                                                             : rloo_advantages(seq_reward, o_.group_size);
+    u_.advantages = seq_adv.unsqueeze(1) * u_.response_mask;
+    u_.old_values = torch::zeros_like(u_.advantages);
+    u_.returns = torch::zeros_like(u_.advantages);
+  }
+  update_metrics_["ppo/score_mean"] = score.mean().item<double>();
+  update_metrics_["ppo/kl"] = kl_k1_seq.mean().item<double>();
+  update_metrics_["ppo/kl_coef"] = beta;
+  update_metrics_["ppo/staleness"] = staleness / static_cast<double>(N);
+  update_metrics_["ppo/response_length"] = resp_len / static_cast<double>(N);
+  update_metrics_["ppo/tokens"] = static_cast<double>(u_.key_mask.sum().item<int64_t>());
+  kl_seq_mean_ = kl_k1_seq.mean().item<double>();
+}
+
+std::unique_ptr<MicroBatch> PpoObjective::batch(int64_t step, int64_t micro) {
+  const int64_t k = step % o_.steps_per_update();
+  // A resumed run may start mid-update: it then begins a fresh update.
+  if ((k == 0 && micro == 0) || !u_.tokens.defined()) prepare_update();
+  const int64_t epoch = k / o_.minibatches, mb = k % o_.minibatches;
+  const int64_t N = o_.rollouts_per_update, mb_size = N / o_.minibatches, micro_size = mb_size / grad_accum_;
+  if ((mb == 0 && micro == 0) || u_.order.empty()) {
+    u_.order.resize(static_cast<size_t>(N));
+    for (int64_t i = 0; i < N; ++i) u_.order[static_cast<size_t>(i)] = i;
+    std::mt19937_64 rng(seed_ * 1000003ull + version_ * 101ull + static_cast<uint64_t>(epoch));
+    std::shuffle(u_.order.begin(), u_.order.end(), rng);
+  }
+  std::vector<int64_t> rows(u_.order.begin() + mb * mb_size + micro * micro_size,
+                            u_.order.begin() + mb * mb_size + (micro + 1) * micro_size);
+  auto idx = torch::tensor(rows, torch::kLong).to(u_.tokens.device());
+  auto b = std::make_unique<PpoBatch>();
+  b->ids = u_.tokens.index_select(0, idx);
+  b->positions = u_.positions.index_select(0, idx);
+  b->key_mask = u_.key_mask.index_select(0, idx);
+  b->response_mask = u_.response_mask.index_select(0, idx);
+  b->old_logp = u_.old_logp.index_select(0, idx);
+  b->old_values = u_.old_values.index_select(0, idx);
+  b->advantages = u_.advantages.index_select(0, idx);
+  b->returns = u_.returns.index_select(0, idx);
+  b->prompt_len = u_.prompt_len;
+  b->units = b->response_mask.sum().item<int64_t>();
+  b->tokens = b->key_mask.sum().item<int64_t>();
+  return b;
+}
+
+LossResult PpoObjective::loss(Transformer& model, const MicroBatch& mb) {
+  const auto& b = static_cast<const PpoBatch&>(mb);
+  const int64_t R = b.response_mask.size(1);
+  auto h = model->hidden({b.ids, b.positions, b.key_mask, {}});
+  auto logits = response_logits(model, h, b.prompt_len, R);
+  auto logp = token_logprobs(logits, b.ids.narrow(1, b.prompt_len, R), o_.temperature);
+  const double n = static_cast<double>(b.units);
+  auto pg = clipped_policy_loss(logp, b.old_logp, b.advantages, b.response_mask, o_.clip, o_.clip);
+  LossResult r;
+  r.sum = pg.loss * n;
+  r.metrics["ppo/pg_loss"] = pg.loss.item<double>() * n;
+  r.metrics["ppo/clipfrac"] = pg.clipfrac.item<double>() * n;
+  r.metrics["ppo/approx_kl"] = pg.approx_kl.item<double>() * n;
+  {
+    torch::NoGradGuard ng;
+    r.metrics["ppo/entropy"] = (entropy_from_logits(logits, o_.temperature) * b.response_mask).sum().item<double>();
+  }
+  if (o_.estimator == AdvantageEstimator::kGae) {
+    auto values = model->value(h.narrow(1, b.prompt_len - 1, R)).to(torch::kFloat32);
+    auto vf = clipped_value_loss(values, b.old_values, b.returns, b.response_mask, o_.value_clip);
+    r.sum = r.sum + o_.vf_coef * vf.loss * n;
+    r.metrics["ppo/value_loss"] = vf.loss.item<double>() * n;
+    r.metrics["ppo/value_clipfrac"] = vf.clipfrac.item<double>() * n;
+  }
+  return r;
+}
+
+Scalars PpoObjective::evaluate(Transformer& model) { return eval_ ? eval_(model) : Scalars{}; }
+
+Scalars PpoObjective::after_step(int64_t step, Transformer& model) {
+  if (step % o_.steps_per_update() != 0) return {};
+  ++version_;
+  publisher_.publish(version_, model);
+  kl_.update(kl_seq_mean_, o_.rollouts_per_update);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - update_start_).count();
+  Scalars s = update_metrics_;
+  s["ppo/version"] = static_cast<double>(version_);
+  s["ppo/update_seconds"] = secs;
+  s["ppo/rollouts_per_s"] = static_cast<double>(o_.rollouts_per_update) / secs;
+  s["ppo/tokens_per_s"] = update_metrics_["ppo/tokens"] / secs;
+  u_.tokens = torch::Tensor();
+  return s;
+}
+
+std::string PpoObjective::save_state() const {
+  return nlohmann::json{{"version", version_}, {"kl_coef", kl_.value()}}.dump() + "\n";
+}
+
+void PpoObjective::load_state(const std::string& json) {
+  if (json.empty()) return;
+  const auto j = nlohmann::json::parse(json);
+  version_ = j.at("version").get<uint64_t>();
+  kl_.set_value(j.at("kl_coef").get<double>());
+  published_initial_ = false;  // announce the resumed version so actors pick it up
+}
+
+}  // namespace keel

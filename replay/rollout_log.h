@@ -1,0 +1,36 @@
+// The rollout log: every rollout the learner receives, appended to an HDF5 file that Python
+// reads with h5py and `keel prefs mine` turns into preference pairs. Layout (format version 1),
+// all datasets one-dimensional, chunked and extendable:
+//   /prompt_tokens    int32  flat          /prompt_offsets    int64 [N+1]
+//   /response_tokens  int32  flat          /response_offsets  int64 [N+1]
+//   /logprobs         float32 flat (aligned with response_tokens)
+//   /score float32 [N]  /policy_version uint64 [N]  /actor_id uint32 [N]  /group_id uint64 [N]
+//   /finished uint8 [N]  /learner_version uint64 [N] (the learner's version when it arrived)
+// Root attributes: format_version (int), tokenizer (string). Rows i span
+// prompt_tokens[prompt_offsets[i]:prompt_offsets[i+1]], likewise for responses.
+// Flushed after every append, so a killed learner leaves a readable file. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "wire/messages.h"
+
+namespace keel {
+
+class RolloutLog {
+ public:
+  // Creates `path`, or appends to it when it exists with the same format version.
+  RolloutLog(const std::string& path, const std::string& tokenizer_identity);
+  ~RolloutLog();
+  void append(const std::vector<wire::Rollout>& rollouts, uint64_t learner_version);
+  int64_t size() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace keel
