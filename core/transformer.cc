@@ -16,7 +16,13 @@ struct Conv1DImpl : torch::nn::Module {
     weight = register_parameter("weight", torch::empty({in, out}));
     bias = register_parameter("bias", torch::zeros({out}));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return torch::matmul(x, weight) + bias; }
+  torch::Tensor forward(const torch::Tensor& x) {
+    // One fused addmm over the flattened tokens instead of a matmul and an add.
+    auto y = torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight);
+    auto shape = x.sizes().vec();
+    shape.back() = weight.size(1);
+    return y.view(shape);
+  }
   torch::Tensor weight, bias;
 };
 TORCH_MODULE(Conv1D);
@@ -275,13 +281,26 @@ torch::Tensor TransformerImpl::hidden(const ForwardInputs& in, KVCache* cache) {
   auto positions = in.positions.defined()
                        ? in.positions
                        : torch::arange(past, past + T, torch::dtype(torch::kLong).device(dev)).unsqueeze(0).expand({B, T});
-  if (config_.family == Family::kGpt2) {
+  if (config_.family == Family::kGpt2 && (!cache || in.positions.defined())) {
     KEEL_CHECK(positions.max().item<int64_t>() < config_.max_positions,
                "position " << positions.max().item<int64_t>() << " beyond n_positions " << config_.max_positions);
   }
 
-  // allowed[b, t, s]: query t may attend to key slot s.
   const int64_t S = past + T;
+  auto wdtype = body_->embedding_weight().scalar_type();
+  const double neg = (wdtype == torch::kHalf) ? -1e4 : -1e9;  // finite: a fully padded row stays NaN-free
+  AttnContext ctx;
+  ctx.cache = cache;
+  if (cache && T == 1 && !in.key_mask.defined()) {
+    // One decoding step: every filled slot is in the past; only padding is masked.
+    cache->key_mask.select(1, past).fill_(true);
+    ctx.bias = torch::zeros({B, 1, 1, S}, torch::dtype(wdtype).device(dev))
+                   .masked_fill_(cache->key_mask.narrow(1, 0, S).logical_not().view({B, 1, 1, S}), neg);
+    auto h = body_->forward(in.tokens, positions, ctx);
+    cache->length += T;
+    return h;
+  }
+  // allowed[b, t, s]: query t may attend to key slot s.
   auto qslot = torch::arange(past, S, torch::dtype(torch::kLong).device(dev)).unsqueeze(1);
   auto kslot = torch::arange(0, S, torch::dtype(torch::kLong).device(dev)).unsqueeze(0);
   auto allowed = (kslot <= qslot).unsqueeze(0);  // [1, T, S]
@@ -295,11 +314,7 @@ torch::Tensor TransformerImpl::hidden(const ForwardInputs& in, KVCache* cache) {
   }
   if (key_mask.defined()) allowed = allowed & key_mask.unsqueeze(1);
   if (in.segments.defined()) allowed = allowed & (in.segments.unsqueeze(2) == in.segments.unsqueeze(1));
-  auto wdtype = body_->embedding_weight().scalar_type();
-  const double neg = (wdtype == torch::kHalf) ? -1e4 : -1e9;  // finite: a fully padded row stays NaN-free
-  AttnContext ctx;
   ctx.bias = torch::zeros(allowed.sizes(), torch::dtype(wdtype).device(dev)).masked_fill_(allowed.logical_not(), neg).unsqueeze(1);
-  ctx.cache = cache;
   auto h = body_->forward(in.tokens, positions, ctx);
   if (cache) cache->length += T;
   return h;
