@@ -72,7 +72,7 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   KEEL_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename " << tmp << " to " << path << ": " << std::strerror(errno));
 }
 
-void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata) {
+std::string safetensors_bytes(const TensorMap& tensors, const Metadata& metadata) {
   json header = json::object();
   std::vector<torch::Tensor> data;
   int64_t offset = 0;
@@ -93,13 +93,20 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const M
   out += h;
   out.reserve(out.size() + offset);
   for (const auto& t : data) out.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
-  write_file_atomic(path, out);
+  return out;
+}
+
+void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata) {
+  write_file_atomic(path, safetensors_bytes(tensors, metadata));
 }
 
 TensorMap load_safetensors(const std::string& path, Metadata* metadata) {
   struct stat st {};
   KEEL_CHECK(::stat(path.c_str(), &st) == 0, "safetensors file " << path << " is missing: " << std::strerror(errno));
-  const std::string bytes = read_file(path);
+  return parse_safetensors(read_file(path), path, metadata);
+}
+
+TensorMap parse_safetensors(const std::string& bytes, const std::string& path, Metadata* metadata) {
   KEEL_CHECK(bytes.size() >= 8, path << ": truncated safetensors file (" << bytes.size() << " bytes, no header)");
   uint64_t hl = 0;
   for (int i = 0; i < 8; ++i) hl |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);

@@ -13,6 +13,11 @@ namespace keel {
 using TensorMap = std::map<std::string, torch::Tensor>;
 using Metadata = std::map<std::string, std::string>;
 
+// The bytes of a safetensors file holding `tensors` (what save_safetensors writes).
+std::string safetensors_bytes(const TensorMap& tensors, const Metadata& metadata = {});
+// Parses safetensors bytes; `origin` names them in errors.
+TensorMap parse_safetensors(const std::string& bytes, const std::string& origin, Metadata* metadata = nullptr);
+
 // Writes `tensors` (copied to contiguous CPU memory) atomically: to path + ".tmp", fsync, rename.
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata = {});
 

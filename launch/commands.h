@@ -18,5 +18,9 @@ int cmd_sft(const Args& args);
 int cmd_generate(const Args& args);
 int cmd_eval_tasks(const Args& args);
 int cmd_model_init(const Args& args);
+int cmd_actor(const Args& args);
+int cmd_reward_serve(const Args& args);
+int cmd_ppo(const Args& args);
+int cmd_launch(const Args& args);
 
 }  // namespace keel

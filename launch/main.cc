@@ -24,6 +24,10 @@ const Command kCommands[] = {
     {"sft", keel::cmd_sft, "supervised fine-tuning on prompt/response JSONL"},
     {"generate", keel::cmd_generate, "sample responses from a model"},
     {"eval tasks", keel::cmd_eval_tasks, "held-out exact-match accuracy on the built-in tasks"},
+    {"reward serve", keel::cmd_reward_serve, "the reward service: task checker, user program or reward model"},
+    {"actor", keel::cmd_actor, "an actor: generates rollouts and sends them to the learner"},
+    {"ppo", keel::cmd_ppo, "the PPO learner: trains on rollouts from actors, publishes weights"},
+    {"launch", keel::cmd_launch, "learner, reward service and N actors on this machine, from one config"},
 };
 
 void usage() {

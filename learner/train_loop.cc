@@ -97,6 +97,7 @@ TrainResult TrainLoop::run() {
     if (progress.elapsed_seconds() >= 0) std::cerr << (isatty(2) ? "\n" : "") << line << "\n";
   };
 
+  if (o_.eval_at_start && state.step == 0) evaluate();
   model_->train();
   auto window_start = std::chrono::steady_clock::now();
   int64_t window_tokens = 0;

@@ -27,6 +27,7 @@ struct TrainOptions {
   double adam_eps = 1e-8;
   double grad_clip = 1.0;          // max global gradient norm; 0 = off
   int64_t eval_every = 100;        // steps between evaluations; 0 = only at the end
+  bool eval_at_start = false;      // also evaluate before the first step (a "before" figure)
   int64_t checkpoint_every = 100;  // steps between checkpoints; 0 = only at the end and on signals
   int64_t keep_checkpoints = 2;    // newest checkpoints kept
   int64_t log_every = 10;          // steps between metric lines

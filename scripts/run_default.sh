@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: installs and builds keel, then runs the pipeline on the
 # fortunes corpus (Debian package "fortunes") and the built-in tasks:
-#   tokenizer -> token files -> pretrain -> SFT -> held-out task accuracy before/after -> samples.
-# Everything lands in runs/default (override with KEEL_RUN_DIR). About 10 minutes on 2 cores.
+#   tokenizer -> token files -> pretrain -> SFT -> PPO (keel launch: reward service, learner, 2 actors)
+#   -> held-out task accuracy of each stage -> samples.
+# Everything lands in runs/default (override with KEEL_RUN_DIR). About 15 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -34,28 +35,34 @@ $keel sft --init "$run/pretrain/model" --train-file "$run/tasks_train.jsonl" --e
   --out "$run/sft" --seq-len 128 --batch-size 16 --steps 1000 --lr 1.5e-3 --warmup-steps 30 \
   --eval-every 500 --checkpoint-every 500 --log-every 100
 
-step "held-out task accuracy (greedy, 100 per family)"
+step "PPO: keel launch with the task-checker reward service, a learner and 2 actors (sort family)"
+$keel launch --out "$run/ppo" --init "$run/sft/model" --actors 2 \
+  --ppo-args "--updates 20 --rollouts-per-update 64 --eval-every 40 --eval-per-family 100 --eval-families sort --lr 5e-5 --kl-coef 0.02 --rollout-log $run/ppo/rollouts.h5" \
+  --actor-args "--batch-prompts 16 --families sort"
+
+step "held-out task accuracy (greedy, 100 per family): pretrained, SFT, PPO"
 $keel eval tasks --model "$run/pretrain/model" --per-family 100 --out "$run/eval_pretrain.json" > /dev/null
 $keel eval tasks --model "$run/sft/model" --per-family 100 --out "$run/eval_sft.json" > /dev/null
+$keel eval tasks --model "$run/ppo/learner/model" --per-family 100 --out "$run/eval_ppo.json" > /dev/null
 /usr/bin/python3 - "$run" <<'PY'
 import json, sys
 run = sys.argv[1]
-a = json.load(open(f"{run}/eval_pretrain.json")); b = json.load(open(f"{run}/eval_sft.json"))
-def last_eval(path):
-    loss = None
+a, b, c = (json.load(open(f"{run}/eval_{n}.json")) for n in ("pretrain", "sft", "ppo"))
+def last(path, key):
+    v = None
     for line in open(path):
-        j = json.loads(line)
-        loss = j.get("eval/loss", loss)
-    return loss
-print(f"{'family':<12}{'pretrained':>12}{'SFT':>8}")
+        v = json.loads(line).get(key, v)
+    return v
+print(f"{'family':<12}{'pretrained':>12}{'SFT':>8}{'PPO':>8}")
 for fam in sorted(a["accuracy"]):
-    print(f"{fam:<12}{a['accuracy'][fam]:>12.2f}{b['accuracy'][fam]:>8.2f}")
-print(f"{'mean':<12}{a['mean_accuracy']:>12.2f}{b['mean_accuracy']:>8.2f}")
-print(f"pretrain held-out loss {last_eval(f'{run}/pretrain/metrics.jsonl'):.3f} nats/token")
+    print(f"{fam:<12}{a['accuracy'][fam]:>12.2f}{b['accuracy'][fam]:>8.2f}{c['accuracy'][fam]:>8.2f}")
+print(f"{'mean':<12}{a['mean_accuracy']:>12.2f}{b['mean_accuracy']:>8.2f}{c['mean_accuracy']:>8.2f}")
+print(f"pretrain held-out loss {last(f'{run}/pretrain/metrics.jsonl', 'eval/loss'):.3f} nats/token")
+print(f"PPO: KL to the SFT reference (summed k1 per response) at the last update {last(f'{run}/ppo/learner/metrics.jsonl', 'ppo/kl'):.3f}")
 PY
 
-step "samples from the SFT model"
-$keel generate --model "$run/sft/model" --temperature 0 --max-new-tokens 24 \
+step "samples from the PPO model"
+$keel generate --model "$run/ppo/learner/model" --temperature 0 --max-new-tokens 24 \
   --prompt "Compute 13 + 6." --prompt "Reverse the words: apple river stone" \
   --prompt "Sort the words: pearl maple cloud" --prompt "Count the words: honey piano lemon ocean" \
   --out "$run/samples.jsonl" 2>/dev/null

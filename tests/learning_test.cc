@@ -7,8 +7,11 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
+#include "tests/ppo_support.h"
 #include "tests/support/test_support.h"
+#include "wire/channel.h"
 
 namespace keel {
 namespace {
@@ -76,6 +79,72 @@ TEST(Learning, PretrainBeatsUnigramAndSftLearnsTheTasks) {
     EXPECT_LE(b, min_acc / 3) << fam << ": SFT must be far above the pretrained model";
   }
 }
+
+}  // namespace
+}  // namespace keel
+
+namespace keel {
+namespace {
+
+// PPO through `keel launch` (reward service, learner and actors as separate processes) from the
+// SFT model of the test above, on the sort family: held-out reward rises while the KL to the
+// reference stays in a band. Faults injected mid-run: garbage and a wrong-version message sent to
+// the learner's rollout socket (counted as rejected), an actor and the reward service killed with
+// SIGKILL (restarted by the launcher; the learner keeps going).
+struct PpoCase {
+  int actors;
+  int base_port;
+  bool faults;
+};
+
+void run_ppo_case(const PpoCase& c) {
+  const std::string sft = test::temp_path("learning") + "/sft/model";
+  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors")) << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  const std::string dir = test::temp_dir("ppo_" + std::to_string(c.actors));
+  const std::string cmd = "launch --out " + dir + " --init " + sft + " --actors " + std::to_string(c.actors) + " --base-port " +
+                          std::to_string(c.base_port) +
+                          " --ppo-args '--updates 20 --rollouts-per-update 64 --eval-every 40 --eval-per-family 100"
+                          " --eval-families sort --lr 5e-5 --kl-coef 0.02' --actor-args '--batch-prompts 16 --families sort'";
+  std::thread faults;
+  if (c.faults) {
+    faults = std::thread([&] {
+      const std::string rollouts = "tcp://127.0.0.1:" + std::to_string(c.base_port);
+      std::this_thread::sleep_for(std::chrono::seconds(15));
+      auto push = wire::zmq_connect(wire::SocketKind::kPush, rollouts);
+      push->send("this is not a rollout batch");
+      auto bytes = wire::encode({"intruder", wire::Heartbeat{1, 1}});
+      for (size_t i = 16; i + 2 <= bytes.size(); i += 8)
+        if (bytes[i] == 1 && bytes[i + 1] == 0) {
+          bytes[i] = 9;  // the envelope's version field
+          break;
+        }
+      push->send(bytes);
+      std::this_thread::sleep_for(std::chrono::seconds(5));
+      test::run("pkill -9 -f -- '--rank 0 --world " + std::to_string(c.actors) + " --rollouts " + rollouts + "'");
+      std::this_thread::sleep_for(std::chrono::seconds(5));
+      test::run("pkill -9 -f -- 'reward serve --kind task --endpoint tcp://127.0.0.1:" + std::to_string(c.base_port + 5) + "'");
+    });
+  }
+  auto r = test::keel(cmd);
+  if (faults.joinable()) faults.join();
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto run = test::read_ppo_run(dir + "/learner/metrics.jsonl");
+  ASSERT_GE(run.eval_reward.size(), 2u) << r.output;
+  ASSERT_EQ(run.version.size(), 20u);
+  for (size_t i = 0; i < run.version.size(); ++i) EXPECT_EQ(run.version[i], static_cast<double>(i + 1));  // no gaps or repeats
+  const double before = run.eval_reward.front(), after = run.eval_reward.back();
+  std::cerr << "PPO with " << c.actors << " actor(s): held-out sort reward " << before << " -> " << after << "\n";
+  EXPECT_GE(after, before + 0.03) << "held-out reward must rise by the stated margin";
+  for (double kl : run.kl) EXPECT_LT(kl, 2.0) << "KL to the reference left its band";
+  if (c.faults) {
+    EXPECT_GE(run.rejected, 2.0) << "garbage and wrong-version messages must be counted as rejected";
+    EXPECT_NE(r.output.find("actor-0 exited"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("reward exited"), std::string::npos) << r.output;
+  }
+}
+
+TEST(Learning, PpoThroughLaunchWithTwoActorsAndFaults) { run_ppo_case({2, 6155, true}); }
+TEST(Learning, PpoThroughLaunchWithOneActor) { run_ppo_case({1, 6255, false}); }
 
 }  // namespace
 }  // namespace keel

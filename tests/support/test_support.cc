@@ -21,9 +21,12 @@ static std::string env_or(const char* name, const std::string& dflt) {
 std::string source_dir() { return env_or("KEEL_SOURCE_DIR", "."); }
 std::string keel_bin() { return env_or("KEEL_BIN", "keel"); }
 
+std::string temp_path(const std::string& name) {
+  return env_or("KEEL_TEST_TMP", fs::temp_directory_path().string() + "/keel-tests") + "/" + name;
+}
+
 std::string temp_dir(const std::string& name) {
-  const std::string root = env_or("KEEL_TEST_TMP", fs::temp_directory_path().string() + "/keel-tests");
-  const std::string dir = root + "/" + name;
+  const std::string dir = temp_path(name);
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;

@@ -9,6 +9,7 @@ namespace keel::test {
 std::string source_dir();            // KEEL_SOURCE_DIR
 std::string keel_bin();              // KEEL_BIN: the built keel executable
 std::string temp_dir(const std::string& name);  // a fresh, empty directory for this test
+std::string temp_path(const std::string& name); // where temp_dir(name) is, left as it is
 
 struct RunResult {
   int code = -1;

@@ -1,0 +1,209 @@
+// keel launch: learner, reward service and N actors on this machine from one command, each a
+// process of this same binary with its own log, a live status line, actors and the reward
+// service restarted with backoff when they die, and a clean shutdown of all on Ctrl-C or when
+// the learner finishes.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "core/error.h"
+#include "launch/commands.h"
+#include "launch/options.h"
+
+namespace keel {
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+void on_signal(int) { g_interrupted.store(true); }
+
+std::vector<std::string> split_args(const std::string& s) {
+  std::istringstream is(s);
+  std::vector<std::string> out;
+  std::string w;
+  while (is >> w) out.push_back(w);
+  return out;
+}
+
+std::string self_exe() {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  KEEL_CHECK(n > 0, "cannot find the keel executable");
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+struct Child {
+  std::string name;
+  std::vector<std::string> args;
+  pid_t pid = -1;
+  int restarts = 0;
+  std::chrono::steady_clock::time_point restart_at;
+  bool restartable = true;
+};
+
+pid_t spawn(const std::string& exe, const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = ::fork();
+  KEEL_CHECK(pid >= 0, "fork failed");
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(exe.c_str()));
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(exe.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+std::string status_line(const std::string& metrics) {
+  std::ifstream f(metrics);
+  std::string line, last_ppo, last_eval;
+  while (std::getline(f, line)) {
+    if (line.find("ppo/version") != std::string::npos) last_ppo = line;
+    if (line.find("eval/task_reward") != std::string::npos) last_eval = line;
+  }
+  if (last_ppo.empty()) return "waiting for the first update";
+  char buf[256];
+  try {
+    auto j = nlohmann::json::parse(last_ppo);
+    std::snprintf(buf, sizeof buf, "version %.0f | score %.3f | KL %.3f | %.1f rollouts/s | staleness %.2f",
+                  j.value("ppo/version", 0.0), j.value("ppo/score_mean", 0.0), j.value("ppo/kl", 0.0),
+                  j.value("ppo/rollouts_per_s", 0.0), j.value("ppo/staleness", 0.0));
+    std::string s = buf;
+    if (!last_eval.empty()) {
+      auto e = nlohmann::json::parse(last_eval);
+      std::snprintf(buf, sizeof buf, " | held-out reward %.3f", e.value("eval/task_reward", 0.0));
+      s += buf;
+    }
+    return s;
+  } catch (const std::exception&) {
+    return "metrics unreadable";
+  }
+}
+
+}  // namespace
+
+int cmd_launch(const Args& args) {
+  std::string out = "runs/launch", init, ppo_args, actor_args, reward_args, reward_kind = "task";
+  int actors = 2, base_port = 5555, threads_per_process = 1;
+  po::options_description d("keel launch");
+  d.add_options()("out", po::value(&out)->default_value(out), "run directory: learner/, logs/")(
+      "init", po::value(&init)->required(), "SFT model directory: the policy, the reference and the actors' start")(
+      "actors", po::value(&actors)->default_value(actors), "number of actor processes")(
+      "base-port", po::value(&base_port)->default_value(base_port), "loopback ports base..base+5")(
+      "threads-per-process", po::value(&threads_per_process)->default_value(threads_per_process), "LibTorch threads of each process")(
+      "reward-kind", po::value(&reward_kind)->default_value(reward_kind), "task | program | model (see keel reward serve)")(
+      "ppo-args", po::value(&ppo_args)->default_value(ppo_args), "extra options for keel ppo")(
+      "actor-args", po::value(&actor_args)->default_value(actor_args), "extra options for every keel actor")(
+      "reward-args", po::value(&reward_args)->default_value(reward_args), "extra options for keel reward serve");
+  const auto parsed = parse_options(args, "launch", "Starts learner, reward service and actors as processes on this machine.", d);
+  if (parsed.help) return 0;
+  KEEL_CHECK(actors >= 1, "--actors must be at least 1");
+  std::filesystem::create_directories(out + "/logs");
+  const std::string exe = self_exe(), host = "tcp://127.0.0.1:";
+  const std::string rollouts = host + std::to_string(base_port), weights = host + std::to_string(base_port + 1),
+                    chunks = host + std::to_string(base_port + 2), reward = host + std::to_string(base_port + 5);
+  const std::string th = std::to_string(threads_per_process);
+
+  std::vector<Child> children;
+  auto add = [&](std::string name, std::vector<std::string> a, const std::string& extra) {
+    for (auto& x : split_args(extra)) a.push_back(x);
+    children.push_back({std::move(name), std::move(a)});
+  };
+  add("reward", {"reward", "serve", "--kind", reward_kind, "--endpoint", reward, "--threads", th}, reward_args);
+  add("learner", {"ppo", "--init", init, "--out", out + "/learner", "--rollouts-endpoint", rollouts, "--weights-endpoint", weights,
+                  "--chunks-endpoint", chunks, "--threads", th},
+      ppo_args);
+  children.back().restartable = false;
+  for (int i = 0; i < actors; ++i)
+    add("actor-" + std::to_string(i), {"actor", "--model", init, "--rank", std::to_string(i), "--world", std::to_string(actors),
+                                       "--rollouts", rollouts, "--weights", weights, "--chunks", chunks, "--reward", reward,
+                                       "--threads", th},
+        actor_args);
+  {
+    std::ofstream f(out + "/launch.ini");
+    f << parsed.resolved;
+    for (const auto& c : children) {
+      f << "# " << c.name << ": keel";
+      for (const auto& a : c.args) f << " " << a;
+      f << "\n";
+    }
+  }
+
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  for (auto& c : children) c.pid = spawn(exe, c.args, out + "/logs/" + c.name + ".log");
+  std::cerr << "launch: " << actors << " actors, logs in " << out << "/logs\n";
+  const bool tty = ::isatty(2);
+  auto last_status = std::chrono::steady_clock::now();
+  int learner_code = -1;
+  while (learner_code < 0 && !g_interrupted.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& c : children) {
+      if (c.pid > 0) {
+        int status = 0;
+        if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
+          const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+          c.pid = -1;
+          if (!c.restartable) {
+            learner_code = code;
+            break;
+          }
+          const int backoff = std::min(30, 1 << std::min(c.restarts, 5));
+          std::cerr << (tty ? "\n" : "") << "launch: " << c.name << " exited (" << code << "); restart in " << backoff << " s\n";
+          c.restart_at = now + std::chrono::seconds(backoff);
+          ++c.restarts;
+        }
+      } else if (c.restartable && now >= c.restart_at) {
+        c.pid = spawn(exe, c.args, out + "/logs/" + c.name + ".log");
+      }
+    }
+    if (now - last_status > std::chrono::seconds(tty ? 1 : 10)) {
+      const auto s = status_line(out + "/learner/metrics.jsonl");
+      if (tty) std::fprintf(stderr, "\r%s\033[K", s.c_str());
+      else std::fprintf(stderr, "%s\n", s.c_str());
+      last_status = now;
+    }
+  }
+  if (tty) std::fprintf(stderr, "\n");
+  // Shutdown: the learner first (it checkpoints on SIGTERM), then everyone else.
+  for (auto& c : children)
+    if (c.pid > 0) ::kill(c.pid, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (auto& c : children) {
+    while (c.pid > 0) {
+      int status = 0;
+      if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
+        if (!c.restartable && learner_code < 0) learner_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        c.pid = -1;
+      } else if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(c.pid, SIGKILL);
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+  }
+  std::cerr << "launch: " << status_line(out + "/learner/metrics.jsonl") << "\n";
+  std::cerr << "launch: learner exited with " << learner_code << (g_interrupted.load() ? " (interrupted)" : "") << "\n";
+  return learner_code == 0 ? 0 : (learner_code < 0 ? 1 : learner_code);
+}
+
+}  // namespace keel

@@ -1,0 +1,207 @@
+// Actor-learner roles: keel actor, keel reward serve, keel ppo.
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <iostream>
+
+#include "actors/actor.h"
+#include "actors/task_eval.h"
+#include "core/checkpoint.h"
+#include "core/error.h"
+#include "core/tasks.h"
+#include "launch/commands.h"
+#include "launch/options.h"
+#include "learner/ppo.h"
+#include "learner/rollout_service.h"
+#include "learner/train_loop.h"
+#include "reward/scorer.h"
+#include "reward/service.h"
+#include "wire/channel.h"
+
+namespace keel {
+
+namespace {
+std::atomic<bool> g_stop{false};
+void on_stop(int) { g_stop.store(true); }
+void install_stop_flag() {
+  std::signal(SIGINT, on_stop);
+  std::signal(SIGTERM, on_stop);
+}
+
+void add_sampling_options(po::options_description& d, SamplingConfig& s) {
+  d.add_options()("temperature", po::value(&s.temperature)->default_value(s.temperature), "sampling temperature")(
+      "top-k", po::value(&s.top_k)->default_value(s.top_k), "keep the k likeliest tokens (0 = off)")(
+      "top-p", po::value(&s.top_p)->default_value(s.top_p), "nucleus mass (1 = off)")(
+      "max-new-tokens", po::value(&s.max_new_tokens)->default_value(s.max_new_tokens), "response length bound")(
+      "seed", po::value(&s.seed)->default_value(s.seed), "sampling seed");
+}
+}  // namespace
+
+int cmd_actor(const Args& args) {
+  ActorOptions o;
+  o.sampling.max_new_tokens = 24;
+  int threads = 0;
+  po::options_description d("keel actor");
+  add_runtime_options(d, threads, o.device);
+  add_sampling_options(d, o.sampling);
+  d.add_options()("model", po::value(&o.model_dir)->required(), "initial policy (version 0) with its tokenizer")(
+      "rollouts", po::value(&o.rollouts_endpoint)->default_value(o.rollouts_endpoint), "learner rollout endpoint")(
+      "weights", po::value(&o.weights_endpoint)->default_value(o.weights_endpoint), "learner weight announcements")(
+      "chunks", po::value(&o.chunks_endpoint)->default_value(o.chunks_endpoint), "learner weight chunks")(
+      "reward", po::value(&o.reward_endpoint)->default_value(o.reward_endpoint), "reward service endpoint")(
+      "prompts", po::value(&o.prompts)->default_value(o.prompts), "JSONL of {prompt}, or 'tasks' (built-in train split)")(
+      "families", po::value(&o.task_families)->multitoken(), "built-in task families to use (default all)")(
+      "tasks-per-family", po::value(&o.tasks_per_family)->default_value(o.tasks_per_family), "built-in prompts per family")(
+      "template", po::value(&o.prompt_template)->default_value(o.prompt_template), "prompt template: chat | none")(
+      "rank", po::value(&o.rank)->default_value(o.rank), "this actor's rank (its prompt shard)")(
+      "world", po::value(&o.world)->default_value(o.world), "number of actors")(
+      "batch-prompts", po::value(&o.batch_prompts)->default_value(o.batch_prompts), "prompts per batch")(
+      "group-size", po::value(&o.group_size)->default_value(o.group_size), "responses per prompt")(
+      "sync", po::value(&o.sync)->default_value(o.sync), "wait for a new policy version after each batch")(
+      "reward-timeout-ms", po::value(&o.reward_timeout_ms)->default_value(o.reward_timeout_ms), "wait for a score")(
+      "reward-retries", po::value(&o.reward_retries)->default_value(o.reward_retries), "score retries before giving up")(
+      "max-batches", po::value(&o.max_batches)->default_value(o.max_batches), "stop after this many batches (0 = never)");
+  if (parse_options(args, "actor", "Generates, scores and pushes rollouts with the newest policy.", d).help) return 0;
+  apply_runtime(threads, o.device);
+  install_stop_flag();
+  const auto st = run_actor(o, g_stop);
+  std::cerr << "actor " << o.rank << ": " << st.batches << " batches, " << st.rollouts << " rollouts, " << st.weight_loads
+            << " weight loads, version " << st.version << ", " << st.seconds_waiting_for_weights << " s waiting for weights\n";
+  return 0;
+}
+
+int cmd_reward_serve(const Args& args) {
+  RewardServiceOptions o;
+  std::string kind = "task", program, model, device = "cpu";
+  int threads = 0;
+  po::options_description d("keel reward serve");
+  add_runtime_options(d, threads, device);
+  d.add_options()("kind", po::value(&kind)->default_value(kind), "task | program | model")(
+      "program", po::value(&program), "command of a reward program (kind program; docs/reward_protocol.md)")(
+      "model", po::value(&model), "reward-model directory (kind model)")(
+      "endpoint", po::value(&o.endpoint)->default_value(o.endpoint), "bind address")(
+      "max-batch", po::value(&o.max_batch)->default_value(o.max_batch), "items scored together")(
+      "max-wait-ms", po::value(&o.max_wait_ms)->default_value(o.max_wait_ms), "longest wait to fill a batch")(
+      "missing-eos-penalty", po::value(&o.missing_eos_penalty)->default_value(o.missing_eos_penalty),
+      "subtracted from responses that do not end in EOS");
+  if (parse_options(args, "reward serve", "Scores rollouts for actors, batching requests.", d).help) return 0;
+  apply_runtime(threads, device);
+  std::unique_ptr<Scorer> scorer;
+  if (kind == "task") scorer = make_task_scorer();
+  else if (kind == "program") {
+    KEEL_CHECK(!program.empty(), "--kind program needs --program");
+    scorer = make_program_scorer(program);
+  } else if (kind == "model") {
+    KEEL_CHECK(!model.empty(), "--kind model needs --model");
+    scorer = make_model_scorer(model, device);
+  } else KEEL_FAIL("unknown reward kind '" << kind << "' (task, program, model)");
+  install_stop_flag();
+  auto channel = wire::zmq_bind(wire::SocketKind::kRouter, o.endpoint);
+  std::cerr << "reward: serving " << kind << " rewards on " << o.endpoint << "\n";
+  const auto st = serve_rewards(o, *scorer, *channel, g_stop);
+  std::cerr << "reward: " << st.requests << " requests, " << st.items << " items in " << st.batches << " batches, "
+            << st.failed << " failed, " << st.receive.rejected << " bad messages\n";
+  return 0;
+}
+
+int cmd_ppo(const Args& args) {
+  std::string init, reference, device = "cpu", estimator = "gae", kl_estimator = "k1", tmpl = "chat";
+  int threads = 0;
+  int eval_per_family = 50;
+  bool keep_stale = false;
+  std::vector<std::string> eval_families;
+  TrainOptions train;
+  train.out_dir = "runs/ppo";
+  train.lr = 1e-5;
+  train.warmup_steps = 0;
+  train.min_lr_ratio = 1.0;
+  train.weight_decay = 0.0;
+  train.eval_every = 20;
+  train.checkpoint_every = 20;
+  train.log_every = 1;
+  train.eval_at_start = true;
+  int64_t updates = 20;
+  PpoOptions ppo;
+  ReplayOptions replay;
+  RolloutServiceOptions net;
+  po::options_description d("keel ppo");
+  add_train_options(d, train);
+  add_runtime_options(d, threads, device);
+  d.add_options()("init", po::value(&init)->required(), "policy to start from (an SFT model directory)")(
+      "reference", po::value(&reference), "frozen reference model (default: --init)")(
+      "updates", po::value(&updates)->default_value(updates), "PPO updates (steps = updates * epochs * minibatches)")(
+      "rollouts-per-update", po::value(&ppo.rollouts_per_update)->default_value(ppo.rollouts_per_update), "rollouts per update")(
+      "epochs", po::value(&ppo.epochs)->default_value(ppo.epochs), "passes over each update's rollouts")(
+      "minibatches", po::value(&ppo.minibatches)->default_value(ppo.minibatches), "optimizer steps per epoch")(
+      "clip", po::value(&ppo.clip)->default_value(ppo.clip), "policy ratio clip")(
+      "value-clip", po::value(&ppo.value_clip)->default_value(ppo.value_clip), "value clip")(
+      "vf-coef", po::value(&ppo.vf_coef)->default_value(ppo.vf_coef), "value loss coefficient")(
+      "gamma", po::value(&ppo.gamma)->default_value(ppo.gamma), "discount")(
+      "lambda", po::value(&ppo.lambda)->default_value(ppo.lambda), "GAE lambda")(
+      "temperature", po::value(&ppo.temperature)->default_value(ppo.temperature), "the actors' sampling temperature")(
+      "kl-coef", po::value(&ppo.kl.init)->default_value(ppo.kl.init), "initial KL coefficient beta")(
+      "kl-target", po::value(&ppo.kl.target)->default_value(ppo.kl.target), "adaptive KL target (0 = fixed beta)")(
+      "kl-horizon", po::value(&ppo.kl.horizon)->default_value(ppo.kl.horizon), "adaptive KL horizon")(
+      "kl-estimator", po::value(&kl_estimator)->default_value(kl_estimator), "k1 | k2 | k3 | abs")(
+      "whiten-advantages", po::value(&ppo.whiten_advantages)->default_value(ppo.whiten_advantages), "whiten advantages")(
+      "estimator", po::value(&estimator)->default_value(estimator), "gae | grpo | rloo")(
+      "group-size", po::value(&ppo.group_size)->default_value(ppo.group_size), "responses per prompt (grpo/rloo)")(
+      "max-staleness", po::value(&replay.max_staleness)->default_value(replay.max_staleness), "versions a rollout may lag")(
+      "keep-stale", po::value(&keep_stale)->default_value(keep_stale), "keep (and count) rollouts beyond max-staleness")(
+      "rollouts-endpoint", po::value(&net.rollouts_endpoint)->default_value(net.rollouts_endpoint), "bind: rollouts")(
+      "weights-endpoint", po::value(&net.weights_endpoint)->default_value(net.weights_endpoint), "bind: announcements")(
+      "chunks-endpoint", po::value(&net.chunks_endpoint)->default_value(net.chunks_endpoint), "bind: weight chunks")(
+      "shared-dir", po::value(&net.shared_dir)->default_value(net.shared_dir), "weights file for same-host actors ('' = none)")(
+      "rollout-log", po::value(&net.rollout_log), "HDF5 file logging every rollout")(
+      "eval-per-family", po::value(&eval_per_family)->default_value(eval_per_family), "held-out tasks per family at eval")(
+      "eval-families", po::value(&eval_families)->multitoken(), "task families evaluated (default all)")(
+      "template", po::value(&tmpl)->default_value(tmpl), "prompt template of the eval: chat | none");
+  const auto parsed = parse_options(args, "ppo", "The PPO learner: trains on actors' rollouts, publishes weights.", d);
+  if (parsed.help) return 0;
+  const auto dev = apply_runtime(threads, device);
+  install_stop_signal_handlers();
+  replay.drop_stale = !keep_stale;
+  ppo.estimator = parse_advantage_estimator(estimator);
+  ppo.kl_estimator = parse_kl_estimator(kl_estimator);
+  ppo.validate();
+  train.steps = updates * ppo.steps_per_update();
+  const auto tok_file = model_tokenizer_file(init);
+  KEEL_CHECK(!tok_file.empty(), init << " holds no tokenizer");
+  auto tok = load_tokenizer(tok_file);
+  auto config = load_model_config(init);
+  config.value_head = ppo.estimator == AdvantageEstimator::kGae;
+  Transformer policy(config);
+  load_weights(policy, load_safetensors(init + "/model.safetensors"), init, /*allow_new_heads=*/true);
+  auto ref = load_model(reference.empty() ? init : reference, true);
+  policy->to(dev);
+  ref->to(dev);
+  net.tokenizer_identity = tok->identity();
+  net.run_name = "keel-" + std::to_string(::getpid());
+  RolloutService service(net, replay);
+  std::vector<TaskFamily> fams;
+  for (const auto& f : eval_families) fams.push_back(parse_task_family(f));
+  if (fams.empty()) fams.assign(std::begin(kAllTaskFamilies), std::end(kAllTaskFamilies));
+  const auto held = make_tasks(TaskSplit::kHeldOut, eval_per_family, 1, fams);
+  const auto t = parse_prompt_template(tmpl);
+  auto eval = [&](Transformer& m) {
+    auto r = evaluate_tasks(m, *tok, held, t);
+    Scalars s{{"eval/task_reward", r.mean_accuracy}};
+    for (const auto& [fam, acc] : r.accuracy) s["eval/accuracy/" + fam] = acc;
+    const auto rs = service.replay_stats();
+    s["replay/dropped_stale"] = static_cast<double>(rs.dropped_stale);
+    s["replay/received"] = static_cast<double>(rs.received);
+    s["wire/rejected"] = static_cast<double>(service.stats().receive.rejected);
+    return s;
+  };
+  PpoObjective objective(ppo, policy, ref, service, service, train.grad_accum, train.seed, eval);
+  TrainLoop loop(train, policy, objective, parsed.resolved, tok_file);
+  const auto r = loop.run();
+  const auto ss = service.stats();
+  std::cerr << "ppo: version " << objective.version() << ", " << ss.receive.accepted << " messages accepted, "
+            << ss.receive.rejected << " rejected, " << service.replay_stats().dropped_stale << " stale rollouts dropped\n";
+  service.stop();
+  return r.interrupted ? 3 : 0;
+}
+
+}  // namespace keel

@@ -1,0 +1,75 @@
+// The learner's network side. A background thread owns three sockets:
+//   rollouts  PULL, bound: rollout batches from actors -> validated -> the RolloutQueue
+//             (and the HDF5 rollout log when one is given); bad messages are counted and dropped
+//   weights   PUB, bound: WeightAnnounce for the newest version, repeated every second so that
+//             actors joining late still hear it
+//   chunks    ROUTER, bound: WeightChunk replies to WeightRequest, for actors on other hosts
+// publish() (main thread) serialises the policy once to safetensors bytes, writes them to a
+// shared-memory file for same-host actors, and announces them.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "learner/ppo.h"
+#include "replay/rollout_log.h"
+#include "replay/rollout_queue.h"
+#include "wire/channel.h"
+
+namespace keel {
+
+struct RolloutServiceOptions {
+  std::string rollouts_endpoint = "tcp://127.0.0.1:5555";
+  std::string weights_endpoint = "tcp://127.0.0.1:5556";
+  std::string chunks_endpoint = "tcp://127.0.0.1:5557";
+  std::string shared_dir = "/dev/shm";  // "" = no shared file; actors fetch chunks
+  std::string run_name = "keel";        // names the shared files
+  size_t chunk_bytes = 4u << 20;
+  std::string rollout_log;              // HDF5 path; "" = no log
+  std::string tokenizer_identity;
+};
+
+struct RolloutServiceStats {
+  wire::ReceiveStats receive;
+  int64_t batches = 0, chunks_served = 0, announcements = 0;
+  uint64_t published_version = 0;
+  double publish_seconds = 0;  // last publication: serialise + write + announce
+};
+
+class RolloutService : public RolloutSource, public WeightPublisher {
+ public:
+  RolloutService(RolloutServiceOptions o, ReplayOptions replay);
+  ~RolloutService() override;
+
+  std::vector<wire::Rollout> next(size_t n, uint64_t version) override;
+  void publish(uint64_t version, Transformer& policy) override;
+  void stop();
+  RolloutServiceStats stats() const;
+  ReplayStats replay_stats() const { return queue_.stats(); }
+
+ private:
+  void loop();
+
+  RolloutServiceOptions o_;
+  RolloutQueue queue_;
+  std::unique_ptr<RolloutLog> log_;
+  std::atomic<bool> stop_{false};
+  mutable std::mutex mu_;
+  std::shared_ptr<const std::string> blob_;  // newest weights, safetensors bytes
+  wire::WeightAnnounce announce_;
+  bool announce_pending_ = false;
+  std::string last_shared_file_, previous_shared_file_;
+  RolloutServiceStats stats_;
+  std::atomic<uint64_t> learner_version_{0};
+  std::vector<std::unique_ptr<wire::Channel>> sockets_;  // owned by the thread: pull, pub, router
+  std::thread thread_;
+};
+
+// FNV-1a 64 of a byte string (the WeightAnnounce checksum).
+uint64_t weights_checksum(const std::string& bytes);
+
+}  // namespace keel
