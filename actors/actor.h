@@ -47,7 +47,7 @@ struct ActorStats {
   double seconds_waiting_for_weights = 0;
 };
 
-// Runs until `stop`, a Shutdown from the learner, or max_batches.
+// Runs until `stop` (SIGINT/SIGTERM) or max_batches.
 ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop);
 
 }  // namespace keel
