@@ -5,21 +5,26 @@
 namespace keel {
 
 TaskEvalResult evaluate_tasks(Transformer& model, const Tokenizer& tok, const std::vector<TaskExample>& tasks,
-                              PromptTemplate tmpl, int64_t batch_size, int64_t max_new_tokens) {
+                              PromptTemplate tmpl, int64_t batch_size, int64_t max_new_tokens, double temperature,
+                              int samples, uint64_t seed) {
   TaskEvalResult r;
   std::map<std::string, int64_t> correct;
   SamplingConfig cfg;
-  cfg.temperature = 0;
+  cfg.temperature = temperature;
   cfg.max_new_tokens = max_new_tokens;
-  for (size_t i = 0; i < tasks.size(); i += static_cast<size_t>(batch_size)) {
-    const size_t end = std::min(tasks.size(), i + static_cast<size_t>(batch_size));
-    std::vector<std::vector<int32_t>> prompts;
-    for (size_t j = i; j < end; ++j) prompts.push_back(make_sft_example(render_prompt(tasks[j].prompt, tmpl), "", tok).prompt);
-    auto s = sample(model, prompts, cfg, tok.specials().eos, tok.specials().pad);
-    for (size_t j = i; j < end; ++j) {
-      const std::string fam = task_family_name(tasks[j].family);
-      r.count[fam]++;
-      correct[fam] += check_task(tasks[j].prompt, tok.decode(s.responses[j - i])) ? 1 : 0;
+  const int draws = temperature > 0 ? std::max(1, samples) : 1;
+  for (int d = 0; d < draws; ++d) {
+    for (size_t i = 0; i < tasks.size(); i += static_cast<size_t>(batch_size)) {
+      const size_t end = std::min(tasks.size(), i + static_cast<size_t>(batch_size));
+      std::vector<std::vector<int32_t>> prompts;
+      for (size_t j = i; j < end; ++j) prompts.push_back(make_sft_example(render_prompt(tasks[j].prompt, tmpl), "", tok).prompt);
+      cfg.seed = seed + static_cast<uint64_t>(d) * 1000003ull + i;
+      auto s = sample(model, prompts, cfg, tok.specials().eos, tok.specials().pad);
+      for (size_t j = i; j < end; ++j) {
+        const std::string fam = task_family_name(tasks[j].family);
+        r.count[fam]++;
+        correct[fam] += check_task(tasks[j].prompt, tok.decode(s.responses[j - i])) ? 1 : 0;
+      }
     }
   }
   double sum = 0;

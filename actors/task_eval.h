@@ -17,8 +17,11 @@ struct TaskEvalResult {
   double mean_accuracy = 0;
 };
 
-// Greedy responses (up to max_new_tokens) to `tasks`, checked with check_task().
+// Responses (up to max_new_tokens) to `tasks`, checked with check_task(): greedy when
+// temperature is 0, else `samples` draws per task at that temperature (seeded), so that accuracy
+// is the policy's expected reward under the distribution PPO trains.
 TaskEvalResult evaluate_tasks(Transformer& model, const Tokenizer& tok, const std::vector<TaskExample>& tasks,
-                              PromptTemplate tmpl, int64_t batch_size = 32, int64_t max_new_tokens = 24);
+                              PromptTemplate tmpl, int64_t batch_size = 32, int64_t max_new_tokens = 24,
+                              double temperature = 0.0, int samples = 1, uint64_t seed = 1);
 
 }  // namespace keel

@@ -109,6 +109,7 @@ int cmd_ppo(const Args& args) {
   std::string init, reference, device = "cpu", estimator = "gae", kl_estimator = "k1", tmpl = "chat";
   int threads = 0;
   int eval_per_family = 50;
+  int eval_samples = 4;
   bool keep_stale = false;
   std::vector<std::string> eval_families;
   TrainOptions train;
@@ -155,6 +156,7 @@ int cmd_ppo(const Args& args) {
       "shared-dir", po::value(&net.shared_dir)->default_value(net.shared_dir), "weights file for same-host actors ('' = none)")(
       "rollout-log", po::value(&net.rollout_log), "HDF5 file logging every rollout")(
       "eval-per-family", po::value(&eval_per_family)->default_value(eval_per_family), "held-out tasks per family at eval")(
+      "eval-samples", po::value(&eval_samples)->default_value(eval_samples), "sampled responses per held-out task at eval")(
       "eval-families", po::value(&eval_families)->multitoken(), "task families evaluated (default all)")(
       "template", po::value(&tmpl)->default_value(tmpl), "prompt template of the eval: chat | none");
   const auto parsed = parse_options(args, "ppo", "The PPO learner: trains on actors' rollouts, publishes weights.", d);
@@ -185,9 +187,12 @@ int cmd_ppo(const Args& args) {
   const auto held = make_tasks(TaskSplit::kHeldOut, eval_per_family, 1, fams);
   const auto t = parse_prompt_template(tmpl);
   auto eval = [&](Transformer& m) {
-    auto r = evaluate_tasks(m, *tok, held, t);
-    Scalars s{{"eval/task_reward", r.mean_accuracy}};
-    for (const auto& [fam, acc] : r.accuracy) s["eval/accuracy/" + fam] = acc;
+    // Held-out reward of the policy as it samples (at the actors' temperature, eval_samples draws
+    // per prompt), and greedy exact-match accuracy per family.
+    auto sampled = evaluate_tasks(m, *tok, held, t, 32, 24, ppo.temperature, eval_samples, 7);
+    auto greedy = evaluate_tasks(m, *tok, held, t);
+    Scalars s{{"eval/task_reward", sampled.mean_accuracy}, {"eval/greedy_accuracy", greedy.mean_accuracy}};
+    for (const auto& [fam, acc] : greedy.accuracy) s["eval/accuracy/" + fam] = acc;
     const auto rs = service.replay_stats();
     s["replay/dropped_stale"] = static_cast<double>(rs.dropped_stale);
     s["replay/received"] = static_cast<double>(rs.received);
