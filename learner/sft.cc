@@ -26,35 +26,41 @@ SftObjective::SftObjective(SftOptions options, std::vector<SftExample> train, st
   }
 }
 
+const std::vector<SftObjective::Row>& SftObjective::epoch_rows(int64_t epoch) {
+  auto it = epochs_.find(epoch);
+  if (it != epochs_.end()) return it->second;
+  std::vector<int64_t> order(train_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+  std::mt19937_64 rng(o_.seed * 7919ull + static_cast<uint64_t>(epoch));
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<Row> rows;
+  Row cur;
+  int64_t used = 0;
+  for (int64_t i : order) {
+    const auto len = static_cast<int64_t>(train_[i].prompt.size() + train_[i].response.size());
+    if (!cur.empty() && (!o_.packing || used + len > o_.seq_len)) {
+      rows.push_back(cur);
+      cur.clear();
+      used = 0;
+    }
+    cur.push_back(i);
+    used += len;
+  }
+  if (!cur.empty()) rows.push_back(cur);
+  if (static_cast<int64_t>(epoch_start_.size()) == epoch + 1)
+    epoch_start_.push_back(epoch_start_[epoch] + static_cast<int64_t>(rows.size()));
+  // Keep the current and previous epoch; older ones are rebuilt on demand (a resume, say).
+  while (!epochs_.empty() && epochs_.begin()->first < epoch - 1) epochs_.erase(epochs_.begin());
+  return epochs_.emplace(epoch, std::move(rows)).first->second;
+}
+
 const SftObjective::Row& SftObjective::row(int64_t index) {
   if (epoch_start_.empty()) epoch_start_.push_back(0);
-  int64_t epoch = 0;
+  // Start at the last epoch known to begin at or before `index`; build later epochs as needed.
+  int64_t epoch = (std::upper_bound(epoch_start_.begin(), epoch_start_.end(), index) - epoch_start_.begin()) - 1;
   while (true) {
-    if (!epochs_.count(epoch)) {
-      std::vector<int64_t> order(train_.size());
-      for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-      std::mt19937_64 rng(o_.seed * 7919ull + static_cast<uint64_t>(epoch));
-      std::shuffle(order.begin(), order.end(), rng);
-      std::vector<Row> rows;
-      Row cur;
-      int64_t used = 0;
-      for (int64_t i : order) {
-        const auto len = static_cast<int64_t>(train_[i].prompt.size() + train_[i].response.size());
-        if (!cur.empty() && (!o_.packing || used + len > o_.seq_len)) {
-          rows.push_back(cur);
-          cur.clear();
-          used = 0;
-        }
-        cur.push_back(i);
-        used += len;
-      }
-      if (!cur.empty()) rows.push_back(cur);
-      epochs_[epoch] = std::move(rows);
-      if (static_cast<int64_t>(epoch_start_.size()) == epoch + 1)
-        epoch_start_.push_back(epoch_start_[epoch] + static_cast<int64_t>(epochs_[epoch].size()));
-      if (epochs_.size() > 3) epochs_.erase(epochs_.begin());  // a resumed run rebuilds older epochs on demand
-    }
-    if (index < epoch_start_[epoch + 1]) return epochs_[epoch][static_cast<size_t>(index - epoch_start_[epoch])];
+    const auto& rows = epoch_rows(epoch);
+    if (index < epoch_start_[epoch + 1]) return rows[static_cast<size_t>(index - epoch_start_[epoch])];
     ++epoch;
   }
 }

@@ -33,6 +33,7 @@ class SftObjective : public Objective {
  private:
   using Row = std::vector<int64_t>;  // example indices packed into one row
   const Row& row(int64_t index);     // global row index across epochs
+  const std::vector<Row>& epoch_rows(int64_t epoch);  // packs epoch `epoch` (a seeded permutation) once
   std::unique_ptr<MicroBatch> make_batch(const std::vector<Row>& rows, const std::vector<SftExample>& pool) const;
 
   SftOptions o_;
