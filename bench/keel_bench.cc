@@ -2,15 +2,25 @@
 //   keel_bench sgemm                  measured float32 matrix-product peak (GFLOP/s)
 //   keel_bench train    [d L T B V]   pretrain step (forward, backward, AdamW): tokens/s, model GFLOP/s
 //   keel_bench generate [d L B N]     KV-cached sampling of N new tokens for B prompts: tokens/s
+//   keel_bench weights  [d L]         publish a policy version and load it into 2 actor models, vs memcpy
+//   keel_bench transport [R T]        R rollouts of T tokens: encode, send, receive, decode over loopback TCP
 // bench/reference_bench.py measures the same in Python PyTorch eager; bench/run.sh compares.
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
+#include <cstring>
+#include <thread>
+
 #include "actors/sampler.h"
+#include "core/checkpoint.h"
+#include "core/safetensors.h"
+#include "learner/rollout_service.h"
+#include "wire/channel.h"
 #include "core/threads.h"
 #include "core/transformer.h"
 
@@ -91,6 +101,80 @@ void generate(int64_t d, int64_t L, int64_t B, int64_t N) {
               (long long)d, (long long)L, (long long)B, (long long)N, sec, B * N / sec);
 }
 
+double memcpy_seconds(size_t bytes) {
+  std::string a(bytes, 'x'), b(bytes, 'y');
+  std::memcpy(b.data(), a.data(), bytes);  // warm
+  auto t = Clock::now();
+  std::memcpy(b.data(), a.data(), bytes);
+  return seconds_since(t);
+}
+
+void weights(int64_t d, int64_t L) {
+  keel::ModelConfig c;
+  c.vocab_size = 8192;
+  c.d_model = d;
+  c.n_layer = L;
+  c.n_head = d / 64;
+  c.max_positions = 256;
+  keel::Transformer policy(c), actor_a(c), actor_b(c);
+  keel::RolloutServiceOptions o;
+  o.rollouts_endpoint = "tcp://127.0.0.1:47501";
+  o.weights_endpoint = "tcp://127.0.0.1:47502";
+  o.chunks_endpoint = "tcp://127.0.0.1:47503";
+  keel::RolloutService service(o, {});
+  double best = 1e9, publish_best = 1e9;
+  size_t bytes = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    auto t = Clock::now();
+    service.publish(static_cast<uint64_t>(rep + 1), policy);
+    const double pub = seconds_since(t);
+    // What an actor on this host does with the announcement: read the shared file, parse, load.
+    const auto path = std::string("/dev/shm/") + o.run_name + "-" + std::to_string(::getpid()) + "-v" + std::to_string(rep + 1) + ".safetensors";
+    for (auto* m : {&actor_a, &actor_b}) {
+      const auto blob = keel::read_file(path);
+      bytes = blob.size();
+      keel::load_weights(*m, keel::parse_safetensors(blob, path), path, false);
+    }
+    best = std::min(best, seconds_since(t));
+    publish_best = std::min(publish_best, pub);
+  }
+  const double copy = memcpy_seconds(bytes);
+  std::printf("{\"bench\": \"weights\", \"impl\": \"keel\", \"params\": %lld, \"bytes\": %zu, \"publish_s\": %.4f, "
+              "\"publish_and_2_loads_s\": %.4f, \"memcpy_s\": %.5f, \"ratio_to_memcpy\": %.1f}\n",
+              (long long)c.num_parameters(), bytes, publish_best, best, copy, best / copy);
+}
+
+void transport(int64_t R, int64_t T) {
+  keel::wire::RolloutBatch b;
+  for (int64_t i = 0; i < R; ++i) {
+    keel::wire::Rollout r;
+    r.prompt_tokens.assign(static_cast<size_t>(T / 2), 7);
+    r.response_tokens.assign(static_cast<size_t>(T / 2), 9);
+    r.logprobs.assign(static_cast<size_t>(T / 2), -0.5f);
+    r.prompt = std::string(200, 'p');
+    r.response = std::string(200, 'r');
+    b.rollouts.push_back(std::move(r));
+  }
+  auto pull = keel::wire::zmq_bind(keel::wire::SocketKind::kPull, "tcp://127.0.0.1:47511");
+  auto push = keel::wire::zmq_connect(keel::wire::SocketKind::kPush, "tcp://127.0.0.1:47511");
+  keel::wire::ReceiveStats rs;
+  size_t bytes = 0;
+  double best = 1e9;
+  for (int rep = 0; rep < 20; ++rep) {
+    auto t = Clock::now();
+    const auto enc = keel::wire::encode({"bench", b});
+    push->send(enc);
+    auto m = keel::wire::receive(*pull, 5000, rs);
+    if (!m) std::abort();
+    best = std::min(best, seconds_since(t));
+    bytes = enc.size();
+  }
+  const double copy = memcpy_seconds(bytes);
+  std::printf("{\"bench\": \"transport\", \"impl\": \"keel\", \"rollouts\": %lld, \"tokens\": %lld, \"bytes\": %zu, "
+              "\"seconds\": %.5f, \"mb_per_s\": %.1f, \"memcpy_mb_per_s\": %.1f}\n",
+              (long long)R, (long long)T, bytes, best, bytes / best / 1e6, bytes / copy / 1e6);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,8 +185,10 @@ int main(int argc, char** argv) {
   if (mode == "sgemm") sgemm();
   else if (mode == "train") train(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), arg(argc, argv, 4, 256), arg(argc, argv, 5, 8), arg(argc, argv, 6, 8192));
   else if (mode == "generate") generate(arg(argc, argv, 2, 256), arg(argc, argv, 3, 4), arg(argc, argv, 4, 8), arg(argc, argv, 5, 128));
+  else if (mode == "weights") weights(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8));
+  else if (mode == "transport") transport(arg(argc, argv, 2, 64), arg(argc, argv, 3, 256));
   else {
-    std::fprintf(stderr, "usage: keel_bench sgemm | train [d L T B V] | generate [d L B N]\n");
+    std::fprintf(stderr, "usage: keel_bench sgemm | train [d L T B V] | generate [d L B N] | weights [d L] | transport [R T]\n");
     return 2;
   }
   return 0;
