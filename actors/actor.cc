@@ -10,6 +10,7 @@
 
 #include "core/checkpoint.h"
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/jsonl.h"
 #include "core/sft_data.h"
 #include "core/tasks.h"
@@ -89,7 +90,7 @@ class WeightReceiver {
       }
     }
     if (bytes.size() != a.total_bytes) bytes = fetch_chunks(a);
-    if (bytes.size() != a.total_bytes || weights_hash(bytes) != a.checksum) {
+    if (bytes.size() != a.total_bytes || fnv1a64(bytes) != a.checksum) {
       std::cerr << name_ << ": weights v" << a.policy_version << " incomplete or corrupt; keeping the current ones\n";
       return {};
     }
@@ -98,11 +99,6 @@ class WeightReceiver {
   const wire::WeightAnnounce& latest() const { return latest_; }
 
  private:
-  static uint64_t weights_hash(const std::string& b) {
-    uint64_t h = 1469598103934665603ull;
-    for (unsigned char c : b) h = (h ^ c) * 1099511628211ull;
-    return h;
-  }
   std::string fetch_chunks(const wire::WeightAnnounce& a) {
     std::vector<std::string> parts(a.chunk_count);
     for (uint32_t i = 0; i < a.chunk_count; ++i) {

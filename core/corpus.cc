@@ -9,6 +9,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/token_file.h"
 
 namespace keel {
@@ -20,11 +21,6 @@ namespace {
 uint64_t mix(uint64_t h, uint64_t v) {
   h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
   return h * 0xff51afd7ed558ccdull;
-}
-uint64_t hash_str(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
 }
 
 std::vector<std::string> list_files(const CorpusOptions& o) {
@@ -64,7 +60,7 @@ void for_each_document(const CorpusOptions& o, const std::function<void(const st
   int64_t index = 0;
   auto emit = [&](const std::string& path, const std::string& doc) {
     if (doc.find_first_not_of(" \t\r\n") == std::string::npos) return;
-    const uint64_t h = mix(mix(o.seed, hash_str(path)), static_cast<uint64_t>(index++));
+    const uint64_t h = mix(mix(o.seed, fnv1a64(path)), static_cast<uint64_t>(index++));
     const bool held_out = static_cast<double>(h % 1000000) < o.val_fraction * 1e6;
     fn(doc, held_out);
   };

@@ -9,19 +9,15 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/safetensors.h"
 #include "core/tokenizer.h"
 
 namespace keel {
 
 std::string fingerprint(const std::string& bytes) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
   char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(fnv1a64(bytes)));
   return buf;
 }
 

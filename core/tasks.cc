@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/hash.h"
 
 namespace keel {
 
@@ -23,13 +24,8 @@ constexpr int kNumWords = sizeof(kWords) / sizeof(kWords[0]);
 
 const char* const kPrefix[] = {"Compute ", "Reverse the words: ", "Sort the words: ", "Count the words: "};
 
-uint64_t hash_str(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
 // 1 in 5 prompts (by hash) belongs to the held-out split.
-bool is_held_out(const std::string& prompt) { return hash_str(prompt) % 5 == 0; }
+bool is_held_out(const std::string& prompt) { return fnv1a64(prompt) % 5 == 0; }
 
 std::vector<std::string> split_words(const std::string& s) {
   std::istringstream is(s);

@@ -23,17 +23,12 @@ int cmd_generate(const Args& args) {
   SamplingConfig s;
   po::options_description d("keel generate");
   add_runtime_options(d, threads, device);
+  add_sampling_options(d, s);
   d.add_options()("model", po::value(&model_dir)->required(), "model directory")(
       "prompt", po::value(&prompts)->multitoken(), "prompt text (repeatable)")(
       "prompts", po::value(&prompts_file), "JSONL file of {prompt} or {messages}")(
       "out", po::value(&out), "output JSONL (default: standard output)")(
       "template", po::value(&tmpl)->default_value(tmpl), "prompt template: chat | none")(
-      "temperature", po::value(&s.temperature)->default_value(s.temperature), "sampling temperature (0 = greedy)")(
-      "top-k", po::value(&s.top_k)->default_value(s.top_k), "keep the k likeliest tokens (0 = off)")(
-      "top-p", po::value(&s.top_p)->default_value(s.top_p), "nucleus mass (1 = off)")(
-      "max-new-tokens", po::value(&s.max_new_tokens)->default_value(s.max_new_tokens), "response length bound")(
-      "stop-at-eos", po::value(&s.stop_at_eos)->default_value(s.stop_at_eos), "end a response at EOS")(
-      "seed", po::value(&s.seed)->default_value(s.seed), "sampling seed")(
       "batch-size", po::value(&batch_size)->default_value(batch_size), "prompts per batch");
   if (parse_options(args, "generate", "Samples responses with the KV cache; writes JSONL.", d).help) return 0;
   const auto dev = apply_runtime(threads, device);

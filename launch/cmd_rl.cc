@@ -28,14 +28,6 @@ void install_stop_flag() {
   std::signal(SIGINT, on_stop);
   std::signal(SIGTERM, on_stop);
 }
-
-void add_sampling_options(po::options_description& d, SamplingConfig& s) {
-  d.add_options()("temperature", po::value(&s.temperature)->default_value(s.temperature), "sampling temperature")(
-      "top-k", po::value(&s.top_k)->default_value(s.top_k), "keep the k likeliest tokens (0 = off)")(
-      "top-p", po::value(&s.top_p)->default_value(s.top_p), "nucleus mass (1 = off)")(
-      "max-new-tokens", po::value(&s.max_new_tokens)->default_value(s.max_new_tokens), "response length bound")(
-      "seed", po::value(&s.seed)->default_value(s.seed), "sampling seed");
-}
 }  // namespace
 
 int cmd_actor(const Args& args) {

@@ -101,6 +101,15 @@ void add_runtime_options(po::options_description& d, int& threads, std::string& 
       "device", po::value(&device)->default_value(device), "cpu | cuda | cuda:N");
 }
 
+void add_sampling_options(po::options_description& d, SamplingConfig& s) {
+  d.add_options()("temperature", po::value(&s.temperature)->default_value(s.temperature), "sampling temperature (0 = greedy)")(
+      "top-k", po::value(&s.top_k)->default_value(s.top_k), "keep the k likeliest tokens (0 = off)")(
+      "top-p", po::value(&s.top_p)->default_value(s.top_p), "nucleus mass (1 = off)")(
+      "max-new-tokens", po::value(&s.max_new_tokens)->default_value(s.max_new_tokens), "response length bound")(
+      "stop-at-eos", po::value(&s.stop_at_eos)->default_value(s.stop_at_eos), "end a response at EOS")(
+      "seed", po::value(&s.seed)->default_value(s.seed), "sampling seed");
+}
+
 torch::Device apply_runtime(int threads, const std::string& device) {
   const int n = set_threads(threads);
   std::cerr << "threads = " << n << "\n";

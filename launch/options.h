@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/sampler.h"
 #include "core/model_config.h"
 #include "learner/train_loop.h"
 
@@ -28,6 +29,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, const std::str
 void add_model_options(po::options_description& d, ModelConfig& c, std::string& family);
 void add_train_options(po::options_description& d, TrainOptions& o);
 void add_runtime_options(po::options_description& d, int& threads, std::string& device);
+void add_sampling_options(po::options_description& d, SamplingConfig& s);
 
 // Applies --threads and --device; returns the device.
 torch::Device apply_runtime(int threads, const std::string& device);

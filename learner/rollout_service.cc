@@ -8,15 +8,12 @@
 
 #include "core/checkpoint.h"
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/safetensors.h"
 
 namespace keel {
 
-uint64_t weights_checksum(const std::string& bytes) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
+uint64_t weights_checksum(const std::string& bytes) { return fnv1a64(bytes); }
 
 RolloutService::RolloutService(RolloutServiceOptions o, ReplayOptions replay) : o_(std::move(o)), queue_(replay) {
   if (!o_.rollout_log.empty()) log_ = std::make_unique<RolloutLog>(o_.rollout_log, o_.tokenizer_identity);
