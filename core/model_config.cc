@@ -88,6 +88,7 @@ std::string ModelConfig::to_hf_json() const {
     j["hidden_act"] = "silu";
   }
   j["keel"] = {{"value_head", value_head}, {"reward_head", reward_head}};
+  if (reward_head) j["keel"]["reward_norm"] = {{"gain", reward_gain}, {"bias", reward_bias}};
   return j.dump(2) + "\n";
 }
 
@@ -158,6 +159,10 @@ ModelConfig ModelConfig::from_hf_json(const std::string& text, const std::string
   if (j.contains("keel")) {
     c.value_head = field_or<bool>(j["keel"], "value_head", false);
     c.reward_head = field_or<bool>(j["keel"], "reward_head", false);
+    if (j["keel"].contains("reward_norm")) {
+      c.reward_gain = field_or<double>(j["keel"]["reward_norm"], "gain", 1.0);
+      c.reward_bias = field_or<double>(j["keel"]["reward_norm"], "bias", 0.0);
+    }
   }
   try {
     c.validate();

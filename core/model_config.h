@@ -30,6 +30,8 @@ struct ModelConfig {
   int64_t pad_id = -1;         // must differ from eos_id when both are set
   bool value_head = false;     // scalar head "value_head" (PPO critic), zero-initialised
   bool reward_head = false;    // scalar head "score" (reward model), as in *ForSequenceClassification
+  double reward_gain = 1.0;    // reward = gain * score(h) + bias: normalisation fitted after reward training
+  double reward_bias = 0.0;
 
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
   int64_t head_dim() const { return d_model / n_head; }

@@ -136,6 +136,43 @@ std::optional<std::string> solve_task(const std::string& prompt) {
   return std::nullopt;
 }
 
+std::string wrong_answer(const std::string& prompt, uint64_t seed) {
+  const auto f = task_family_of(prompt);
+  const auto answer = solve_task(prompt);
+  KEEL_CHECK(f && answer, "not a built-in task prompt: " << prompt);
+  std::mt19937_64 rng(seed ^ fnv1a64(prompt));
+  std::uniform_int_distribution<int> coin(0, 1);
+  const bool near = coin(rng) == 0;
+  if (*f == TaskFamily::kArithmetic || *f == TaskFamily::kCount) {
+    const long right = std::stol(*answer);
+    std::uniform_int_distribution<int> small(1, *f == TaskFamily::kCount ? 2 : 3), wide(0, *f == TaskFamily::kCount ? 9 : 38);
+    long wrong = right;
+    while (wrong == right || wrong < 0) wrong = near ? right + (coin(rng) ? 1 : -1) * small(rng) : wide(rng);
+    return std::to_string(wrong);
+  }
+  const std::string body = prompt.substr(std::string(kPrefix[static_cast<int>(*f)]).size());
+  auto words = split_words(*answer);
+  const auto original = split_words(body);
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    std::vector<std::string> w = words;
+    if (near) {
+      std::uniform_int_distribution<size_t> at(0, w.size() - 2);
+      if (coin(rng) && original != words) {
+        w = original;  // the words left as given
+      } else {
+        const size_t i = at(rng);
+        std::swap(w[i], w[i + 1]);
+      }
+    } else {
+      std::shuffle(w.begin(), w.end(), rng);
+    }
+    if (join(w) != *answer) return join(w);
+  }
+  // Every arrangement equals the answer (all words the same): drop a word instead.
+  words.pop_back();
+  return join(words);
+}
+
 bool check_task(const std::string& prompt, const std::string& response) {
   const auto answer = solve_task(prompt);
   return answer && trim(response) == *answer;

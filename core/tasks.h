@@ -38,6 +38,12 @@ std::vector<TaskExample> make_tasks(TaskSplit split, int per_family, uint64_t se
 std::optional<TaskFamily> task_family_of(const std::string& prompt);
 // The exact answer to a prompt of a built-in family, or nothing if the prompt is not one.
 std::optional<std::string> solve_task(const std::string& prompt);
+// A wrong answer of the right form for a prompt of a built-in family, drawn from `seed`: a near miss
+// (an answer off by a little, the words in the prompt's order, two words swapped, a count off by
+// one) or a random answer of the same shape. Never equal to the right answer. The rejected side of
+// the suite's preference pairs.
+std::string wrong_answer(const std::string& prompt, uint64_t seed);
+
 // True when `response` (surrounding whitespace and a trailing period ignored) equals the answer.
 bool check_task(const std::string& prompt, const std::string& response);
 

@@ -331,7 +331,14 @@ torch::Tensor TransformerImpl::value(const torch::Tensor& hidden) {
 
 torch::Tensor TransformerImpl::reward(const torch::Tensor& hidden) {
   KEEL_CHECK(score_, "this model has no reward head (config keel.reward_head)");
-  return score_(hidden).squeeze(-1);
+  auto r = score_(hidden).squeeze(-1);
+  if (config_.reward_gain != 1.0 || config_.reward_bias != 0.0) r = r * config_.reward_gain + config_.reward_bias;
+  return r;
+}
+
+void TransformerImpl::set_reward_norm(double gain, double bias) {
+  config_.reward_gain = gain;
+  config_.reward_bias = bias;
 }
 
 torch::Tensor summed_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets) {

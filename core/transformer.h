@@ -44,7 +44,10 @@ class TransformerImpl : public torch::nn::Module {
   torch::Tensor hidden(const ForwardInputs& in, KVCache* cache = nullptr);
   torch::Tensor logits(const torch::Tensor& hidden);  // [B, T, V]
   torch::Tensor value(const torch::Tensor& hidden);   // [B, T]; requires config.value_head
-  torch::Tensor reward(const torch::Tensor& hidden);  // [B, T]; requires config.reward_head
+  // [B, T] = reward_gain * score(hidden) + reward_bias; requires config.reward_head.
+  torch::Tensor reward(const torch::Tensor& hidden);
+  // Stores a reward normalisation (written to config.json with the model).
+  void set_reward_norm(double gain, double bias);
 
   // An empty cache for `batch` sequences of up to `capacity` tokens, on this model's device/dtype.
   KVCache make_cache(int64_t batch, int64_t capacity) const;

@@ -89,6 +89,7 @@ int cmd_data_tokenize(const Args& args) {
 int cmd_tasks_export(const Args& args) {
   std::string split = "train", out;
   int per_family = 1000;
+  bool pairs = false;
   uint64_t seed = 1;
   std::vector<std::string> families;
   po::options_description d("keel tasks export");
@@ -96,6 +97,7 @@ int cmd_tasks_export(const Args& args) {
       "per-family", po::value(&per_family)->default_value(per_family), "examples of each family")(
       "families", po::value(&families)->multitoken(), "families (default all): arithmetic reverse sort count")(
       "seed", po::value(&seed)->default_value(seed), "generation seed")(
+      "pairs", po::bool_switch(&pairs), "write preference pairs {prompt, chosen, rejected, family}: the right answer against a wrong one")(
       "out", po::value(&out)->required(), "output JSONL ({prompt, response, family})");
   if (parse_options(args, "tasks export", "Writes built-in tasks as SFT JSONL.", d).help) return 0;
   KEEL_CHECK(split == "train" || split == "held-out", "--split must be train or held-out");
@@ -105,8 +107,15 @@ int cmd_tasks_export(const Args& args) {
   const auto tasks = make_tasks(split == "train" ? TaskSplit::kTrain : TaskSplit::kHeldOut, per_family, seed, fams);
   std::ofstream f(out);
   KEEL_CHECK(f, "cannot write " << out);
-  for (const auto& t : tasks)
-    f << nlohmann::json{{"prompt", t.prompt}, {"response", t.answer}, {"family", task_family_name(t.family)}}.dump() << "\n";
+  uint64_t i = 0;
+  for (const auto& t : tasks) {
+    if (pairs)
+      f << nlohmann::json{{"prompt", t.prompt}, {"chosen", t.answer}, {"rejected", wrong_answer(t.prompt, seed * 7919 + i++)},
+                          {"family", task_family_name(t.family)}}.dump()
+        << "\n";
+    else
+      f << nlohmann::json{{"prompt", t.prompt}, {"response", t.answer}, {"family", task_family_name(t.family)}}.dump() << "\n";
+  }
   std::cout << tasks.size() << " tasks written to " << out << "\n";
   return 0;
 }

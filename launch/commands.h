@@ -22,5 +22,11 @@ int cmd_actor(const Args& args);
 int cmd_reward_serve(const Args& args);
 int cmd_ppo(const Args& args);
 int cmd_launch(const Args& args);
+int cmd_prefs_import(const Args& args);
+int cmd_prefs_export(const Args& args);
+int cmd_prefs_inspect(const Args& args);
+int cmd_prefs_mine(const Args& args);
+int cmd_reward_train(const Args& args);
+int cmd_dpo(const Args& args);
 
 }  // namespace keel

@@ -5,51 +5,19 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "replay/hdf5_io.h"
 
 namespace keel {
 
 namespace {
 constexpr int kLogFormatVersion = 1;
 
-struct Dataset {
-  const char* name;
-  hid_t type;
-};
+using h5::append;
+using h5::extent;
 
-hid_t make_extendable(hid_t file, const char* name, hid_t type) {
-  hsize_t dims[1] = {0}, maxdims[1] = {H5S_UNLIMITED}, chunk[1] = {4096};
-  hid_t space = H5Screate_simple(1, dims, maxdims);
-  hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
-  H5Pset_chunk(plist, 1, chunk);
-  hid_t ds = H5Dcreate2(file, name, type, space, H5P_DEFAULT, plist, H5P_DEFAULT);
-  H5Pclose(plist);
-  H5Sclose(space);
-  KEEL_CHECK(ds >= 0, "cannot create dataset " << name);
-  return ds;
-}
+hid_t make_extendable(hid_t file, const char* name, hid_t type) { return h5::create_extendable(file, name, type, 4096); }
 
-hsize_t extent(hid_t ds) {
-  hid_t space = H5Dget_space(ds);
-  hsize_t dims[1] = {0};
-  H5Sget_simple_extent_dims(space, dims, nullptr);
-  H5Sclose(space);
-  return dims[0];
-}
-
-void append_raw(hid_t ds, hid_t memtype, const void* data, hsize_t n) {
-  if (n == 0) return;
-  const hsize_t old = extent(ds);
-  hsize_t size[1] = {old + n};
-  H5Dset_extent(ds, size);
-  hid_t file_space = H5Dget_space(ds);
-  hsize_t start[1] = {old}, count[1] = {n};
-  H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, nullptr, count, nullptr);
-  hid_t mem_space = H5Screate_simple(1, count, nullptr);
-  const herr_t st = H5Dwrite(ds, memtype, mem_space, file_space, H5P_DEFAULT, data);
-  H5Sclose(mem_space);
-  H5Sclose(file_space);
-  KEEL_CHECK(st >= 0, "HDF5 write failed");
-}
+void append_raw(hid_t ds, hid_t memtype, const void* data, hsize_t n) { h5::append(ds, memtype, data, n); }
 
 template <typename T>
 void append_vec(hid_t ds, hid_t memtype, const std::vector<T>& v) {
@@ -178,5 +146,68 @@ void RolloutLog::append(const std::vector<wire::Rollout>& rollouts, uint64_t lea
 }
 
 int64_t RolloutLog::size() const { return impl_->rows; }
+
+RolloutLogContents read_rollout_log(const std::string& path) {
+  h5::quiet();
+  KEEL_CHECK(std::filesystem::exists(path), "rollout log " << path << " does not exist");
+  hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  KEEL_CHECK(file >= 0, "rollout log " << path << " is not a readable HDF5 file");
+  RolloutLogContents out;
+  std::vector<hid_t> open;
+  try {
+    const int64_t version = h5::get_attr_int(file, "format_version", path);
+    KEEL_CHECK(version == kLogFormatVersion, "rollout log " << path << " has format version " << version);
+    out.tokenizer = h5::has_attr(file, "tokenizer") ? h5::get_attr_string(file, "tokenizer", path) : "";
+    auto ds = [&](const char* n) {
+      open.push_back(h5::open_dataset(file, n, path));
+      return open.back();
+    };
+    const hid_t po = ds("prompt_offsets"), ro = ds("response_offsets"), pt = ds("prompt_tokens"), rt = ds("response_tokens");
+    const hid_t score = ds("score"), pv = ds("policy_version"), aid = ds("actor_id"), gid = ds("group_id"), fin = ds("finished"),
+                lv = ds("learner_version");
+    // Appends extend each dataset in turn; the complete rows are those every dataset holds.
+    hsize_t n = std::min(extent(po), extent(ro));
+    n = n == 0 ? 0 : n - 1;
+    for (hid_t d : {score, pv, aid, gid, fin, lv}) n = std::min(n, extent(d));
+    std::vector<int64_t> poff(n + 1), roff(n + 1);
+    h5::read_range(po, H5T_NATIVE_INT64, 0, n + 1, poff.data(), path + " /prompt_offsets");
+    h5::read_range(ro, H5T_NATIVE_INT64, 0, n + 1, roff.data(), path + " /response_offsets");
+    while (n > 0 && (static_cast<hsize_t>(poff[n]) > extent(pt) || static_cast<hsize_t>(roff[n]) > extent(rt))) --n;
+    for (hsize_t i = 0; i < n; ++i)
+      KEEL_CHECK(poff[i] <= poff[i + 1] && roff[i] <= roff[i + 1], "rollout log " << path << ": offsets decrease at row " << i);
+    std::vector<int32_t> ptok(static_cast<size_t>(poff[n])), rtok(static_cast<size_t>(roff[n]));
+    h5::read_range(pt, H5T_NATIVE_INT32, 0, ptok.size(), ptok.data(), path + " /prompt_tokens");
+    h5::read_range(rt, H5T_NATIVE_INT32, 0, rtok.size(), rtok.data(), path + " /response_tokens");
+    std::vector<float> sc(n);
+    std::vector<uint64_t> pvv(n), gidv(n), lvv(n);
+    std::vector<uint32_t> aidv(n);
+    std::vector<uint8_t> finv(n);
+    h5::read_range(score, H5T_NATIVE_FLOAT, 0, n, sc.data(), path);
+    h5::read_range(pv, H5T_NATIVE_UINT64, 0, n, pvv.data(), path);
+    h5::read_range(gid, H5T_NATIVE_UINT64, 0, n, gidv.data(), path);
+    h5::read_range(lv, H5T_NATIVE_UINT64, 0, n, lvv.data(), path);
+    h5::read_range(aid, H5T_NATIVE_UINT32, 0, n, aidv.data(), path);
+    h5::read_range(fin, H5T_NATIVE_UINT8, 0, n, finv.data(), path);
+    out.rows.resize(n);
+    for (hsize_t i = 0; i < n; ++i) {
+      auto& r = out.rows[i];
+      r.prompt.assign(ptok.begin() + poff[i], ptok.begin() + poff[i + 1]);
+      r.response.assign(rtok.begin() + roff[i], rtok.begin() + roff[i + 1]);
+      r.score = sc[i];
+      r.policy_version = pvv[i];
+      r.group_id = gidv[i];
+      r.learner_version = lvv[i];
+      r.actor_id = aidv[i];
+      r.finished = finv[i] != 0;
+    }
+  } catch (...) {
+    for (hid_t d : open) H5Dclose(d);
+    H5Fclose(file);
+    throw;
+  }
+  for (hid_t d : open) H5Dclose(d);
+  H5Fclose(file);
+  return out;
+}
 
 }  // namespace keel

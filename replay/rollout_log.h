@@ -33,4 +33,22 @@ class RolloutLog {
   std::unique_ptr<Impl> impl_;
 };
 
+// One row of a rollout log, as read back.
+struct LoggedRollout {
+  std::vector<int32_t> prompt, response;
+  float score = 0;
+  uint64_t policy_version = 0, group_id = 0, learner_version = 0;
+  uint32_t actor_id = 0;
+  bool finished = false;
+};
+
+struct RolloutLogContents {
+  std::string tokenizer;
+  std::vector<LoggedRollout> rows;
+};
+
+// Reads a whole rollout log (checked: format version, datasets, offsets). A log that a killed
+// learner left mid-append is read up to its last complete row.
+RolloutLogContents read_rollout_log(const std::string& path);
+
 }  // namespace keel

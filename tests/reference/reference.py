@@ -5,6 +5,8 @@
   reference.py compare DIR_A DIR_B               exit 0 iff both model dirs hold identical tensors
   reference.py sp-encode MODEL TEXTS_JSON        SentencePiece ids, JSON list per text
   reference.py tfevents FILE                     decode a TensorBoard event file, checking CRCs
+  reference.py seq-logprobs DIR PAIRS_JSON       summed response log-probs of each pair, one
+                                                 unpadded sequence at a time (JSON {chosen, rejected})
 """
 import json
 import os
@@ -148,7 +150,24 @@ def tfevents(path):
         print(json.dumps(ev))
 
 
+def seq_logprobs(model_dir, pairs_json):
+    cfg, w = load_dir(model_dir)
+    w = {k: v.float() for k, v in w.items()}
+    out = {"chosen": [], "rejected": []}
+    with open(pairs_json) as f:
+        pairs = json.load(f)
+    with torch.no_grad():
+        for p in pairs:
+            for side in ("chosen", "rejected"):
+                seq = torch.tensor([p["prompt"] + p[side]])
+                logp = torch.log_softmax(models.forward(w, cfg, seq, None, None)[0, :-1], -1)
+                targets = seq[0, 1:]
+                picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+                out[side].append(picked[len(p["prompt"]) - 1:].sum().item())
+    print(json.dumps(out))
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"make-model": make_model, "forward": forward, "compare": compare, "sp-encode": sp_encode,
-     "tfevents": tfevents}[cmd](*args)
+     "tfevents": tfevents, "seq-logprobs": seq_logprobs}[cmd](*args)
