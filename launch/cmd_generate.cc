@@ -83,12 +83,14 @@ int cmd_eval_tasks(const Args& args) {
   std::string model_dir, split = "held-out", tmpl = "chat", device = "cpu", out;
   int threads = 0, per_family = 100;
   uint64_t seed = 1;
+  std::vector<std::string> families;
   po::options_description d("keel eval tasks");
   add_runtime_options(d, threads, device);
   d.add_options()("model", po::value(&model_dir)->required(), "model directory")(
       "split", po::value(&split)->default_value(split), "train | held-out")(
       "per-family", po::value(&per_family)->default_value(per_family), "tasks per family")(
       "seed", po::value(&seed)->default_value(seed), "task seed")(
+      "families", po::value(&families)->multitoken(), "families to evaluate (default all): arithmetic reverse sort count")(
       "template", po::value(&tmpl)->default_value(tmpl), "prompt template: chat | none")(
       "out", po::value(&out), "also write the result as JSON here");
   if (parse_options(args, "eval tasks", "Greedy exact-match accuracy per built-in task family.", d).help) return 0;
@@ -98,7 +100,10 @@ int cmd_eval_tasks(const Args& args) {
   auto tok = load_tokenizer(tok_file);
   auto model = load_model(model_dir);
   model->to(dev);
-  const auto tasks = make_tasks(split == "train" ? TaskSplit::kTrain : TaskSplit::kHeldOut, per_family, seed);
+  std::vector<TaskFamily> fams;
+  for (const auto& f : families) fams.push_back(parse_task_family(f));
+  if (fams.empty()) fams.assign(std::begin(kAllTaskFamilies), std::end(kAllTaskFamilies));
+  const auto tasks = make_tasks(split == "train" ? TaskSplit::kTrain : TaskSplit::kHeldOut, per_family, seed, fams);
   const auto r = evaluate_tasks(model, *tok, tasks, parse_prompt_template(tmpl));
   nlohmann::json j;
   for (const auto& [fam, acc] : r.accuracy) {

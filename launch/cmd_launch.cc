@@ -76,7 +76,7 @@ std::string status_line(const std::string& metrics) {
   std::ifstream f(metrics);
   std::string line, last_ppo, last_eval;
   while (std::getline(f, line)) {
-    if (line.find("ppo/version") != std::string::npos) last_ppo = line;
+    if (line.find("ppo/version") != std::string::npos || line.find("online/version") != std::string::npos) last_ppo = line;
     if (line.find("eval/task_reward") != std::string::npos) last_eval = line;
   }
   if (last_ppo.empty()) return "waiting for the first update";
@@ -84,7 +84,7 @@ std::string status_line(const std::string& metrics) {
   try {
     auto j = nlohmann::json::parse(last_ppo);
     std::snprintf(buf, sizeof buf, "version %.0f | score %.3f | KL %.3f | %.1f rollouts/s | staleness %.2f",
-                  j.value("ppo/version", 0.0), j.value("ppo/score_mean", 0.0), j.value("ppo/kl", 0.0),
+                  j.value("ppo/version", j.value("online/version", 0.0)), j.value("ppo/score_mean", 0.0), j.value("ppo/kl", 0.0),
                   j.value("ppo/rollouts_per_s", 0.0), j.value("ppo/staleness", 0.0));
     std::string s = buf;
     if (!last_eval.empty()) {
@@ -101,7 +101,7 @@ std::string status_line(const std::string& metrics) {
 }  // namespace
 
 int cmd_launch(const Args& args) {
-  std::string out = "runs/launch", init, ppo_args, actor_args, reward_args, reward_kind = "task";
+  std::string out = "runs/launch", init, ppo_args, actor_args, reward_args, reward_kind = "task", learner = "ppo";
   int actors = 2, base_port = 5555, threads_per_process = 1;
   po::options_description d("keel launch");
   d.add_options()("out", po::value(&out)->default_value(out), "run directory: learner/, logs/")(
@@ -110,7 +110,8 @@ int cmd_launch(const Args& args) {
       "base-port", po::value(&base_port)->default_value(base_port), "loopback ports base..base+5")(
       "threads-per-process", po::value(&threads_per_process)->default_value(threads_per_process), "LibTorch threads of each process")(
       "reward-kind", po::value(&reward_kind)->default_value(reward_kind), "task | program | model (see keel reward serve)")(
-      "ppo-args", po::value(&ppo_args)->default_value(ppo_args), "extra options for keel ppo")(
+      "learner", po::value(&learner)->default_value(learner), "ppo | dpo-online (keel dpo online; actors need --group-size 2)")(
+      "ppo-args", po::value(&ppo_args)->default_value(ppo_args), "extra options for the learner (keel ppo or keel dpo online)")(
       "actor-args", po::value(&actor_args)->default_value(actor_args), "extra options for every keel actor")(
       "reward-args", po::value(&reward_args)->default_value(reward_args), "extra options for keel reward serve");
   const auto parsed = parse_options(args, "launch", "Starts learner, reward service and actors as processes on this machine.", d);
@@ -128,9 +129,11 @@ int cmd_launch(const Args& args) {
     children.push_back({std::move(name), std::move(a)});
   };
   add("reward", {"reward", "serve", "--kind", reward_kind, "--endpoint", reward, "--threads", th}, reward_args);
-  add("learner", {"ppo", "--init", init, "--out", out + "/learner", "--rollouts-endpoint", rollouts, "--weights-endpoint", weights,
-                  "--chunks-endpoint", chunks, "--threads", th},
-      ppo_args);
+  KEEL_CHECK(learner == "ppo" || learner == "dpo-online", "--learner must be ppo or dpo-online");
+  std::vector<std::string> learner_cmd = learner == "ppo" ? std::vector<std::string>{"ppo"} : std::vector<std::string>{"dpo", "online"};
+  learner_cmd.insert(learner_cmd.end(), {"--init", init, "--out", out + "/learner", "--rollouts-endpoint", rollouts, "--weights-endpoint", weights,
+                  "--chunks-endpoint", chunks, "--threads", th});
+  add("learner", learner_cmd, ppo_args);
   children.back().restartable = false;
   for (int i = 0; i < actors; ++i)
     add("actor-" + std::to_string(i), {"actor", "--model", init, "--rank", std::to_string(i), "--world", std::to_string(actors),

@@ -1,4 +1,4 @@
-// Actor-learner roles: keel actor, keel reward serve, keel ppo.
+// Actor-learner roles: keel actor, keel reward serve, keel ppo, keel dpo online.
 #include <unistd.h>
 
 #include <atomic>
@@ -12,6 +12,7 @@
 #include "core/tasks.h"
 #include "launch/commands.h"
 #include "launch/options.h"
+#include "learner/online_dpo.h"
 #include "learner/ppo.h"
 #include "learner/rollout_service.h"
 #include "learner/train_loop.h"
@@ -97,16 +98,60 @@ int cmd_reward_serve(const Args& args) {
   return 0;
 }
 
-int cmd_ppo(const Args& args) {
-  std::string init, reference, device = "cpu", estimator = "gae", kl_estimator = "k1", tmpl = "chat";
-  int threads = 0;
+namespace {
+
+// What every actor-learner learner (PPO, online DPO) shares: its sockets, replay bounds, the
+// held-out task evaluation.
+struct LearnerNetworkOptions {
+  RolloutServiceOptions net;
+  ReplayOptions replay;
+  bool keep_stale = false;
   int eval_per_family = 50;
   int eval_samples = 4;
-  bool keep_stale = false;
   std::vector<std::string> eval_families;
-  TrainOptions train;
-  train.out_dir = "runs/ppo";
-  train.lr = 1e-5;
+  std::string tmpl = "chat";
+};
+
+void add_learner_network_options(po::options_description& d, LearnerNetworkOptions& o) {
+  d.add_options()("max-staleness", po::value(&o.replay.max_staleness)->default_value(o.replay.max_staleness),
+                  "versions a rollout may lag")(
+      "keep-stale", po::value(&o.keep_stale)->default_value(o.keep_stale), "keep (and count) rollouts beyond max-staleness")(
+      "rollouts-endpoint", po::value(&o.net.rollouts_endpoint)->default_value(o.net.rollouts_endpoint), "bind: rollouts")(
+      "weights-endpoint", po::value(&o.net.weights_endpoint)->default_value(o.net.weights_endpoint), "bind: announcements")(
+      "chunks-endpoint", po::value(&o.net.chunks_endpoint)->default_value(o.net.chunks_endpoint), "bind: weight chunks")(
+      "shared-dir", po::value(&o.net.shared_dir)->default_value(o.net.shared_dir), "weights file for same-host actors ('' = none)")(
+      "rollout-log", po::value(&o.net.rollout_log), "HDF5 file logging every rollout")(
+      "eval-per-family", po::value(&o.eval_per_family)->default_value(o.eval_per_family), "held-out tasks per family at eval")(
+      "eval-samples", po::value(&o.eval_samples)->default_value(o.eval_samples), "sampled responses per held-out task at eval")(
+      "eval-families", po::value(&o.eval_families)->multitoken(), "task families evaluated (default all)")(
+      "template", po::value(&o.tmpl)->default_value(o.tmpl), "prompt template of the eval: chat | none");
+}
+
+// Held-out reward of the policy as it samples (at the actors' temperature, eval_samples draws per
+// prompt), greedy exact-match accuracy per family, and the service's counters.
+std::function<Scalars(Transformer&)> make_task_eval(const LearnerNetworkOptions& o, const Tokenizer& tok, RolloutService& service,
+                                                    double temperature) {
+  std::vector<TaskFamily> fams;
+  for (const auto& f : o.eval_families) fams.push_back(parse_task_family(f));
+  if (fams.empty()) fams.assign(std::begin(kAllTaskFamilies), std::end(kAllTaskFamilies));
+  auto held = make_tasks(TaskSplit::kHeldOut, o.eval_per_family, 1, fams);
+  const auto t = parse_prompt_template(o.tmpl);
+  const int samples = o.eval_samples;
+  return [held, t, samples, temperature, &tok, &service](Transformer& m) {
+    auto sampled = evaluate_tasks(m, tok, held, t, 32, 24, temperature, samples, 7);
+    auto greedy = evaluate_tasks(m, tok, held, t);
+    Scalars s{{"eval/task_reward", sampled.mean_accuracy}, {"eval/greedy_accuracy", greedy.mean_accuracy}};
+    for (const auto& [fam, acc] : greedy.accuracy) s["eval/accuracy/" + fam] = acc;
+    const auto rs = service.replay_stats();
+    s["replay/dropped_stale"] = static_cast<double>(rs.dropped_stale);
+    s["replay/received"] = static_cast<double>(rs.received);
+    s["wire/rejected"] = static_cast<double>(service.stats().receive.rejected);
+    return s;
+  };
+}
+
+void set_learner_defaults(TrainOptions& train, const std::string& out) {
+  train.out_dir = out;
   train.warmup_steps = 0;
   train.min_lr_ratio = 1.0;
   train.weight_decay = 0.0;
@@ -114,10 +159,19 @@ int cmd_ppo(const Args& args) {
   train.checkpoint_every = 20;
   train.log_every = 1;
   train.eval_at_start = true;
+}
+
+}  // namespace
+
+int cmd_ppo(const Args& args) {
+  std::string init, reference, device = "cpu", estimator = "gae", kl_estimator = "k1";
+  int threads = 0;
+  TrainOptions train;
+  set_learner_defaults(train, "runs/ppo");
+  train.lr = 1e-5;
   int64_t updates = 20;
   PpoOptions ppo;
-  ReplayOptions replay;
-  RolloutServiceOptions net;
+  LearnerNetworkOptions ln;
   po::options_description d("keel ppo");
   add_train_options(d, train);
   add_runtime_options(d, threads, device);
@@ -139,23 +193,13 @@ int cmd_ppo(const Args& args) {
       "kl-estimator", po::value(&kl_estimator)->default_value(kl_estimator), "k1 | k2 | k3 | abs")(
       "whiten-advantages", po::value(&ppo.whiten_advantages)->default_value(ppo.whiten_advantages), "whiten advantages")(
       "estimator", po::value(&estimator)->default_value(estimator), "gae | grpo | rloo")(
-      "group-size", po::value(&ppo.group_size)->default_value(ppo.group_size), "responses per prompt (grpo/rloo)")(
-      "max-staleness", po::value(&replay.max_staleness)->default_value(replay.max_staleness), "versions a rollout may lag")(
-      "keep-stale", po::value(&keep_stale)->default_value(keep_stale), "keep (and count) rollouts beyond max-staleness")(
-      "rollouts-endpoint", po::value(&net.rollouts_endpoint)->default_value(net.rollouts_endpoint), "bind: rollouts")(
-      "weights-endpoint", po::value(&net.weights_endpoint)->default_value(net.weights_endpoint), "bind: announcements")(
-      "chunks-endpoint", po::value(&net.chunks_endpoint)->default_value(net.chunks_endpoint), "bind: weight chunks")(
-      "shared-dir", po::value(&net.shared_dir)->default_value(net.shared_dir), "weights file for same-host actors ('' = none)")(
-      "rollout-log", po::value(&net.rollout_log), "HDF5 file logging every rollout")(
-      "eval-per-family", po::value(&eval_per_family)->default_value(eval_per_family), "held-out tasks per family at eval")(
-      "eval-samples", po::value(&eval_samples)->default_value(eval_samples), "sampled responses per held-out task at eval")(
-      "eval-families", po::value(&eval_families)->multitoken(), "task families evaluated (default all)")(
-      "template", po::value(&tmpl)->default_value(tmpl), "prompt template of the eval: chat | none");
+      "group-size", po::value(&ppo.group_size)->default_value(ppo.group_size), "responses per prompt (grpo/rloo)");
+  add_learner_network_options(d, ln);
   const auto parsed = parse_options(args, "ppo", "The PPO learner: trains on actors' rollouts, publishes weights.", d);
   if (parsed.help) return 0;
   const auto dev = apply_runtime(threads, device);
   install_stop_signal_handlers();
-  replay.drop_stale = !keep_stale;
+  ln.replay.drop_stale = !ln.keep_stale;
   ppo.estimator = parse_advantage_estimator(estimator);
   ppo.kl_estimator = parse_kl_estimator(kl_estimator);
   ppo.validate();
@@ -170,33 +214,78 @@ int cmd_ppo(const Args& args) {
   auto ref = load_model(reference.empty() ? init : reference, true);
   policy->to(dev);
   ref->to(dev);
-  net.tokenizer_identity = tok->identity();
-  net.run_name = "keel-" + std::to_string(::getpid());
-  RolloutService service(net, replay);
-  std::vector<TaskFamily> fams;
-  for (const auto& f : eval_families) fams.push_back(parse_task_family(f));
-  if (fams.empty()) fams.assign(std::begin(kAllTaskFamilies), std::end(kAllTaskFamilies));
-  const auto held = make_tasks(TaskSplit::kHeldOut, eval_per_family, 1, fams);
-  const auto t = parse_prompt_template(tmpl);
-  auto eval = [&](Transformer& m) {
-    // Held-out reward of the policy as it samples (at the actors' temperature, eval_samples draws
-    // per prompt), and greedy exact-match accuracy per family.
-    auto sampled = evaluate_tasks(m, *tok, held, t, 32, 24, ppo.temperature, eval_samples, 7);
-    auto greedy = evaluate_tasks(m, *tok, held, t);
-    Scalars s{{"eval/task_reward", sampled.mean_accuracy}, {"eval/greedy_accuracy", greedy.mean_accuracy}};
-    for (const auto& [fam, acc] : greedy.accuracy) s["eval/accuracy/" + fam] = acc;
-    const auto rs = service.replay_stats();
-    s["replay/dropped_stale"] = static_cast<double>(rs.dropped_stale);
-    s["replay/received"] = static_cast<double>(rs.received);
-    s["wire/rejected"] = static_cast<double>(service.stats().receive.rejected);
-    return s;
-  };
+  ln.net.tokenizer_identity = tok->identity();
+  ln.net.run_name = "keel-" + std::to_string(::getpid());
+  RolloutService service(ln.net, ln.replay);
+  auto eval = make_task_eval(ln, *tok, service, ppo.temperature);
   PpoObjective objective(ppo, policy, ref, service, service, train.grad_accum, train.seed, eval);
   TrainLoop loop(train, policy, objective, parsed.resolved, tok_file);
   const auto r = loop.run();
   const auto ss = service.stats();
   std::cerr << "ppo: version " << objective.version() << ", " << ss.receive.accepted << " messages accepted, "
             << ss.receive.rejected << " rejected, " << service.replay_stats().dropped_stale << " stale rollouts dropped\n";
+  service.stop();
+  return r.interrupted ? 3 : 0;
+}
+
+}  // namespace keel
+
+namespace keel {
+
+int cmd_dpo_online(const Args& args) {
+  std::string init, reference, device = "cpu", loss_type = "sigmoid";
+  int threads = 0;
+  double temperature = 1.0;
+  int64_t updates = 40;
+  TrainOptions train;
+  set_learner_defaults(train, "runs/dpo-online");
+  train.lr = 1e-5;
+  DpoOptions dpo;
+  OnlineDpoOptions online;
+  LearnerNetworkOptions ln;
+  po::options_description d("keel dpo online");
+  add_train_options(d, train);
+  add_runtime_options(d, threads, device);
+  d.add_options()("init", po::value(&init)->required(), "policy to start from (an SFT model directory)")(
+      "reference", po::value(&reference), "frozen reference model (default: --init)")(
+      "updates", po::value(&updates)->default_value(updates), "optimizer steps; each publishes a new policy version")(
+      "pairs-per-step", po::value(&online.pairs_per_step)->default_value(online.pairs_per_step), "fresh pairs per step")(
+      "group-size", po::value(&online.group_size)->default_value(online.group_size),
+      "responses per prompt the actors sample (their --group-size)")(
+      "margin", po::value(&online.margin)->default_value(online.margin), "minimum score gap of a pair")(
+      "pairs-out", po::value(&online.buffer), "append every mined pair to this preference buffer")(
+      "loss", po::value(&loss_type)->default_value(loss_type), "sigmoid | cdpo | robust | hinge | ipo | simpo")(
+      "beta", po::value(&dpo.loss.beta)->default_value(dpo.loss.beta), "DPO beta")(
+      "label-smoothing", po::value(&dpo.loss.label_smoothing)->default_value(dpo.loss.label_smoothing), "cdpo / robust")(
+      "sft-weight", po::value(&dpo.sft_weight)->default_value(dpo.sft_weight), "RPO: weight of the chosen response's NLL")(
+      "max-len", po::value(&dpo.max_len)->default_value(dpo.max_len), "prompt + response tokens per row")(
+      "temperature", po::value(&temperature)->default_value(temperature), "the actors' sampling temperature (for the eval)");
+  add_learner_network_options(d, ln);
+  const auto parsed = parse_options(args, "dpo online", "Online DPO: pairs mined from the actors' fresh rollouts, weights published back.", d);
+  if (parsed.help) return 0;
+  const auto dev = apply_runtime(threads, device);
+  install_stop_signal_handlers();
+  ln.replay.drop_stale = !ln.keep_stale;
+  dpo.loss.type = parse_dpo_loss_type(loss_type);
+  dpo.grad_accum = train.grad_accum;
+  train.steps = updates;
+  const auto tok_file = model_tokenizer_file(init);
+  KEEL_CHECK(!tok_file.empty(), init << " holds no tokenizer");
+  auto tok = load_tokenizer(tok_file);
+  auto policy = load_model(init);
+  auto ref = load_model(reference.empty() ? init : reference);
+  policy->to(dev);
+  ref->to(dev);
+  ln.net.tokenizer_identity = tok->identity();
+  ln.net.run_name = "keel-" + std::to_string(::getpid());
+  online.tokenizer_identity = tok->identity();
+  RolloutService service(ln.net, ln.replay);
+  auto eval = make_task_eval(ln, *tok, service, temperature);
+  OnlineDpoObjective objective(online, dpo, policy, ref, service, service, dev, eval);
+  TrainLoop loop(train, policy, objective, parsed.resolved, tok_file);
+  const auto r = loop.run();
+  std::cerr << "dpo online: version " << objective.version() << ", " << service.stats().receive.rejected
+            << " bad messages, " << service.replay_stats().dropped_stale << " stale rollouts dropped\n";
   service.stop();
   return r.interrupted ? 3 : 0;
 }

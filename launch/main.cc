@@ -29,6 +29,7 @@ const Command kCommands[] = {
     {"prefs inspect", keel::cmd_prefs_inspect, "counts, lengths and a few pairs of a preference buffer"},
     {"prefs mine", keel::cmd_prefs_mine, "preference pairs from a rollout log (responses ranked by score)"},
     {"reward train", keel::cmd_reward_train, "train a reward model (Bradley-Terry) on a preference buffer"},
+    {"dpo online", keel::cmd_dpo_online, "online DPO in the actor-learner loop: pairs from fresh rollouts"},
     {"dpo", keel::cmd_dpo, "DPO (and IPO, SimPO, ...) from preference buffers"},
     {"reward serve", keel::cmd_reward_serve, "the reward service: task checker, user program or reward model"},
     {"actor", keel::cmd_actor, "an actor: generates rollouts and sends them to the learner"},

@@ -109,6 +109,7 @@ RolloutLog::~RolloutLog() {
 
 void RolloutLog::append(const std::vector<wire::Rollout>& rollouts, uint64_t learner_version) {
   auto& m = *impl_;
+  std::lock_guard<std::mutex> lock(h5::mutex());
   std::vector<int32_t> pt, rt;
   std::vector<float> lp, score;
   std::vector<int64_t> po, ro;

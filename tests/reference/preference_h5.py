@@ -28,8 +28,11 @@ def write(path, pairs_json):
             f[side + "/tokens"] = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
             f[side + "/offsets"] = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
         if "chosen_reward" in pairs[0]:
-            f["meta/chosen_reward"] = np.asarray([p["chosen_reward"] for p in pairs], dtype=np.float32)
-            f["meta/rejected_reward"] = np.asarray([p["rejected_reward"] for p in pairs], dtype=np.float32)
+            nan = float("nan")
+            f["meta/chosen_reward"] = np.asarray([nan if p["chosen_reward"] is None else p["chosen_reward"] for p in pairs],
+                                                 dtype=np.float32)
+            f["meta/rejected_reward"] = np.asarray(
+                [nan if p["rejected_reward"] is None else p["rejected_reward"] for p in pairs], dtype=np.float32)
             f["meta/policy_version"] = np.asarray([p.get("policy_version", -1) for p in pairs], dtype=np.int64)
             src = [p.get("source", "").encode() for p in pairs]
             f["meta/source"] = np.frombuffer(b"".join(src), dtype=np.uint8)
