@@ -136,13 +136,21 @@ std::optional<std::string> solve_task(const std::string& prompt) {
   return std::nullopt;
 }
 
-std::string wrong_answer(const std::string& prompt, uint64_t seed) {
+WrongAnswerKind parse_wrong_answer_kind(const std::string& s) {
+  if (s == "mixed") return WrongAnswerKind::kMixed;
+  if (s == "near") return WrongAnswerKind::kNear;
+  if (s == "random") return WrongAnswerKind::kRandom;
+  KEEL_FAIL("wrong-answer kind must be mixed, near or random, got '" << s << "'");
+}
+
+std::string wrong_answer(const std::string& prompt, uint64_t seed, WrongAnswerKind kind) {
   const auto f = task_family_of(prompt);
   const auto answer = solve_task(prompt);
   KEEL_CHECK(f && answer, "not a built-in task prompt: " << prompt);
   std::mt19937_64 rng(seed ^ fnv1a64(prompt));
   std::uniform_int_distribution<int> coin(0, 1);
-  const bool near = coin(rng) == 0;
+  const bool toss = coin(rng) == 0;
+  const bool near = kind == WrongAnswerKind::kNear || (kind == WrongAnswerKind::kMixed && toss);
   if (*f == TaskFamily::kArithmetic || *f == TaskFamily::kCount) {
     const long right = std::stol(*answer);
     std::uniform_int_distribution<int> small(1, *f == TaskFamily::kCount ? 2 : 3), wide(0, *f == TaskFamily::kCount ? 9 : 38);

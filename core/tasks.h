@@ -42,7 +42,9 @@ std::optional<std::string> solve_task(const std::string& prompt);
 // (an answer off by a little, the words in the prompt's order, two words swapped, a count off by
 // one) or a random answer of the same shape. Never equal to the right answer. The rejected side of
 // the suite's preference pairs.
-std::string wrong_answer(const std::string& prompt, uint64_t seed);
+enum class WrongAnswerKind { kMixed, kNear, kRandom };  // kMixed: near or random, even odds
+WrongAnswerKind parse_wrong_answer_kind(const std::string& s);  // "mixed" | "near" | "random"
+std::string wrong_answer(const std::string& prompt, uint64_t seed, WrongAnswerKind kind = WrongAnswerKind::kMixed);
 
 // True when `response` (surrounding whitespace and a trailing period ignored) equals the answer.
 bool check_task(const std::string& prompt, const std::string& response);

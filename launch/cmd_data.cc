@@ -90,6 +90,7 @@ int cmd_tasks_export(const Args& args) {
   std::string split = "train", out;
   int per_family = 1000;
   bool pairs = false;
+  std::string wrong = "mixed";
   uint64_t seed = 1;
   std::vector<std::string> families;
   po::options_description d("keel tasks export");
@@ -98,6 +99,7 @@ int cmd_tasks_export(const Args& args) {
       "families", po::value(&families)->multitoken(), "families (default all): arithmetic reverse sort count")(
       "seed", po::value(&seed)->default_value(seed), "generation seed")(
       "pairs", po::bool_switch(&pairs), "write preference pairs {prompt, chosen, rejected, family}: the right answer against a wrong one")(
+      "wrong", po::value(&wrong)->default_value(wrong), "--pairs: wrong answers that are near misses (near), random answers of the same shape (random), or either (mixed)")(
       "out", po::value(&out)->required(), "output JSONL ({prompt, response, family})");
   if (parse_options(args, "tasks export", "Writes built-in tasks as SFT JSONL.", d).help) return 0;
   KEEL_CHECK(split == "train" || split == "held-out", "--split must be train or held-out");
@@ -108,9 +110,10 @@ int cmd_tasks_export(const Args& args) {
   std::ofstream f(out);
   KEEL_CHECK(f, "cannot write " << out);
   uint64_t i = 0;
+  const auto kind = parse_wrong_answer_kind(wrong);
   for (const auto& t : tasks) {
     if (pairs)
-      f << nlohmann::json{{"prompt", t.prompt}, {"chosen", t.answer}, {"rejected", wrong_answer(t.prompt, seed * 7919 + i++)},
+      f << nlohmann::json{{"prompt", t.prompt}, {"chosen", t.answer}, {"rejected", wrong_answer(t.prompt, seed * 7919 + i++, kind)},
                           {"family", task_family_name(t.family)}}.dump()
         << "\n";
     else

@@ -117,12 +117,14 @@ int cmd_reward_train(const Args& args) {
   model->to(dev);
   auto pd = open_preference_data(data, *tok, train.seed);
   rt.batch_pairs = data.batch_pairs;
-  rt.grad_accum = train.grad_accum;
+  auto dp = make_data_parallel(dev, train);
+  rt.grad_accum = train.grad_accum * (dp ? dp->world() : 1);
   RewardObjective objective(rt, source_of(pd), pd.eval, config.pad_id, config.vocab_size, dev);
   TrainLoop loop(train, model, objective, parsed.resolved, tok_file);
+  loop.set_data_parallel(dp);
   const auto r = loop.run();
   if (r.interrupted) return 3;
-  if (normalize) {
+  if (normalize && (!dp || dp->rank() == 0)) {
     KEEL_CHECK(!pd.eval.empty(), "--normalize needs held-out pairs (--eval-buffer or --eval-pairs)");
     model->eval();
     const auto raw = pair_reward_values(model, pd.eval, rt.max_len, rt.batch_pairs);
@@ -234,9 +236,11 @@ int cmd_dpo(const Args& args) {
   auto model = load_model(init);
   model->to(dev);
   dpo.batch_pairs = data.batch_pairs;
-  dpo.grad_accum = train.grad_accum;
+  auto dp = make_data_parallel(dev, train);
+  dpo.grad_accum = train.grad_accum * (dp ? dp->world() : 1);
   DpoObjective objective(dpo, source, pd.eval, reference, model->config().pad_id, model->config().vocab_size, dev);
   TrainLoop loop(train, model, objective, parsed.resolved, tok_file);
+  loop.set_data_parallel(dp);
   const auto r = loop.run();
   if (r.last_eval.count("eval/accuracy"))
     std::cout << "held-out preference accuracy: " << r.last_eval.at("eval/accuracy") << "\n";

@@ -79,6 +79,7 @@ int cmd_pretrain(const Args& args) {
             << " parameters\nunigram baseline (val cross-entropy, nats/token): "
             << unigram_cross_entropy(pre.data_dir + "/train.bin", pre.data_dir + "/val.bin") << "\n";
   TrainLoop loop(train, model, objective, parsed.resolved, tokenizer);
+  loop.set_data_parallel(make_data_parallel(dev, train));
   const auto r = loop.run();
   return r.interrupted ? 3 : 0;
 }
@@ -119,13 +120,15 @@ int cmd_sft(const Args& args) {
   if (!eval_file.empty()) eval_ex = load_sft_jsonl(eval_file, *tok, t, policy);
   std::cerr << "sft: " << train_ex.size() << " training examples, " << eval_ex.size() << " held-out\n";
   sft.seed = train.seed;
-  sft.grad_accum = train.grad_accum;
+  auto dp = make_data_parallel(dev, train);
+  sft.grad_accum = train.grad_accum * (dp ? dp->world() : 1);  // rows are indexed by global micro-batch
   KEEL_CHECK(sft.seq_len <= model->config().max_positions || model->config().family == Family::kLlama,
              "--seq-len " << sft.seq_len << " exceeds the model's max positions " << model->config().max_positions);
   model->to(dev);
   SftObjective objective(sft, std::move(train_ex), std::move(eval_ex), dev);
   if (objective.truncated() > 0) std::cerr << "sft: " << objective.truncated() << " examples truncated to --seq-len\n";
   TrainLoop loop(train, model, objective, parsed.resolved, tok_file);
+  loop.set_data_parallel(dp);
   return loop.run().interrupted ? 3 : 0;
 }
 

@@ -89,11 +89,14 @@ void add_train_options(po::options_description& d, TrainOptions& o) {
       "beta2", po::value(&o.beta2)->default_value(o.beta2), "AdamW beta2")(
       "grad-clip", po::value(&o.grad_clip)->default_value(o.grad_clip), "max gradient norm (0 = off)")(
       "eval-every", po::value(&o.eval_every)->default_value(o.eval_every), "steps between evaluations")(
+      "eval-at-start", po::value(&o.eval_at_start)->default_value(o.eval_at_start), "also evaluate before the first step")(
       "checkpoint-every", po::value(&o.checkpoint_every)->default_value(o.checkpoint_every), "steps between checkpoints")(
       "keep-checkpoints", po::value(&o.keep_checkpoints)->default_value(o.keep_checkpoints), "checkpoints kept")(
       "log-every", po::value(&o.log_every)->default_value(o.log_every), "steps between metric lines")(
       "seed", po::value(&o.seed)->default_value(o.seed), "seed of initialisation and data order")(
-      "resume", po::value(&o.resume)->default_value(o.resume), "resume from the run directory's latest checkpoint");
+      "resume", po::value(&o.resume)->default_value(o.resume), "resume from the run directory's latest checkpoint")(
+      "collective-timeout", po::value(&o.collective_timeout_s)->default_value(o.collective_timeout_s),
+      "data-parallel runs (WORLD_SIZE > 1): seconds before a collective waiting on a rank fails");
 }
 
 void add_runtime_options(po::options_description& d, int& threads, std::string& device) {
@@ -121,6 +124,19 @@ torch::Device apply_runtime(int threads, const std::string& device) {
   }
   KEEL_CHECK(!dev.is_cuda() || torch::cuda::is_available(), "--device " << device << ": this LibTorch has no CUDA device");
   return dev;
+}
+
+}  // namespace keel
+
+namespace keel {
+
+std::shared_ptr<DataParallel> make_data_parallel(torch::Device device, const TrainOptions& train) {
+  const auto env = distributed_env_from_environment();
+  if (!env.enabled()) return nullptr;
+  std::cerr << "data parallel: rank " << env.rank << " of " << env.world << ", rendezvous " << env.master_addr << ":"
+            << env.master_port << "\n";
+  return std::make_shared<DataParallel>(
+      env, std::chrono::milliseconds(static_cast<int64_t>(train.collective_timeout_s * 1000)), device);
 }
 
 }  // namespace keel

@@ -10,6 +10,8 @@
 
 #include "actors/sampler.h"
 #include "core/model_config.h"
+#include <memory>
+
 #include "learner/train_loop.h"
 
 namespace keel {
@@ -30,6 +32,10 @@ void add_model_options(po::options_description& d, ModelConfig& c, std::string& 
 void add_train_options(po::options_description& d, TrainOptions& o);
 void add_runtime_options(po::options_description& d, int& threads, std::string& device);
 void add_sampling_options(po::options_description& d, SamplingConfig& s);
+
+// The data-parallel group of this process when the environment names one (WORLD_SIZE > 1 or
+// SLURM_NTASKS > 1), else null.
+std::shared_ptr<DataParallel> make_data_parallel(torch::Device device, const TrainOptions& train);
 
 // Applies --threads and --device; returns the device.
 torch::Device apply_runtime(int threads, const std::string& device);

@@ -4,6 +4,16 @@
 
 namespace keel {
 
+namespace {
+// Pairs whose implicit reward ranks chosen above rejected; a tie (a policy still equal to its
+// reference, up to float noise) counts half, so an untrained policy scores 50%, not 0%.
+double ranked_above(const torch::Tensor& margins) {
+  const auto m = margins.detach().to(torch::kFloat64);
+  constexpr double kTie = 1e-6;
+  return (m > kTie).sum().item<double>() + 0.5 * (m.abs() <= kTie).sum().item<double>();
+}
+}  // namespace
+
 DpoObjective::DpoObjective(DpoOptions options, PairSource train, std::vector<PreferencePair> eval,
                            std::optional<Transformer> reference, int64_t pad_id, int64_t vocab, torch::Device device)
     : o_(options), train_(std::move(train)), eval_(std::move(eval)), reference_(std::move(reference)), pad_id_(pad_id),
@@ -43,7 +53,7 @@ LossResult DpoObjective::loss(Transformer& model, const MicroBatch& mb) {
   out.metrics["rewards/chosen"] = r.chosen_rewards.sum().item<double>();
   out.metrics["rewards/rejected"] = r.rejected_rewards.sum().item<double>();
   out.metrics["rewards/margins"] = margins.sum().item<double>();
-  out.metrics["rewards/accuracies"] = (margins > 0).to(torch::kFloat64).sum().item<double>();
+  out.metrics["rewards/accuracies"] = ranked_above(margins);
   out.metrics["logps/chosen"] = in.chosen.detach().sum().item<double>();
   out.metrics["logps/rejected"] = in.rejected.detach().sum().item<double>();
   return out;
@@ -64,7 +74,7 @@ Scalars DpoObjective::evaluate(Transformer& model) {
     auto r = dpo_loss(in, o_.loss);
     const auto m = r.chosen_rewards - r.rejected_rewards;
     loss += r.losses.sum().item<double>();
-    correct += (m > 0).to(torch::kFloat64).sum().item<double>();
+    correct += ranked_above(m);
     margin += m.sum().item<double>();
   }
   const auto n = static_cast<double>(eval_.size());

@@ -78,14 +78,26 @@ TrainResult TrainLoop::run() {
     objective_.load_state(objective_state);
     std::cerr << "resumed from " << resume_from << " at step " << state.step << "\n";
   }
-  MetricsWriter metrics(o_.out_dir);
-  Progress progress("train", o_.steps, state.step, o_.log_every);
+  const int rank = dp_ ? dp_->rank() : 0, world = dp_ ? dp_->world() : 1;
+  const bool lead = rank == 0;  // the rank that writes checkpoints, metrics and the model
+  if (dp_) dp_->broadcast_parameters(model_);
+  std::unique_ptr<MetricsWriter> metrics_writer;
+  if (lead) metrics_writer = std::make_unique<MetricsWriter>(o_.out_dir);
+  struct {
+    MetricsWriter* w;
+    void log(int64_t step, const Scalars& s) {
+      if (w) w->log(step, s);
+    }
+  } metrics{metrics_writer.get()};
+  Progress progress(lead ? "train" : "train (rank " + std::to_string(rank) + ")", o_.steps, state.step, o_.log_every);
   TrainResult result;
   auto save = [&] {
+    if (!lead) return std::string();
     return save_training_checkpoint(o_.out_dir, model_, opt, state, run_config_, tokenizer_file_, o_.keep_checkpoints,
                                     objective_.save_state());
   };
   auto evaluate = [&] {
+    if (!lead) return;
     torch::NoGradGuard ng;
     model_->eval();
     auto s = objective_.evaluate(model_);
@@ -107,9 +119,15 @@ TrainResult TrainLoop::run() {
     std::vector<std::unique_ptr<MicroBatch>> micro;
     int64_t units = 0, tokens = 0;
     for (int64_t m = 0; m < o_.grad_accum; ++m) {
-      micro.push_back(objective_.batch(state.step, m));
+      micro.push_back(objective_.batch(state.step, m * world + rank));
       units += micro.back()->units;
       tokens += micro.back()->tokens;
+    }
+    if (dp_) {
+      // The step's loss is averaged over the units of every rank's micro-batches.
+      auto t = dp_->allreduce_sum(torch::tensor({static_cast<double>(units), static_cast<double>(tokens)}, torch::kFloat64));
+      units = static_cast<int64_t>(t[0].item<double>());
+      tokens = static_cast<int64_t>(t[1].item<double>());
     }
     KEEL_CHECK(units > 0, "step " << state.step << " has no loss units (no target tokens in its batches)");
     opt.zero_grad();
@@ -120,6 +138,18 @@ TrainResult TrainLoop::run() {
       (r.sum / static_cast<double>(units)).backward();
       loss_sum += r.sum.item<double>();
       for (const auto& [k, v] : r.metrics) extra[k] += v / static_cast<double>(units);
+    }
+    bool stop = stop_requested();
+    if (dp_) {
+      dp_->allreduce_gradients(model_);
+      // Reported loss and metrics over all ranks, and one decision about stopping.
+      std::vector<double> v{loss_sum, stop ? 1.0 : 0.0};
+      for (const auto& [k, x] : extra) v.push_back(x);
+      auto t = dp_->allreduce_sum(torch::tensor(v, torch::kFloat64));
+      loss_sum = t[0].item<double>();
+      stop = t[1].item<double>() > 0;
+      size_t i = 2;
+      for (auto& [k, x] : extra) x = t[static_cast<int64_t>(i++)].item<double>();
     }
     double grad_norm = 0;
     if (o_.grad_clip > 0) grad_norm = torch::nn::utils::clip_grad_norm_(model_->parameters(), o_.grad_clip);
@@ -152,7 +182,7 @@ TrainResult TrainLoop::run() {
     }
     if (o_.eval_every > 0 && state.step % o_.eval_every == 0 && state.step < o_.steps) evaluate();
     if (o_.checkpoint_every > 0 && state.step % o_.checkpoint_every == 0 && state.step < o_.steps) save();
-    if (stop_requested()) {
+    if (stop) {
       const auto dir = save();
       progress.finish();
       std::cerr << "stopped by signal at step " << state.step << "; checkpoint " << dir << "\n";
@@ -164,8 +194,11 @@ TrainResult TrainLoop::run() {
   progress.finish();
   evaluate();
   save();
-  save_model(o_.out_dir + "/model", model_, tokenizer_file_);
-  std::cerr << "model written to " << o_.out_dir << "/model\n";
+  if (lead) {
+    save_model(o_.out_dir + "/model", model_, tokenizer_file_);
+    std::cerr << "model written to " << o_.out_dir << "/model\n";
+  }
+  if (dp_) dp_->barrier();  // the model is complete before any rank reports success
   result.final_step = state.step;
   return result;
 }

@@ -11,6 +11,9 @@
 #include <cstdint>
 #include <string>
 
+#include <memory>
+
+#include "learner/data_parallel.h"
 #include "learner/objective.h"
 
 namespace keel {
@@ -34,6 +37,7 @@ struct TrainOptions {
   std::string out_dir = "runs/run";
   uint64_t seed = 1;
   bool resume = true;              // continue from out_dir/checkpoints/latest when present
+  double collective_timeout_s = 300;  // data-parallel runs: a collective waiting longer fails
   void validate() const;
 };
 
@@ -53,8 +57,12 @@ class TrainLoop {
   TrainLoop(TrainOptions options, Transformer model, Objective& objective, std::string run_config,
             std::string tokenizer_file);
   TrainResult run();
+  // Runs as one rank of a data-parallel group (see learner/data_parallel.h). Objectives then get
+  // global micro-batch indices: rank r's micro m of a step is m * world + r.
+  void set_data_parallel(std::shared_ptr<DataParallel> dp) { dp_ = std::move(dp); }
 
  private:
+  std::shared_ptr<DataParallel> dp_;
   TrainOptions o_;
   Transformer model_;
   Objective& objective_;

@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git ccache
   libtorch-dev libopenblas0-openmp
   libzmq3-dev cppzmq-dev libcapnp-dev capnproto
-  libhdf5-dev libboost-program-options-dev nlohmann-json3-dev
+  libhdf5-dev libboost-program-options-dev nlohmann-json3-dev libgloo-dev
   libgtest-dev libgmock-dev libsentencepiece-dev sentencepiece
   python3 python3-torch python3-h5py python3-numpy python3-sentencepiece
   fortunes            # the embedded default corpus: /usr/share/games/fortunes

@@ -1,0 +1,51 @@
+// Data parallelism on LibTorch's own distributed layer (c10d): a TCPStore rendezvous and a
+// ProcessGroupGloo (CPU) or ProcessGroupNCCL (CUDA builds with KEEL_USE_CUDA). The training loop
+// uses it to give rank r the micro-batches r, r + world, ... of each step (so W ranks with
+// accumulation A see exactly the micro-batches one rank with accumulation W*A sees), to all-reduce
+// the step's loss units and gradients in buckets, and to agree on stopping. Rank 0 alone writes
+// checkpoints, metrics and the final model.
+//
+// Rendezvous comes from the usual variables: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE,
+// LOCAL_RANK, or Slurm's SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID with MASTER_ADDR (the launch
+// script sets it to the first node). Every collective has a timeout; when one fails the error
+// names the ranks that did not reach it (from progress counters kept in the store).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "core/transformer.h"
+
+namespace keel {
+
+struct DistributedEnv {
+  int rank = 0, world = 1, local_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  bool enabled() const { return world > 1; }
+};
+
+// Reads the environment; world 1 when none of the variables is set. Throws on inconsistent values.
+DistributedEnv distributed_env_from_environment();
+
+class DataParallel {
+ public:
+  DataParallel(const DistributedEnv& env, std::chrono::milliseconds timeout, torch::Device device);
+  ~DataParallel();
+  int rank() const;
+  int world() const;
+  // Copies rank 0's parameters to every rank.
+  void broadcast_parameters(Transformer& model);
+  // Sums every parameter's gradient over ranks, in buckets of about 25 MB.
+  void allreduce_gradients(Transformer& model);
+  // Sums a small float64 CPU tensor over ranks (in place) and returns it.
+  torch::Tensor allreduce_sum(torch::Tensor t);
+  void barrier();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace keel
