@@ -81,7 +81,8 @@ int cmd_generate(const Args& args) {
 
 int cmd_eval_tasks(const Args& args) {
   std::string model_dir, split = "held-out", tmpl = "chat", device = "cpu", out;
-  int threads = 0, per_family = 100;
+  int threads = 0, per_family = 100, samples = 4;
+  double temperature = 0;
   uint64_t seed = 1;
   std::vector<std::string> families;
   po::options_description d("keel eval tasks");
@@ -92,8 +93,16 @@ int cmd_eval_tasks(const Args& args) {
       "seed", po::value(&seed)->default_value(seed), "task seed")(
       "families", po::value(&families)->multitoken(), "families to evaluate (default all): arithmetic reverse sort count")(
       "template", po::value(&tmpl)->default_value(tmpl), "prompt template: chat | none")(
+      "temperature", po::value(&temperature)->default_value(temperature),
+      "0: greedy decoding; above 0: sample at this temperature, so accuracy is the policy's expected reward")(
+      "samples", po::value(&samples)->default_value(samples), "sampled responses per task when --temperature > 0")(
       "out", po::value(&out), "also write the result as JSON here");
-  if (parse_options(args, "eval tasks", "Greedy exact-match accuracy per built-in task family.", d).help) return 0;
+  if (parse_options(args, "eval tasks",
+                    "Exact-match accuracy per built-in task family: greedy, or the mean over sampled responses.", d)
+          .help)
+    return 0;
+  KEEL_CHECK(temperature >= 0, "--temperature must be >= 0, got " << temperature);
+  KEEL_CHECK(samples >= 1, "--samples must be >= 1, got " << samples);
   const auto dev = apply_runtime(threads, device);
   const auto tok_file = model_tokenizer_file(model_dir);
   KEEL_CHECK(!tok_file.empty(), "model directory " << model_dir << " holds no tokenizer");
@@ -104,7 +113,9 @@ int cmd_eval_tasks(const Args& args) {
   for (const auto& f : families) fams.push_back(parse_task_family(f));
   if (fams.empty()) fams.assign(std::begin(kAllTaskFamilies), std::end(kAllTaskFamilies));
   const auto tasks = make_tasks(split == "train" ? TaskSplit::kTrain : TaskSplit::kHeldOut, per_family, seed, fams);
-  const auto r = evaluate_tasks(model, *tok, tasks, parse_prompt_template(tmpl));
+  const bool sampled = temperature > 0;
+  const auto r = evaluate_tasks(model, *tok, tasks, parse_prompt_template(tmpl), 32, 24, temperature,
+                                sampled ? samples : 1, seed + 6);
   nlohmann::json j;
   for (const auto& [fam, acc] : r.accuracy) {
     std::printf("%-12s %6.3f  (%lld tasks)\n", fam.c_str(), acc, static_cast<long long>(r.count.at(fam)));
@@ -113,6 +124,8 @@ int cmd_eval_tasks(const Args& args) {
   std::printf("%-12s %6.3f\n", "mean", r.mean_accuracy);
   j["mean_accuracy"] = r.mean_accuracy;
   j["model"] = model_dir;
+  j["temperature"] = temperature;
+  j["samples"] = sampled ? samples : 1;
   if (!out.empty()) {
     std::ofstream f(out);
     f << j.dump(2) << "\n";

@@ -244,8 +244,9 @@ TEST(Learning, PpoThroughLaunchWithTwoActorsAndFaults) { run_ppo_case({2, 6155, 
 TEST(Learning, PpoThroughLaunchWithOneActor) { run_ppo_case({1, 6255, false, true}); }
 
 // Pairs mined from the logged PPO run above (2 responses per prompt, best against worst) train a
-// DPO policy. Asserted: the mined pairs are ordered by the logged rewards and DPO on them keeps the
-// held-out sort reward (not yet shown to be above the SFT model's: the numbers are printed).
+// DPO policy whose held-out reward (exact match of sampled responses at temperature 1, the reward
+// PPO optimised) is above the SFT model's, and whose greedy accuracy does not fall.
+// Measured: sampled 0.661 -> 0.689, greedy 0.81 -> 0.845 (800 samples / 200 prompts).
 TEST(Learning, DpoOnPairsMinedFromALoggedPpoRun) {
   const std::string base = test::temp_path("learning");
   const std::string sft = base + "/sft/model";
@@ -259,16 +260,21 @@ TEST(Learning, DpoOnPairsMinedFromALoggedPpoRun) {
   ASSERT_GE(mined.size(), 50) << "too few pairs mined from the rollout log";
   for (const auto& p : mined.read(0, mined.size())) ASSERT_GT(p.chosen_reward, p.rejected_reward);
   r = test::keel("dpo --init " + sft + " --train " + dir + "/mined.h5 --eval-pairs 0 --out " + dir +
-                 "/dpo --steps 150 --batch-size 8 --lr 2e-5 --beta 0.1 --sft-weight 0.2 --log-every 50");
+                 "/dpo --steps 150 --batch-size 8 --lr 1e-5 --beta 0.05 --sft-weight 1.0 --log-every 50");
   ASSERT_EQ(r.code, 0) << r.output;
-  auto reward = [&](const std::string& model, const std::string& out) {
-    auto e = test::keel("eval tasks --model " + model + " --families sort --per-family 200 --out " + out);
+  auto reward = [&](const std::string& model, const std::string& out, const std::string& sampling) {
+    auto e = test::keel("eval tasks --model " + model + " --families sort --per-family 200 " + sampling + " --out " + out);
     EXPECT_EQ(e.code, 0) << e.output;
     return nlohmann::json::parse(test::read_text(out))["accuracy"]["sort"].get<double>();
   };
-  const double before = reward(sft, dir + "/sft.json"), after = reward(dir + "/dpo/model", dir + "/dpo.json");
-  std::cerr << "held-out sort reward (exact match): SFT " << before << ", DPO on mined pairs " << after << "\n";
-  EXPECT_GE(after, before - 0.1);
+  const std::string sampled = "--temperature 1 --samples 4";
+  const double before = reward(sft, dir + "/sft.json", sampled), after = reward(dir + "/dpo/model", dir + "/dpo.json", sampled);
+  const double greedy_before = reward(sft, dir + "/sft_greedy.json", ""),
+               greedy_after = reward(dir + "/dpo/model", dir + "/dpo_greedy.json", "");
+  std::cerr << "held-out sort reward (sampled, exact match): SFT " << before << ", DPO on mined pairs " << after
+            << "; greedy accuracy " << greedy_before << " -> " << greedy_after << "\n";
+  EXPECT_GT(after, before) << "DPO on mined pairs must raise the held-out reward above the SFT model's";
+  EXPECT_GE(greedy_after, greedy_before - 0.02);
 }
 
 }  // namespace
