@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "launch/commands.h"
 #include "launch/options.h"
+#include "wire/curve.h"
 
 namespace keel {
 
@@ -102,12 +103,17 @@ std::string status_line(const std::string& metrics) {
 
 int cmd_launch(const Args& args) {
   std::string out = "runs/launch", init, ppo_args, actor_args, reward_args, reward_kind = "task", learner = "ppo";
+  std::string host_addr = "127.0.0.1";
   int actors = 2, base_port = 5555, threads_per_process = 1;
+  TransportOptions transport;
   po::options_description d("keel launch");
+  add_transport_options(d, transport);
   d.add_options()("out", po::value(&out)->default_value(out), "run directory: learner/, logs/")(
       "init", po::value(&init)->required(), "SFT model directory: the policy, the reference and the actors' start")(
-      "actors", po::value(&actors)->default_value(actors), "number of actor processes")(
-      "base-port", po::value(&base_port)->default_value(base_port), "loopback ports base..base+5")(
+      "actors", po::value(&actors)->default_value(actors), "actor processes on this machine (0: actors run elsewhere)")(
+      "host", po::value(&host_addr)->default_value(host_addr),
+      "address the learner and reward service bind to (and local actors connect to); beyond loopback it needs --curve-key")(
+      "base-port", po::value(&base_port)->default_value(base_port), "ports base..base+5")(
       "threads-per-process", po::value(&threads_per_process)->default_value(threads_per_process), "LibTorch threads of each process")(
       "reward-kind", po::value(&reward_kind)->default_value(reward_kind), "task | program | model (see keel reward serve)")(
       "learner", po::value(&learner)->default_value(learner), "ppo | dpo-online (keel dpo online; actors need --group-size 2)")(
@@ -116,16 +122,21 @@ int cmd_launch(const Args& args) {
       "reward-args", po::value(&reward_args)->default_value(reward_args), "extra options for keel reward serve");
   const auto parsed = parse_options(args, "launch", "Starts learner, reward service and actors as processes on this machine.", d);
   if (parsed.help) return 0;
-  KEEL_CHECK(actors >= 1, "--actors must be at least 1");
+  KEEL_CHECK(actors >= 0, "--actors must be at least 0");
+  apply_transport(transport);  // validates the key files before any child starts
   std::filesystem::create_directories(out + "/logs");
-  const std::string exe = self_exe(), host = "tcp://127.0.0.1:";
+  const std::string exe = self_exe(), host = "tcp://" + host_addr + ":";
   const std::string rollouts = host + std::to_string(base_port), weights = host + std::to_string(base_port + 1),
                     chunks = host + std::to_string(base_port + 2), reward = host + std::to_string(base_port + 5);
   const std::string th = std::to_string(threads_per_process);
+  KEEL_CHECK(wire::is_local_endpoint(rollouts) || wire::transport_security().curve(),
+             "--host " << host_addr << " is beyond loopback: give CURVE keys (keel keys generate; --curve-key, "
+                       "--curve-server-key, --curve-allow) so that no traffic leaves this machine in clear");
 
   std::vector<Child> children;
   auto add = [&](std::string name, std::vector<std::string> a, const std::string& extra) {
     for (auto& x : split_args(extra)) a.push_back(x);
+    for (auto& x : transport.as_args()) a.push_back(x);
     children.push_back({std::move(name), std::move(a)});
   };
   add("reward", {"reward", "serve", "--kind", reward_kind, "--endpoint", reward, "--threads", th}, reward_args);
@@ -153,7 +164,7 @@ int cmd_launch(const Args& args) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   for (auto& c : children) c.pid = spawn(exe, c.args, out + "/logs/" + c.name + ".log");
-  std::cerr << "launch: " << actors << " actors, logs in " << out << "/logs\n";
+  std::cerr << "launch: " << actors << " local actors, learner on " << rollouts << ", logs in " << out << "/logs\n";
   const bool tty = ::isatty(2);
   auto last_status = std::chrono::steady_clock::now();
   int learner_code = -1;

@@ -35,8 +35,10 @@ int cmd_actor(const Args& args) {
   ActorOptions o;
   o.sampling.max_new_tokens = 24;
   int threads = 0;
+  TransportOptions transport;
   po::options_description d("keel actor");
   add_runtime_options(d, threads, o.device);
+  add_transport_options(d, transport);
   add_sampling_options(d, o.sampling);
   d.add_options()("model", po::value(&o.model_dir)->required(), "initial policy (version 0) with its tokenizer")(
       "rollouts", po::value(&o.rollouts_endpoint)->default_value(o.rollouts_endpoint), "learner rollout endpoint")(
@@ -57,6 +59,7 @@ int cmd_actor(const Args& args) {
       "max-batches", po::value(&o.max_batches)->default_value(o.max_batches), "stop after this many batches (0 = never)");
   if (parse_options(args, "actor", "Generates, scores and pushes rollouts with the newest policy.", d).help) return 0;
   apply_runtime(threads, o.device);
+  apply_transport(transport);
   install_stop_flag();
   const auto st = run_actor(o, g_stop);
   std::cerr << "actor " << o.rank << ": " << st.batches << " batches, " << st.rollouts << " rollouts, " << st.weight_loads
@@ -68,8 +71,10 @@ int cmd_reward_serve(const Args& args) {
   RewardServiceOptions o;
   std::string kind = "task", program, model, device = "cpu";
   int threads = 0;
+  TransportOptions transport;
   po::options_description d("keel reward serve");
   add_runtime_options(d, threads, device);
+  add_transport_options(d, transport);
   d.add_options()("kind", po::value(&kind)->default_value(kind), "task | program | model")(
       "program", po::value(&program), "command of a reward program (kind program; docs/reward_protocol.md)")(
       "model", po::value(&model), "reward-model directory (kind model)")(
@@ -80,6 +85,7 @@ int cmd_reward_serve(const Args& args) {
       "subtracted from responses that do not end in EOS");
   if (parse_options(args, "reward serve", "Scores rollouts for actors, batching requests.", d).help) return 0;
   apply_runtime(threads, device);
+  apply_transport(transport);
   std::unique_ptr<Scorer> scorer;
   if (kind == "task") scorer = make_task_scorer();
   else if (kind == "program") {
@@ -110,9 +116,11 @@ struct LearnerNetworkOptions {
   int eval_samples = 4;
   std::vector<std::string> eval_families;
   std::string tmpl = "chat";
+  TransportOptions transport;
 };
 
 void add_learner_network_options(po::options_description& d, LearnerNetworkOptions& o) {
+  add_transport_options(d, o.transport);
   d.add_options()("max-staleness", po::value(&o.replay.max_staleness)->default_value(o.replay.max_staleness),
                   "versions a rollout may lag")(
       "keep-stale", po::value(&o.keep_stale)->default_value(o.keep_stale), "keep (and count) rollouts beyond max-staleness")(
@@ -198,6 +206,7 @@ int cmd_ppo(const Args& args) {
   const auto parsed = parse_options(args, "ppo", "The PPO learner: trains on actors' rollouts, publishes weights.", d);
   if (parsed.help) return 0;
   const auto dev = apply_runtime(threads, device);
+  apply_transport(ln.transport);
   install_stop_signal_handlers();
   ln.replay.drop_stale = !ln.keep_stale;
   ppo.estimator = parse_advantage_estimator(estimator);
@@ -264,6 +273,7 @@ int cmd_dpo_online(const Args& args) {
   const auto parsed = parse_options(args, "dpo online", "Online DPO: pairs mined from the actors' fresh rollouts, weights published back.", d);
   if (parsed.help) return 0;
   const auto dev = apply_runtime(threads, device);
+  apply_transport(ln.transport);
   install_stop_signal_handlers();
   ln.replay.drop_stale = !ln.keep_stale;
   dpo.loss.type = parse_dpo_loss_type(loss_type);

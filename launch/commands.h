@@ -28,6 +28,7 @@ int cmd_prefs_inspect(const Args& args);
 int cmd_prefs_mine(const Args& args);
 int cmd_reward_train(const Args& args);
 int cmd_dpo(const Args& args);
+int cmd_keys_generate(const Args& args);
 int cmd_dpo_online(const Args& args);
 
 }  // namespace keel

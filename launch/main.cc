@@ -34,6 +34,7 @@ const Command kCommands[] = {
     {"reward serve", keel::cmd_reward_serve, "the reward service: task checker, user program or reward model"},
     {"actor", keel::cmd_actor, "an actor: generates rollouts and sends them to the learner"},
     {"ppo", keel::cmd_ppo, "the PPO learner: trains on rollouts from actors, publishes weights"},
+    {"keys generate", keel::cmd_keys_generate, "a CURVE key pair for authenticated, encrypted transport"},
     {"launch", keel::cmd_launch, "learner, reward service and N actors on this machine, from one config"},
 };
 

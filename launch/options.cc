@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/threads.h"
+#include "wire/curve.h"
 
 namespace keel {
 
@@ -111,6 +112,33 @@ void add_sampling_options(po::options_description& d, SamplingConfig& s) {
       "max-new-tokens", po::value(&s.max_new_tokens)->default_value(s.max_new_tokens), "response length bound")(
       "stop-at-eos", po::value(&s.stop_at_eos)->default_value(s.stop_at_eos), "end a response at EOS")(
       "seed", po::value(&s.seed)->default_value(s.seed), "sampling seed");
+}
+
+void add_transport_options(po::options_description& d, TransportOptions& t) {
+  d.add_options()("curve-key", po::value(&t.key), "this process's CURVE key pair (NAME.secret from keel keys generate); "
+                                                   "turns on CURVE for every TCP socket, required to bind beyond loopback")(
+      "curve-server-key", po::value(&t.server_key), "public key (NAME.pub) of the servers this process connects to")(
+      "curve-allow", po::value(&t.allow), "client public keys admitted by the sockets this process binds: a file of keys "
+                                          "or a directory of *.pub");
+}
+
+std::vector<std::string> TransportOptions::as_args() const {
+  std::vector<std::string> a;
+  if (!key.empty()) a.insert(a.end(), {"--curve-key", key});
+  if (!server_key.empty()) a.insert(a.end(), {"--curve-server-key", server_key});
+  if (!allow.empty()) a.insert(a.end(), {"--curve-allow", allow});
+  return a;
+}
+
+void apply_transport(const TransportOptions& t) {
+  wire::TransportSecurity s;
+  if (!t.key.empty()) s.own = wire::read_curve_secret(t.key);
+  if (!t.server_key.empty()) s.server_public_key = wire::read_curve_public(t.server_key);
+  if (!t.allow.empty()) s.allowed = wire::read_curve_allowed(t.allow);
+  wire::set_transport_security(s);
+  if (s.curve())
+    std::cerr << "transport: CURVE, " << s.allowed.size() << " allowed client key(s)"
+              << (s.server_public_key.empty() ? "" : ", server key set") << "\n";
 }
 
 torch::Device apply_runtime(int threads, const std::string& device) {

@@ -33,6 +33,18 @@ void add_train_options(po::options_description& d, TrainOptions& o);
 void add_runtime_options(po::options_description& d, int& threads, std::string& device);
 void add_sampling_options(po::options_description& d, SamplingConfig& s);
 
+// Transport security (wire/curve.h) of a process that binds or connects ZeroMQ sockets.
+struct TransportOptions {
+  std::string key;         // this process's NAME.secret
+  std::string server_key;  // the servers' NAME.pub (or .secret)
+  std::string allow;       // file of allowed client keys, or a directory of *.pub
+  std::vector<std::string> as_args() const;  // the same options, to pass on to a child process
+};
+void add_transport_options(po::options_description& d, TransportOptions& t);
+// Reads the key files and installs the process-wide policy; without --curve-key, sockets stay
+// plain and may bind only to loopback.
+void apply_transport(const TransportOptions& t);
+
 // The data-parallel group of this process when the environment names one (WORLD_SIZE > 1 or
 // SLURM_NTASKS > 1), else null.
 std::shared_ptr<DataParallel> make_data_parallel(torch::Device device, const TrainOptions& train);

@@ -7,6 +7,8 @@
 #include <zmq.hpp>
 
 #include "core/error.h"
+#include "wire/curve.h"
+#include "wire/zap_handler.h"
 
 namespace keel::wire {
 
@@ -41,10 +43,32 @@ class ZmqChannel : public Channel {
     if (kind == SocketKind::kSub) socket_.set(zmq::sockopt::subscribe, "");
     if (kind == SocketKind::kRouter) socket_.set(zmq::sockopt::router_mandatory, 1);
     if (kind == SocketKind::kDealer || kind == SocketKind::kPush) socket_.set(zmq::sockopt::immediate, 1);
+    secure(endpoint, bind, o.security ? *o.security : transport_security());
     try {
       bind ? socket_.bind(endpoint) : socket_.connect(endpoint);
     } catch (const zmq::error_t& e) {
       KEEL_FAIL((bind ? "cannot bind " : "cannot connect ") << endpoint << ": " << e.what());
+    }
+  }
+
+  // The transport policy of wire/curve.h, applied before the socket binds or connects.
+  void secure(const std::string& endpoint, bool bind, const TransportSecurity& sec) {
+    if (bind && !sec.curve())
+      KEEL_CHECK(is_local_endpoint(endpoint), "refusing to bind " << endpoint
+                                                  << " in clear: an address beyond loopback needs CURVE keys "
+                                                     "(keel keys generate; then --curve-key and --curve-allow)");
+    if (!sec.curve() || endpoint.rfind("tcp://", 0) != 0) return;
+    if (bind) {
+      KEEL_CHECK(!sec.allowed.empty(), "binding " << endpoint << " with CURVE needs the client keys it admits (--curve-allow)");
+      socket_.set(zmq::sockopt::zap_domain, detail::register_zap_domain(context(), sec.allowed));
+      socket_.set(zmq::sockopt::curve_server, 1);
+      socket_.set(zmq::sockopt::curve_secretkey, sec.own.secret_key);
+    } else {
+      KEEL_CHECK(!sec.server_public_key.empty(),
+                 "connecting to " << endpoint << " with CURVE needs the server's public key (--curve-server-key)");
+      socket_.set(zmq::sockopt::curve_serverkey, sec.server_public_key);
+      socket_.set(zmq::sockopt::curve_publickey, sec.own.public_key);
+      socket_.set(zmq::sockopt::curve_secretkey, sec.own.secret_key);
     }
   }
 

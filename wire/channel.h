@@ -10,6 +10,7 @@
 #include <string>
 
 #include "wire/codec.h"
+#include "wire/curve.h"
 
 namespace keel::wire {
 
@@ -34,6 +35,9 @@ struct SocketOptions {
   int send_timeout_ms = 2000;
   int high_water_mark = 1000;    // messages queued per peer
   int64_t max_message_bytes = 256ll << 20;  // larger incoming messages drop the connection (ZMQ_MAXMSGSIZE)
+  // This socket's keys instead of the process-wide transport_security() (a process talking to
+  // servers with different keys; tests playing several peers).
+  std::optional<TransportSecurity> security;
 };
 
 std::unique_ptr<Channel> zmq_bind(SocketKind kind, const std::string& endpoint, const SocketOptions& o = {});

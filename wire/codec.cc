@@ -1,5 +1,7 @@
 #include "wire/codec.h"
 
+#include <algorithm>
+
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/exception.h>
@@ -276,7 +278,11 @@ Decoded decode(const void* data, size_t size, const DecodeLimits& limits) {
   }
   try {
     capnp::ReaderOptions opts;
-    opts.traversalLimitInWords = limits.traversal_limit_words;
+    // An honest message is read about once; a hostile one whose pointers all alias one large blob
+    // would make the copy out of it grow without bound. Capping the words visited at a small
+    // multiple of the message's own size bounds what decoding allocates.
+    opts.traversalLimitInWords = std::min<uint64_t>(limits.traversal_limit_words,
+                                                    limits.traversal_per_word * (size / 8) + 1024);
     opts.nestingLimit = limits.nesting_limit;
     capnp::FlatArrayMessageReader reader(kj::ArrayPtr<const capnp::word>(words, size / 8), opts);
     auto e = reader.getRoot<cs::Envelope>();
