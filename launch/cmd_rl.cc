@@ -127,7 +127,7 @@ void add_learner_network_options(po::options_description& d, LearnerNetworkOptio
       "rollouts-endpoint", po::value(&o.net.rollouts_endpoint)->default_value(o.net.rollouts_endpoint), "bind: rollouts")(
       "weights-endpoint", po::value(&o.net.weights_endpoint)->default_value(o.net.weights_endpoint), "bind: announcements")(
       "chunks-endpoint", po::value(&o.net.chunks_endpoint)->default_value(o.net.chunks_endpoint), "bind: weight chunks")(
-      "shared-dir", po::value(&o.net.shared_dir)->default_value(o.net.shared_dir), "weights file for same-host actors ('' = none)")(
+      "shared-dir", po::value(&o.net.shared_dir)->default_value(o.net.shared_dir), "directory of the weights file same-host actors read ('none': every actor takes the chunks over the network)")(
       "rollout-log", po::value(&o.net.rollout_log), "HDF5 file logging every rollout")(
       "eval-per-family", po::value(&o.eval_per_family)->default_value(o.eval_per_family), "held-out tasks per family at eval")(
       "eval-samples", po::value(&o.eval_samples)->default_value(o.eval_samples), "sampled responses per held-out task at eval")(
@@ -207,6 +207,7 @@ int cmd_ppo(const Args& args) {
   if (parsed.help) return 0;
   const auto dev = apply_runtime(threads, device);
   apply_transport(ln.transport);
+  if (ln.net.shared_dir == "none") ln.net.shared_dir.clear();
   install_stop_signal_handlers();
   ln.replay.drop_stale = !ln.keep_stale;
   ppo.estimator = parse_advantage_estimator(estimator);
@@ -274,6 +275,7 @@ int cmd_dpo_online(const Args& args) {
   if (parsed.help) return 0;
   const auto dev = apply_runtime(threads, device);
   apply_transport(ln.transport);
+  if (ln.net.shared_dir == "none") ln.net.shared_dir.clear();
   install_stop_signal_handlers();
   ln.replay.drop_stale = !ln.keep_stale;
   dpo.loss.type = parse_dpo_loss_type(loss_type);

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "replay/preference_buffer.h"
+#include "replay/rollout_log.h"
 #include "tests/ppo_support.h"
 #include "tests/support/test_support.h"
 #include "wire/channel.h"
@@ -275,6 +276,113 @@ TEST(Learning, DpoOnPairsMinedFromALoggedPpoRun) {
             << "; greedy accuracy " << greedy_before << " -> " << greedy_after << "\n";
   EXPECT_GT(after, before) << "DPO on mined pairs must raise the held-out reward above the SFT model's";
   EXPECT_GE(greedy_after, greedy_before - 0.02);
+}
+
+}  // namespace
+}  // namespace keel
+
+namespace keel {
+namespace {
+
+// Multi-host PPO on one machine: network namespaces the test creates (a bridge in the learner's
+// namespace, a veth to each actor host), so that every byte crosses an interface. The learner and
+// reward service bind 10.77.0.1 (beyond loopback, hence CURVE with keys from `keel keys`); actor
+// host A runs two actors, host B one; weights reach the actors as chunks over the network (no
+// shared file). Host B's actor is killed mid-run. Asserted: the run finishes every update, learns
+// as the single-machine runs above do (held-out reward does not collapse), every actor contributed
+// and A's actors kept going with new weights after B died.
+class Netns {
+ public:
+  Netns() : tag_(std::to_string(::getpid() % 100000)) {}
+  ~Netns() {
+    for (const auto& ns : names())
+      test::run("for p in $(ip netns pids " + ns + " 2>/dev/null); do kill -9 $p; done; ip netns del " + ns + " 2>/dev/null");
+  }
+  std::string learner() const { return "keel-l" + tag_; }
+  std::string host(char h) const { return std::string("keel-") + h + tag_; }
+  std::vector<std::string> names() const { return {learner(), host('a'), host('b')}; }
+  // Creates the namespaces and links; false (with the reason) when this machine does not allow it.
+  bool create(std::string& why) {
+    std::string s = "set -e; ";
+    for (const auto& ns : names()) s += "ip netns add " + ns + "; ip -n " + ns + " link set lo up; ";
+    s += "ip -n " + learner() + " link add br0 type bridge; ip -n " + learner() + " addr add 10.77.0.1/24 dev br0; ip -n " +
+         learner() + " link set br0 up; ";
+    int last = 2;
+    for (char h : {'a', 'b'}) {
+      const std::string v = std::string("v") + h;
+      s += "ip -n " + learner() + " link add " + v + " type veth peer name eth0 netns " + host(h) + "; ";
+      s += "ip -n " + learner() + " link set " + v + " master br0; ip -n " + learner() + " link set " + v + " up; ";
+      s += "ip -n " + host(h) + " addr add 10.77.0." + std::to_string(last++) + "/24 dev eth0; ip -n " + host(h) + " link set eth0 up; ";
+    }
+    auto r = test::run(s);
+    why = r.output;
+    return r.code == 0;
+  }
+
+ private:
+  std::string tag_;
+};
+
+TEST(Learning, PpoAcrossNetworkNamespacesWithCurveSurvivesLosingAnActorHost) {
+  const std::string sft = test::temp_path("learning") + "/sft/model";
+  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors")) << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  const std::string dir = test::temp_dir("multihost");
+  Netns net;
+  std::string why;
+  ASSERT_TRUE(net.create(why)) << "cannot create network namespaces (root and iproute2 needed): " << why;
+  for (const std::string k : {"server", "clients/actor-a", "clients/actor-b"}) {
+    auto r = test::keel("keys generate --out " + dir + "/keys/" + k);
+    ASSERT_EQ(r.code, 0) << r.output;
+  }
+  const std::string keys = dir + "/keys", ep = "tcp://10.77.0.1:";
+  const int port = 6355;
+  std::ostringstream learner_cmd;
+  learner_cmd << "ip netns exec " << net.learner() << " " << test::keel_bin() << " launch --out " << dir << " --init " << sft
+              << " --actors 0 --host 10.77.0.1 --base-port " << port << " --curve-key " << keys << "/server.secret --curve-allow "
+              << keys << "/clients --ppo-args '--updates 20 --rollouts-per-update 64 --eval-every 40 --eval-per-family 100"
+              << " --eval-samples 2 --eval-families sort --lr 5e-5 --kl-coef 0.02 --shared-dir none --rollout-log " << dir
+              << "/rollouts.h5' > " << dir << "/launch.log 2>&1";
+  auto actor = [&](char host, int rank) {
+    std::ostringstream c;
+    c << "ip netns exec " << net.host(host) << " " << test::keel_bin() << " actor --model " << sft << " --rank " << rank
+      << " --world 3 --rollouts " << ep << port << " --weights " << ep << port + 1 << " --chunks " << ep << port + 2
+      << " --reward " << ep << port + 5 << " --threads 1 --batch-prompts 16 --families sort --curve-key " << keys
+      << "/clients/actor-" << host << ".secret --curve-server-key " << keys << "/server.pub > " << dir << "/actor-" << rank
+      << ".log 2>&1 &";
+    return c.str();
+  };
+  std::thread killer([&] {
+    for (auto [h, rank] : {std::pair{'a', 0}, {'a', 1}, {'b', 2}}) test::run(actor(h, rank));
+    std::this_thread::sleep_for(std::chrono::seconds(35));
+    test::run("for p in $(ip netns pids " + net.host('b') + "); do kill -9 $p; done");  // actor host B is lost
+  });
+  auto r = test::run(learner_cmd.str());
+  killer.join();
+  test::run("for p in $(ip netns pids " + net.host('a') + "); do kill -TERM $p; done; sleep 1");
+  ASSERT_EQ(r.code, 0) << test::read_text(dir + "/launch.log") << test::read_text(dir + "/logs/learner.log");
+  const auto learner_log = test::read_text(dir + "/logs/learner.log");
+  EXPECT_NE(learner_log.find("transport: CURVE, 2 allowed client key(s)"), std::string::npos) << learner_log;
+
+  const auto run = test::read_ppo_run(dir + "/learner/metrics.jsonl");
+  ASSERT_EQ(run.version.size(), 20u);
+  for (size_t i = 0; i < run.version.size(); ++i) EXPECT_EQ(run.version[i], static_cast<double>(i + 1));
+  ASSERT_GE(run.eval_reward.size(), 2u);
+  std::cerr << "PPO across namespaces: held-out sort reward " << run.eval_reward.front() << " -> " << run.eval_reward.back() << "\n";
+  EXPECT_GE(run.eval_reward.back(), run.eval_reward.front() - 0.05) << "held-out reward collapsed";
+
+  const auto log = read_rollout_log(dir + "/rollouts.h5");
+  uint64_t newest[3] = {0, 0, 0};
+  int64_t count[3] = {0, 0, 0};
+  for (const auto& row : log.rows) {
+    ASSERT_LT(row.actor_id, 3u);
+    ++count[row.actor_id];
+    newest[row.actor_id] = std::max(newest[row.actor_id], row.policy_version);
+  }
+  std::cerr << "rollouts per actor: " << count[0] << " " << count[1] << " " << count[2] << "; newest version " << newest[0] << " "
+            << newest[1] << " " << newest[2] << "\n";
+  for (int a = 0; a < 3; ++a) EXPECT_GT(count[a], 0) << "actor " << a << " never reached the learner";
+  EXPECT_GE(std::max(newest[0], newest[1]), 15u) << "host A's actors did not get new weights over the network";
+  EXPECT_LT(newest[2], std::max(newest[0], newest[1])) << "host B's actor was killed; it cannot hold the newest weights";
 }
 
 }  // namespace
