@@ -94,10 +94,12 @@ TokenFile::TokenFile(const std::string& path) : path_(path) {
   std::memcpy(&count, h + 16, 8);
   std::memcpy(&vocab, h + 24, 8);
   std::memcpy(&eos, h + 32, 4);
+  if (version == 0) fail("format version 0 (not a version any keel wrote)");
   if (version > kTokenFileVersion)
     fail("format version " + std::to_string(version) + " is newer than this keel reads (" + std::to_string(kTokenFileVersion) + ")");
   if (width != 2 && width != 4) fail("bytes per token " + std::to_string(width) + " (expected 2 or 4)");
-  if (map_size_ != kHeader + count * width)
+  // Compared by division: count * width can wrap around for a forged count.
+  if ((map_size_ - kHeader) % width != 0 || count != (map_size_ - kHeader) / width)
     fail("header says " + std::to_string(count) + " tokens (" + std::to_string(kHeader + count * width) + " bytes) but the file has " +
          std::to_string(map_size_) + " bytes (truncated?)");
   width_ = width;

@@ -9,6 +9,8 @@ packages=(
   libzmq3-dev cppzmq-dev libcapnp-dev capnproto
   libhdf5-dev libboost-program-options-dev nlohmann-json3-dev libgloo-dev
   libgtest-dev libgmock-dev libsentencepiece-dev sentencepiece
+  clang libclang-rt-14-dev   # libFuzzer + sanitizers for the fuzz targets (scripts/fuzz.sh)
+  iproute2                   # network namespaces of the multi-host test
   python3 python3-torch python3-h5py python3-numpy python3-sentencepiece
   fortunes            # the embedded default corpus: /usr/share/games/fortunes
 )

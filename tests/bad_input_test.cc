@@ -2,6 +2,8 @@
 // does not match them, corrupt token files, unknown options, JSONL that is not JSON.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <filesystem>
 
 #include "core/checkpoint.h"
@@ -82,6 +84,13 @@ TEST(BadInput, CorruptTokenFiles) {
   EXPECT_ERROR_CONTAINS(error_of([&] { TokenFile f(dir + "/future.bin"); }), "format version 9 is newer");
   test::write_text(dir + "/tiny.bin", "KEEL");
   EXPECT_ERROR_CONTAINS(error_of([&] { TokenFile f(dir + "/tiny.bin"); }), "shorter than its 64-byte header");
+  // Found by fuzz_token_file: a count whose byte size wraps around 2^64 matched the file's size.
+  std::string forged = bytes.substr(0, 64);
+  forged[12] = 4;  // 4 bytes per token
+  const uint64_t count = uint64_t{1} << 62;
+  std::memcpy(&forged[16], &count, 8);
+  test::write_text(dir + "/forged.bin", forged);
+  EXPECT_ERROR_CONTAINS(error_of([&] { TokenFile f(dir + "/forged.bin"); }), "header says 4611686018427387904 tokens");
 }
 
 TEST(BadInput, UnknownOptionIsRejectedByName) {

@@ -269,12 +269,12 @@ Decoded decode(const void* data, size_t size, const DecodeLimits& limits) {
     out.error = "message of " + std::to_string(size) + " bytes is not a whole Cap'n Proto message (truncated or garbage)";
     return out;
   }
-  std::vector<capnp::word> aligned;
+  kj::Array<capnp::word> aligned;
   const capnp::word* words = reinterpret_cast<const capnp::word*>(data);
   if (reinterpret_cast<uintptr_t>(data) % alignof(capnp::word) != 0) {
-    aligned.resize(size / 8);
-    std::memcpy(aligned.data(), data, size);
-    words = aligned.data();
+    aligned = kj::heapArray<capnp::word>(size / 8);
+    std::memcpy(aligned.begin(), data, size);
+    words = aligned.begin();
   }
   try {
     capnp::ReaderOptions opts;

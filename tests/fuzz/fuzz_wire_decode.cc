@@ -1,0 +1,41 @@
+// Any bytes given to the wire decoder: a message or an error string, never a crash. A message that
+// decodes re-encodes into bytes that decode to the same kind of message.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+
+#include "tests/fuzz/fuzz_seeds.h"
+#include "wire/codec.h"
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  using namespace keel::wire;
+  Rollout r;
+  r.prompt_tokens = {1, 5, 9};
+  r.response_tokens = {7, 2};
+  r.logprobs = {-0.5f, -0.1f};
+  r.score_parts = {{"task", 1.0f}};
+  r.prompt = "Sort the words: b a";
+  r.response = "a b";
+  const Body bodies[] = {Hello{"actor", 2, "host-a", 1234}, Heartbeat{123456789, 7}, RolloutBatch{{r, r}, 0.7f},
+                         ScoreRequest{5, {ScoreItem{"p", "r", {1, 2}, {3}, true}}},
+                         ScoreReply{5, {1.0f, 0.0f}, {{{"task", 1.0f}}, {{"task", 0.0f}}}, ""},
+                         WeightAnnounce{9, 1000, "/dev/shm/x", 4, 0xabcdef}, WeightRequest{9, 3},
+                         WeightChunk{9, 3, 4, std::string("\0\1\2\3", 4)}, Stats{{{"rollouts_per_s", 12.5f}}}, Shutdown{"done"}};
+  int i = 0;
+  for (const auto& b : bodies) keel::fuzz::write_seed("seed-" + std::to_string(i++), encode({"seed", b}));
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace keel::wire;
+  DecodeLimits limits;
+  limits.max_bytes = 1 << 20;
+  const auto d = decode(data, size, limits);
+  if (d.message.has_value() == !d.error.empty()) std::abort();  // exactly one of message and error
+  if (d.message) {
+    const auto again = encode(*d.message);
+    const auto d2 = decode(again.data(), again.size());
+    if (!d2.message || d2.message->body.index() != d.message->body.index()) std::abort();
+  }
+  return 0;
+}
