@@ -178,7 +178,8 @@ ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop) {
     std::vector<std::vector<int32_t>> ids;
     for (auto* p : batch) ids.push_back(p->tokens);
     SamplingConfig sc = o.sampling;
-    sc.seed = o.sampling.seed + static_cast<uint64_t>(st.batches) * static_cast<uint64_t>(o.world) + static_cast<uint64_t>(o.rank);
+    sc.seed = o.sampling.seed + static_cast<uint64_t>(st.batches) * static_cast<uint64_t>(o.world) + static_cast<uint64_t>(o.rank) +
+              o.incarnation * 0x9E3779B97F4A7C15ull;
     const auto samples = sample(model, ids, sc, tok->specials().eos, tok->specials().pad);
 
     // Score, retrying while the reward service is away.
@@ -228,6 +229,8 @@ ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop) {
       r.prompt = req.items[i].prompt;
       r.response = req.items[i].response;
       r.group_id = (static_cast<uint64_t>(o.rank) << 48) | (static_cast<uint64_t>(st.batches) << 16) | (i / static_cast<size_t>(o.group_size));
+      const uint64_t key[4] = {static_cast<uint64_t>(o.rank), o.incarnation, static_cast<uint64_t>(st.batches), i};
+      r.uid = fnv1a64(std::string(reinterpret_cast<const char*>(key), sizeof key));
       rb.rollouts.push_back(std::move(r));
     }
     const auto bytes = wire::encode({name, rb});

@@ -30,6 +30,10 @@ struct ActorOptions {
   int64_t tasks_per_family = 2000;
   std::string prompt_template = "chat";
   int rank = 0, world = 1;
+  // How many times this rank was started before (the launcher counts restarts). Mixed into the
+  // sampling seed and the rollout uids, so that a restarted actor never repeats the rollouts of an
+  // earlier run of the same rank.
+  uint64_t incarnation = 0;
   int64_t batch_prompts = 8;                                // prompts per batch
   int64_t group_size = 1;                                   // responses per prompt
   SamplingConfig sampling;

@@ -1,7 +1,8 @@
 // keel launch: learner, reward service and N actors on this machine from one command, each a
-// process of this same binary with its own log, a live status line, actors and the reward
-// service restarted with backoff when they die, and a clean shutdown of all on Ctrl-C or when
-// the learner finishes.
+// process of this same binary with its own log, a live status line, every process restarted with
+// backoff when it dies (the learner resumes from its last checkpoint, a bounded number of times;
+// a restarted actor gets a new --incarnation so that its rollouts are new), and a clean shutdown
+// of all on Ctrl-C or when the learner finishes.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -51,7 +52,8 @@ struct Child {
   pid_t pid = -1;
   int restarts = 0;
   std::chrono::steady_clock::time_point restart_at;
-  bool restartable = true;
+  int max_restarts = -1;        // -1: no bound
+  int incarnation_arg = -1;     // index of the value of --incarnation in args, for actors
 };
 
 pid_t spawn(const std::string& exe, const std::vector<std::string>& args, const std::string& log) {
@@ -104,7 +106,7 @@ std::string status_line(const std::string& metrics) {
 int cmd_launch(const Args& args) {
   std::string out = "runs/launch", init, ppo_args, actor_args, reward_args, reward_kind = "task", learner = "ppo";
   std::string host_addr = "127.0.0.1";
-  int actors = 2, base_port = 5555, threads_per_process = 1;
+  int actors = 2, base_port = 5555, threads_per_process = 1, learner_restarts = 3;
   TransportOptions transport;
   po::options_description d("keel launch");
   add_transport_options(d, transport);
@@ -117,6 +119,8 @@ int cmd_launch(const Args& args) {
       "threads-per-process", po::value(&threads_per_process)->default_value(threads_per_process), "LibTorch threads of each process")(
       "reward-kind", po::value(&reward_kind)->default_value(reward_kind), "task | program | model (see keel reward serve)")(
       "learner", po::value(&learner)->default_value(learner), "ppo | dpo-online (keel dpo online; actors need --group-size 2)")(
+      "learner-restarts", po::value(&learner_restarts)->default_value(learner_restarts),
+      "times a learner that dies (killed, crashed) is started again; it resumes from its last checkpoint")(
       "ppo-args", po::value(&ppo_args)->default_value(ppo_args), "extra options for the learner (keel ppo or keel dpo online)")(
       "actor-args", po::value(&actor_args)->default_value(actor_args), "extra options for every keel actor")(
       "reward-args", po::value(&reward_args)->default_value(reward_args), "extra options for keel reward serve");
@@ -145,12 +149,15 @@ int cmd_launch(const Args& args) {
   learner_cmd.insert(learner_cmd.end(), {"--init", init, "--out", out + "/learner", "--rollouts-endpoint", rollouts, "--weights-endpoint", weights,
                   "--chunks-endpoint", chunks, "--threads", th});
   add("learner", learner_cmd, ppo_args);
-  children.back().restartable = false;
-  for (int i = 0; i < actors; ++i)
+  children.back().max_restarts = learner_restarts;
+  for (int i = 0; i < actors; ++i) {
     add("actor-" + std::to_string(i), {"actor", "--model", init, "--rank", std::to_string(i), "--world", std::to_string(actors),
                                        "--rollouts", rollouts, "--weights", weights, "--chunks", chunks, "--reward", reward,
                                        "--threads", th},
         actor_args);
+    children.back().args.insert(children.back().args.end(), {"--incarnation", "0"});
+    children.back().incarnation_arg = static_cast<int>(children.back().args.size()) - 1;
+  }
   {
     std::ofstream f(out + "/launch.ini");
     f << parsed.resolved;
@@ -177,8 +184,9 @@ int cmd_launch(const Args& args) {
         if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
           const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
           c.pid = -1;
-          if (!c.restartable) {
-            learner_code = code;
+          const bool is_learner = c.name == "learner";
+          if (is_learner && (code == 0 || c.restarts >= c.max_restarts)) {
+            learner_code = code;  // finished, or out of restarts
             break;
           }
           const int backoff = std::min(30, 1 << std::min(c.restarts, 5));
@@ -186,7 +194,8 @@ int cmd_launch(const Args& args) {
           c.restart_at = now + std::chrono::seconds(backoff);
           ++c.restarts;
         }
-      } else if (c.restartable && now >= c.restart_at) {
+      } else if (now >= c.restart_at) {
+        if (c.incarnation_arg >= 0) c.args[static_cast<size_t>(c.incarnation_arg)] = std::to_string(c.restarts);
         c.pid = spawn(exe, c.args, out + "/logs/" + c.name + ".log");
       }
     }
@@ -206,7 +215,7 @@ int cmd_launch(const Args& args) {
     while (c.pid > 0) {
       int status = 0;
       if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
-        if (!c.restartable && learner_code < 0) learner_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        if (c.name == "learner" && learner_code < 0) learner_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         c.pid = -1;
       } else if (std::chrono::steady_clock::now() > deadline) {
         ::kill(c.pid, SIGKILL);

@@ -51,6 +51,8 @@ int cmd_actor(const Args& args) {
       "template", po::value(&o.prompt_template)->default_value(o.prompt_template), "prompt template: chat | none")(
       "rank", po::value(&o.rank)->default_value(o.rank), "this actor's rank (its prompt shard)")(
       "world", po::value(&o.world)->default_value(o.world), "number of actors")(
+      "incarnation", po::value(&o.incarnation)->default_value(o.incarnation),
+      "starts of this rank before this one (keel launch counts restarts): keeps a restarted actor's rollouts new")(
       "batch-prompts", po::value(&o.batch_prompts)->default_value(o.batch_prompts), "prompts per batch")(
       "group-size", po::value(&o.group_size)->default_value(o.group_size), "responses per prompt")(
       "sync", po::value(&o.sync)->default_value(o.sync), "wait for a new policy version after each batch")(

@@ -34,9 +34,16 @@ class Objective {
   // Held-out metrics ("eval/loss", ...). Called in eval mode without gradients.
   virtual Scalars evaluate(Transformer& model) = 0;
 
-  // Called after each optimizer step (PPO publishes weights at the end of an update here).
-  // Returns metrics to log for this step, if any.
+  // Called after each optimizer step. Returns metrics to log for this step, if any (logged once
+  // the step is durable).
   virtual Scalars after_step(int64_t /*step*/, Transformer& /*model*/) { return {}; }
+  // True when the step just taken must be checkpointed before on_durable() runs. Actor-learner
+  // objectives ask for it at every publication, so that a crash and resume never loses or repeats
+  // a policy version that actors have seen.
+  virtual bool checkpoint_due(int64_t /*step*/) const { return false; }
+  // Called once the step is durable (checkpointed, when a checkpoint was due): PPO and online DPO
+  // publish their weights here.
+  virtual void on_durable(int64_t /*step*/, Transformer& /*model*/) {}
   // State beyond the model and optimizer that a resume needs (JSON text; "" = none),
   // stored in the checkpoint as objective_state.json.
   virtual std::string save_state() const { return ""; }

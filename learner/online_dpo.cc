@@ -89,14 +89,17 @@ LossResult OnlineDpoObjective::loss(Transformer& model, const MicroBatch& batch)
 
 Scalars OnlineDpoObjective::evaluate(Transformer& model) { return eval_ ? eval_(model) : Scalars{}; }
 
-Scalars OnlineDpoObjective::after_step(int64_t /*step*/, Transformer& model) {
+Scalars OnlineDpoObjective::after_step(int64_t /*step*/, Transformer& /*model*/) {
   ++version_;
-  publisher_.publish(version_, model);
   Scalars s = step_metrics_;
   s["online/version"] = static_cast<double>(version_);
   s["online/pairs_total"] = static_cast<double>(pairs_total_);
   return s;
 }
+
+// Published every step, checkpointed every --checkpoint-every steps: a resume may announce again
+// versions published after the last checkpoint (with the resumed weights).
+void OnlineDpoObjective::on_durable(int64_t /*step*/, Transformer& model) { publisher_.publish(version_, model); }
 
 std::string OnlineDpoObjective::save_state() const { return nlohmann::json{{"version", version_}}.dump() + "\n"; }
 

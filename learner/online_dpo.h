@@ -34,6 +34,7 @@ class OnlineDpoObjective : public Objective {
   LossResult loss(Transformer& model, const MicroBatch& batch) override;
   Scalars evaluate(Transformer& model) override;
   Scalars after_step(int64_t step, Transformer& model) override;
+  void on_durable(int64_t step, Transformer& model) override;
   std::string save_state() const override;
   void load_state(const std::string& json) override;
   uint64_t version() const { return version_; }

@@ -208,11 +208,13 @@ Scalars PpoObjective::evaluate(Transformer& model) { return eval_ ? eval_(model)
 Scalars PpoObjective::after_step(int64_t step, Transformer& model) {
   if (step % o_.steps_per_update() != 0) return {};
   ++version_;
-  publisher_.publish(version_, model);
+  publish_pending_ = true;
+  rollouts_trained_ += o_.rollouts_per_update;
   kl_.update(kl_seq_mean_, o_.rollouts_per_update);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - update_start_).count();
   Scalars s = update_metrics_;
   s["ppo/version"] = static_cast<double>(version_);
+  s["ppo/rollouts_trained"] = static_cast<double>(rollouts_trained_);
   s["ppo/update_seconds"] = secs;
   s["ppo/rollouts_per_s"] = static_cast<double>(o_.rollouts_per_update) / secs;
   s["ppo/tokens_per_s"] = update_metrics_["ppo/tokens"] / secs;
@@ -220,8 +222,14 @@ Scalars PpoObjective::after_step(int64_t step, Transformer& model) {
   return s;
 }
 
+void PpoObjective::on_durable(int64_t /*step*/, Transformer& model) {
+  if (!publish_pending_) return;
+  publisher_.publish(version_, model);
+  publish_pending_ = false;
+}
+
 std::string PpoObjective::save_state() const {
-  return nlohmann::json{{"version", version_}, {"kl_coef", kl_.value()}}.dump() + "\n";
+  return nlohmann::json{{"version", version_}, {"kl_coef", kl_.value()}, {"rollouts_trained", rollouts_trained_}}.dump() + "\n";
 }
 
 void PpoObjective::load_state(const std::string& json) {
@@ -229,6 +237,7 @@ void PpoObjective::load_state(const std::string& json) {
   const auto j = nlohmann::json::parse(json);
   version_ = j.at("version").get<uint64_t>();
   kl_.set_value(j.at("kl_coef").get<double>());
+  rollouts_trained_ = j.value("rollouts_trained", int64_t{0});
   published_initial_ = false;  // announce the resumed version so actors pick it up
 }
 

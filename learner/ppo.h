@@ -67,6 +67,8 @@ class PpoObjective : public Objective {
   LossResult loss(Transformer& model, const MicroBatch& batch) override;
   Scalars evaluate(Transformer& model) override;
   Scalars after_step(int64_t step, Transformer& model) override;
+  bool checkpoint_due(int64_t step) const override { return step % o_.steps_per_update() == 0; }
+  void on_durable(int64_t step, Transformer& model) override;
   std::string save_state() const override;
   void load_state(const std::string& json) override;
 
@@ -86,6 +88,8 @@ class PpoObjective : public Objective {
   KlController kl_;
   uint64_t version_ = 0;  // updates completed = the version of the weights actors hold
   bool published_initial_ = false;
+  bool publish_pending_ = false;  // an update finished; its weights go out once checkpointed
+  int64_t rollouts_trained_ = 0;  // rollouts in completed updates (restored on resume)
 
   // The current update's rollout batch, as tensors [N, *].
   struct UpdateBatch {

@@ -53,6 +53,11 @@ std::vector<wire::Rollout> RolloutService::next(size_t n, uint64_t version) {
     KEEL_CHECK(!stop_.load(), "rollout service stopped while the learner waited for rollouts");
     auto got = queue_.take(n - out.size(), version, 500, stop_);
     for (auto& r : got) out.push_back(std::move(r));
+    if (log_ && !got.empty()) {
+      std::vector<uint64_t> uids;
+      for (size_t i = out.size() - got.size(); i < out.size(); ++i) uids.push_back(out[i].uid);
+      log_->mark_trained(uids, version + 1);
+    }
     if (out.size() < n && std::chrono::steady_clock::now() - last_note > std::chrono::seconds(30)) {
       std::cerr << "learner: waiting for rollouts (" << out.size() << "/" << n << " for version " << version << ")\n";
       last_note = std::chrono::steady_clock::now();

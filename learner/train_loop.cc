@@ -159,7 +159,6 @@ TrainResult TrainLoop::run() {
     state.step += 1;
     state.tokens_seen += tokens;
     const Scalars objective_metrics = objective_.after_step(state.step, model_);
-    if (!objective_metrics.empty()) metrics.log(state.step, objective_metrics);
     const double loss = loss_sum / static_cast<double>(units);
     KEEL_CHECK(std::isfinite(loss), "loss is " << loss << " at step " << state.step << "; stopping");
 
@@ -180,8 +179,14 @@ TrainResult TrainLoop::run() {
       window_loss = 0;
       window_steps = 0;
     }
+    // Checkpoint, then the objective's metrics, then publication: a version is announced only once
+    // a resume would start from it.
+    const bool last = state.step == o_.steps;
+    if (!last && ((o_.checkpoint_every > 0 && state.step % o_.checkpoint_every == 0) || objective_.checkpoint_due(state.step)))
+      save();
+    if (!objective_metrics.empty()) metrics.log(state.step, objective_metrics);
+    if (!last) objective_.on_durable(state.step, model_);
     if (o_.eval_every > 0 && state.step % o_.eval_every == 0 && state.step < o_.steps) evaluate();
-    if (o_.checkpoint_every > 0 && state.step % o_.checkpoint_every == 0 && state.step < o_.steps) save();
     if (stop) {
       const auto dir = save();
       progress.finish();
@@ -194,6 +199,7 @@ TrainResult TrainLoop::run() {
   progress.finish();
   evaluate();
   save();
+  objective_.on_durable(state.step, model_);
   if (lead) {
     save_model(o_.out_dir + "/model", model_, tokenizer_file_);
     std::cerr << "model written to " << o_.out_dir << "/model\n";

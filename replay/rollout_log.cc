@@ -10,7 +10,7 @@
 namespace keel {
 
 namespace {
-constexpr int kLogFormatVersion = 1;
+constexpr int kLogFormatVersion = 2;  // 2 added uid and the trained_* datasets; 1 is still read
 
 using h5::append;
 using h5::extent;
@@ -29,7 +29,7 @@ void append_vec(hid_t ds, hid_t memtype, const std::vector<T>& v) {
 struct RolloutLog::Impl {
   hid_t file = -1;
   hid_t prompt_tokens, prompt_offsets, response_tokens, response_offsets, logprobs, score, policy_version, actor_id,
-      group_id, finished, learner_version;
+      group_id, finished, learner_version, uid, trained_uid, trained_version;
   int64_t rows = 0, prompt_total = 0, response_total = 0;
 };
 
@@ -63,6 +63,9 @@ RolloutLog::RolloutLog(const std::string& path, const std::string& tokenizer_ide
     m.group_id = open("group_id");
     m.finished = open("finished");
     m.learner_version = open("learner_version");
+    m.uid = open("uid");
+    m.trained_uid = open("trained_uid");
+    m.trained_version = open("trained_version");
     m.rows = static_cast<int64_t>(extent(m.score));
     m.prompt_total = static_cast<int64_t>(extent(m.prompt_tokens));
     m.response_total = static_cast<int64_t>(extent(m.response_tokens));
@@ -81,6 +84,9 @@ RolloutLog::RolloutLog(const std::string& path, const std::string& tokenizer_ide
   m.group_id = make_extendable(m.file, "group_id", H5T_STD_U64LE);
   m.finished = make_extendable(m.file, "finished", H5T_STD_U8LE);
   m.learner_version = make_extendable(m.file, "learner_version", H5T_STD_U64LE);
+  m.uid = make_extendable(m.file, "uid", H5T_STD_U64LE);
+  m.trained_uid = make_extendable(m.file, "trained_uid", H5T_STD_U64LE);
+  m.trained_version = make_extendable(m.file, "trained_version", H5T_STD_U64LE);
   const int64_t zero = 0;
   append_raw(m.prompt_offsets, H5T_NATIVE_INT64, &zero, 1);
   append_raw(m.response_offsets, H5T_NATIVE_INT64, &zero, 1);
@@ -102,7 +108,8 @@ RolloutLog::~RolloutLog() {
   auto& m = *impl_;
   if (m.file < 0) return;
   for (hid_t d : {m.prompt_tokens, m.prompt_offsets, m.response_tokens, m.response_offsets, m.logprobs, m.score,
-                  m.policy_version, m.actor_id, m.group_id, m.finished, m.learner_version})
+                  m.policy_version, m.actor_id, m.group_id, m.finished, m.learner_version, m.uid, m.trained_uid,
+                  m.trained_version})
     H5Dclose(d);
   H5Fclose(m.file);
 }
@@ -113,7 +120,7 @@ void RolloutLog::append(const std::vector<wire::Rollout>& rollouts, uint64_t lea
   std::vector<int32_t> pt, rt;
   std::vector<float> lp, score;
   std::vector<int64_t> po, ro;
-  std::vector<uint64_t> pv, gid, lv;
+  std::vector<uint64_t> pv, gid, lv, uid;
   std::vector<uint32_t> aid;
   std::vector<uint8_t> fin;
   for (const auto& r : rollouts) {
@@ -130,6 +137,7 @@ void RolloutLog::append(const std::vector<wire::Rollout>& rollouts, uint64_t lea
     aid.push_back(r.actor_id);
     fin.push_back(r.finished ? 1 : 0);
     lv.push_back(learner_version);
+    uid.push_back(r.uid);
   }
   append_vec(m.prompt_tokens, H5T_NATIVE_INT32, pt);
   append_vec(m.response_tokens, H5T_NATIVE_INT32, rt);
@@ -142,7 +150,16 @@ void RolloutLog::append(const std::vector<wire::Rollout>& rollouts, uint64_t lea
   append_vec(m.actor_id, H5T_NATIVE_UINT32, aid);
   append_vec(m.finished, H5T_NATIVE_UINT8, fin);
   append_vec(m.learner_version, H5T_NATIVE_UINT64, lv);
+  append_vec(m.uid, H5T_NATIVE_UINT64, uid);
   m.rows += static_cast<int64_t>(rollouts.size());
+  H5Fflush(m.file, H5F_SCOPE_GLOBAL);
+}
+
+void RolloutLog::mark_trained(const std::vector<uint64_t>& uids, uint64_t version) {
+  auto& m = *impl_;
+  std::lock_guard<std::mutex> lock(h5::mutex());
+  append_vec(m.trained_uid, H5T_NATIVE_UINT64, uids);
+  append_vec(m.trained_version, H5T_NATIVE_UINT64, std::vector<uint64_t>(uids.size(), version));
   H5Fflush(m.file, H5F_SCOPE_GLOBAL);
 }
 
@@ -157,7 +174,8 @@ RolloutLogContents read_rollout_log(const std::string& path) {
   std::vector<hid_t> open;
   try {
     const int64_t version = h5::get_attr_int(file, "format_version", path);
-    KEEL_CHECK(version == kLogFormatVersion, "rollout log " << path << " has format version " << version);
+    KEEL_CHECK(version == 1 || version == kLogFormatVersion, "rollout log " << path << " has format version " << version
+                                                                                << " (this keel reads 1 and " << kLogFormatVersion << ")");
     out.tokenizer = h5::has_attr(file, "tokenizer") ? h5::get_attr_string(file, "tokenizer", path) : "";
     auto ds = [&](const char* n) {
       open.push_back(h5::open_dataset(file, n, path));
@@ -200,6 +218,17 @@ RolloutLogContents read_rollout_log(const std::string& path) {
       r.learner_version = lvv[i];
       r.actor_id = aidv[i];
       r.finished = finv[i] != 0;
+    }
+    if (version >= 2) {
+      const hid_t u = ds("uid"), tu = ds("trained_uid"), tv = ds("trained_version");
+      std::vector<uint64_t> uv(n);
+      h5::read_range(u, H5T_NATIVE_UINT64, 0, std::min<hsize_t>(n, extent(u)), uv.data(), path + " /uid");
+      for (hsize_t i = 0; i < n; ++i) out.rows[i].uid = uv[i];
+      const hsize_t t = std::min(extent(tu), extent(tv));
+      std::vector<uint64_t> tuv(t), tvv(t);
+      h5::read_range(tu, H5T_NATIVE_UINT64, 0, t, tuv.data(), path + " /trained_uid");
+      h5::read_range(tv, H5T_NATIVE_UINT64, 0, t, tvv.data(), path + " /trained_version");
+      for (hsize_t i = 0; i < t; ++i) out.trained.push_back({tuv[i], tvv[i]});
     }
   } catch (...) {
     for (hid_t d : open) H5Dclose(d);

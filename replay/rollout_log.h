@@ -6,7 +6,11 @@
 //   /logprobs         float32 flat (aligned with response_tokens)
 //   /score float32 [N]  /policy_version uint64 [N]  /actor_id uint32 [N]  /group_id uint64 [N]
 //   /finished uint8 [N]  /learner_version uint64 [N] (the learner's version when it arrived)
-// Root attributes: format_version (int), tokenizer (string). Rows i span
+//   /uid uint64 [N] (unique per rollout, set by its actor)
+//   /trained_uid uint64 [M], /trained_version uint64 [M]: rollouts the learner took for the update
+//   that makes policy `version` (an update cut short by a crash leaves its rows, never trained)
+// Root attributes: format_version (int, 2; version 1 logs, without uid and trained_*, are read),
+// tokenizer (string). Rows i span
 // prompt_tokens[prompt_offsets[i]:prompt_offsets[i+1]], likewise for responses.
 // Flushed after every append, so a killed learner leaves a readable file. Not thread-safe.
 #pragma once
@@ -26,6 +30,8 @@ class RolloutLog {
   RolloutLog(const std::string& path, const std::string& tokenizer_identity);
   ~RolloutLog();
   void append(const std::vector<wire::Rollout>& rollouts, uint64_t learner_version);
+  // Records that the rollouts `uids` were taken for the update that makes policy `version`.
+  void mark_trained(const std::vector<uint64_t>& uids, uint64_t version);
   int64_t size() const;
 
  private:
@@ -37,7 +43,7 @@ class RolloutLog {
 struct LoggedRollout {
   std::vector<int32_t> prompt, response;
   float score = 0;
-  uint64_t policy_version = 0, group_id = 0, learner_version = 0;
+  uint64_t policy_version = 0, group_id = 0, learner_version = 0, uid = 0;
   uint32_t actor_id = 0;
   bool finished = false;
 };
@@ -45,6 +51,10 @@ struct LoggedRollout {
 struct RolloutLogContents {
   std::string tokenizer;
   std::vector<LoggedRollout> rows;
+  struct Trained {
+    uint64_t uid, version;
+  };
+  std::vector<Trained> trained;  // in the order taken
 };
 
 // Reads a whole rollout log (checked: format version, datasets, offsets). A log that a killed

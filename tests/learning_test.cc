@@ -4,7 +4,11 @@
 // held-out exact-match accuracies per family, far above the pretrained model's.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -383,6 +387,101 @@ TEST(Learning, PpoAcrossNetworkNamespacesWithCurveSurvivesLosingAnActorHost) {
   for (int a = 0; a < 3; ++a) EXPECT_GT(count[a], 0) << "actor " << a << " never reached the learner";
   EXPECT_GE(std::max(newest[0], newest[1]), 15u) << "host A's actors did not get new weights over the network";
   EXPECT_LT(newest[2], std::max(newest[0], newest[1])) << "host B's actor was killed; it cannot hold the newest weights";
+}
+
+}  // namespace
+}  // namespace keel
+
+namespace keel {
+namespace {
+
+// Chaos: during a PPO run through `keel launch`, a random actor is killed every few seconds, the
+// reward service is killed once and the learner is killed once (SIGKILL each); the launcher
+// restarts them all, the learner resuming from its last checkpoint. Asserted: the run finishes;
+// the published versions are 1..20 with no gap or repeat; no rollout was taken for training twice
+// (rollout log's trained_uid) and no actor sent the same rollout twice across its restarts (uid);
+// the learner's counter equals the updates' rollouts; the final held-out reward is within noise of
+// the undisturbed one-actor run above.
+TEST(Learning, ChaosPpoRunLosesNothingAndCountsNothingTwice) {
+  const std::string sft = test::temp_path("learning") + "/sft/model";
+  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors")) << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  const auto undisturbed = test::read_ppo_run(test::temp_path("ppo_1") + "/learner/metrics.jsonl");
+  ASSERT_FALSE(undisturbed.eval_reward.empty()) << "run Learning.PpoThroughLaunchWithOneActor first";
+  const std::string dir = test::temp_dir("chaos");
+  const int port = 6455;
+  const std::string rollouts = "tcp://127.0.0.1:" + std::to_string(port);
+  const std::string cmd = "launch --out " + dir + " --init " + sft + " --actors 3 --base-port " + std::to_string(port) +
+                          " --ppo-args '--updates 20 --rollouts-per-update 64 --eval-every 40 --eval-per-family 100"
+                          " --eval-samples 2 --eval-families sort --lr 5e-5 --kl-coef 0.02 --rollout-log " + dir +
+                          "/rollouts.h5' --actor-args '--batch-prompts 16 --families sort'";
+  std::atomic<bool> done{false};
+  int actor_kills = 0;
+  bool learner_killed = false;
+  std::thread chaos([&] {
+    std::mt19937 rng(7);
+    const auto start = std::chrono::steady_clock::now();
+    bool reward_killed = false;
+    while (!done.load()) {
+      std::this_thread::sleep_for(std::chrono::seconds(4));
+      if (done.load()) break;
+      const int rank = static_cast<int>(rng() % 3);
+      // "[-]-" matches "--" in the target's command line but not in this shell's own.
+      if (test::run("pkill -9 -f -- '[-]-rank " + std::to_string(rank) + " --world 3 --rollouts " + rollouts + "'").code == 0) ++actor_kills;
+      const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (!reward_killed && t > 12) {
+        test::run("pkill -9 -f -- 'reward serve [-]-kind task --endpoint tcp://127.0.0.1:" + std::to_string(port + 5) + "'");
+        reward_killed = true;
+      }
+      if (!learner_killed) {
+        const auto run = test::read_ppo_run(dir + "/learner/metrics.jsonl");
+        if (run.version.size() >= 6) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // into the next update
+          learner_killed = test::run("pkill -9 -f -- '[-]-rollouts-endpoint " + rollouts + "'").code == 0;
+        }
+      }
+    }
+  });
+  auto r = test::keel(cmd);
+  done.store(true);
+  chaos.join();
+  ASSERT_EQ(r.code, 0) << r.output;
+  std::cerr << "chaos: " << actor_kills << " actor kills, learner killed " << learner_killed << "\n";
+  EXPECT_GE(actor_kills, 3);
+  EXPECT_TRUE(learner_killed);
+  EXPECT_NE(r.output.find("reward exited"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("learner exited"), std::string::npos) << r.output;
+  EXPECT_NE(test::read_text(dir + "/logs/learner.log").find("resumed from"), std::string::npos);
+
+  const auto run = test::read_ppo_run(dir + "/learner/metrics.jsonl");
+  ASSERT_EQ(run.version.size(), 20u) << "a version was lost or repeated";
+  for (size_t i = 0; i < run.version.size(); ++i) EXPECT_EQ(run.version[i], static_cast<double>(i + 1));
+  double trained_counter = 0;
+  {
+    std::ifstream f(dir + "/learner/metrics.jsonl");
+    std::string line;
+    while (std::getline(f, line)) {
+      auto j = nlohmann::json::parse(line);
+      if (j.contains("ppo/rollouts_trained")) trained_counter = j["ppo/rollouts_trained"].get<double>();
+    }
+  }
+  EXPECT_EQ(trained_counter, 20.0 * 64);
+
+  const auto log = read_rollout_log(dir + "/rollouts.h5");
+  std::set<uint64_t> received, trained;
+  for (const auto& row : log.rows) EXPECT_TRUE(received.insert(row.uid).second) << "an actor sent rollout " << row.uid << " twice";
+  for (const auto& t : log.trained) {
+    EXPECT_TRUE(trained.insert(t.uid).second) << "rollout " << t.uid << " taken for training twice";
+    EXPECT_TRUE(received.count(t.uid)) << "trained rollout " << t.uid << " never arrived";
+  }
+  // Every completed update took 64; the update cut short by the kill took at most 64 more.
+  EXPECT_GE(log.trained.size(), 20u * 64);
+  EXPECT_LE(log.trained.size(), 21u * 64);
+
+  ASSERT_GE(run.eval_reward.size(), 2u);
+  const double after = run.eval_reward.back(), calm = undisturbed.eval_reward.back();
+  std::cerr << "chaos: held-out sort reward " << run.eval_reward.front() << " -> " << after << " (undisturbed run: " << calm << ")\n";
+  EXPECT_NEAR(after, calm, 0.1) << "the disturbed run's reward is outside the noise of the undisturbed one";
+  EXPECT_GE(after, run.eval_reward.front() - 0.05);
 }
 
 }  // namespace

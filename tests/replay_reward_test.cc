@@ -24,6 +24,7 @@ wire::Rollout rollout(uint64_t version, int32_t token) {
   r.actor_id = 1;
   r.score = static_cast<float>(token);
   r.group_id = 7;
+  r.uid = 1000 + static_cast<uint64_t>(token);
   return r;
 }
 
@@ -50,13 +51,22 @@ TEST(Replay, RolloutLogIsReadableByH5py) {
   {
     RolloutLog log(dir + "/log.h5", "sentencepiece:abc");  // reopened: appends
     log.append({rollout(3, 30)}, 3);
+    log.mark_trained({1010, 1030}, 4);
     EXPECT_EQ(log.size(), 3);
   }
+  const auto back = read_rollout_log(dir + "/log.h5");
+  ASSERT_EQ(back.rows.size(), 3u);
+  EXPECT_EQ(back.rows[2].uid, 1030u);
+  ASSERT_EQ(back.trained.size(), 2u);
+  EXPECT_EQ(back.trained[1].uid, 1030u);
+  EXPECT_EQ(back.trained[1].version, 4u);
   const std::string py =
       "import h5py\n"
       "f = h5py.File('" + dir + "/log.h5', 'r')\n"
       "po, ro = f['prompt_offsets'][:], f['response_offsets'][:]\n"
-      "assert f.attrs['format_version'] == 1, f.attrs['format_version']\n"
+      "assert f.attrs['format_version'] == 2, f.attrs['format_version']\n"
+      "assert list(f['uid'][:]) == [1010, 1020, 1030]\n"
+      "assert list(f['trained_uid'][:]) == [1010, 1030] and list(f['trained_version'][:]) == [4, 4]\n"
       "assert list(po) == [0, 2, 4, 6], list(po)\n"
       "assert list(f['response_tokens'][ro[2]:ro[3]]) == [30, 31, 2]\n"
       "assert list(f['policy_version'][:]) == [1, 2, 3]\n"

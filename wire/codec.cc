@@ -77,6 +77,7 @@ struct Encoder {
       o.setPrompt(r.prompt);
       o.setResponse(r.response);
       o.setGroupId(r.group_id);
+      o.setUid(r.uid);
     }
   }
   void operator()(const ScoreRequest& m) {
@@ -153,6 +154,7 @@ bool read_rollout(cs::Rollout::Reader o, Rollout& r, std::string& err) {
   r.prompt = o.getPrompt().cStr();
   r.response = o.getResponse().cStr();
   r.group_id = o.getGroupId();
+  r.uid = o.getUid();
   return true;
 }
 

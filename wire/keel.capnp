@@ -54,6 +54,7 @@ struct Rollout {
   prompt @9 :Text;            # prompt text as the actor rendered it
   response @10 :Text;         # decoded response
   groupId @11 :UInt64;        # responses sampled for the same prompt share this id
+  uid @12 :UInt64;            # unique per rollout (actor rank, incarnation, batch, index): audits of what was trained
 }
 
 struct RolloutBatch {

@@ -37,6 +37,7 @@ struct Rollout {
   bool finished = false;
   std::string prompt, response;
   uint64_t group_id = 0;
+  uint64_t uid = 0;  // unique per rollout; see keel.capnp
 };
 
 struct RolloutBatch {
