@@ -8,6 +8,8 @@
 #include "actors/actor.h"
 #include "actors/task_eval.h"
 #include "core/checkpoint.h"
+#include "learner/data_parallel_rollouts.h"
+#include "learner/log_rollout_source.h"
 #include "core/error.h"
 #include "core/tasks.h"
 #include "launch/commands.h"
@@ -139,7 +141,7 @@ void add_learner_network_options(po::options_description& d, LearnerNetworkOptio
 
 // Held-out reward of the policy as it samples (at the actors' temperature, eval_samples draws per
 // prompt), greedy exact-match accuracy per family, and the service's counters.
-std::function<Scalars(Transformer&)> make_task_eval(const LearnerNetworkOptions& o, const Tokenizer& tok, RolloutService& service,
+std::function<Scalars(Transformer&)> make_task_eval(const LearnerNetworkOptions& o, const Tokenizer& tok, RolloutService* service,
                                                     double temperature) {
   std::vector<TaskFamily> fams;
   for (const auto& f : o.eval_families) fams.push_back(parse_task_family(f));
@@ -147,15 +149,16 @@ std::function<Scalars(Transformer&)> make_task_eval(const LearnerNetworkOptions&
   auto held = make_tasks(TaskSplit::kHeldOut, o.eval_per_family, 1, fams);
   const auto t = parse_prompt_template(o.tmpl);
   const int samples = o.eval_samples;
-  return [held, t, samples, temperature, &tok, &service](Transformer& m) {
+  return [held, t, samples, temperature, &tok, service](Transformer& m) {
     auto sampled = evaluate_tasks(m, tok, held, t, 32, 24, temperature, samples, 7);
     auto greedy = evaluate_tasks(m, tok, held, t);
     Scalars s{{"eval/task_reward", sampled.mean_accuracy}, {"eval/greedy_accuracy", greedy.mean_accuracy}};
     for (const auto& [fam, acc] : greedy.accuracy) s["eval/accuracy/" + fam] = acc;
-    const auto rs = service.replay_stats();
+    if (!service) return s;
+    const auto rs = service->replay_stats();
     s["replay/dropped_stale"] = static_cast<double>(rs.dropped_stale);
     s["replay/received"] = static_cast<double>(rs.received);
-    s["wire/rejected"] = static_cast<double>(service.stats().receive.rejected);
+    s["wire/rejected"] = static_cast<double>(service->stats().receive.rejected);
     return s;
   };
 }
@@ -171,10 +174,44 @@ void set_learner_defaults(TrainOptions& train, const std::string& out) {
   train.eval_at_start = true;
 }
 
+// The learner's side of the network. One process: its rollout service. Data-parallel: rank 0 owns
+// the service and the others receive each update's rollouts by broadcast (data_parallel_rollouts.h).
+struct LearnerSide {
+  std::unique_ptr<RolloutService> service;  // rank 0 (or the only rank)
+  std::unique_ptr<BroadcastRolloutSource> broadcast;
+  std::unique_ptr<LeadPublisher> lead_publisher;
+  RolloutSource* source = nullptr;
+  WeightPublisher* publisher = nullptr;
+
+  LearnerSide(const LearnerNetworkOptions& ln, const std::shared_ptr<DataParallel>& dp) {
+    if (!dp || dp->rank() == 0) service = std::make_unique<RolloutService>(ln.net, ln.replay);
+    source = service.get();
+    publisher = service.get();
+    if (dp) {
+      broadcast = std::make_unique<BroadcastRolloutSource>(dp, service.get());
+      lead_publisher = std::make_unique<LeadPublisher>(service.get());
+      source = broadcast.get();
+      publisher = lead_publisher.get();
+    }
+  }
+  // The held-out evaluation, on the rank that owns the service (the loop evaluates there only).
+  std::function<Scalars(Transformer&)> eval(const LearnerNetworkOptions& ln, const Tokenizer& tok, double temperature) {
+    if (!service) return {};
+    return make_task_eval(ln, tok, service.get(), temperature);
+  }
+  void report(const std::string& who, uint64_t version) {
+    if (!service) return;
+    const auto ss = service->stats();
+    std::cerr << who << ": version " << version << ", " << ss.receive.accepted << " messages accepted, " << ss.receive.rejected
+              << " rejected, " << service->replay_stats().dropped_stale << " stale rollouts dropped\n";
+    service->stop();
+  }
+};
+
 }  // namespace
 
 int cmd_ppo(const Args& args) {
-  std::string init, reference, device = "cpu", estimator = "gae", kl_estimator = "k1";
+  std::string init, reference, device = "cpu", estimator = "gae", kl_estimator = "k1", rollouts_from;
   int threads = 0;
   TrainOptions train;
   set_learner_defaults(train, "runs/ppo");
@@ -203,7 +240,9 @@ int cmd_ppo(const Args& args) {
       "kl-estimator", po::value(&kl_estimator)->default_value(kl_estimator), "k1 | k2 | k3 | abs")(
       "whiten-advantages", po::value(&ppo.whiten_advantages)->default_value(ppo.whiten_advantages), "whiten advantages")(
       "estimator", po::value(&estimator)->default_value(estimator), "gae | grpo | rloo")(
-      "group-size", po::value(&ppo.group_size)->default_value(ppo.group_size), "responses per prompt (grpo/rloo)");
+      "group-size", po::value(&ppo.group_size)->default_value(ppo.group_size), "responses per prompt (grpo/rloo)")(
+      "rollouts-from", po::value(&rollouts_from),
+      "train on the rollouts of this rollout log, in order, instead of live actors (no sockets, nothing published)");
   add_learner_network_options(d, ln);
   const auto parsed = parse_options(args, "ppo", "The PPO learner: trains on actors' rollouts, publishes weights.", d);
   if (parsed.help) return 0;
@@ -228,15 +267,25 @@ int cmd_ppo(const Args& args) {
   ref->to(dev);
   ln.net.tokenizer_identity = tok->identity();
   ln.net.run_name = "keel-" + std::to_string(::getpid());
-  RolloutService service(ln.net, ln.replay);
-  auto eval = make_task_eval(ln, *tok, service, ppo.temperature);
-  PpoObjective objective(ppo, policy, ref, service, service, train.grad_accum, train.seed, eval);
+  auto dp = make_data_parallel(dev, train);
+  const int64_t accum = train.grad_accum * (dp ? dp->world() : 1);
+  if (!rollouts_from.empty()) {
+    // Offline: every rank replays the log in the same order; no sockets, nothing published.
+    LogRolloutSource source(rollouts_from);
+    NullPublisher nowhere;
+    const bool lead = !dp || dp->rank() == 0;
+    PpoObjective objective(ppo, policy, ref, source, nowhere, accum, train.seed,
+                           lead ? make_task_eval(ln, *tok, nullptr, ppo.temperature) : std::function<Scalars(Transformer&)>{});
+    TrainLoop loop(train, policy, objective, parsed.resolved, tok_file);
+    loop.set_data_parallel(dp);
+    return loop.run().interrupted ? 3 : 0;
+  }
+  LearnerSide side(ln, dp);
+  PpoObjective objective(ppo, policy, ref, *side.source, *side.publisher, accum, train.seed, side.eval(ln, *tok, ppo.temperature));
   TrainLoop loop(train, policy, objective, parsed.resolved, tok_file);
+  loop.set_data_parallel(dp);
   const auto r = loop.run();
-  const auto ss = service.stats();
-  std::cerr << "ppo: version " << objective.version() << ", " << ss.receive.accepted << " messages accepted, "
-            << ss.receive.rejected << " rejected, " << service.replay_stats().dropped_stale << " stale rollouts dropped\n";
-  service.stop();
+  side.report("ppo", objective.version());
   return r.interrupted ? 3 : 0;
 }
 
@@ -281,7 +330,6 @@ int cmd_dpo_online(const Args& args) {
   install_stop_signal_handlers();
   ln.replay.drop_stale = !ln.keep_stale;
   dpo.loss.type = parse_dpo_loss_type(loss_type);
-  dpo.grad_accum = train.grad_accum;
   train.steps = updates;
   const auto tok_file = model_tokenizer_file(init);
   KEEL_CHECK(!tok_file.empty(), init << " holds no tokenizer");
@@ -293,14 +341,15 @@ int cmd_dpo_online(const Args& args) {
   ln.net.tokenizer_identity = tok->identity();
   ln.net.run_name = "keel-" + std::to_string(::getpid());
   online.tokenizer_identity = tok->identity();
-  RolloutService service(ln.net, ln.replay);
-  auto eval = make_task_eval(ln, *tok, service, temperature);
-  OnlineDpoObjective objective(online, dpo, policy, ref, service, service, dev, eval);
+  auto dp = make_data_parallel(dev, train);
+  dpo.grad_accum = train.grad_accum * (dp ? dp->world() : 1);
+  if (dp && dp->rank() != 0) online.buffer.clear();  // rank 0 alone writes the mined pairs
+  LearnerSide side(ln, dp);
+  OnlineDpoObjective objective(online, dpo, policy, ref, *side.source, *side.publisher, dev, side.eval(ln, *tok, temperature));
   TrainLoop loop(train, policy, objective, parsed.resolved, tok_file);
+  loop.set_data_parallel(dp);
   const auto r = loop.run();
-  std::cerr << "dpo online: version " << objective.version() << ", " << service.stats().receive.rejected
-            << " bad messages, " << service.replay_stats().dropped_stale << " stale rollouts dropped\n";
-  service.stop();
+  side.report("dpo online", objective.version());
   return r.interrupted ? 3 : 0;
 }
 

@@ -48,6 +48,7 @@ DistributedEnv distributed_env_from_environment() {
 struct DataParallel::Impl {
   DistributedEnv env;
   std::chrono::milliseconds timeout;
+  torch::Device device = torch::kCPU;  // where collectives run: NCCL takes CUDA tensors only
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroup> pg;
   int64_t sequence = 0;  // collectives issued by this rank
@@ -92,6 +93,7 @@ DataParallel::DataParallel(const DistributedEnv& env, std::chrono::milliseconds 
   m.env = env;
   m.timeout = timeout;
   c10d::TCPStoreOptions so;
+  m.device = device;
   so.port = static_cast<uint16_t>(env.master_port);
   so.isServer = env.rank == 0;
   so.numWorkers = env.world;
@@ -167,9 +169,25 @@ void DataParallel::allreduce_gradients(Transformer& model) {
 }
 
 torch::Tensor DataParallel::allreduce_sum(torch::Tensor t) {
-  std::vector<at::Tensor> v{t};
+  std::vector<at::Tensor> v{t.to(impl_->device)};
   impl_->run("all-reduce", [&] { return impl_->pg->allreduce(v); });
-  return v[0];
+  t.copy_(v[0].cpu());
+  return t;
+}
+
+std::string DataParallel::broadcast_bytes(const std::string& bytes) {
+  auto size = torch::tensor({static_cast<int64_t>(bytes.size())}, torch::kInt64).to(impl_->device);
+  {
+    std::vector<at::Tensor> v{size};
+    impl_->run("broadcast", [&] { return impl_->pg->broadcast(v); });
+  }
+  const int64_t n = size.cpu().item<int64_t>();
+  auto data = rank() == 0 ? torch::from_blob(const_cast<char*>(bytes.data()), {n}, torch::kUInt8).clone()
+                          : torch::empty({n}, torch::kUInt8);
+  std::vector<at::Tensor> v{data.to(impl_->device)};
+  impl_->run("broadcast", [&] { return impl_->pg->broadcast(v); });
+  data = v[0].cpu().contiguous();
+  return std::string(reinterpret_cast<const char*>(data.data_ptr<uint8_t>()), static_cast<size_t>(n));
 }
 
 void DataParallel::barrier() {

@@ -41,6 +41,8 @@ class DataParallel {
   void allreduce_gradients(Transformer& model);
   // Sums a small float64 CPU tensor over ranks (in place) and returns it.
   torch::Tensor allreduce_sum(torch::Tensor t);
+  // Rank 0's `bytes` on every rank (the other ranks' argument is ignored).
+  std::string broadcast_bytes(const std::string& bytes);
   void barrier();
 
  private:

@@ -149,10 +149,15 @@ void PpoObjective::prepare_update() {
 std::unique_ptr<MicroBatch> PpoObjective::batch(int64_t step, int64_t micro) {
   const int64_t k = step % o_.steps_per_update();
   // A resumed run may start mid-update: it then begins a fresh update.
-  if ((k == 0 && micro == 0) || !u_.tokens.defined()) prepare_update();
+  if ((k == 0 && micro == 0) || !u_.tokens.defined()) {
+    prepare_update();
+    u_.order_epoch = -1;
+  }
   const int64_t epoch = k / o_.minibatches, mb = k % o_.minibatches;
   const int64_t N = o_.rollouts_per_update, mb_size = N / o_.minibatches, micro_size = mb_size / grad_accum_;
-  if ((mb == 0 && micro == 0) || u_.order.empty()) {
+  // Keyed by epoch, not by the first micro-batch: a data-parallel rank other than 0 never sees micro 0.
+  if (u_.order_epoch != epoch) {
+    u_.order_epoch = epoch;
     u_.order.resize(static_cast<size_t>(N));
     for (int64_t i = 0; i < N; ++i) u_.order[static_cast<size_t>(i)] = i;
     std::mt19937_64 rng(seed_ * 1000003ull + version_ * 101ull + static_cast<uint64_t>(epoch));

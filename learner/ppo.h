@@ -97,7 +97,8 @@ class PpoObjective : public Objective {
     torch::Tensor response_mask;                // [N, R]
     torch::Tensor old_logp, old_values, advantages, returns;  // [N, R]
     int64_t prompt_len = 0;                     // responses start at this column
-    std::vector<int64_t> order;                 // row permutation of the current epoch
+    std::vector<int64_t> order;                 // row permutation of the current epoch...
+    int64_t order_epoch = -1;                   // ...which is this one (-1: none yet for this update)
   } u_;
   Scalars update_metrics_;
   double kl_seq_mean_ = 0;

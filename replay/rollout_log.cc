@@ -195,6 +195,10 @@ RolloutLogContents read_rollout_log(const std::string& path) {
     for (hsize_t i = 0; i < n; ++i)
       KEEL_CHECK(poff[i] <= poff[i + 1] && roff[i] <= roff[i + 1], "rollout log " << path << ": offsets decrease at row " << i);
     std::vector<int32_t> ptok(static_cast<size_t>(poff[n])), rtok(static_cast<size_t>(roff[n]));
+    const hid_t lp = ds("logprobs");
+    KEEL_CHECK(extent(lp) >= rtok.size(), "rollout log " << path << ": /logprobs is shorter than /response_tokens");
+    std::vector<float> lps(rtok.size());
+    h5::read_range(lp, H5T_NATIVE_FLOAT, 0, lps.size(), lps.data(), path + " /logprobs");
     h5::read_range(pt, H5T_NATIVE_INT32, 0, ptok.size(), ptok.data(), path + " /prompt_tokens");
     h5::read_range(rt, H5T_NATIVE_INT32, 0, rtok.size(), rtok.data(), path + " /response_tokens");
     std::vector<float> sc(n);
@@ -212,6 +216,7 @@ RolloutLogContents read_rollout_log(const std::string& path) {
       auto& r = out.rows[i];
       r.prompt.assign(ptok.begin() + poff[i], ptok.begin() + poff[i + 1]);
       r.response.assign(rtok.begin() + roff[i], rtok.begin() + roff[i + 1]);
+      r.logprobs.assign(lps.begin() + roff[i], lps.begin() + roff[i + 1]);
       r.score = sc[i];
       r.policy_version = pvv[i];
       r.group_id = gidv[i];

@@ -42,6 +42,7 @@ class RolloutLog {
 // One row of a rollout log, as read back.
 struct LoggedRollout {
   std::vector<int32_t> prompt, response;
+  std::vector<float> logprobs;  // behaviour log-probs, one per response token
   float score = 0;
   uint64_t policy_version = 0, group_id = 0, learner_version = 0, uid = 0;
   uint32_t actor_id = 0;

@@ -1,5 +1,5 @@
 // Data parallelism on c10d/Gloo through the keel binary: 2 ranks with a micro-batch each reach the
-// same parameters as 1 rank accumulating both micro-batches (SFT and DPO), and a collective that
+// same parameters as 1 rank accumulating both micro-batches (SFT, DPO and PPO), and a collective that
 // waits on a killed rank fails within its timeout naming that rank.
 #include <gtest/gtest.h>
 
@@ -70,6 +70,20 @@ TEST(DataParallel, TwoRanksEqualOneRankForDpo) {
                              "dpo --init " + dir + "/init --train " + dir +
                                  "/pairs.h5 --eval-pairs 0 --steps 5 --batch-size 4 --lr 1e-3 --warmup-steps 0 --eval-every 0",
                              29641);
+}
+
+// PPO on the rollouts of a short logged run (`keel ppo --rollouts-from`, the same update batches
+// whatever the number of ranks): 2 ranks each take half of every minibatch.
+TEST(DataParallel, TwoRanksEqualOneRankForPpo) {
+  const std::string dir = setup(), run = test::temp_dir("dp_ppo_log");
+  auto r = test::keel("launch --out " + run + " --init " + dir + "/init --actors 1 --base-port 29661 --ppo-args '--updates 2"
+                      " --rollouts-per-update 16 --eval-per-family 2 --eval-samples 1 --rollout-log " + run +
+                      "/rollouts.h5' --actor-args '--batch-prompts 8 --families sort'");
+  ASSERT_EQ(r.code, 0) << r.output;
+  expect_two_ranks_equal_one("dp_ppo",
+                             "ppo --init " + dir + "/init --rollouts-from " + run + "/rollouts.h5 --updates 2 --rollouts-per-update 16"
+                             " --minibatches 2 --epochs 2 --lr 1e-3 --eval-every 0 --eval-per-family 2 --eval-samples 1",
+                             29671);
 }
 
 TEST(DataParallel, ACollectiveWaitingOnADeadRankFailsNamingIt) {
