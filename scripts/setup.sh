@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev libsentencepiece-dev sentencepiece
   clang libclang-rt-14-dev   # libFuzzer + sanitizers for the fuzz targets (scripts/fuzz.sh)
   iproute2                   # network namespaces of the multi-host test
+  slurm-wlm munge            # the single-node Slurm cluster the Slurm script's test starts
   python3 python3-torch python3-h5py python3-numpy python3-sentencepiece
   fortunes            # the embedded default corpus: /usr/share/games/fortunes
 )
