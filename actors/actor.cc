@@ -11,6 +11,7 @@
 #include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/hash.h"
+#include "wire/heartbeat.h"
 #include "core/jsonl.h"
 #include "core/sft_data.h"
 #include "core/tasks.h"
@@ -143,6 +144,7 @@ ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop) {
   std::shuffle(prompts.begin(), prompts.end(), order_rng);
 
   WeightReceiver weights(o);
+  wire::HeartbeatSender heartbeat(o.rollouts_endpoint, name, std::chrono::milliseconds(1000));
   auto reward = wire::zmq_connect(wire::SocketKind::kDealer, o.reward_endpoint);
   auto push = wire::zmq_connect(wire::SocketKind::kPush, o.rollouts_endpoint);
   wire::ReceiveStats rstats;
@@ -163,6 +165,7 @@ ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop) {
       if (!t.empty()) {
         load_weights(model, t, "weights v" + std::to_string(weights.latest().policy_version), /*allow_new_heads=*/true);
         st.version = weights.latest().policy_version;
+        heartbeat.set_version(st.version);
         ++st.weight_loads;
       }
     }

@@ -133,6 +133,8 @@ void add_learner_network_options(po::options_description& d, LearnerNetworkOptio
       "chunks-endpoint", po::value(&o.net.chunks_endpoint)->default_value(o.net.chunks_endpoint), "bind: weight chunks")(
       "shared-dir", po::value(&o.net.shared_dir)->default_value(o.net.shared_dir), "directory of the weights file same-host actors read ('none': every actor takes the chunks over the network)")(
       "rollout-log", po::value(&o.net.rollout_log), "HDF5 file logging every rollout")(
+      "peer-timeout", po::value(&o.net.peer_timeout_s)->default_value(o.net.peer_timeout_s),
+      "seconds without a message (rollouts or heartbeats) before an actor is reported silent")(
       "eval-per-family", po::value(&o.eval_per_family)->default_value(o.eval_per_family), "held-out tasks per family at eval")(
       "eval-samples", po::value(&o.eval_samples)->default_value(o.eval_samples), "sampled responses per held-out task at eval")(
       "eval-families", po::value(&o.eval_families)->multitoken(), "task families evaluated (default all)")(
@@ -158,7 +160,10 @@ std::function<Scalars(Transformer&)> make_task_eval(const LearnerNetworkOptions&
     const auto rs = service->replay_stats();
     s["replay/dropped_stale"] = static_cast<double>(rs.dropped_stale);
     s["replay/received"] = static_cast<double>(rs.received);
-    s["wire/rejected"] = static_cast<double>(service->stats().receive.rejected);
+    const auto ss = service->stats();
+    s["wire/rejected"] = static_cast<double>(ss.receive.rejected);
+    s["actors/alive"] = static_cast<double>(ss.peers_alive);
+    s["actors/silent"] = static_cast<double>(ss.peers_silent);
     return s;
   };
 }

@@ -101,11 +101,14 @@ void RolloutService::loop() {
   auto& router = *sockets_[2];
   auto last_announce = std::chrono::steady_clock::now() - std::chrono::seconds(10);
   wire::ReceiveStats rs;
+  wire::PeerTracker peers(std::chrono::milliseconds(static_cast<int64_t>(o_.peer_timeout_s * 1000)));
+  auto last_peer_check = std::chrono::steady_clock::now();
   while (!stop_.load()) {
     bool busy = false;
-    // Rollouts.
+    // Rollouts and heartbeats.
     if (auto m = wire::receive(pull, 5, rs)) {
       busy = true;
+      peers.heard(m->sender);
       if (auto* b = std::get_if<wire::RolloutBatch>(&m->body)) {
         if (log_) log_->append(b->rollouts, learner_version_.load());
         for (auto& r : b->rollouts) queue_.push(std::move(r));
@@ -149,9 +152,16 @@ void RolloutService::loop() {
       std::lock_guard<std::mutex> l(mu_);
       ++stats_.announcements;
     }
+    if (std::chrono::steady_clock::now() - last_peer_check > std::chrono::milliseconds(200)) {
+      last_peer_check = std::chrono::steady_clock::now();
+      for (const auto& c : peers.check())
+        std::cerr << "learner: " << c.peer << (c.silent ? " silent for " : " is back after ") << c.seconds << " s\n";
+    }
     {
       std::lock_guard<std::mutex> l(mu_);
       stats_.receive = rs;
+      stats_.peers_alive = peers.alive();
+      stats_.peers_silent = peers.silent();
     }
     (void)busy;
   }

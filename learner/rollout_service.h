@@ -1,6 +1,8 @@
 // The learner's network side. A background thread owns three sockets:
 //   rollouts  PULL, bound: rollout batches from actors -> validated -> the RolloutQueue
-//             (and the HDF5 rollout log when one is given); bad messages are counted and dropped
+//             (and the HDF5 rollout log when one is given); bad messages are counted and dropped;
+//             every message (heartbeats too) marks its sender alive, and an actor silent for
+//             peer_timeout_s is logged and counted (and again when it comes back)
 //   weights   PUB, bound: WeightAnnounce for the newest version, repeated every second so that
 //             actors joining late still hear it
 //   chunks    ROUTER, bound: WeightChunk replies to WeightRequest, for actors on other hosts
@@ -19,6 +21,7 @@
 #include "replay/rollout_log.h"
 #include "replay/rollout_queue.h"
 #include "wire/channel.h"
+#include "wire/heartbeat.h"
 
 namespace keel {
 
@@ -31,6 +34,7 @@ struct RolloutServiceOptions {
   size_t chunk_bytes = 4u << 20;
   std::string rollout_log;              // HDF5 path; "" = no log
   std::string tokenizer_identity;
+  double peer_timeout_s = 10;  // an actor not heard from (rollouts or heartbeats) this long is reported silent
 };
 
 struct RolloutServiceStats {
@@ -38,6 +42,7 @@ struct RolloutServiceStats {
   int64_t batches = 0, chunks_served = 0, announcements = 0;
   uint64_t published_version = 0;
   double publish_seconds = 0;  // last publication: serialise + write + announce
+  int64_t peers_alive = 0, peers_silent = 0;  // actors heard within / beyond peer_timeout_s
 };
 
 class RolloutService : public RolloutSource, public WeightPublisher {

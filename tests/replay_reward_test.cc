@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "replay/rollout_log.h"
+#include "learner/rollout_service.h"
 #include "replay/rollout_queue.h"
 #include "reward/scorer.h"
 #include "reward/service.h"
@@ -151,6 +152,32 @@ TEST(Reward, ServiceBatchesRequestsFromSeveralClients) {
   EXPECT_EQ(stats.items, 4);
   EXPECT_EQ(stats.batches, 1);  // both requests scored together
   EXPECT_EQ(stats.receive.rejected, 1);
+}
+
+}  // namespace
+}  // namespace keel
+
+namespace keel {
+namespace {
+
+// The learner's rollout service hears actors' heartbeats: a peer that stops is reported silent.
+TEST(Replay, RolloutServiceReportsASilentActor) {
+  RolloutServiceOptions o;
+  o.rollouts_endpoint = "inproc://hb-rollouts";
+  o.weights_endpoint = "inproc://hb-weights";
+  o.chunks_endpoint = "inproc://hb-chunks";
+  o.shared_dir = "";
+  o.peer_timeout_s = 1.0;
+  RolloutService service(o, ReplayOptions{});
+  auto steady = std::make_unique<wire::HeartbeatSender>(o.rollouts_endpoint, "actor-0", std::chrono::milliseconds(200));
+  auto dying = std::make_unique<wire::HeartbeatSender>(o.rollouts_endpoint, "actor-1", std::chrono::milliseconds(200));
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  EXPECT_EQ(service.stats().peers_alive, 2);
+  dying.reset();  // actor-1 goes quiet
+  std::this_thread::sleep_for(std::chrono::milliseconds(1800));
+  EXPECT_EQ(service.stats().peers_alive, 1);
+  EXPECT_EQ(service.stats().peers_silent, 1);
+  service.stop();
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "wire/channel.h"
 #include "wire/codec.h"
+#include "wire/heartbeat.h"
 
 namespace keel::wire {
 namespace {
@@ -153,6 +154,36 @@ TEST(Wire, RouterRepliesReachTheRightDealer) {
   ASSERT_TRUE(ra && rb);
   EXPECT_EQ(std::get<ScoreReply>(ra->body).request_id, 1u);
   EXPECT_EQ(std::get<ScoreReply>(rb->body).request_id, 2u);
+}
+
+}  // namespace
+}  // namespace keel::wire
+
+namespace keel::wire {
+namespace {
+
+TEST(Wire, PeerTrackerReportsSilentPeersAndTheirReturn) {
+  using Clock = PeerTracker::Clock;
+  PeerTracker t(std::chrono::milliseconds(1000));
+  const auto t0 = Clock::now();
+  t.heard("actor-0", t0);
+  t.heard("actor-1", t0);
+  EXPECT_TRUE(t.check(t0 + std::chrono::milliseconds(900)).empty());
+  t.heard("actor-0", t0 + std::chrono::milliseconds(900));
+  auto c = t.check(t0 + std::chrono::milliseconds(1500));
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].peer, "actor-1");
+  EXPECT_TRUE(c[0].silent);
+  EXPECT_NEAR(c[0].seconds, 1.5, 1e-6);
+  EXPECT_EQ(t.alive(), 1);
+  EXPECT_EQ(t.silent(), 1);
+  EXPECT_TRUE(t.check(t0 + std::chrono::milliseconds(1600)).empty()) << "reported once";
+  t.heard("actor-0", t0 + std::chrono::milliseconds(1900));
+  t.heard("actor-1", t0 + std::chrono::milliseconds(2000));
+  c = t.check(t0 + std::chrono::milliseconds(2000));
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_FALSE(c[0].silent);
+  EXPECT_EQ(t.silent(), 0);
 }
 
 }  // namespace
