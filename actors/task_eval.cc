@@ -4,6 +4,44 @@
 
 namespace keel {
 
+namespace {
+
+// One response per task (decoded, EOS dropped), draw `draw` of the sampling seeded by `seed`.
+std::vector<std::string> task_responses(Transformer& model, const Tokenizer& tok, const std::vector<TaskExample>& tasks,
+                                        PromptTemplate tmpl, int64_t batch_size, SamplingConfig cfg, uint64_t seed, int draw) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < tasks.size(); i += static_cast<size_t>(batch_size)) {
+    const size_t end = std::min(tasks.size(), i + static_cast<size_t>(batch_size));
+    std::vector<std::vector<int32_t>> prompts;
+    for (size_t j = i; j < end; ++j) prompts.push_back(make_sft_example(render_prompt(tasks[j].prompt, tmpl), "", tok).prompt);
+    cfg.seed = seed + static_cast<uint64_t>(draw) * 1000003ull + i;
+    auto s = sample(model, prompts, cfg, tok.specials().eos, tok.specials().pad);
+    for (size_t j = i; j < end; ++j) out.push_back(tok.decode(s.responses[j - i]));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> sample_wrong_answers(Transformer& model, const Tokenizer& tok, const std::vector<TaskExample>& tasks,
+                                              PromptTemplate tmpl, int samples, double temperature, uint64_t seed,
+                                              int64_t batch_size, int64_t max_new_tokens) {
+  SamplingConfig cfg;
+  cfg.temperature = temperature;
+  cfg.max_new_tokens = max_new_tokens;
+  std::vector<std::string> wrong(tasks.size());
+  for (int d = 0; d < samples; ++d) {
+    const auto responses = task_responses(model, tok, tasks, tmpl, batch_size, cfg, seed, d);
+    for (size_t j = 0; j < tasks.size(); ++j) {
+      std::string r = responses[j];
+      r.erase(0, r.find_first_not_of(" \t\n"));
+      r.erase(r.find_last_not_of(" \t\n") + 1);
+      if (wrong[j].empty() && !r.empty() && !check_task(tasks[j].prompt, r)) wrong[j] = r;
+    }
+  }
+  return wrong;
+}
+
 TaskEvalResult evaluate_tasks(Transformer& model, const Tokenizer& tok, const std::vector<TaskExample>& tasks,
                               PromptTemplate tmpl, int64_t batch_size, int64_t max_new_tokens, double temperature,
                               int samples, uint64_t seed) {
@@ -14,17 +52,11 @@ TaskEvalResult evaluate_tasks(Transformer& model, const Tokenizer& tok, const st
   cfg.max_new_tokens = max_new_tokens;
   const int draws = temperature > 0 ? std::max(1, samples) : 1;
   for (int d = 0; d < draws; ++d) {
-    for (size_t i = 0; i < tasks.size(); i += static_cast<size_t>(batch_size)) {
-      const size_t end = std::min(tasks.size(), i + static_cast<size_t>(batch_size));
-      std::vector<std::vector<int32_t>> prompts;
-      for (size_t j = i; j < end; ++j) prompts.push_back(make_sft_example(render_prompt(tasks[j].prompt, tmpl), "", tok).prompt);
-      cfg.seed = seed + static_cast<uint64_t>(d) * 1000003ull + i;
-      auto s = sample(model, prompts, cfg, tok.specials().eos, tok.specials().pad);
-      for (size_t j = i; j < end; ++j) {
-        const std::string fam = task_family_name(tasks[j].family);
-        r.count[fam]++;
-        correct[fam] += check_task(tasks[j].prompt, tok.decode(s.responses[j - i])) ? 1 : 0;
-      }
+    const auto responses = task_responses(model, tok, tasks, tmpl, batch_size, cfg, seed, d);
+    for (size_t j = 0; j < tasks.size(); ++j) {
+      const std::string fam = task_family_name(tasks[j].family);
+      r.count[fam]++;
+      correct[fam] += check_task(tasks[j].prompt, responses[j]) ? 1 : 0;
     }
   }
   double sum = 0;

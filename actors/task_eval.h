@@ -1,4 +1,5 @@
-// Held-out exact-match accuracy of a model on the built-in task families (greedy decoding).
+// A model on the built-in task families: exact-match accuracy (greedy or sampled), and its own
+// wrong answers (on-policy negatives for preference pairs).
 #pragma once
 
 #include <map>
@@ -23,5 +24,11 @@ struct TaskEvalResult {
 TaskEvalResult evaluate_tasks(Transformer& model, const Tokenizer& tok, const std::vector<TaskExample>& tasks,
                               PromptTemplate tmpl, int64_t batch_size = 32, int64_t max_new_tokens = 24,
                               double temperature = 0.0, int samples = 1, uint64_t seed = 1);
+
+// For each task, the first of `samples` responses drawn at `temperature` that check_task() rejects;
+// "" where every draw was right.
+std::vector<std::string> sample_wrong_answers(Transformer& model, const Tokenizer& tok, const std::vector<TaskExample>& tasks,
+                                              PromptTemplate tmpl, int samples, double temperature, uint64_t seed,
+                                              int64_t batch_size = 32, int64_t max_new_tokens = 24);
 
 }  // namespace keel

@@ -1,4 +1,6 @@
 // Data commands: tokenizer training and encoding, corpus tokenization, task export.
+#include <torch/torch.h>
+
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -6,6 +8,8 @@
 
 #include "core/corpus.h"
 #include "core/error.h"
+#include "actors/task_eval.h"
+#include "core/checkpoint.h"
 #include "core/tasks.h"
 #include "core/tokenizer.h"
 #include "launch/commands.h"
@@ -93,13 +97,22 @@ int cmd_tasks_export(const Args& args) {
   std::string wrong = "mixed";
   uint64_t seed = 1;
   std::vector<std::string> families;
+  std::string model_dir, device = "cpu";
+  int samples = 4, threads = 0;
+  double temperature = 1.0;
   po::options_description d("keel tasks export");
   d.add_options()("split", po::value(&split)->default_value(split), "train | held-out")(
       "per-family", po::value(&per_family)->default_value(per_family), "examples of each family")(
       "families", po::value(&families)->multitoken(), "families (default all): arithmetic reverse sort count")(
       "seed", po::value(&seed)->default_value(seed), "generation seed")(
       "pairs", po::bool_switch(&pairs), "write preference pairs {prompt, chosen, rejected, family}: the right answer against a wrong one")(
-      "wrong", po::value(&wrong)->default_value(wrong), "--pairs: wrong answers that are near misses (near), random answers of the same shape (random), or either (mixed)")(
+      "wrong", po::value(&wrong)->default_value(wrong),
+      "--pairs: wrong answers that are near misses (near), random answers of the same shape (random), either (mixed), "
+      "or the --model's own wrong answers (sampled; a near miss where all its samples were right)")(
+      "model", po::value(&model_dir), "--wrong sampled: the model whose answers are sampled (an SFT model directory)")(
+      "samples", po::value(&samples)->default_value(samples), "--wrong sampled: draws per prompt")(
+      "temperature", po::value(&temperature)->default_value(temperature), "--wrong sampled: sampling temperature")(
+      "threads", po::value(&threads)->default_value(threads), "--wrong sampled: LibTorch threads (0 = all cores)")(
       "out", po::value(&out)->required(), "output JSONL ({prompt, response, family})");
   if (parse_options(args, "tasks export", "Writes built-in tasks as SFT JSONL.", d).help) return 0;
   KEEL_CHECK(split == "train" || split == "held-out", "--split must be train or held-out");
@@ -110,11 +123,26 @@ int cmd_tasks_export(const Args& args) {
   std::ofstream f(out);
   KEEL_CHECK(f, "cannot write " << out);
   uint64_t i = 0;
-  const auto kind = parse_wrong_answer_kind(wrong);
+  const bool sampled = wrong == "sampled";
+  const auto kind = sampled ? WrongAnswerKind::kNear : parse_wrong_answer_kind(wrong);
+  std::vector<std::string> own;
+  if (pairs && sampled) {
+    KEEL_CHECK(!model_dir.empty(), "--wrong sampled needs --model");
+    KEEL_CHECK(samples >= 1 && temperature > 0, "--wrong sampled needs --samples >= 1 and --temperature > 0");
+    apply_runtime(threads, device);
+    auto tok = load_tokenizer(model_tokenizer_file(model_dir));
+    auto model = load_model(model_dir);
+    model->eval();
+    torch::NoGradGuard ng;
+    own = sample_wrong_answers(model, *tok, tasks, PromptTemplate::kChat, samples, temperature, seed);
+    const auto found = std::count_if(own.begin(), own.end(), [](const std::string& s) { return !s.empty(); });
+    std::cout << found << " of " << tasks.size() << " prompts got a sampled wrong answer; the rest a near miss\n";
+  }
   for (const auto& t : tasks) {
+    std::string rejected = sampled && !own[i].empty() ? own[i] : wrong_answer(t.prompt, seed * 7919 + i, kind);
+    ++i;
     if (pairs)
-      f << nlohmann::json{{"prompt", t.prompt}, {"chosen", t.answer}, {"rejected", wrong_answer(t.prompt, seed * 7919 + i++, kind)},
-                          {"family", task_family_name(t.family)}}.dump()
+      f << nlohmann::json{{"prompt", t.prompt}, {"chosen", t.answer}, {"rejected", rejected}, {"family", task_family_name(t.family)}}.dump()
         << "\n";
     else
       f << nlohmann::json{{"prompt", t.prompt}, {"response", t.answer}, {"family", task_family_name(t.family)}}.dump() << "\n";

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/tasks.h"
 #include "replay/preference_buffer.h"
 #include "replay/rollout_log.h"
 #include "tests/ppo_support.h"
@@ -104,6 +105,34 @@ TEST(Learning, PretrainBeatsUnigramAndSftLearnsTheTasks) {
   }
 }
 
+
+// On-policy negatives: `keel tasks export --pairs --wrong sampled` takes the SFT model's own wrong
+// answers as the rejected side (a near miss where all its draws were right).
+TEST(Learning, TaskPairsWithTheModelsOwnWrongAnswers) {
+  const std::string sft = test::temp_path("learning") + "/sft/model";
+  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors")) << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  const std::string dir = test::temp_dir("sampled_pairs");
+  auto r = test::keel("tasks export --pairs --wrong sampled --model " + sft + " --samples 2 --split train --per-family 25 --out " + dir +
+                      "/pairs.jsonl");
+  ASSERT_EQ(r.code, 0) << r.output;
+  int found = -1, total = -1;
+  const auto at = r.output.find(" prompts got a sampled wrong answer");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  std::istringstream(r.output.substr(r.output.rfind('\n', at) + 1)) >> found;
+  std::istringstream(r.output.substr(r.output.find(" of ", r.output.rfind('\n', at) + 1) + 4)) >> total;
+  EXPECT_EQ(total, 100);
+  EXPECT_GE(found, 10) << "the SFT model errs on more than a tenth of the prompts when sampling";
+  std::ifstream f(dir + "/pairs.jsonl");
+  std::string line;
+  int rows = 0;
+  while (std::getline(f, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_TRUE(check_task(j["prompt"], j["chosen"])) << line;
+    EXPECT_FALSE(check_task(j["prompt"], j["rejected"])) << line;
+    ++rows;
+  }
+  EXPECT_EQ(rows, 100);
+}
 
 // Preference learning on the built-in tasks (the right answer against a wrong one), from the SFT
 // model above: a reward model reaches 90% held-out pairwise accuracy (random wrong answers;
