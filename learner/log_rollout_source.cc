@@ -12,20 +12,7 @@ std::vector<wire::Rollout> LogRolloutSource::next(size_t n, uint64_t /*version*/
   KEEL_CHECK(cursor_ + n <= rows_.size(), "rollout log " << path_ << " holds " << rows_.size() << " rollouts; "
                                                         << cursor_ + n << " are needed (fewer --updates?)");
   std::vector<wire::Rollout> out;
-  for (size_t i = cursor_; i < cursor_ + n; ++i) {
-    const auto& l = rows_[i];
-    wire::Rollout r;
-    r.prompt_tokens = l.prompt;
-    r.response_tokens = l.response;
-    r.logprobs = l.logprobs;
-    r.policy_version = l.policy_version;
-    r.actor_id = l.actor_id;
-    r.score = l.score;
-    r.finished = l.finished;
-    r.group_id = l.group_id;
-    r.uid = l.uid;
-    out.push_back(std::move(r));
-  }
+  for (size_t i = cursor_; i < cursor_ + n; ++i) out.push_back(to_wire(rows_[i]));
   cursor_ += n;
   return out;
 }

@@ -37,16 +37,7 @@ void OnlineDpoObjective::gather(int64_t step) {
   while (static_cast<int64_t>(pairs_.size()) < o_.pairs_per_step) {
     // Ask for whole groups; a group's rollouts arrive together from one actor batch.
     const int64_t need = (o_.pairs_per_step - static_cast<int64_t>(pairs_.size())) * o_.group_size;
-    for (auto& r : source_.next(static_cast<size_t>(need), version_)) {
-      LoggedRollout l;
-      l.prompt = std::move(r.prompt_tokens);
-      l.response = std::move(r.response_tokens);
-      l.score = r.score;
-      l.policy_version = r.policy_version;
-      l.group_id = r.group_id;
-      l.finished = r.finished;
-      pending.push_back(std::move(l));
-    }
+    for (auto& r : source_.next(static_cast<size_t>(need), version_)) pending.push_back(to_logged(std::move(r)));
     rollouts += need;
     MineOptions mo;
     mo.margin = o_.margin;

@@ -165,6 +165,34 @@ void RolloutLog::mark_trained(const std::vector<uint64_t>& uids, uint64_t versio
 
 int64_t RolloutLog::size() const { return impl_->rows; }
 
+LoggedRollout to_logged(wire::Rollout r) {
+  LoggedRollout l;
+  l.prompt = std::move(r.prompt_tokens);
+  l.response = std::move(r.response_tokens);
+  l.logprobs = std::move(r.logprobs);
+  l.score = r.score;
+  l.policy_version = r.policy_version;
+  l.group_id = r.group_id;
+  l.uid = r.uid;
+  l.actor_id = r.actor_id;
+  l.finished = r.finished;
+  return l;
+}
+
+wire::Rollout to_wire(const LoggedRollout& l) {
+  wire::Rollout r;
+  r.prompt_tokens = l.prompt;
+  r.response_tokens = l.response;
+  r.logprobs = l.logprobs;
+  r.policy_version = l.policy_version;
+  r.actor_id = l.actor_id;
+  r.score = l.score;
+  r.finished = l.finished;
+  r.group_id = l.group_id;
+  r.uid = l.uid;
+  return r;
+}
+
 RolloutLogContents read_rollout_log(const std::string& path) {
   h5::quiet();
   KEEL_CHECK(std::filesystem::exists(path), "rollout log " << path << " does not exist");

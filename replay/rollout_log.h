@@ -49,6 +49,10 @@ struct LoggedRollout {
   bool finished = false;
 };
 
+// A rollout as the log keeps it, and back (the prompt and response texts are not logged).
+LoggedRollout to_logged(wire::Rollout r);
+wire::Rollout to_wire(const LoggedRollout& l);
+
 struct RolloutLogContents {
   std::string tokenizer;
   std::vector<LoggedRollout> rows;
