@@ -2,14 +2,17 @@
 // cluster of its own on loopback (munged, slurmctld, slurmd from Debian's slurm-wlm and munge, with
 // a configuration in a temporary directory), submits the script with sbatch --wait, and checks the
 // run: two data-parallel learner ranks rendezvoused from Slurm's variables, actors and the reward
-// service ran as job steps, and the learner published every version. Skipped, saying so, only where
+// service ran as job steps, a learner rank killed mid-run made the script restart the group from
+// its last checkpoint, and the learner published every version once. Skipped, saying so, only where
 // the Slurm daemons are not installed or cannot run (not root).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "tests/ppo_support.h"
@@ -17,6 +20,15 @@
 
 namespace keel {
 namespace {
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream is(text);
+  std::string line;
+  while (std::getline(is, line))
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
 
 class SlurmCluster {
  public:
@@ -84,18 +96,35 @@ TEST(Slurm, PpoScriptRunsOnASingleNodeCluster) {
   r = test::keel("model init --tokenizer " + dir + "/tok.model --d-model 64 --n-layer 2 --n-head 2 --out " + dir + "/init");
   ASSERT_EQ(r.code, 0) << r.output;
   const std::string run = dir + "/run";
+  // Mid-run, learner rank 1 is killed: the group fails (rank 0 within its collective timeout) and
+  // the script starts it again, resuming from the last checkpoint.
+  std::atomic<bool> done{false}, killed{false};
+  std::thread killer([&] {
+    while (!done.load() && !killed.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      if (test::read_ppo_run(run + "/learner/metrics.jsonl").version.size() < 2) continue;
+      for (const auto& pid : split_lines(test::run("pgrep -f -- '[-]-rollouts-endpoint tcp://127.0.0.1:26955'").output))
+        if (test::read_text("/proc/" + pid + "/environ").find(std::string("SLURM_PROCID=1") + '\0') != std::string::npos)
+          killed = test::run("kill -9 " + pid).code == 0;
+    }
+  });
   r = test::run(cluster.env() + "KEEL_INIT=" + dir + "/init KEEL_BIN=" + test::keel_bin() + " KEEL_OUT=" + run +
                 " KEEL_LEARNER_RANKS=2 KEEL_BASE_PORT=26955 KEEL_MASTER_PORT=26990"
-                " KEEL_PPO_ARGS='--updates 3 --rollouts-per-update 16 --eval-per-family 2 --eval-samples 1 --collective-timeout 120'"
+                " KEEL_PPO_ARGS='--updates 8 --rollouts-per-update 16 --eval-per-family 2 --eval-samples 1 --collective-timeout 20'"
                 " KEEL_ACTOR_ARGS='--batch-prompts 8 --families sort' timeout 600 sbatch --wait --export=ALL --nodes=1"
                 " --ntasks-per-node=2 --output=" + dir + "/job.out " + test::source_dir() + "/launch/slurm/keel_ppo.sbatch");
+  done = true;
+  killer.join();
   const std::string job = test::read_text(dir + "/job.out");
   ASSERT_EQ(r.code, 0) << r.output << job;
   EXPECT_NE(job.find("learner exited with 0"), std::string::npos) << job;
+  ASSERT_TRUE(killed.load()) << "learner rank 1 was never found to kill";
+  EXPECT_NE(job.find("restart 1 from its last checkpoint"), std::string::npos) << job;
+  EXPECT_NE(test::read_text(run + "/logs/learner-0.log").find("resumed from"), std::string::npos);
   EXPECT_NE(test::read_text(run + "/logs/learner-0.log").find("data parallel: rank 0 of 2"), std::string::npos);
   EXPECT_NE(test::read_text(run + "/logs/learner-1.log").find("data parallel: rank 1 of 2"), std::string::npos);
   const auto ppo = test::read_ppo_run(run + "/learner/metrics.jsonl");
-  ASSERT_EQ(ppo.version.size(), 3u) << job;
+  ASSERT_EQ(ppo.version.size(), 8u) << job;
   for (size_t i = 0; i < ppo.version.size(); ++i) EXPECT_EQ(ppo.version[i], static_cast<double>(i + 1));
   EXPECT_TRUE(std::filesystem::exists(run + "/learner/model/model.safetensors"));
 }
