@@ -3,6 +3,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
 #if defined(KEEL_USE_CUDA) && defined(USE_C10D_NCCL)
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -16,6 +17,14 @@
 namespace keel {
 
 namespace {
+// LibTorch 2 split the process group from its backends: ProcessGroupGloo and ProcessGroupNCCL are
+// c10d::Backend there, c10d::ProcessGroup before. Both offer the collectives used here.
+#if TORCH_VERSION_MAJOR >= 2
+using CollectiveGroup = c10d::Backend;
+#else
+using CollectiveGroup = c10d::ProcessGroup;
+#endif
+
 const char* env(const char* name) {
   const char* v = std::getenv(name);
   return v && *v ? v : nullptr;
@@ -50,7 +59,7 @@ struct DataParallel::Impl {
   std::chrono::milliseconds timeout;
   torch::Device device = torch::kCPU;  // where collectives run: NCCL takes CUDA tensors only
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+  c10::intrusive_ptr<CollectiveGroup> pg;
   int64_t sequence = 0;  // collectives issued by this rank
 
   // Runs one collective; on failure names the ranks that never reached it.
