@@ -4,6 +4,8 @@
 //   keel_bench generate [d L B N]     KV-cached sampling of N new tokens for B prompts: tokens/s
 //   keel_bench weights  [d L]         publish a policy version and load it into 2 actor models, vs memcpy
 //   keel_bench transport [R T]        R rollouts of T tokens: encode, send, receive, decode over loopback TCP
+//   keel_bench stream PATH [B K]      one shuffled epoch (blocks of K pairs) of a preference buffer in batches of B pairs:
+//                                     pairs/s, tokens/s, peak RSS (bench/stream_larger_than_ram.sh)
 // bench/reference_bench.py measures the same in Python PyTorch eager; bench/run.sh compares.
 #include <sys/resource.h>
 #include <unistd.h>
@@ -20,6 +22,7 @@
 #include "core/checkpoint.h"
 #include "core/safetensors.h"
 #include "learner/rollout_service.h"
+#include "replay/preference_stream.h"
 #include "wire/channel.h"
 #include "core/threads.h"
 #include "core/transformer.h"
@@ -177,6 +180,27 @@ void transport(int64_t R, int64_t T) {
 
 }  // namespace
 
+void stream(const std::string& path, int64_t batch, int64_t block) {
+  auto reader = std::make_shared<const keel::PreferenceReader>(path);
+  keel::PreferenceStreamOptions o;
+  o.batch_pairs = batch;
+  if (block > 0) o.block_pairs = block;
+  keel::PreferenceStream s(reader, o);
+  const int64_t batches = s.pairs() / batch;
+  int64_t tokens = 0, pairs = 0;
+  auto t = Clock::now();
+  for (int64_t k = 0; k < batches; ++k)
+    for (const auto& p : s.batch(k)) {
+      tokens += static_cast<int64_t>(p.prompt.size() + p.chosen.size() + p.rejected.size());
+      ++pairs;
+    }
+  const double sec = seconds_since(t);
+  std::printf("{\"bench\": \"stream\", \"impl\": \"keel\", \"pairs\": %lld, \"tokens\": %lld, \"seconds\": %.2f, "
+              "\"pairs_per_s\": %.0f, \"tokens_per_s\": %.0f, \"token_bytes\": %lld, \"block_pairs\": %lld, \"peak_rss_mb\": %.0f}\n",
+              (long long)pairs, (long long)tokens, sec, pairs / sec, tokens / sec, (long long)tokens * 4, (long long)o.block_pairs,
+              max_rss_mb());
+}
+
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "train";
   const int threads = std::getenv("KEEL_BENCH_THREADS") ? std::atoi(std::getenv("KEEL_BENCH_THREADS")) : 0;
@@ -187,8 +211,9 @@ int main(int argc, char** argv) {
   else if (mode == "generate") generate(arg(argc, argv, 2, 256), arg(argc, argv, 3, 4), arg(argc, argv, 4, 8), arg(argc, argv, 5, 128));
   else if (mode == "weights") weights(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8));
   else if (mode == "transport") transport(arg(argc, argv, 2, 64), arg(argc, argv, 3, 256));
+  else if (mode == "stream" && argc > 2) stream(argv[2], arg(argc, argv, 3, 64), arg(argc, argv, 4, 0));
   else {
-    std::fprintf(stderr, "usage: keel_bench sgemm | train [d L T B V] | generate [d L B N] | weights [d L] | transport [R T]\n");
+    std::fprintf(stderr, "usage: keel_bench sgemm | train [d L T B V] | generate [d L B N] | weights [d L] | transport [R T] | stream PATH [B K]\n");
     return 2;
   }
   return 0;
