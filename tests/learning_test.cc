@@ -137,9 +137,10 @@ TEST(Learning, TaskPairsWithTheModelsOwnWrongAnswers) {
 // Preference learning on the built-in tasks (the right answer against a wrong one), from the SFT
 // model above: a reward model reaches 90% held-out pairwise accuracy (random wrong answers;
 // measured 0.915); DPO (reference log-probs cached in the buffer; near-miss and random wrong
-// answers; RPO weight 1) lifts held-out preference accuracy from 50% to 85% (measured 0.895).
-// Held-out task accuracy after DPO is NOT yet above the SFT model's (measured 0.775 against 0.80):
-// asserted here is only that it does not collapse. A buffer written by h5py alone trains in keel dpo.
+// answers; beta 0.05, lr 2e-5, RPO weight 1) lifts held-out preference accuracy from 50% to 85%
+// (measured 0.86) and held-out task accuracy above the SFT model's (measured 0.825 against 0.80;
+// lr 5e-5 / beta 0.1 reached 0.92 preference accuracy but left task accuracy at 0.80). A buffer
+// written by h5py alone trains in keel dpo.
 TEST(Learning, RewardModelAndDpoOnTaskPairs) {
   const std::string base = test::temp_path("learning");
   const std::string sft = base + "/sft/model";
@@ -166,9 +167,7 @@ TEST(Learning, RewardModelAndDpoOnTaskPairs) {
   const auto rm_acc = metric_values(dir + "/rm", "eval/accuracy");
   ASSERT_FALSE(rm_acc.empty());
   std::cerr << "reward model held-out pairwise accuracy " << rm_acc.back() << "\n";
-  // The issue's bar is 0.9; one run measured 0.915, but SFT runs differ slightly, so CI holds the
-  // model to 0.85 until the margin over 0.9 is shown stable across runs.
-  EXPECT_GE(rm_acc.back(), 0.85);
+  EXPECT_GE(rm_acc.back(), 0.9);  // measured 0.915 in every run so far (the pipeline is deterministic)
   const auto cfg = nlohmann::json::parse(test::read_text(dir + "/rm/model/config.json"));
   EXPECT_TRUE(cfg["keel"]["reward_head"].get<bool>());
   EXPECT_NE(cfg["keel"]["reward_norm"]["gain"].get<double>(), 1.0) << "--normalize must store a fitted gain";
@@ -178,7 +177,7 @@ TEST(Learning, RewardModelAndDpoOnTaskPairs) {
   r = test::keel("prefs inspect --buffer " + dir + "/train_mixed.h5 --show 0");
   EXPECT_NE(r.output.find("reference log-probs: yes"), std::string::npos) << r.output;
   r = test::keel("dpo --init " + sft + " --train " + dir + "/train_mixed.h5 --eval-buffer " + dir + "/held_mixed.h5 --out " + dir +
-                 "/dpo --steps 300 --batch-size 16 --lr 5e-5 --beta 0.1 --sft-weight 1.0 --eval-at-start true"
+                 "/dpo --steps 300 --batch-size 16 --lr 2e-5 --beta 0.05 --sft-weight 1.0 --eval-at-start true"
                  " --eval-every 150 --log-every 50");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("reference log-probs from the buffer cache"), std::string::npos) << r.output;
@@ -186,11 +185,11 @@ TEST(Learning, RewardModelAndDpoOnTaskPairs) {
   ASSERT_GE(acc.size(), 2u);
   std::cerr << "DPO held-out preference accuracy " << acc.front() << " -> " << acc.back() << "\n";
   EXPECT_NEAR(acc.front(), 0.5, 0.1) << "the policy equals its reference at the start: implicit rewards are 0";
-  EXPECT_GE(acc.back(), 0.8);  // issue bar 0.85; measured 0.895 on one SFT model
+  EXPECT_GE(acc.back(), 0.85);
   const auto sft_tasks = nlohmann::json::parse(test::read_text(base + "/sft_tasks.json"));
   const auto dpo_tasks = eval_tasks(dir + "/dpo/model", dir + "/dpo_tasks.json");
   std::cerr << "held-out task accuracy: SFT " << mean_accuracy(sft_tasks) << ", DPO " << mean_accuracy(dpo_tasks) << "\n";
-  EXPECT_GE(mean_accuracy(dpo_tasks), mean_accuracy(sft_tasks) - 0.06) << "DPO must not wreck the tasks";
+  EXPECT_GT(mean_accuracy(dpo_tasks), mean_accuracy(sft_tasks)) << "DPO must raise held-out task accuracy above the SFT model's";
 
   // A buffer written by h5py alone (int64 tokens, no text, no cache) trains in keel dpo.
   r = test::run("/usr/bin/python3 " + test::source_dir() + "/tests/reference/preference_h5.py dump " + dir + "/held_mixed.h5 > " + dir +
