@@ -3,6 +3,7 @@
 // starts from real messages and files rather than from nothing.
 #pragma once
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -18,5 +19,19 @@ inline void write_seed(const std::string& name, const std::string& bytes) {
 }
 
 inline const char* seed_dir() { return std::getenv("KEEL_FUZZ_SEEDS"); }
+
+}  // namespace keel::fuzz
+
+// The targets' assertion: a broken invariant prints what broke and aborts, which libFuzzer reports
+// as a crash with the input that caused it (crashes and sanitizer reports fail the run as well).
+#define FUZZ_ASSERT(cond, what)                                           \
+  do {                                                                    \
+    if (!(cond)) {                                                        \
+      std::fprintf(stderr, "fuzz assertion failed: %s (%s)\n", what, #cond); \
+      std::abort();                                                       \
+    }                                                                     \
+  } while (0)
+
+namespace keel::fuzz {
 
 }  // namespace keel::fuzz

@@ -31,11 +31,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   DecodeLimits limits;
   limits.max_bytes = 1 << 20;
   const auto d = decode(data, size, limits);
-  if (d.message.has_value() == !d.error.empty()) std::abort();  // exactly one of message and error
+  FUZZ_ASSERT(d.message.has_value() != !d.error.empty(), "decode gives exactly one of a message and an error");
   if (d.message) {
     const auto again = encode(*d.message);
     const auto d2 = decode(again.data(), again.size());
-    if (!d2.message || d2.message->body.index() != d.message->body.index()) std::abort();
+    FUZZ_ASSERT(d2.message && d2.message->body.index() == d.message->body.index(), "a decoded message re-encodes to the same kind");
   }
   return 0;
 }
