@@ -8,6 +8,7 @@
 #include "actors/actor.h"
 #include "actors/task_eval.h"
 #include "core/checkpoint.h"
+#include "learner/critic.h"
 #include "learner/data_parallel_rollouts.h"
 #include "learner/log_rollout_source.h"
 #include "core/error.h"
@@ -217,6 +218,8 @@ struct LearnerSide {
 
 int cmd_ppo(const Args& args) {
   std::string init, reference, device = "cpu", estimator = "gae", kl_estimator = "k1", rollouts_from;
+  std::string critic_kind = "head", critic_init;
+  double critic_lr = 0;
   int threads = 0;
   TrainOptions train;
   set_learner_defaults(train, "runs/ppo");
@@ -245,6 +248,12 @@ int cmd_ppo(const Args& args) {
       "kl-estimator", po::value(&kl_estimator)->default_value(kl_estimator), "k1 | k2 | k3 | abs")(
       "whiten-advantages", po::value(&ppo.whiten_advantages)->default_value(ppo.whiten_advantages), "whiten advantages")(
       "estimator", po::value(&estimator)->default_value(estimator), "gae | grpo | rloo")(
+      "critic", po::value(&critic_kind)->default_value(critic_kind),
+      "GAE's value model: head (a value head on the policy) | separate (its own model, see --critic-init)")(
+      "critic-init", po::value(&critic_init),
+      "model directory the separate critic starts from (default: --init); a reward model's score head "
+      "becomes the critic's initial value head")(
+      "critic-lr", po::value(&critic_lr)->default_value(critic_lr), "the separate critic's peak learning rate (0 = --lr)")(
       "group-size", po::value(&ppo.group_size)->default_value(ppo.group_size), "responses per prompt (grpo/rloo)")(
       "rollouts-from", po::value(&rollouts_from),
       "train on the rollouts of this rollout log, in order, instead of live actors (no sockets, nothing published)");
@@ -263,13 +272,21 @@ int cmd_ppo(const Args& args) {
   const auto tok_file = model_tokenizer_file(init);
   KEEL_CHECK(!tok_file.empty(), init << " holds no tokenizer");
   auto tok = load_tokenizer(tok_file);
+  KEEL_CHECK(critic_kind == "head" || critic_kind == "separate", "--critic must be head or separate, not '" << critic_kind << "'");
+  const bool separate_critic = ppo.estimator == AdvantageEstimator::kGae && critic_kind == "separate";
+  KEEL_CHECK(critic_init.empty() || separate_critic, "--critic-init needs --critic separate (and the gae estimator)");
   auto config = load_model_config(init);
-  config.value_head = ppo.estimator == AdvantageEstimator::kGae;
+  config.value_head = ppo.estimator == AdvantageEstimator::kGae && !separate_critic;
   Transformer policy(config);
   load_weights(policy, load_safetensors(init + "/model.safetensors"), init, /*allow_new_heads=*/true);
   auto ref = load_model(reference.empty() ? init : reference, true);
   policy->to(dev);
   ref->to(dev);
+  Transformer critic{nullptr};
+  if (separate_critic) {
+    critic = load_critic(critic_init.empty() ? init : critic_init, config, tok->identity());
+    critic->to(dev);
+  }
   ln.net.tokenizer_identity = tok->identity();
   ln.net.run_name = "keel-" + std::to_string(::getpid());
   auto dp = make_data_parallel(dev, train);
@@ -281,12 +298,14 @@ int cmd_ppo(const Args& args) {
     const bool lead = !dp || dp->rank() == 0;
     PpoObjective objective(ppo, policy, ref, source, nowhere, accum, train.seed,
                            lead ? make_task_eval(ln, *tok, nullptr, ppo.temperature) : std::function<Scalars(Transformer&)>{});
+    if (critic) objective.use_critic(critic, critic_lr > 0 ? critic_lr / train.lr : 1.0);
     TrainLoop loop(train, policy, objective, parsed.resolved, tok_file);
     loop.set_data_parallel(dp);
     return loop.run().interrupted ? 3 : 0;
   }
   LearnerSide side(ln, dp);
   PpoObjective objective(ppo, policy, ref, *side.source, *side.publisher, accum, train.seed, side.eval(ln, *tok, ppo.temperature));
+  if (critic) objective.use_critic(critic, critic_lr > 0 ? critic_lr / train.lr : 1.0);
   TrainLoop loop(train, policy, objective, parsed.resolved, tok_file);
   loop.set_data_parallel(dp);
   const auto r = loop.run();

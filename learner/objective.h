@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/metrics.h"
 #include "core/transformer.h"
@@ -17,6 +18,15 @@ struct MicroBatch {
   virtual ~MicroBatch() = default;
   int64_t units = 0;   // what the loss is averaged over (e.g. target tokens); summed over the step
   int64_t tokens = 0;  // input tokens processed, for throughput
+};
+
+// A model trained beside the policy (PPO's separate critic). The loop gives it its own AdamW
+// parameter groups (learning rate = the schedule's times lr_scale), its own gradient clipping,
+// data-parallel reduction, and a model directory <name>/ in every checkpoint and in the run's output.
+struct Companion {
+  std::string name;
+  Transformer model;
+  double lr_scale = 1.0;
 };
 
 struct LossResult {
@@ -31,6 +41,8 @@ class Objective {
   // a resumed run sees the same data as an uninterrupted one.
   virtual std::unique_ptr<MicroBatch> batch(int64_t step, int64_t micro) = 0;
   virtual LossResult loss(Transformer& model, const MicroBatch& batch) = 0;
+  // Models the loss also trains (their gradients come from the same backward pass).
+  virtual std::vector<Companion> companions() const { return {}; }
   // Held-out metrics ("eval/loss", ...). Called in eval mode without gradients.
   virtual Scalars evaluate(Transformer& model) = 0;
 

@@ -47,15 +47,36 @@ PpoObjective::PpoObjective(PpoOptions o, Transformer policy, Transformer referen
     : o_(o), policy_(std::move(policy)), reference_(std::move(reference)), source_(source), publisher_(publisher),
       grad_accum_(grad_accum), seed_(seed), eval_(std::move(eval)), kl_(o.kl, o.kl.target > 0) {
   o_.validate();
-  KEEL_CHECK(o_.estimator != AdvantageEstimator::kGae || policy_->config().value_head,
-             "PPO with GAE needs a value head on the policy (config keel.value_head)");
   KEEL_CHECK((o_.rollouts_per_update / o_.minibatches) % grad_accum_ == 0,
              "minibatch size " << o_.rollouts_per_update / o_.minibatches << " is not divisible by grad-accum " << grad_accum_);
   reference_->eval();
   for (auto& p : reference_->parameters()) p.set_requires_grad(false);
 }
 
+void PpoObjective::use_critic(Transformer critic, double lr_scale) {
+  KEEL_CHECK(o_.estimator == AdvantageEstimator::kGae, "a critic is only used by the GAE estimator");
+  KEEL_CHECK(critic->config().value_head, "the critic model needs a value head");
+  KEEL_CHECK(lr_scale > 0, "the critic's learning-rate scale must be positive");
+  critic_ = std::move(critic);
+  critic_lr_scale_ = lr_scale;
+}
+
+std::vector<Companion> PpoObjective::companions() const {
+  if (!critic_) return {};
+  return {Companion{"critic", critic_, critic_lr_scale_}};
+}
+
+// The value model's estimates [B, R] for the response tokens of `in` (values at position t score
+// the state before token t+1, like the log-probs).
+static torch::Tensor response_values(Transformer& m, const ForwardInputs& in, int64_t prompt_len, int64_t R,
+                                     const torch::Tensor* policy_hidden) {
+  auto h = policy_hidden ? *policy_hidden : m->hidden(in);
+  return m->value(h.narrow(1, prompt_len - 1, R)).to(torch::kFloat32);
+}
+
 void PpoObjective::prepare_update() {
+  KEEL_CHECK(o_.estimator != AdvantageEstimator::kGae || critic_ || policy_->config().value_head,
+             "PPO with GAE needs a value head on the policy (config keel.value_head) or a separate critic");
   if (!published_initial_) {
     publisher_.publish(version_, policy_);
     published_initial_ = true;
@@ -111,8 +132,13 @@ void PpoObjective::prepare_update() {
     auto hr = reference_->hidden(in);
     ref_parts.push_back(token_logprobs(response_logits(reference_, hr, P, R), targets.narrow(0, b, n), o_.temperature));
     if (o_.estimator == AdvantageEstimator::kGae) {
-      auto hp = policy_->hidden(in);
-      value_parts.push_back(policy_->value(hp.narrow(1, P - 1, R)).to(torch::kFloat32));
+      if (critic_) {
+        critic_->eval();
+        value_parts.push_back(response_values(critic_, in, P, R, nullptr));
+        critic_->train();
+      } else {
+        value_parts.push_back(response_values(policy_, in, P, R, nullptr));
+      }
     }
   }
   if (was_training) policy_->train();
@@ -199,7 +225,8 @@ LossResult PpoObjective::loss(Transformer& model, const MicroBatch& mb) {
     r.metrics["ppo/entropy"] = (entropy_from_logits(logits, o_.temperature) * b.response_mask).sum().item<double>();
   }
   if (o_.estimator == AdvantageEstimator::kGae) {
-    auto values = model->value(h.narrow(1, b.prompt_len - 1, R)).to(torch::kFloat32);
+    ForwardInputs in{b.ids, b.positions, b.key_mask, {}};
+    auto values = critic_ ? response_values(critic_, in, b.prompt_len, R, nullptr) : response_values(model, in, b.prompt_len, R, &h);
     auto vf = clipped_value_loss(values, b.old_values, b.returns, b.response_mask, o_.value_clip);
     r.sum = r.sum + o_.vf_coef * vf.loss * n;
     r.metrics["ppo/value_loss"] = vf.loss.item<double>() * n;

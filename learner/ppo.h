@@ -59,10 +59,15 @@ class WeightPublisher {
 
 class PpoObjective : public Objective {
  public:
-  // `policy` must have a value head when estimator is GAE. `eval` (optional) scores the policy on
+  // `policy` must have a value head when estimator is GAE, unless use_critic() gives a critic. `eval` (optional) scores the policy on
   // held-out prompts (e.g. mean task reward); its scalars are logged at each evaluation.
   PpoObjective(PpoOptions o, Transformer policy, Transformer reference, RolloutSource& source, WeightPublisher& publisher,
                int64_t grad_accum, uint64_t seed, std::function<Scalars(Transformer&)> eval = {});
+  // GAE with a separate critic (a model with a value head, e.g. initialised from the reward or SFT
+  // model) instead of the policy's value head. The training loop trains it as the companion
+  // "critic" at lr * lr_scale. Call before the loop starts.
+  void use_critic(Transformer critic, double lr_scale = 1.0);
+  std::vector<Companion> companions() const override;
   std::unique_ptr<MicroBatch> batch(int64_t step, int64_t micro) override;
   LossResult loss(Transformer& model, const MicroBatch& batch) override;
   Scalars evaluate(Transformer& model) override;
@@ -80,6 +85,8 @@ class PpoObjective : public Objective {
 
   PpoOptions o_;
   Transformer policy_, reference_;
+  Transformer critic_{nullptr};  // null: values from the policy's value head
+  double critic_lr_scale_ = 1.0;
   RolloutSource& source_;
   WeightPublisher& publisher_;
   int64_t grad_accum_;

@@ -57,30 +57,44 @@ TrainLoop::TrainLoop(TrainOptions options, Transformer model, Objective& objecti
 
 TrainResult TrainLoop::run() {
   // Weight decay on matrices only: norms, biases, scalar heads' biases and embeddings are exempt.
-  std::vector<torch::Tensor> decay, no_decay;
-  for (const auto& p : model_->named_parameters()) {
-    const bool is_embedding = p.key().find("wte") != std::string::npos || p.key().find("wpe") != std::string::npos ||
-                              p.key().find("embed_tokens") != std::string::npos;
-    (p.value().dim() >= 2 && !is_embedding ? decay : no_decay).push_back(p.value());
-  }
+  // Two parameter groups per trained model (the policy, then each companion), each with its lr scale.
+  const std::vector<Companion> companions = objective_.companions();
   auto opts = torch::optim::AdamWOptions(o_.lr).betas({o_.beta1, o_.beta2}).eps(o_.adam_eps);
-  torch::optim::AdamW opt({torch::optim::OptimizerParamGroup(decay, std::make_unique<torch::optim::AdamWOptions>(
-                                                                        torch::optim::AdamWOptions(opts).weight_decay(o_.weight_decay))),
-                           torch::optim::OptimizerParamGroup(no_decay, std::make_unique<torch::optim::AdamWOptions>(
-                                                                           torch::optim::AdamWOptions(opts).weight_decay(0.0)))},
-                          opts);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  std::vector<double> group_lr_scale;
+  auto add_groups = [&](Transformer& m, double lr_scale) {
+    std::vector<torch::Tensor> decay, no_decay;
+    for (const auto& p : m->named_parameters()) {
+      const bool is_embedding = p.key().find("wte") != std::string::npos || p.key().find("wpe") != std::string::npos ||
+                                p.key().find("embed_tokens") != std::string::npos;
+      (p.value().dim() >= 2 && !is_embedding ? decay : no_decay).push_back(p.value());
+    }
+    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(opts).weight_decay(o_.weight_decay)));
+    groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(opts).weight_decay(0.0)));
+    group_lr_scale.insert(group_lr_scale.end(), {lr_scale, lr_scale});
+  };
+  add_groups(model_, 1.0);
+  for (auto c : companions) {
+    KEEL_CHECK(c.model && c.lr_scale > 0, "companion '" << c.name << "' needs a model and a positive lr scale");
+    add_groups(c.model, c.lr_scale);
+  }
+  torch::optim::AdamW opt(std::move(groups), opts);
 
   TrainerState state;
   const std::string resume_from = o_.resume ? latest_checkpoint(o_.out_dir) : "";
   if (!resume_from.empty()) {
     std::string objective_state;
-    state = load_training_checkpoint(resume_from, model_, opt, &objective_state);
+    state = load_training_checkpoint(resume_from, model_, opt, &objective_state, companions);
     objective_.load_state(objective_state);
     std::cerr << "resumed from " << resume_from << " at step " << state.step << "\n";
   }
   const int rank = dp_ ? dp_->rank() : 0, world = dp_ ? dp_->world() : 1;
   const bool lead = rank == 0;  // the rank that writes checkpoints, metrics and the model
-  if (dp_) dp_->broadcast_parameters(model_);
+  if (dp_) {
+    dp_->broadcast_parameters(model_);
+    for (auto c : companions) dp_->broadcast_parameters(c.model);
+  }
+  for (auto c : companions) c.model->train();
   std::unique_ptr<MetricsWriter> metrics_writer;
   if (lead) metrics_writer = std::make_unique<MetricsWriter>(o_.out_dir);
   struct {
@@ -94,7 +108,7 @@ TrainResult TrainLoop::run() {
   auto save = [&] {
     if (!lead) return std::string();
     return save_training_checkpoint(o_.out_dir, model_, opt, state, run_config_, tokenizer_file_, o_.keep_checkpoints,
-                                    objective_.save_state());
+                                    objective_.save_state(), companions);
   };
   auto evaluate = [&] {
     if (!lead) return;
@@ -142,6 +156,7 @@ TrainResult TrainLoop::run() {
     bool stop = stop_requested();
     if (dp_) {
       dp_->allreduce_gradients(model_);
+      for (auto c : companions) dp_->allreduce_gradients(c.model);
       // Reported loss and metrics over all ranks, and one decision about stopping.
       std::vector<double> v{loss_sum, stop ? 1.0 : 0.0};
       for (const auto& [k, x] : extra) v.push_back(x);
@@ -152,9 +167,13 @@ TrainResult TrainLoop::run() {
       for (auto& [k, x] : extra) x = t[static_cast<int64_t>(i++)].item<double>();
     }
     double grad_norm = 0;
-    if (o_.grad_clip > 0) grad_norm = torch::nn::utils::clip_grad_norm_(model_->parameters(), o_.grad_clip);
+    if (o_.grad_clip > 0) {
+      grad_norm = torch::nn::utils::clip_grad_norm_(model_->parameters(), o_.grad_clip);
+      for (auto c : companions) torch::nn::utils::clip_grad_norm_(c.model->parameters(), o_.grad_clip);
+    }
     const double lr = lr_at(o_, state.step);
-    for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    for (size_t g = 0; g < opt.param_groups().size(); ++g)
+      static_cast<torch::optim::AdamWOptions&>(opt.param_groups()[g].options()).lr(lr * group_lr_scale[g]);
     opt.step();
     state.step += 1;
     state.tokens_seen += tokens;
@@ -202,6 +221,7 @@ TrainResult TrainLoop::run() {
   objective_.on_durable(state.step, model_);
   if (lead) {
     save_model(o_.out_dir + "/model", model_, tokenizer_file_);
+    for (auto c : companions) save_model(o_.out_dir + "/" + c.name, c.model, tokenizer_file_);
     std::cerr << "model written to " << o_.out_dir << "/model\n";
   }
   if (dp_) dp_->barrier();  // the model is complete before any rank reports success

@@ -4,8 +4,9 @@
 // exact resume, a progress bar and metrics (JSONL + TensorBoard) in the run directory.
 //
 // Run directory layout: metrics.jsonl, events.out.tfevents.*, checkpoints/step-NNNNNNNN/
-// (model files + optimizer.safetensors + trainer_state.json + run_config.ini), checkpoints/latest,
-// and model/ (the final weights) when the run completes.
+// (model files + optimizer.safetensors + trainer_state.json + run_config.ini + one model directory
+// per companion, e.g. critic/), checkpoints/latest, and model/ (the final weights, companions
+// beside it) when the run completes.
 #pragma once
 
 #include <cstdint>

@@ -38,7 +38,8 @@ std::string step_dir_name(int64_t step) {
 std::string save_training_checkpoint(const std::string& run_dir, Transformer& model, torch::optim::AdamW& opt,
                                      const TrainerState& state, const std::string& run_config,
                                      const std::string& tokenizer_file, int64_t keep,
-                                     const std::string& objective_state) {
+                                     const std::string& objective_state,
+                                     const std::vector<Companion>& companions) {
   const std::string root = run_dir + "/checkpoints";
   const std::string name = step_dir_name(state.step);
   const std::string tmp = root + "/." + name + ".tmp";
@@ -48,13 +49,20 @@ std::string save_training_checkpoint(const std::string& run_dir, Transformer& mo
 
   TensorMap moments;
   auto& st = opt.state();
-  for (const auto& p : model->named_parameters()) {
-    auto it = st.find(state_key(st, p.value()));
-    if (it == st.end()) continue;
-    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-    moments[p.key() + ".exp_avg"] = s.exp_avg();
-    moments[p.key() + ".exp_avg_sq"] = s.exp_avg_sq();
-    moments[p.key() + ".step"] = torch::tensor(static_cast<int64_t>(s.step()));
+  auto add_moments = [&](Transformer& m, const std::string& prefix) {
+    for (const auto& p : m->named_parameters()) {
+      auto it = st.find(state_key(st, p.value()));
+      if (it == st.end()) continue;
+      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      moments[prefix + p.key() + ".exp_avg"] = s.exp_avg();
+      moments[prefix + p.key() + ".exp_avg_sq"] = s.exp_avg_sq();
+      moments[prefix + p.key() + ".step"] = torch::tensor(static_cast<int64_t>(s.step()));
+    }
+  };
+  add_moments(model, "");
+  for (auto c : companions) {
+    save_model(tmp + "/" + c.name, c.model);
+    add_moments(c.model, c.name + "/");
   }
   moments["rng.cpu"] = at::detail::getDefaultCPUGenerator().get_state();
   save_safetensors(tmp + "/optimizer.safetensors", moments);
@@ -88,19 +96,29 @@ std::string latest_checkpoint(const std::string& run_dir) {
 }
 
 TrainerState load_training_checkpoint(const std::string& dir, Transformer& model, torch::optim::AdamW& opt,
-                                      std::string* objective_state) {
+                                      std::string* objective_state, const std::vector<Companion>& companions) {
   const std::string wpath = dir + "/model.safetensors";
   load_weights(model, load_safetensors(wpath), wpath, false);
   const auto moments = load_safetensors(dir + "/optimizer.safetensors");
   auto& st = opt.state();
-  for (const auto& p : model->named_parameters()) {
-    auto a = moments.find(p.key() + ".exp_avg");
-    if (a == moments.end()) continue;
-    auto s = std::make_unique<torch::optim::AdamWParamState>();
-    s->step(moments.at(p.key() + ".step").item<int64_t>());
-    s->exp_avg(a->second.clone());
-    s->exp_avg_sq(moments.at(p.key() + ".exp_avg_sq").clone());
-    st[state_key(st, p.value())] = std::move(s);
+  auto restore_moments = [&](Transformer& m, const std::string& prefix) {
+    for (const auto& p : m->named_parameters()) {
+      auto a = moments.find(prefix + p.key() + ".exp_avg");
+      if (a == moments.end()) continue;
+      auto s = std::make_unique<torch::optim::AdamWParamState>();
+      s->step(moments.at(prefix + p.key() + ".step").item<int64_t>());
+      s->exp_avg(a->second.clone());
+      s->exp_avg_sq(moments.at(prefix + p.key() + ".exp_avg_sq").clone());
+      st[state_key(st, p.value())] = std::move(s);
+    }
+  };
+  restore_moments(model, "");
+  for (auto c : companions) {
+    const std::string cpath = dir + "/" + c.name + "/model.safetensors";
+    KEEL_CHECK(fs::exists(cpath), dir << " holds no " << c.name << " model (" << cpath
+                                      << "); was the run started with a different configuration?");
+    load_weights(c.model, load_safetensors(cpath), cpath, false);
+    restore_moments(c.model, c.name + "/");
   }
   if (moments.count("rng.cpu")) {
     auto gen = at::detail::getDefaultCPUGenerator();

@@ -32,7 +32,9 @@ std::string setup() {
 }
 
 // Runs `args` as one process with --grad-accum 2 and as two ranks with --grad-accum 1.
-void expect_two_ranks_equal_one(const std::string& name, const std::string& args, int port) {
+// `models`: the model directories of the run's output to compare ("model", and e.g. "critic").
+void expect_two_ranks_equal_one(const std::string& name, const std::string& args, int port,
+                                const std::vector<std::string>& models = {"model"}) {
   const std::string dir = setup(), out = test::temp_dir(name);
   auto one = test::keel(args + " --threads 1 --grad-accum 2 --out " + out + "/one");
   ASSERT_EQ(one.code, 0) << one.output;
@@ -44,16 +46,20 @@ void expect_two_ranks_equal_one(const std::string& name, const std::string& args
   ASSERT_EQ(r0.code, 0) << r0.output;
   ASSERT_EQ(r1.code, 0) << r1.output;
   EXPECT_NE(r0.output.find("data parallel: rank 0 of 2"), std::string::npos) << r0.output;
-  auto a = load_model(out + "/one/model"), b = load_model(out + "/two/model"), init = load_model(dir + "/init");
-  const auto ta = model_tensors(a), tb = model_tensors(b), ti = model_tensors(init);
-  double diff = 0, moved = 0;
-  for (const auto& [k, v] : ta) {
-    diff = std::max(diff, (v - tb.at(k)).abs().max().item<double>());
-    if (ti.count(k)) moved = std::max(moved, (v - ti.at(k)).abs().max().item<double>());
+  auto init = load_model(dir + "/init");
+  const auto ti = model_tensors(init);
+  for (const auto& m : models) {
+    auto a = load_model(out + "/one/" + m), b = load_model(out + "/two/" + m);
+    const auto ta = model_tensors(a), tb = model_tensors(b);
+    double diff = 0, moved = 0;
+    for (const auto& [k, v] : ta) {
+      diff = std::max(diff, (v - tb.at(k)).abs().max().item<double>());
+      if (ti.count(k)) moved = std::max(moved, (v - ti.at(k)).abs().max().item<double>());
+    }
+    std::cerr << name << " " << m << ": max |1 rank - 2 ranks| = " << diff << ", max change from init " << moved << "\n";
+    EXPECT_LE(diff, 1e-5) << m;
+    EXPECT_GT(moved, 1e-3) << m << ": training must have moved the parameters";
   }
-  std::cerr << name << ": max |1 rank - 2 ranks| = " << diff << ", max change from init " << moved << "\n";
-  EXPECT_LE(diff, 1e-5);
-  EXPECT_GT(moved, 1e-3) << "training must have moved the parameters";
 }
 
 TEST(DataParallel, TwoRanksEqualOneRankForSft) {
@@ -74,7 +80,7 @@ TEST(DataParallel, TwoRanksEqualOneRankForDpo) {
 
 // PPO on the rollouts of a short logged run (`keel ppo --rollouts-from`, the same update batches
 // whatever the number of ranks): 2 ranks each take half of every minibatch.
-TEST(DataParallel, TwoRanksEqualOneRankForPpo) {
+TEST(DataParallel, TwoRanksEqualOneRankForPpoWithASeparateCritic) {
   const std::string dir = setup(), run = test::temp_dir("dp_ppo_log");
   auto r = test::keel("launch --out " + run + " --init " + dir + "/init --actors 1 --base-port 29661 --ppo-args '--updates 2"
                       " --rollouts-per-update 16 --eval-per-family 2 --eval-samples 1 --rollout-log " + run +
@@ -82,8 +88,9 @@ TEST(DataParallel, TwoRanksEqualOneRankForPpo) {
   ASSERT_EQ(r.code, 0) << r.output;
   expect_two_ranks_equal_one("dp_ppo",
                              "ppo --init " + dir + "/init --rollouts-from " + run + "/rollouts.h5 --updates 2 --rollouts-per-update 16"
-                             " --minibatches 2 --epochs 2 --lr 1e-3 --eval-every 0 --eval-per-family 2 --eval-samples 1",
-                             29671);
+                             " --minibatches 2 --epochs 2 --lr 1e-3 --eval-every 0 --eval-per-family 2 --eval-samples 1"
+                             " --critic separate",
+                             29671, {"model", "critic"});
 }
 
 TEST(DataParallel, ACollectiveWaitingOnADeadRankFailsNamingIt) {

@@ -1,0 +1,36 @@
+#include "learner/critic.h"
+
+#include <iostream>
+
+#include "core/checkpoint.h"
+#include "core/error.h"
+#include "core/tokenizer.h"
+
+namespace keel {
+
+Transformer load_critic(const std::string& dir, const ModelConfig& policy_config, const std::string& policy_tokenizer_identity) {
+  auto config = load_model_config(dir);
+  KEEL_CHECK(config.vocab_size == policy_config.vocab_size,
+             "critic " << dir << " has a vocabulary of " << config.vocab_size << " tokens, the policy "
+                       << policy_config.vocab_size << ": they must share the tokenizer");
+  const auto critic_tok = model_tokenizer_file(dir);
+  KEEL_CHECK(critic_tok.empty() || load_tokenizer(critic_tok)->identity() == policy_tokenizer_identity,
+             "critic " << dir << " was trained with another tokenizer (" << critic_tok << ") than the policy");
+  config.value_head = true;
+  config.reward_head = false;
+  Transformer critic(config);
+  const auto tensors = load_safetensors(dir + "/model.safetensors");
+  load_weights(critic, tensors, dir, /*allow_new_heads=*/true);
+  auto score = tensors.find("score.weight");
+  if (!tensors.count("value_head.weight") && score != tensors.end()) {
+    torch::NoGradGuard ng;
+    const auto full = load_model_config(dir);
+    auto params = critic->named_parameters();
+    params["value_head.weight"].copy_(score->second.to(torch::kFloat32) * full.reward_gain);
+    params["value_head.bias"].fill_(full.reward_bias);
+    std::cerr << "critic: value head initialised from the reward model's score head in " << dir << "\n";
+  }
+  return critic;
+}
+
+}  // namespace keel
