@@ -15,6 +15,7 @@
 #include "core/jsonl.h"
 #include "core/sft_data.h"
 #include "core/tasks.h"
+#include "actors/weight_receiver.h"
 #include "wire/channel.h"
 
 namespace keel {
@@ -58,75 +59,6 @@ std::vector<Prompt> load_prompts(const ActorOptions& o, const Tokenizer& tok) {
   return out;
 }
 
-// Newest announced weights, loaded on request.
-class WeightReceiver {
- public:
-  explicit WeightReceiver(const ActorOptions& o)
-      : sub_(wire::zmq_connect(wire::SocketKind::kSub, o.weights_endpoint)),
-        dealer_(wire::zmq_connect(wire::SocketKind::kDealer, o.chunks_endpoint)), name_("actor-" + std::to_string(o.rank)) {}
-
-  // Drains announcements; returns the newest announced version seen so far.
-  uint64_t poll(int timeout_ms) {
-    while (auto m = wire::receive(*sub_, timeout_ms, stats_)) {
-      if (auto* a = std::get_if<wire::WeightAnnounce>(&m->body))
-        if (!have_ || a->policy_version > latest_.policy_version) {
-          latest_ = *a;
-          have_ = true;
-        }
-      timeout_ms = 0;
-    }
-    return have_ ? latest_.policy_version : 0;
-  }
-  bool has_newer(uint64_t v) const { return have_ && latest_.policy_version > v; }
-
-  // The announced weights; empty map if they could not be had (retry on a later batch).
-  TensorMap fetch() {
-    const auto a = latest_;
-    std::string bytes;
-    if (!a.shared_path.empty() && ::access(a.shared_path.c_str(), R_OK) == 0) {
-      try {
-        bytes = read_file(a.shared_path);
-      } catch (const std::exception&) {
-        bytes.clear();
-      }
-    }
-    if (bytes.size() != a.total_bytes) bytes = fetch_chunks(a);
-    if (bytes.size() != a.total_bytes || fnv1a64(bytes) != a.checksum) {
-      std::cerr << name_ << ": weights v" << a.policy_version << " incomplete or corrupt; keeping the current ones\n";
-      return {};
-    }
-    return parse_safetensors(bytes, "weights v" + std::to_string(a.policy_version));
-  }
-  const wire::WeightAnnounce& latest() const { return latest_; }
-
- private:
-  std::string fetch_chunks(const wire::WeightAnnounce& a) {
-    std::vector<std::string> parts(a.chunk_count);
-    for (uint32_t i = 0; i < a.chunk_count; ++i) {
-      bool ok = false;
-      for (int attempt = 0; attempt < 3 && !ok; ++attempt) {
-        wire::send_message(*dealer_, {name_, wire::WeightRequest{a.policy_version, i}});
-        if (auto m = wire::receive(*dealer_, 5000, stats_))
-          if (auto* c = std::get_if<wire::WeightChunk>(&m->body))
-            if (c->policy_version == a.policy_version && c->index == i) {
-              parts[i] = std::move(c->data);
-              ok = true;
-            }
-      }
-      if (!ok) return "";
-    }
-    std::string out;
-    for (auto& p : parts) out += p;
-    return out;
-  }
-
-  std::unique_ptr<wire::Channel> sub_, dealer_;
-  std::string name_;
-  wire::WeightAnnounce latest_;
-  bool have_ = false;
-  wire::ReceiveStats stats_;
-};
-
 }  // namespace
 
 ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop) {
@@ -143,7 +75,7 @@ ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop) {
   std::mt19937_64 order_rng(o.sampling.seed * 7919ull + static_cast<uint64_t>(o.rank));
   std::shuffle(prompts.begin(), prompts.end(), order_rng);
 
-  WeightReceiver weights(o);
+  WeightReceiver weights(o.weights_endpoint, o.chunks_endpoint, name);
   wire::HeartbeatSender heartbeat(o.rollouts_endpoint, name, std::chrono::milliseconds(1000));
   auto reward = wire::zmq_connect(wire::SocketKind::kDealer, o.reward_endpoint);
   auto push = wire::zmq_connect(wire::SocketKind::kPush, o.rollouts_endpoint);
@@ -161,10 +93,9 @@ ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop) {
       while (!weights.has_newer(st.version) && !stop.load()) weights.poll(200);
     }
     if (weights.has_newer(st.version)) {
-      auto t = weights.fetch();
-      if (!t.empty()) {
-        load_weights(model, t, "weights v" + std::to_string(weights.latest().policy_version), /*allow_new_heads=*/true);
-        st.version = weights.latest().policy_version;
+      uint64_t v = 0;
+      if (weights.load_newest(model, &v)) {
+        st.version = v;
         heartbeat.set_version(st.version);
         ++st.weight_loads;
       }
@@ -184,6 +115,17 @@ ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop) {
     sc.seed = o.sampling.seed + static_cast<uint64_t>(st.batches) * static_cast<uint64_t>(o.world) + static_cast<uint64_t>(o.rank) +
               o.incarnation * 0x9E3779B97F4A7C15ull;
     const auto samples = sample(model, ids, sc, tok->specials().eos, tok->specials().pad);
+    if (!weights.unchanged_since_load()) {
+      // The parameters were shared memory that the learner rewrote meanwhile: not one version.
+      ++st.discarded_batches;
+      uint64_t v = 0;
+      while (!weights.load_newest(model, &v) && !stop.load()) weights.poll(200);
+      if (stop.load()) break;
+      st.version = v;
+      heartbeat.set_version(st.version);
+      ++st.weight_loads;
+      continue;
+    }
 
     // Score, retrying while the reward service is away.
     wire::ScoreRequest req;

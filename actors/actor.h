@@ -47,6 +47,7 @@ struct ActorOptions {
 
 struct ActorStats {
   int64_t batches = 0, rollouts = 0, weight_loads = 0, reward_retries = 0, push_retries = 0;
+  int64_t discarded_batches = 0;  // generated while the learner rewrote the shared weights in use
   uint64_t version = 0;
   double seconds_waiting_for_weights = 0;
 };

@@ -2,12 +2,13 @@
 //   keel_bench sgemm                  measured float32 matrix-product peak (GFLOP/s)
 //   keel_bench train    [d L T B V]   pretrain step (forward, backward, AdamW): tokens/s, model GFLOP/s
 //   keel_bench generate [d L B N]     KV-cached sampling of N new tokens for B prompts: tokens/s
-//   keel_bench weights  [d L]         publish a policy version and load it into 2 actor models, vs memcpy
+//   keel_bench weights  [d L P]       publish policy versions to 2 actor processes (P: shm | shm-copy | chunks), vs memcpy
 //   keel_bench transport [R T]        R rollouts of T tokens: encode, send, receive, decode over loopback TCP
 //   keel_bench stream PATH [B K]      one shuffled epoch (blocks of K pairs) of a preference buffer in batches of B pairs:
 //                                     pairs/s, tokens/s, peak RSS (bench/stream_larger_than_ram.sh)
 // bench/reference_bench.py measures the same in Python PyTorch eager; bench/run.sh compares.
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -19,6 +20,7 @@
 #include <thread>
 
 #include "actors/sampler.h"
+#include "actors/weight_receiver.h"
 #include "core/checkpoint.h"
 #include "core/safetensors.h"
 #include "learner/rollout_service.h"
@@ -112,39 +114,91 @@ double memcpy_seconds(size_t bytes) {
   return seconds_since(t);
 }
 
-void weights(int64_t d, int64_t L) {
+// Two actor processes (one thread each, as on this 2-core machine) wait for announcements and load
+// every new version; the learner (this process) publishes versions 1..N. Time per version: from the
+// start of publish() to the moment the slower actor has the version in its parameters.
+// `shared_dir` "" measures the chunk path that actors on other hosts use, over loopback TCP.
+void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool bind, int ports) {
+  const int versions = 6, actors = 2;
+  int pipes[actors][2];
+  for (int i = 0; i < actors; ++i) {
+    if (::pipe(pipes[i]) != 0) std::abort();
+    if (::fork() == 0) {  // an actor
+      keel::set_threads(1);
+      keel::Transformer model(c);
+      keel::WeightReceiver r("tcp://127.0.0.1:" + std::to_string(ports + 1), "tcp://127.0.0.1:" + std::to_string(ports + 2),
+                             "bench-actor-" + std::to_string(i), bind);
+      uint64_t have = 0;
+      bool any = false;
+      while (!any || have < static_cast<uint64_t>(versions)) {
+        r.poll(100);
+        if ((any && !r.has_newer(have)) || (!any && r.poll(0) == 0 && !r.has_newer(0))) continue;
+        uint64_t v = 0;
+        if (!r.load_newest(model, &v)) continue;
+        have = v;
+        any = true;
+        const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+        int64_t msg[2] = {static_cast<int64_t>(v), ns};
+        if (::write(pipes[i][1], msg, sizeof msg) != sizeof msg) std::abort();
+      }
+      std::_Exit(0);
+    }
+  }
+  keel::Transformer policy(c);
+  keel::RolloutServiceOptions o;
+  o.rollouts_endpoint = "tcp://127.0.0.1:" + std::to_string(ports);
+  o.weights_endpoint = "tcp://127.0.0.1:" + std::to_string(ports + 1);
+  o.chunks_endpoint = "tcp://127.0.0.1:" + std::to_string(ports + 2);
+  o.shared_dir = shared_dir;
+  o.run_name = "keel-" + std::to_string(::getpid());
+  keel::RolloutService service(o, {});
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // subscribers connected
+  auto wait_for = [&](uint64_t version) {
+    int64_t last = 0;
+    for (int i = 0; i < actors; ++i) {
+      int64_t msg[2] = {0, 0};
+      do {
+        if (::read(pipes[i][0], msg, sizeof msg) != sizeof msg) std::abort();
+      } while (msg[0] < static_cast<int64_t>(version));
+      last = std::max(last, msg[1]);
+    }
+    return last;
+  };
+  std::vector<double> total, publish;
+  for (int v = 1; v <= versions; ++v) {
+    {
+      torch::NoGradGuard ng;
+      for (auto& p : policy->parameters()) p.add_(1e-3);  // a new version differs
+    }
+    const auto t0 = Clock::now();
+    service.publish(static_cast<uint64_t>(v), policy);
+    publish.push_back(seconds_since(t0));
+    const int64_t done = wait_for(static_cast<uint64_t>(v));
+    total.push_back((done - std::chrono::duration_cast<std::chrono::nanoseconds>(t0.time_since_epoch()).count()) / 1e9);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  for (int i = 0; i < actors; ++i) ::wait(nullptr);
+  // The first version maps fresh pages in every process; later ones are the steady state.
+  std::sort(total.begin() + 1, total.end());
+  std::sort(publish.begin() + 1, publish.end());
+  size_t bytes = 0;
+  for (const auto& [k, t] : keel::model_tensors(policy)) bytes += t.numel() * t.element_size();
+  const double copy = memcpy_seconds(bytes), median = total[1 + (total.size() - 1) / 2];
+  std::printf("{\"bench\": \"weights\", \"impl\": \"keel\", \"path\": \"%s\", \"params\": %lld, \"bytes\": %zu, "
+              "\"first_version_s\": %.4f, \"publish_s\": %.4f, \"publish_to_2_actors_s\": %.4f, \"memcpy_s\": %.5f, "
+              "\"ratio_to_memcpy\": %.2f}\n",
+              shared_dir.empty() ? "chunks over loopback TCP" : bind ? "shared memory, actors bound to it" : "shared memory, actors copy", (long long)c.num_parameters(), bytes, total[0],
+              publish[1 + (publish.size() - 1) / 2], median, copy, median / copy);
+}
+
+void weights(int64_t d, int64_t L, const std::string& path) {
   keel::ModelConfig c;
   c.vocab_size = 8192;
   c.d_model = d;
   c.n_layer = L;
   c.n_head = d / 64;
   c.max_positions = 256;
-  keel::Transformer policy(c), actor_a(c), actor_b(c);
-  keel::RolloutServiceOptions o;
-  o.rollouts_endpoint = "tcp://127.0.0.1:47501";
-  o.weights_endpoint = "tcp://127.0.0.1:47502";
-  o.chunks_endpoint = "tcp://127.0.0.1:47503";
-  keel::RolloutService service(o, {});
-  double best = 1e9, publish_best = 1e9;
-  size_t bytes = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    auto t = Clock::now();
-    service.publish(static_cast<uint64_t>(rep + 1), policy);
-    const double pub = seconds_since(t);
-    // What an actor on this host does with the announcement: read the shared file, parse, load.
-    const auto path = std::string("/dev/shm/") + o.run_name + "-" + std::to_string(::getpid()) + "-v" + std::to_string(rep + 1) + ".safetensors";
-    for (auto* m : {&actor_a, &actor_b}) {
-      const auto blob = keel::read_file(path);
-      bytes = blob.size();
-      keel::load_weights(*m, keel::parse_safetensors(blob, path), path, false);
-    }
-    best = std::min(best, seconds_since(t));
-    publish_best = std::min(publish_best, pub);
-  }
-  const double copy = memcpy_seconds(bytes);
-  std::printf("{\"bench\": \"weights\", \"impl\": \"keel\", \"params\": %lld, \"bytes\": %zu, \"publish_s\": %.4f, "
-              "\"publish_and_2_loads_s\": %.4f, \"memcpy_s\": %.5f, \"ratio_to_memcpy\": %.1f}\n",
-              (long long)c.num_parameters(), bytes, publish_best, best, copy, best / copy);
+  weights_run(c, path == "chunks" ? "" : "/dev/shm", path == "shm", 47501);
 }
 
 void transport(int64_t R, int64_t T) {
@@ -209,11 +263,11 @@ int main(int argc, char** argv) {
   if (mode == "sgemm") sgemm();
   else if (mode == "train") train(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), arg(argc, argv, 4, 256), arg(argc, argv, 5, 8), arg(argc, argv, 6, 8192));
   else if (mode == "generate") generate(arg(argc, argv, 2, 256), arg(argc, argv, 3, 4), arg(argc, argv, 4, 8), arg(argc, argv, 5, 128));
-  else if (mode == "weights") weights(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8));
+  else if (mode == "weights") weights(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), argc > 4 ? argv[4] : "shm");
   else if (mode == "transport") transport(arg(argc, argv, 2, 64), arg(argc, argv, 3, 256));
   else if (mode == "stream" && argc > 2) stream(argv[2], arg(argc, argv, 3, 64), arg(argc, argv, 4, 0));
   else {
-    std::fprintf(stderr, "usage: keel_bench sgemm | train [d L T B V] | generate [d L B N] | weights [d L] | transport [R T] | stream PATH [B K]\n");
+    std::fprintf(stderr, "usage: keel_bench sgemm | train [d L T B V] | generate [d L B N] | weights [d L shm|shm-copy|chunks] | transport [R T] | stream PATH [B K]\n");
     return 2;
   }
   return 0;

@@ -66,6 +66,27 @@ void load_weights(Transformer& model, const TensorMap& tensors, const std::strin
   }
 }
 
+bool bind_weights(Transformer& model, const TensorMap& tensors) {
+  auto params = model->named_parameters();
+  for (const auto& [name, t] : tensors)
+    if (!params.contains(name) && !ignorable(name, model->config()) && !is_head(name)) return false;
+  for (auto& p : params) {
+    auto it = tensors.find(p.key());
+    if (it == tensors.end()) {
+      if (!is_head(p.key())) return false;
+      continue;
+    }
+    const auto& t = it->second;
+    if (t.sizes() != p.value().sizes() || t.scalar_type() != p.value().scalar_type() || t.device() != p.value().device()) return false;
+  }
+  torch::NoGradGuard ng;
+  for (auto& p : params) {
+    auto it = tensors.find(p.key());
+    if (it != tensors.end()) p.value().set_data(it->second);
+  }
+  return true;
+}
+
 Transformer load_model(const std::string& dir, bool allow_new_heads) {
   const auto config = load_model_config(dir);
   Transformer model(config);

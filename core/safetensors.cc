@@ -43,6 +43,13 @@ const DtypeInfo& by_type(torch::ScalarType t) {
 
 }  // namespace
 
+std::string safetensors_dtype_name(torch::ScalarType type) { return by_type(type).name; }
+bool parse_safetensors_dtype(const std::string& name, torch::ScalarType* type) {
+  const auto* d = by_name(name);
+  if (d) *type = d->type;
+  return d != nullptr;
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   KEEL_CHECK(f, "cannot open " << path << ": " << std::strerror(errno));

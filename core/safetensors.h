@@ -18,6 +18,11 @@ std::string safetensors_bytes(const TensorMap& tensors, const Metadata& metadata
 // Parses safetensors bytes; `origin` names them in errors.
 TensorMap parse_safetensors(const std::string& bytes, const std::string& origin, Metadata* metadata = nullptr);
 
+// Safetensors dtype names ("F32", "BF16", ...): throws KeelError for a dtype it has no name for;
+// parse returns false for an unknown name.
+std::string safetensors_dtype_name(torch::ScalarType type);
+bool parse_safetensors_dtype(const std::string& name, torch::ScalarType* type);
+
 // Writes `tensors` (copied to contiguous CPU memory) atomically: to path + ".tmp", fsync, rename.
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata = {});
 

@@ -68,7 +68,8 @@ int cmd_actor(const Args& args) {
   install_stop_flag();
   const auto st = run_actor(o, g_stop);
   std::cerr << "actor " << o.rank << ": " << st.batches << " batches, " << st.rollouts << " rollouts, " << st.weight_loads
-            << " weight loads, version " << st.version << ", " << st.seconds_waiting_for_weights << " s waiting for weights\n";
+            << " weight loads, version " << st.version << ", " << st.seconds_waiting_for_weights << " s waiting for weights, "
+            << st.discarded_batches << " batches discarded\n";
   return 0;
 }
 
@@ -132,7 +133,7 @@ void add_learner_network_options(po::options_description& d, LearnerNetworkOptio
       "rollouts-endpoint", po::value(&o.net.rollouts_endpoint)->default_value(o.net.rollouts_endpoint), "bind: rollouts")(
       "weights-endpoint", po::value(&o.net.weights_endpoint)->default_value(o.net.weights_endpoint), "bind: announcements")(
       "chunks-endpoint", po::value(&o.net.chunks_endpoint)->default_value(o.net.chunks_endpoint), "bind: weight chunks")(
-      "shared-dir", po::value(&o.net.shared_dir)->default_value(o.net.shared_dir), "directory of the weights file same-host actors read ('none': every actor takes the chunks over the network)")(
+      "shared-dir", po::value(&o.net.shared_dir)->default_value(o.net.shared_dir), "shared-memory directory of the weights region same-host actors use ('none': every actor takes the chunks over the network)")(
       "rollout-log", po::value(&o.net.rollout_log), "HDF5 file logging every rollout")(
       "peer-timeout", po::value(&o.net.peer_timeout_s)->default_value(o.net.peer_timeout_s),
       "seconds without a message (rollouts or heartbeats) before an actor is reported silent")(

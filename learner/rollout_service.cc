@@ -1,6 +1,10 @@
 #include "learner/rollout_service.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
 
 #include <chrono>
 #include <filesystem>
@@ -29,11 +33,7 @@ RolloutService::RolloutService(RolloutServiceOptions o, ReplayOptions replay) : 
   });
 }
 
-RolloutService::~RolloutService() {
-  stop();
-  for (const auto& f : {last_shared_file_, previous_shared_file_})
-    if (!f.empty()) std::filesystem::remove(f);
-}
+RolloutService::~RolloutService() { stop(); }
 
 void RolloutService::stop() {
   stop_.store(true);
@@ -66,33 +66,106 @@ std::vector<wire::Rollout> RolloutService::next(size_t n, uint64_t version) {
   return out;
 }
 
+namespace {
+
+// Removes <dir>/keel-<pid>-<n>.weights regions whose learner process is gone (killed learners
+// cannot remove their own).
+void remove_dead_regions(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const auto name = e.path().filename().string();
+    long pid = 0;
+    int gen = 0;
+    char tail[16] = {0};
+    if (std::sscanf(name.c_str(), "keel-%ld-%d.%15s", &pid, &gen, tail) != 3 || std::string(tail) != "weights" || pid <= 0) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == -1 && errno == ESRCH) {
+      std::filesystem::remove(e.path(), ec);
+      if (!ec) std::cerr << "learner: removed " << e.path().string() << ", left by a learner that is gone\n";
+    }
+  }
+}
+
+std::string blob_bytes(const TensorMap& tensors, uint64_t version) {
+  return safetensors_bytes(tensors, {{"policy_version", std::to_string(version)}});
+}
+
+}  // namespace
+
 void RolloutService::publish(uint64_t version, Transformer& policy) {
   const auto t0 = std::chrono::steady_clock::now();
-  auto bytes = std::make_shared<const std::string>(safetensors_bytes(model_tensors(policy), {{"policy_version", std::to_string(version)}}));
-  wire::WeightAnnounce a;
-  a.policy_version = version;
-  a.total_bytes = bytes->size();
-  a.chunk_count = static_cast<uint32_t>((bytes->size() + o_.chunk_bytes - 1) / o_.chunk_bytes);
-  a.checksum = weights_checksum(*bytes);
-  std::string old_file;
-  if (!o_.shared_dir.empty()) {
-    const std::string path = o_.shared_dir + "/" + o_.run_name + "-" + std::to_string(::getpid()) + "-v" + std::to_string(version) + ".safetensors";
-    write_file_atomic(path, *bytes);
-    a.shared_path = path;
-  }
+  const auto tensors = model_tensors(policy);
+  std::shared_ptr<SharedWeights> region;
   {
     std::lock_guard<std::mutex> l(mu_);
-    blob_ = bytes;
-    announce_ = a;
-    announce_pending_ = true;
-    old_file = last_shared_file_;
-    last_shared_file_ = a.shared_path;
-    stats_.published_version = version;
-    stats_.publish_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    region = region_;
   }
-  // The previous version's file stays until the next publication, so actors reading it finish.
-  if (!previous_shared_file_.empty() && previous_shared_file_ != a.shared_path) std::filesystem::remove(previous_shared_file_);
-  previous_shared_file_ = old_file;
+  if (!o_.shared_dir.empty() && !region_failed_) {
+    try {
+      if (!region || !region->matches(tensors)) {
+        remove_dead_regions(o_.shared_dir);
+        region = SharedWeights::create(o_.shared_dir + "/" + o_.run_name + "-" + std::to_string(region_generation_++) + ".weights", tensors);
+        std::cerr << "learner: weights for same-host actors in " << region->path() << " (" << region->file_bytes() / (1 << 20) << " MiB)\n";
+      }
+      region->write(version, tensors);
+    } catch (const KeelError& e) {
+      std::cerr << "learner: " << e.what() << "; actors will fetch weights in chunks instead\n";
+      region.reset();
+      region_failed_ = true;
+    }
+  }
+  wire::WeightAnnounce a;
+  a.policy_version = version;
+  std::shared_ptr<const Blob> blob;
+  if (region) {
+    a.shared_path = region->path();
+  } else {
+    auto b = std::make_shared<Blob>();
+    b->bytes = blob_bytes(tensors, version);
+    b->checksum = weights_checksum(b->bytes);
+    a.total_bytes = b->bytes.size();
+    a.chunk_count = static_cast<uint32_t>((b->bytes.size() + o_.chunk_bytes - 1) / o_.chunk_bytes);
+    a.checksum = b->checksum;
+    blob = b;
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  region_ = region;
+  blob_ = blob;
+  announce_ = a;
+  announce_pending_ = true;
+  announced_once_ = true;
+  stats_.published_version = version;
+  stats_.publish_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::shared_ptr<const RolloutService::Blob> RolloutService::blob_for(uint64_t version) {
+  std::shared_ptr<const Blob> blob;
+  std::shared_ptr<SharedWeights> region;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!announced_once_ || announce_.policy_version != version) return nullptr;
+    blob = blob_;
+    region = region_;
+  }
+  if (blob || !region) return blob;
+  auto b = std::make_shared<Blob>();
+  if (!region->read(version, [&](const TensorMap& t) { b->bytes = blob_bytes(t, version); })) return nullptr;  // rewritten: a newer one is announced
+  b->checksum = weights_checksum(b->bytes);
+  std::lock_guard<std::mutex> l(mu_);
+  ++stats_.blobs_built;
+  if (announce_.policy_version == version) blob_ = b;
+  return b;
+}
+
+void RolloutService::serve_chunk(wire::Channel& router, const std::string& peer, const wire::WeightRequest& q) {
+  auto blob = blob_for(q.policy_version);
+  if (!blob) return;  // not the announced version: the actor hears the newer announcement and asks again
+  const auto count = static_cast<uint32_t>((blob->bytes.size() + o_.chunk_bytes - 1) / o_.chunk_bytes);
+  if (q.chunk >= count) return;
+  const size_t off = static_cast<size_t>(q.chunk) * o_.chunk_bytes;
+  wire::WeightChunk c{q.policy_version, q.chunk, count, blob->bytes.substr(off, o_.chunk_bytes), blob->bytes.size(), blob->checksum};
+  wire::send_message(router, {"learner", c}, peer);
+  std::lock_guard<std::mutex> l(mu_);
+  ++stats_.chunks_served;
 }
 
 void RolloutService::loop() {
@@ -106,7 +179,8 @@ void RolloutService::loop() {
   while (!stop_.load()) {
     bool busy = false;
     // Rollouts and heartbeats.
-    if (auto m = wire::receive(pull, 5, rs)) {
+    // A short wait: a new version is announced from this loop, so its latency is this bound.
+    if (auto m = wire::receive(pull, 1, rs)) {
       busy = true;
       peers.heard(m->sender);
       if (auto* b = std::get_if<wire::RolloutBatch>(&m->body)) {
@@ -120,29 +194,14 @@ void RolloutService::loop() {
     std::string peer;
     if (auto m = wire::receive(router, 0, rs, &peer)) {
       busy = true;
-      if (auto* q = std::get_if<wire::WeightRequest>(&m->body)) {
-        std::shared_ptr<const std::string> blob;
-        wire::WeightAnnounce a;
-        {
-          std::lock_guard<std::mutex> l(mu_);
-          blob = blob_;
-          a = announce_;
-        }
-        if (blob && q->policy_version == a.policy_version && q->chunk < a.chunk_count) {
-          const size_t off = static_cast<size_t>(q->chunk) * o_.chunk_bytes;
-          wire::WeightChunk c{a.policy_version, q->chunk, a.chunk_count, blob->substr(off, o_.chunk_bytes)};
-          wire::send_message(router, {"learner", c}, peer);
-          std::lock_guard<std::mutex> l(mu_);
-          ++stats_.chunks_served;
-        }
-      }
+      if (auto* q = std::get_if<wire::WeightRequest>(&m->body)) serve_chunk(router, peer, *q);
     }
     // Announcements: at once when new, then every second.
     bool pending;
     wire::WeightAnnounce a;
     {
       std::lock_guard<std::mutex> l(mu_);
-      pending = announce_pending_ || (blob_ && std::chrono::steady_clock::now() - last_announce > std::chrono::seconds(1));
+      pending = announce_pending_ || (announced_once_ && std::chrono::steady_clock::now() - last_announce > std::chrono::seconds(1));
       a = announce_;
       announce_pending_ = false;
     }

@@ -6,8 +6,11 @@
 //   weights   PUB, bound: WeightAnnounce for the newest version, repeated every second so that
 //             actors joining late still hear it
 //   chunks    ROUTER, bound: WeightChunk replies to WeightRequest, for actors on other hosts
-// publish() (main thread) serialises the policy once to safetensors bytes, writes them to a
-// shared-memory file for same-host actors, and announces them.
+// publish() (main thread) copies the policy into a SharedWeights region (core/shared_weights.h) that
+// same-host actors copy from, and announces the version. The safetensors blob that actors on other
+// hosts fetch in chunks is built from the region, in the service thread, when the first chunk of
+// a version is asked for; without a region (shared_dir "") publish() builds it at once.
+// A region left behind by a learner that died is removed when a new one is created.
 #pragma once
 
 #include <atomic>
@@ -17,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/shared_weights.h"
 #include "learner/ppo.h"
 #include "replay/rollout_log.h"
 #include "replay/rollout_queue.h"
@@ -29,8 +33,8 @@ struct RolloutServiceOptions {
   std::string rollouts_endpoint = "tcp://127.0.0.1:5555";
   std::string weights_endpoint = "tcp://127.0.0.1:5556";
   std::string chunks_endpoint = "tcp://127.0.0.1:5557";
-  std::string shared_dir = "/dev/shm";  // "" = no shared file; actors fetch chunks
-  std::string run_name = "keel";        // names the shared files
+  std::string shared_dir = "/dev/shm";  // "" = no shared region; actors fetch chunks
+  std::string run_name = "keel";        // names the shared region: <shared_dir>/<run_name>-<n>.weights
   size_t chunk_bytes = 4u << 20;
   std::string rollout_log;              // HDF5 path; "" = no log
   std::string tokenizer_identity;
@@ -41,7 +45,8 @@ struct RolloutServiceStats {
   wire::ReceiveStats receive;
   int64_t batches = 0, chunks_served = 0, announcements = 0;
   uint64_t published_version = 0;
-  double publish_seconds = 0;  // last publication: serialise + write + announce
+  double publish_seconds = 0;  // last publication: copy into the region (or serialise) + queue the announcement
+  int64_t blobs_built = 0;     // safetensors blobs built for chunk requests
   int64_t peers_alive = 0, peers_silent = 0;  // actors heard within / beyond peer_timeout_s
 };
 
@@ -58,16 +63,25 @@ class RolloutService : public RolloutSource, public WeightPublisher {
 
  private:
   void loop();
+  struct Blob {
+    std::string bytes;
+    uint64_t checksum = 0;
+  };
+  // The blob of the announced version (built from the region on first use), or null.
+  std::shared_ptr<const Blob> blob_for(uint64_t version);
+  void serve_chunk(wire::Channel& router, const std::string& peer, const wire::WeightRequest& q);
 
   RolloutServiceOptions o_;
   RolloutQueue queue_;
   std::unique_ptr<RolloutLog> log_;
   std::atomic<bool> stop_{false};
   mutable std::mutex mu_;
-  std::shared_ptr<const std::string> blob_;  // newest weights, safetensors bytes
+  std::shared_ptr<const Blob> blob_;        // the announced version's safetensors bytes, once built
+  std::shared_ptr<SharedWeights> region_;   // same-host weights (null: none)
+  bool region_failed_ = false;              // no room for a region: chunks only
+  int region_generation_ = 0;
   wire::WeightAnnounce announce_;
-  bool announce_pending_ = false;
-  std::string last_shared_file_, previous_shared_file_;
+  bool announce_pending_ = false, announced_once_ = false;
   RolloutServiceStats stats_;
   std::atomic<uint64_t> learner_version_{0};
   std::vector<std::unique_ptr<wire::Channel>> sockets_;  // owned by the thread: pull, pub, router

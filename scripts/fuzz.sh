@@ -13,7 +13,7 @@ cmake --build build-fuzz -j "$(nproc)"
 mkdir -p build-fuzz/artifacts
 export ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-for target in fuzz_wire_decode fuzz_safetensors fuzz_token_file fuzz_preference_buffer; do
+for target in fuzz_wire_decode fuzz_safetensors fuzz_token_file fuzz_preference_buffer fuzz_shared_weights; do
   work="build-fuzz/corpus/$target" seeds="build-fuzz/seeds/$target"
   mkdir -p "$work" "$seeds"
   echo "fuzz: $target for ${seconds}s"

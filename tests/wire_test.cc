@@ -37,7 +37,7 @@ TEST(Wire, EveryMessageKindRoundTrips) {
       ScoreReply{5, {1.0f, 0.0f}, {{{"task", 1.0f}}, {{"task", 0.0f}}}, ""},
       WeightAnnounce{9, 1000, "/dev/shm/x", 4, 0xabcdef},
       WeightRequest{9, 3},
-      WeightChunk{9, 3, 4, std::string("\0\1\2\3", 4)},
+      WeightChunk{9, 3, 4, std::string("\0\1\2\3", 4), 16, 77},
       Stats{{{"rollouts_per_s", 12.5f}}},
       Shutdown{"done"},
   };
@@ -47,6 +47,17 @@ TEST(Wire, EveryMessageKindRoundTrips) {
     ASSERT_TRUE(d.message) << body_name(b) << ": " << d.error;
     EXPECT_EQ(d.message->sender, "tester");
     EXPECT_EQ(d.message->body.index(), b.index());
+  }
+  {
+    const auto cb = encode({"a", WeightChunk{9, 3, 4, std::string("\0\1\2\3", 4), 16, 77}});
+    auto cd = decode(cb.data(), cb.size());
+    const auto& c = std::get<WeightChunk>(cd.message->body);
+    EXPECT_EQ(c.total_bytes, 16u);
+    EXPECT_EQ(c.checksum, 77u);
+    EXPECT_EQ(c.data, std::string("\0\1\2\3", 4));
+    // A chunk larger than the blob it claims to be part of is refused.
+    const auto big = encode({"a", WeightChunk{9, 0, 1, std::string(32, 'x'), 16, 77}});
+    EXPECT_NE(decode(big.data(), big.size()).error.find("in a blob of 16"), std::string::npos);
   }
   const auto bytes = encode({"a", RolloutBatch{{sample_rollout()}, 0.7f}});
   auto d = decode(bytes.data(), bytes.size());

@@ -122,6 +122,8 @@ struct Encoder {
     b.setIndex(m.index);
     b.setCount(m.count);
     b.setData(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(m.data.data()), m.data.size()));
+    b.setTotalBytes(m.total_bytes);
+    b.setChecksum(m.checksum);
   }
   void operator()(const Stats& m) { put_parts(e.initStats().initEntries(static_cast<unsigned>(m.entries.size())), m.entries); }
   void operator()(const Shutdown& m) { e.initShutdown().setReason(m.reason); }
@@ -228,7 +230,12 @@ bool read_body(cs::Envelope::Reader e, Body& body, std::string& err) {
         return false;
       }
       auto d = r.getData();
-      body = WeightChunk{r.getPolicyVersion(), r.getIndex(), r.getCount(), std::string(reinterpret_cast<const char*>(d.begin()), d.size())};
+      if (d.size() > r.getTotalBytes()) {
+        err = "weight chunk of " + std::to_string(d.size()) + " bytes in a blob of " + std::to_string(r.getTotalBytes());
+        return false;
+      }
+      body = WeightChunk{r.getPolicyVersion(), r.getIndex(), r.getCount(), std::string(reinterpret_cast<const char*>(d.begin()), d.size()),
+                         r.getTotalBytes(), r.getChecksum()};
       return true;
     }
     case cs::Envelope::STATS:

@@ -84,10 +84,10 @@ struct ScoreReply {
 
 struct WeightAnnounce {
   policyVersion @0 :UInt64;
-  totalBytes @1 :UInt64;      # size of the safetensors blob
-  sharedPath @2 :Text;        # same-host readers load this file (shared memory); empty if none
-  chunkCount @3 :UInt32;      # otherwise fetch this many chunks with WeightRequest
-  checksum @4 :UInt64;        # FNV-1a 64 of the blob
+  totalBytes @1 :UInt64;      # size of the safetensors blob; 0 = not built yet (ask for chunk 0)
+  sharedPath @2 :Text;        # same-host readers copy from this shared-memory region; empty if none
+  chunkCount @3 :UInt32;      # otherwise fetch this many chunks with WeightRequest (0: see chunk 0)
+  checksum @4 :UInt64;        # FNV-1a 64 of the blob (when totalBytes > 0)
 }
 
 struct WeightRequest {
@@ -100,6 +100,8 @@ struct WeightChunk {
   index @1 :UInt32;
   count @2 :UInt32;
   data @3 :Data;
+  totalBytes @4 :UInt64;      # the whole blob, so that a chunk describes what to fetch
+  checksum @5 :UInt64;        # FNV-1a 64 of the whole blob
 }
 
 struct Stats {

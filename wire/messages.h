@@ -80,6 +80,7 @@ struct WeightChunk {
   uint64_t policy_version = 0;
   uint32_t index = 0, count = 0;
   std::string data;
+  uint64_t total_bytes = 0, checksum = 0;  // of the whole blob
 };
 
 struct Stats {

@@ -1,0 +1,163 @@
+#include "actors/weight_receiver.h"
+
+#include <unistd.h>
+
+#include <iostream>
+
+#include "core/checkpoint.h"
+#include "core/error.h"
+#include "core/hash.h"
+#include "core/safetensors.h"
+
+namespace keel {
+
+WeightReceiver::WeightReceiver(const std::string& weights_endpoint, const std::string& chunks_endpoint, std::string name, bool bind)
+    : sub_(wire::zmq_connect(wire::SocketKind::kSub, weights_endpoint)),
+      dealer_(wire::zmq_connect(wire::SocketKind::kDealer, chunks_endpoint)),
+      name_(std::move(name)),
+      bind_(bind) {}
+
+uint64_t WeightReceiver::poll(int timeout_ms) {
+  while (auto m = wire::receive(*sub_, timeout_ms, stats_)) {
+    if (auto* a = std::get_if<wire::WeightAnnounce>(&m->body))
+      // The same version may be announced again with more to say (a restarted learner's region).
+      if (!have_ || a->policy_version >= latest_.policy_version) {
+        latest_ = *a;
+        have_ = true;
+      }
+    timeout_ms = 0;
+  }
+  return have_ ? latest_.policy_version : 0;
+}
+
+bool WeightReceiver::open_region(const wire::WeightAnnounce& a) {
+  if (a.shared_path.empty()) return false;
+  if (region_ && region_->path() == a.shared_path) return true;
+  region_.reset();
+  if (::access(a.shared_path.c_str(), R_OK) != 0) return false;  // another host's
+  try {
+    region_ = SharedWeights::open(a.shared_path);
+    return true;
+  } catch (const std::exception& e) {
+    std::cerr << name_ << ": shared weights " << a.shared_path << " unusable (" << e.what() << "); fetching chunks\n";
+    return false;
+  }
+}
+
+bool WeightReceiver::bind_shared(const wire::WeightAnnounce& a, Transformer& model) {
+  TensorMap views;
+  uint64_t token = 0;
+  if (!region_->views(a.policy_version, &views, &token) || !bind_weights(model, views)) return false;
+  bound_region_ = region_;  // keeps the old mapping alive until now, the new one from now on
+  bound_version_ = a.policy_version;
+  bound_token_ = token;
+  return true;
+}
+
+void WeightReceiver::own_parameters(Transformer& model) {
+  if (!bound_region_) return;
+  torch::NoGradGuard ng;
+  for (auto& p : model->parameters()) p.set_data(p.clone());
+  bound_region_.reset();
+}
+
+WeightReceiver::Shared WeightReceiver::copy_shared(const wire::WeightAnnounce& a, Transformer& model) {
+  own_parameters(model);
+  bool copied = false;
+  try {
+    const bool whole = region_->read(a.policy_version, [&](const TensorMap& t) {
+      copied = true;
+      load_weights(model, t, "weights v" + std::to_string(a.policy_version), /*allow_new_heads=*/true);
+    });
+    if (whole) return Shared::kLoaded;
+  } catch (const std::exception& e) {
+    std::cerr << name_ << ": shared weights v" << a.policy_version << " do not load (" << e.what() << "); fetching chunks\n";
+    region_.reset();
+  }
+  return copied ? Shared::kTorn : Shared::kUnavailable;
+}
+
+bool WeightReceiver::unchanged_since_load() {
+  if (!bound_region_ || bound_region_->unchanged(bound_version_, bound_token_)) return true;
+  std::cerr << name_ << ": the learner rewrote weights v" << bound_version_
+            << " while they were in use; discarding that batch and copying weights from now on\n";
+  bind_ = false;
+  bound_token_ = ~uint64_t{0};  // stays "changed" until the next load
+  return false;
+}
+
+bool WeightReceiver::load_newest(Transformer& model, uint64_t* version) {
+  // A torn copy (the learner rewrote the slot while we copied) or a discarded bound batch leaves
+  // the model mixed, so keep going until one version is in it whole.
+  bool mixed = bound_region_ && !bound_region_->unchanged(bound_version_, bound_token_);
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const auto a = latest_;
+    if (open_region(a)) {
+      if (bind_ && model->device().is_cpu() && bind_shared(a, model)) {
+        ++bound_loads_;
+        *version = a.policy_version;
+        return true;
+      }
+      const auto r = copy_shared(a, model);
+      if (r == Shared::kLoaded) {
+        ++copied_loads_;
+        *version = a.policy_version;
+        return true;
+      }
+      if (r == Shared::kTorn) {
+        mixed = true;
+        poll(20);
+        continue;
+      }
+    }
+    std::string bytes = fetch_chunks(a);
+    if (!bytes.empty()) {
+      own_parameters(model);
+      load_weights(model, parse_safetensors(bytes, "weights v" + std::to_string(a.policy_version)),
+                   "weights v" + std::to_string(a.policy_version), /*allow_new_heads=*/true);
+      ++chunk_loads_;
+      *version = a.policy_version;
+      return true;
+    }
+    if (!mixed) return false;
+    poll(200);
+  }
+  KEEL_FAIL(name_ << ": could not load one whole weights version after a torn copy");
+}
+
+std::string WeightReceiver::fetch_chunks(const wire::WeightAnnounce& a) {
+  // Chunk 0 says how many chunks there are, the blob's size and its checksum.
+  std::vector<std::string> parts;
+  uint32_t count = 1;
+  uint64_t total = 0, checksum = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    bool ok = false;
+    for (int attempt = 0; attempt < 3 && !ok; ++attempt) {
+      wire::send_message(*dealer_, {name_, wire::WeightRequest{a.policy_version, i}});
+      if (auto m = wire::receive(*dealer_, 5000, stats_))
+        if (auto* c = std::get_if<wire::WeightChunk>(&m->body))
+          if (c->policy_version == a.policy_version && c->index == i && (i == 0 || (c->count == count && c->total_bytes == total &&
+                                                                                    c->checksum == checksum))) {
+            if (i == 0) {
+              count = c->count;
+              total = c->total_bytes;
+              checksum = c->checksum;
+              parts.resize(count);
+            }
+            parts[i] = std::move(c->data);
+            ok = true;
+          }
+    }
+    if (!ok) return "";
+  }
+  std::string out;
+  out.reserve(total);
+  for (auto& p : parts) out += p;
+  if (out.size() != total || fnv1a64(out) != checksum) {
+    std::cerr << name_ << ": weights v" << a.policy_version << " incomplete or corrupt; keeping the current ones\n";
+    return "";
+  }
+  return out;
+}
+
+}  // namespace keel

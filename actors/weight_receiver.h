@@ -1,0 +1,67 @@
+// WeightReceiver: an actor's side of weight publication. It hears the learner's WeightAnnounce
+// messages and puts the newest announced version into the actor's model:
+//   - on the learner's host, a CPU model binds its parameters to the shared-memory slot the
+//     announcement names (core/shared_weights.h): no copy at all. The learner rewrites that slot
+//     only when it publishes two versions later, so after each batch the actor asks
+//     unchanged_since_load(); a batch generated across a rewrite is discarded, and from then on
+//     the receiver copies each version into the model's own memory instead;
+//   - a model on a GPU (or with binding off) copies from the slot once;
+//   - on another host, it fetches the safetensors blob in chunks (WeightRequest / WeightChunk)
+//     and checks its size and checksum.
+// A model never generates from parts of two versions.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/shared_weights.h"
+#include "core/transformer.h"
+#include "wire/channel.h"
+#include "wire/messages.h"
+
+namespace keel {
+
+class WeightReceiver {
+ public:
+  // `bind`: let a CPU model use the shared slot's memory as its parameters.
+  WeightReceiver(const std::string& weights_endpoint, const std::string& chunks_endpoint, std::string name, bool bind = true);
+
+  // Drains announcements, waiting up to timeout_ms for the first; the newest version heard (0 if none).
+  uint64_t poll(int timeout_ms);
+  bool has_newer(uint64_t version) const { return have_ && latest_.policy_version > version; }
+  const wire::WeightAnnounce& latest() const { return latest_; }
+
+  // Puts the newest announced version into `model`; false (model unchanged) when it could not be
+  // had now (retry later).
+  bool load_newest(Transformer& model, uint64_t* version);
+
+  // False when the model is bound to a slot that was rewritten since load_newest(): what it
+  // generated since then must be discarded, and load_newest() called again (which copies).
+  bool unchanged_since_load();
+
+  int64_t bound_loads() const { return bound_loads_; }
+  int64_t copied_loads() const { return copied_loads_; }
+  int64_t chunk_loads() const { return chunk_loads_; }
+
+ private:
+  enum class Shared { kLoaded, kUnavailable, kTorn };
+  bool open_region(const wire::WeightAnnounce& a);
+  bool bind_shared(const wire::WeightAnnounce& a, Transformer& model);
+  Shared copy_shared(const wire::WeightAnnounce& a, Transformer& model);
+  void own_parameters(Transformer& model);  // before copying into a bound model
+  std::string fetch_chunks(const wire::WeightAnnounce& a);
+
+  std::unique_ptr<wire::Channel> sub_, dealer_;
+  std::string name_;
+  bool bind_;
+  wire::WeightAnnounce latest_;
+  bool have_ = false;
+  wire::ReceiveStats stats_;
+  std::shared_ptr<SharedWeights> region_;        // the region of the newest announcement, if on this host
+  std::shared_ptr<SharedWeights> bound_region_;  // what the model's parameters point into (null: own memory)
+  uint64_t bound_version_ = 0, bound_token_ = 0;
+  int64_t bound_loads_ = 0, copied_loads_ = 0, chunk_loads_ = 0;
+};
+
+}  // namespace keel

@@ -1,0 +1,195 @@
+// Weights to actors: the shared-memory region's slots and seqlock, its checks on a bad file, and
+// actors that bind to it, copy from it, or fetch chunks all holding exactly the published version.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "actors/weight_receiver.h"
+#include "core/checkpoint.h"
+#include "core/error.h"
+#include "core/shared_weights.h"
+#include "learner/rollout_service.h"
+#include "tests/support/test_support.h"
+
+namespace keel {
+namespace {
+
+namespace fs = std::filesystem;
+
+TensorMap sample_tensors(double base) {
+  return {{"a", torch::full({3, 4}, base)}, {"b", torch::arange(5, torch::kLong) + static_cast<int64_t>(base)}};
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const KeelError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(SharedWeights, TwoSlotsAndASequenceCounterPerSlot) {
+  const auto path = test::temp_dir("shared_weights") + "/w.weights";
+  auto w = SharedWeights::create(path, sample_tensors(0));
+  uint64_t newest = 99;
+  EXPECT_FALSE(w->newest(&newest));
+  w->write(0, sample_tensors(0));
+  auto r = SharedWeights::open(path);
+  ASSERT_TRUE(r->newest(&newest));
+  EXPECT_EQ(newest, 0u);
+  TensorMap got;
+  EXPECT_TRUE(r->read(0, [&](const TensorMap& t) {
+    for (const auto& [k, v] : t) got[k] = v.clone();
+  }));
+  EXPECT_TRUE(torch::equal(got["a"], sample_tensors(0)["a"]));
+  EXPECT_TRUE(torch::equal(got["b"], sample_tensors(0)["b"]));
+  EXPECT_FALSE(r->read(1, [](const TensorMap&) {})) << "version 1 was never written";
+
+  w->write(1, sample_tensors(1));
+  TensorMap views;
+  uint64_t token = 0;
+  ASSERT_TRUE(r->views(1, &views, &token));
+  EXPECT_EQ(views["a"][0][0].item<float>(), 1.0f);
+  w->write(2, sample_tensors(2));  // the other slot: version 1 is untouched
+  EXPECT_TRUE(r->unchanged(1, token));
+  EXPECT_FALSE(r->read(0, [](const TensorMap&) {})) << "slot 0 now holds version 2";
+  w->write(3, sample_tensors(3));  // version 1's slot
+  EXPECT_FALSE(r->unchanged(1, token));
+  EXPECT_EQ(views["a"][0][0].item<float>(), 3.0f) << "the views are the slot itself";
+
+  // A read during which the writer rewrites the slot reports it.
+  bool called = false;
+  EXPECT_FALSE(r->read(3, [&](const TensorMap&) {
+    called = true;
+    w->write(5, sample_tensors(5));
+  }));
+  EXPECT_TRUE(called);
+  ASSERT_TRUE(r->newest(&newest));
+  EXPECT_EQ(newest, 5u);
+  // A layout mismatch is refused before anything is written.
+  EXPECT_NE(error_of([&] { w->write(6, {{"a", torch::zeros({2, 2})}}); }).find("differ from the file's layout"), std::string::npos);
+  // The creator removes the file.
+  r.reset();
+  w.reset();
+  EXPECT_FALSE(fs::exists(path));
+}
+
+TEST(SharedWeights, ABadFileIsRefusedNamingTheDefect) {
+  const auto dir = test::temp_dir("shared_weights_bad");
+  EXPECT_NE(error_of([&] { SharedWeights::open(dir + "/none.weights"); }).find("cannot open shared weights"), std::string::npos);
+  test::write_text(dir + "/junk.weights", std::string(4096, 'x'));
+  EXPECT_NE(error_of([&] { SharedWeights::open(dir + "/junk.weights"); }).find("bad magic"), std::string::npos);
+  test::write_text(dir + "/short.weights", "KEELSHW1");
+  EXPECT_NE(error_of([&] { SharedWeights::open(dir + "/short.weights"); }).find("too short"), std::string::npos);
+  // A real file cut after its header: the slots lie outside it.
+  auto w = SharedWeights::create(dir + "/real.weights", sample_tensors(0));
+  std::ifstream in(dir + "/real.weights", std::ios::binary);
+  std::string head(1024, '\0');
+  in.read(head.data(), 1024);
+  test::write_text(dir + "/cut.weights", head);
+  EXPECT_NE(error_of([&] { SharedWeights::open(dir + "/cut.weights"); }).find("outside the file"), std::string::npos);
+  EXPECT_NE(error_of([&] { SharedWeights::create(dir + "/no/such/dir/w.weights", sample_tensors(0)); }).find("cannot create"),
+            std::string::npos);
+}
+
+ModelConfig tiny() {
+  ModelConfig c;
+  c.vocab_size = 32;
+  c.d_model = 16;
+  c.n_layer = 1;
+  c.n_head = 2;
+  c.max_positions = 16;
+  return c;
+}
+
+torch::Tensor logits_of(Transformer& m) {
+  torch::NoGradGuard ng;
+  auto t = torch::arange(8, torch::kLong).unsqueeze(0);
+  return m->logits(m->hidden({t, {}, {}, {}}));
+}
+
+// Polls until `r` has heard `version`, then loads it.
+void receive(WeightReceiver& r, Transformer& m, uint64_t version) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (r.poll(100) < version) ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "version " << version << " never announced";
+  uint64_t v = 0;
+  ASSERT_TRUE(r.load_newest(m, &v));
+  EXPECT_EQ(v, version);
+}
+
+TEST(WeightsToActors, BoundCopiedAndChunkedActorsHoldThePublishedVersion) {
+  auto options = [](int port, const std::string& shared_dir) {
+    RolloutServiceOptions o;
+    o.rollouts_endpoint = "tcp://127.0.0.1:" + std::to_string(port);
+    o.weights_endpoint = "tcp://127.0.0.1:" + std::to_string(port + 1);
+    o.chunks_endpoint = "tcp://127.0.0.1:" + std::to_string(port + 2);
+    o.shared_dir = shared_dir;
+    o.run_name = "keel-test-" + std::to_string(port);
+    o.chunk_bytes = 1000;  // several chunks
+    return o;
+  };
+  RolloutService local(options(47621, test::temp_dir("weights_to_actors")), {});
+  RolloutService remote(options(47631, ""), {});
+  Transformer policy(tiny()), bound(tiny()), copied(tiny()), chunked(tiny());
+  policy->init_weights(1);
+  WeightReceiver rb("tcp://127.0.0.1:47622", "tcp://127.0.0.1:47623", "bound");
+  WeightReceiver rc("tcp://127.0.0.1:47622", "tcp://127.0.0.1:47623", "copied", /*bind=*/false);
+  WeightReceiver rn("tcp://127.0.0.1:47632", "tcp://127.0.0.1:47633", "chunked");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // subscriptions
+  auto publish = [&](uint64_t v) {
+    local.publish(v, policy);
+    remote.publish(v, policy);
+  };
+  publish(1);
+  receive(rb, bound, 1);
+  receive(rc, copied, 1);
+  receive(rn, chunked, 1);
+  const auto expected = logits_of(policy);
+  EXPECT_TRUE(torch::equal(logits_of(bound), expected));
+  EXPECT_TRUE(torch::equal(logits_of(copied), expected));
+  EXPECT_TRUE(torch::equal(logits_of(chunked), expected));
+  EXPECT_EQ(rb.bound_loads(), 1);
+  EXPECT_EQ(rc.copied_loads(), 1);
+  EXPECT_EQ(rn.chunk_loads(), 1);
+  EXPECT_EQ(local.stats().blobs_built, 0) << "no actor asked for chunks: no blob built";
+
+  // Two more versions: the bound actor's slot is rewritten under it, and it notices.
+  auto step = [&] {
+    torch::NoGradGuard ng;
+    for (auto& p : policy->parameters()) p.add_(0.01);
+  };
+  step();
+  publish(2);
+  EXPECT_TRUE(rb.unchanged_since_load()) << "version 2 goes to the other slot";
+  step();
+  publish(3);
+  EXPECT_FALSE(rb.unchanged_since_load()) << "version 3 rewrote version 1's slot";
+  receive(rb, bound, 3);
+  EXPECT_TRUE(torch::equal(logits_of(bound), logits_of(policy)));
+  EXPECT_EQ(rb.copied_loads(), 1) << "after a rewrite in use the actor copies";
+  EXPECT_TRUE(rb.unchanged_since_load());
+  receive(rn, chunked, 3);
+  EXPECT_TRUE(torch::equal(logits_of(chunked), logits_of(policy)));
+  EXPECT_EQ(rn.chunk_loads(), 2);
+
+  // An actor on another host asking this learner for chunks gets a blob built from the region.
+  WeightReceiver far("tcp://127.0.0.1:47622", "tcp://127.0.0.1:47623", "far");
+  Transformer far_model(tiny());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  wire::WeightAnnounce a;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (far.poll(100) < 3) ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+  fs::remove_all(test::temp_path("weights_to_actors"));  // the region's name no longer resolves: as on another host
+  uint64_t v = 0;
+  ASSERT_TRUE(far.load_newest(far_model, &v));
+  EXPECT_EQ(v, 3u);
+  EXPECT_EQ(far.chunk_loads(), 1);
+  EXPECT_TRUE(torch::equal(logits_of(far_model), logits_of(policy)));
+  EXPECT_EQ(local.stats().blobs_built, 1);
+}
+
+}  // namespace
+}  // namespace keel
