@@ -85,6 +85,7 @@ ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop) {
   uint64_t request_id = static_cast<uint64_t>(o.rank) << 40;
   std::cerr << name << ": " << prompts.size() << " prompts, batch " << o.batch_prompts << " x " << o.group_size << "\n";
 
+  const auto started = Clock::now();
   while (!stop.load() && (o.max_batches == 0 || st.batches < o.max_batches)) {
     // New weights, between batches only.
     const auto w0 = Clock::now();
@@ -186,6 +187,7 @@ ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop) {
     ++st.batches;
     st.rollouts += static_cast<int64_t>(rb.rollouts.size());
   }
+  st.seconds = std::chrono::duration<double>(Clock::now() - started).count();
   return st;
 }
 

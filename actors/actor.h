@@ -50,6 +50,7 @@ struct ActorStats {
   int64_t discarded_batches = 0;  // generated while the learner rewrote the shared weights in use
   uint64_t version = 0;
   double seconds_waiting_for_weights = 0;
+  double seconds = 0;  // the whole run
 };
 
 // Runs until `stop` (SIGINT/SIGTERM) or max_batches.

@@ -68,7 +68,8 @@ int cmd_actor(const Args& args) {
   install_stop_flag();
   const auto st = run_actor(o, g_stop);
   std::cerr << "actor " << o.rank << ": " << st.batches << " batches, " << st.rollouts << " rollouts, " << st.weight_loads
-            << " weight loads, version " << st.version << ", " << st.seconds_waiting_for_weights << " s waiting for weights, "
+            << " weight loads, version " << st.version << ", " << st.seconds_waiting_for_weights << " s of " << st.seconds
+            << " s waiting for weights, "
             << st.discarded_batches << " batches discarded\n";
   return 0;
 }

@@ -83,6 +83,7 @@ void PpoObjective::prepare_update() {
   }
   update_start_ = std::chrono::steady_clock::now();
   auto rollouts = source_.next(static_cast<size_t>(o_.rollouts_per_update), version_);
+  update_metrics_["ppo/wait_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - update_start_).count();
   KEEL_CHECK(static_cast<int64_t>(rollouts.size()) == o_.rollouts_per_update, "rollout source gave " << rollouts.size() << " rollouts");
   const int64_t N = o_.rollouts_per_update;
   int64_t P = 0, R = 0;
