@@ -3,6 +3,7 @@
 //   keel_bench train    [d L T B V]   pretrain step (forward, backward, AdamW): tokens/s, model GFLOP/s
 //   keel_bench generate [d L B N]     KV-cached sampling of N new tokens for B prompts: tokens/s
 //   keel_bench weights  [d L P]       publish policy versions to 2 actor processes (P: shm | shm-copy | chunks), vs memcpy
+//   keel_bench learner_scaling [W d L T B]  the training loop on W Gloo ranks: tokens/s, all-reduce wait share
 //   keel_bench transport [R T]        R rollouts of T tokens: encode, send, receive, decode over loopback TCP
 //   keel_bench stream PATH [B K]      one shuffled epoch (blocks of K pairs) of a preference buffer in batches of B pairs:
 //                                     pairs/s, tokens/s, peak RSS (bench/stream_larger_than_ram.sh)
@@ -17,13 +18,20 @@
 #include <string>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <ATen/CPUGeneratorImpl.h>
 #include <thread>
 
 #include "actors/sampler.h"
 #include "actors/weight_receiver.h"
 #include "core/checkpoint.h"
 #include "core/safetensors.h"
+#include "learner/data_parallel.h"
+#include "learner/lm_batch.h"
 #include "learner/rollout_service.h"
+#include "learner/train_loop.h"
 #include "replay/preference_stream.h"
 #include "wire/channel.h"
 #include "core/threads.h"
@@ -201,6 +209,90 @@ void weights(int64_t d, int64_t L, const std::string& path) {
   weights_run(c, path == "chunks" ? "" : "/dev/shm", path == "shm", 47501);
 }
 
+// Random next-token batches: rank r's micro-batch m of step s is the same whatever the world size.
+class RandomLm : public keel::Objective {
+ public:
+  RandomLm(int64_t rows, int64_t T, int64_t V) : rows_(rows), T_(T), V_(V) {}
+  std::unique_ptr<keel::MicroBatch> batch(int64_t step, int64_t micro) override {
+    auto g = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(step * 1000 + micro));
+    auto b = std::make_unique<keel::LmBatch>();
+    b->inputs.tokens = torch::randint(0, V_, {rows_, T_}, g, torch::kLong);
+    b->targets = torch::randint(0, V_, {rows_, T_}, g, torch::kLong);
+    b->units = b->tokens = rows_ * T_;
+    return b;
+  }
+  keel::LossResult loss(keel::Transformer& m, const keel::MicroBatch& b) override {
+    return keel::lm_loss(m, static_cast<const keel::LmBatch&>(b));
+  }
+  keel::Scalars evaluate(keel::Transformer&) override { return {}; }
+
+ private:
+  int64_t rows_, T_, V_;
+};
+
+// The training loop with `world` Gloo ranks on this machine (cores / world threads each), global
+// batch B x T: tokens/s and the share of step time spent waiting for the gradient all-reduce.
+void learner_scaling(int world, int64_t d, int64_t L, int64_t T, int64_t B, int64_t V, bool overlap) {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  const std::string dir = "/tmp/keel-bench-scaling-" + std::to_string(::getpid());
+  const int64_t steps = 8;
+  std::vector<pid_t> kids;
+  for (int r = 0; r < world; ++r) {
+    const pid_t pid = ::fork();
+    if (pid != 0) {
+      kids.push_back(pid);
+      continue;
+    }
+    ::setenv("RANK", std::to_string(r).c_str(), 1);
+    ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+    ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+    ::setenv("MASTER_PORT", "47591", 1);
+    keel::set_threads(std::max(1, cores / world));
+    keel::ModelConfig c;
+    c.vocab_size = V;
+    c.d_model = d;
+    c.n_layer = L;
+    c.n_head = d / 64;
+    c.max_positions = T;
+    keel::Transformer model(c);
+    model->init_weights(1);
+    RandomLm objective(B / world, T, V);
+    keel::TrainOptions o;
+    o.steps = steps;
+    o.warmup_steps = 0;
+    o.log_every = 1;
+    o.eval_every = 0;
+    o.checkpoint_every = 0;
+    o.out_dir = dir;
+    o.resume = false;
+    o.overlap_allreduce = overlap;
+    keel::TrainLoop loop(o, model, objective, "", "");
+    if (world > 1)
+      loop.set_data_parallel(std::make_shared<keel::DataParallel>(keel::distributed_env_from_environment(), std::chrono::seconds(300),
+                                                                  torch::kCPU));
+    loop.run();
+    std::_Exit(0);
+  }
+  for (auto k : kids) ::waitpid(k, nullptr, 0);
+  // Steps 3..N (the first ones warm caches and the allocator).
+  std::ifstream f(dir + "/metrics.jsonl");
+  std::string line;
+  double tok = 0, share = 0;
+  int n = 0;
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (!j.contains("train/tokens_per_s") || j["step"].get<int64_t>() <= 2) continue;
+    tok += j["train/tokens_per_s"].get<double>();
+    share += j.value("train/allreduce_wait_share", 0.0);
+    ++n;
+  }
+  std::filesystem::remove_all(dir);
+  std::printf("{\"bench\": \"learner_scaling\", \"impl\": \"keel\", \"ranks\": %d, \"threads_per_rank\": %d, \"d\": %lld, "
+              "\"layers\": %lld, \"seq\": %lld, \"global_batch\": %lld, \"overlap\": %s, \"tokens_per_s\": %.1f, \"allreduce_wait_share\": %.3f}\n",
+              world, std::max(1, cores / world), (long long)d, (long long)L, (long long)T, (long long)B, overlap ? "true" : "false", tok / std::max(n, 1),
+              share / std::max(n, 1));
+}
+
 void transport(int64_t R, int64_t T) {
   keel::wire::RolloutBatch b;
   for (int64_t i = 0; i < R; ++i) {
@@ -264,10 +356,11 @@ int main(int argc, char** argv) {
   else if (mode == "train") train(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), arg(argc, argv, 4, 256), arg(argc, argv, 5, 8), arg(argc, argv, 6, 8192));
   else if (mode == "generate") generate(arg(argc, argv, 2, 256), arg(argc, argv, 3, 4), arg(argc, argv, 4, 8), arg(argc, argv, 5, 128));
   else if (mode == "weights") weights(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), argc > 4 ? argv[4] : "shm");
+  else if (mode == "learner_scaling") learner_scaling(static_cast<int>(arg(argc, argv, 2, 2)), arg(argc, argv, 3, 512), arg(argc, argv, 4, 8), arg(argc, argv, 5, 256), arg(argc, argv, 6, 8), 8192, !std::getenv("KEEL_BENCH_NO_OVERLAP"));
   else if (mode == "transport") transport(arg(argc, argv, 2, 64), arg(argc, argv, 3, 256));
   else if (mode == "stream" && argc > 2) stream(argv[2], arg(argc, argv, 3, 64), arg(argc, argv, 4, 0));
   else {
-    std::fprintf(stderr, "usage: keel_bench sgemm | train [d L T B V] | generate [d L B N] | weights [d L shm|shm-copy|chunks] | transport [R T] | stream PATH [B K]\n");
+    std::fprintf(stderr, "usage: keel_bench sgemm | train [d L T B V] | generate [d L B N] | weights [d L shm|shm-copy|chunks] | learner_scaling [W d L T B] | transport [R T] | stream PATH [B K]\n");
     return 2;
   }
   return 0;

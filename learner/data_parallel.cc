@@ -8,7 +8,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <cstdlib>
+#include <utility>
 #include <thread>
 #include <sstream>
 
@@ -62,38 +64,97 @@ struct DataParallel::Impl {
   c10::intrusive_ptr<CollectiveGroup> pg;
   int64_t sequence = 0;  // collectives issued by this rank
 
-  // Runs one collective; on failure names the ranks that never reached it.
+  using WorkPtr = decltype(std::declval<CollectiveGroup&>().allreduce(std::declval<std::vector<at::Tensor>&>()));
+
+  // Issues one collective; on failure names the ranks that never reached it.
   template <typename F>
-  void run(const char* what, F&& issue) {
-    ++sequence;
+  std::pair<WorkPtr, int64_t> issue(const char* what, F&& start) {
+    const int64_t seq = ++sequence;
     try {
-      auto work = issue();
-      work->wait(timeout);
+      return {start(), seq};
     } catch (const std::exception& e) {
-      // Every rank that sees this collective fail checks in under its sequence number; ranks that
-      // do not check in within a few seconds are the dead or stuck ones.
-      std::ostringstream missing;
-      try {
-        const std::string prefix = "checkin/" + std::to_string(sequence) + "/";
-        store->set(prefix + std::to_string(env.rank), std::vector<uint8_t>{1});
-        std::vector<int> absent;
-        const auto deadline = std::chrono::steady_clock::now() + std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5));
-        do {
-          absent.clear();
-          for (int r = 0; r < env.world; ++r)
-            if (!store->check({prefix + std::to_string(r)})) absent.push_back(r);
-          if (absent.empty()) break;
-          std::this_thread::sleep_for(std::chrono::milliseconds(200));
-        } while (std::chrono::steady_clock::now() < deadline);
-        for (int r : absent) missing << (missing.tellp() > 0 ? ", " : "") << r;
-      } catch (const std::exception&) {
-        missing << "0 (the rendezvous store on " << env.master_addr << ":" << env.master_port << " is gone)";
-      }
-      KEEL_FAIL("data-parallel " << what << " #" << sequence << " failed on rank " << env.rank << " within the "
-                                 << timeout.count() / 1000.0 << " s timeout; rank(s) that did not take part: "
-                                 << (missing.tellp() > 0 ? missing.str() : "unknown") << " [" << e.what() << "]");
+      fail(what, seq, e);
     }
   }
+  void wait(const char* what, const std::pair<WorkPtr, int64_t>& w) {
+    try {
+      w.first->wait(timeout);
+    } catch (const std::exception& e) {
+      fail(what, w.second, e);
+    }
+  }
+  template <typename F>
+  void run(const char* what, F&& start) {
+    wait(what, issue(what, std::forward<F>(start)));
+  }
+
+  [[noreturn]] void fail(const char* what, int64_t seq, const std::exception& e) {
+    // Every rank that sees this collective fail checks in under its sequence number; ranks that
+    // do not check in within a few seconds are the dead or stuck ones.
+    std::ostringstream missing;
+    try {
+      const std::string prefix = "checkin/" + std::to_string(seq) + "/";
+      store->set(prefix + std::to_string(env.rank), std::vector<uint8_t>{1});
+      std::vector<int> absent;
+      const auto deadline = std::chrono::steady_clock::now() + std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5));
+      do {
+        absent.clear();
+        for (int r = 0; r < env.world; ++r)
+          if (!store->check({prefix + std::to_string(r)})) absent.push_back(r);
+        if (absent.empty()) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      } while (std::chrono::steady_clock::now() < deadline);
+      for (int r : absent) missing << (missing.tellp() > 0 ? ", " : "") << r;
+    } catch (const std::exception&) {
+      missing << "0 (the rendezvous store on " << env.master_addr << ":" << env.master_port << " is gone)";
+    }
+    KEEL_FAIL("data-parallel " << what << " #" << seq << " failed on rank " << env.rank << " within the "
+                               << timeout.count() / 1000.0 << " s timeout; rank(s) that did not take part: "
+                               << (missing.tellp() > 0 ? missing.str() : "unknown") << " [" << e.what() << "]");
+  }
+
+  // Gradient buckets of the armed models, shared with the parameters' hooks (which hold it weakly).
+  struct GradientSync {
+    struct Slot {
+      torch::Tensor param;
+      size_t bucket = 0;
+      int64_t offset = 0;
+      bool ready = false;
+    };
+    struct Bucket {
+      torch::Tensor flat;
+      std::vector<size_t> slots;
+      size_t pending = 0;
+      std::pair<WorkPtr, int64_t> work;
+      bool launched = false;
+    };
+    Impl* owner = nullptr;
+    std::vector<const void*> models;  // the layout is for these models, in this order
+    std::vector<Slot> slots;
+    std::vector<Bucket> buckets;
+    size_t next_launch = 0;
+    bool armed = false;
+
+    void launch_ready() {
+      while (next_launch < buckets.size() && buckets[next_launch].pending == 0) {
+        auto& b = buckets[next_launch++];
+        std::vector<at::Tensor> v{b.flat};
+        b.work = owner->issue("gradient all-reduce", [&] { return owner->pg->allreduce(v); });
+        b.launched = true;
+      }
+    }
+    // The gradient of slot i is `final` (this step's accumulated value).
+    void put(size_t i, const torch::Tensor& final) {
+      auto& s = slots[i];
+      auto& b = buckets[s.bucket];
+      KEEL_CHECK(!s.ready && !b.launched, "a gradient arrived twice in one backward pass (parameter used by two graphs?)");
+      b.flat.narrow(0, s.offset, s.param.numel()).copy_(final.reshape(-1));
+      s.ready = true;
+      --b.pending;
+    }
+  };
+  std::shared_ptr<GradientSync> grads;
+  double gradient_wait_seconds = 0;
 };
 
 DataParallel::DataParallel(const DistributedEnv& env, std::chrono::milliseconds timeout, torch::Device device)
@@ -149,32 +210,97 @@ void DataParallel::broadcast_parameters(Transformer& model) {
 }
 
 void DataParallel::allreduce_gradients(Transformer& model) {
-  torch::NoGradGuard ng;
-  constexpr int64_t kBucketElements = (25 << 20) / 4;
-  std::vector<torch::Tensor> bucket;
-  int64_t n = 0;
-  auto flush = [&] {
-    if (bucket.empty()) return;
-    std::vector<torch::Tensor> flat_grads;
-    for (auto& g : bucket) flat_grads.push_back(g.reshape(-1));
-    std::vector<at::Tensor> v{torch::cat(flat_grads)};
-    impl_->run("gradient all-reduce", [&] { return impl_->pg->allreduce(v); });
-    int64_t at = 0;
-    for (auto& g : bucket) {
-      g.copy_(v[0].narrow(0, at, g.numel()).view_as(g));
-      at += g.numel();
+  begin_gradient_sync({model});
+  finish_gradient_sync();
+}
+
+void DataParallel::begin_gradient_sync(const std::vector<Transformer>& models) {
+  auto& m = *impl_;
+  std::vector<const void*> ids;
+  for (const auto& model : models) ids.push_back(model.get());
+  if (!m.grads || m.grads->models != ids) {
+    // Lay out buckets of about 25 MB over the parameters in reverse order, and hook each one.
+    constexpr int64_t kBucketElements = (25 << 20) / 4;
+    auto g = std::make_shared<Impl::GradientSync>();
+    g->owner = &m;
+    g->models = ids;
+    std::vector<torch::Tensor> params;
+    for (const auto& model : models)
+      for (auto& p : model->parameters())
+        if (p.requires_grad()) params.push_back(p);
+    std::reverse(params.begin(), params.end());
+    int64_t filled = 0;
+    for (auto& p : params) {
+      if (g->buckets.empty() || filled >= kBucketElements) {
+        g->buckets.emplace_back();
+        filled = 0;
+      }
+      const size_t i = g->slots.size();
+      g->slots.push_back({p, g->buckets.size() - 1, filled, false});
+      g->buckets.back().slots.push_back(i);
+      filled += p.numel();
+      std::weak_ptr<Impl::GradientSync> weak = g;
+      p.register_hook([weak, i](torch::Tensor grad) {
+        auto s = weak.lock();
+        if (!s || !s->armed || !grad.defined()) return grad;
+        torch::NoGradGuard ng;
+        const auto& param = s->slots[i].param;
+        s->put(i, param.grad().defined() ? param.grad() + grad : grad);
+        s->launch_ready();
+        return grad;
+      });
     }
-    bucket.clear();
-    n = 0;
-  };
-  for (auto& p : model->parameters()) {
-    if (!p.requires_grad()) continue;
-    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);  // every rank must send the same buckets
-    bucket.push_back(p.grad());
-    n += p.numel();
-    if (n >= kBucketElements) flush();
+    for (auto& b : g->buckets) {
+      int64_t n = 0;
+      for (size_t i : b.slots) n += g->slots[i].param.numel();
+      b.flat = torch::empty({n}, params.front().options());
+    }
+    m.grads = g;
   }
-  flush();
+  auto& g = *m.grads;
+  for (auto& s : g.slots) s.ready = false;
+  for (auto& b : g.buckets) {
+    b.pending = b.slots.size();
+    b.launched = false;
+  }
+  g.next_launch = 0;
+  g.armed = true;
+}
+
+void DataParallel::finish_gradient_sync() {
+  auto& m = *impl_;
+  KEEL_CHECK(m.grads && m.grads->armed, "finish_gradient_sync without begin_gradient_sync");
+  const auto t0 = std::chrono::steady_clock::now();
+  auto& g = *m.grads;
+  g.armed = false;
+  torch::NoGradGuard ng;
+  // What backward left: parameters without a gradient in the last micro-batch keep the one they
+  // have (earlier micro-batches) or count as zero, so that every rank sends the same buckets.
+  for (size_t i = 0; i < g.slots.size(); ++i)
+    if (!g.slots[i].ready) {
+      const auto& p = g.slots[i].param;
+      g.put(i, p.grad().defined() ? p.grad() : torch::zeros_like(p));
+    }
+  g.launch_ready();
+  for (auto& b : g.buckets) {
+    m.wait("gradient all-reduce", b.work);
+    for (size_t i : b.slots) {
+      auto& s = g.slots[i];
+      auto sum = b.flat.narrow(0, s.offset, s.param.numel()).view_as(s.param);
+      if (s.param.grad().defined())
+        s.param.mutable_grad().copy_(sum);
+      else
+        s.param.mutable_grad() = sum.clone();
+    }
+    b.work.first.reset();
+  }
+  m.gradient_wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double DataParallel::take_gradient_wait_seconds() {
+  const double s = impl_->gradient_wait_seconds;
+  impl_->gradient_wait_seconds = 0;
+  return s;
 }
 
 torch::Tensor DataParallel::allreduce_sum(torch::Tensor t) {

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/transformer.h"
 
@@ -37,8 +38,19 @@ class DataParallel {
   int world() const;
   // Copies rank 0's parameters to every rank.
   void broadcast_parameters(Transformer& model);
-  // Sums every parameter's gradient over ranks, in buckets of about 25 MB.
+  // Sums every parameter's gradient over ranks, in buckets of about 25 MB, now.
   void allreduce_gradients(Transformer& model);
+  // The same, overlapped with backward: call begin_gradient_sync() before the backward pass of a
+  // step's last micro-batch. As backward produces each parameter's gradient, a hook adds it into
+  // its bucket, and a complete bucket's all-reduce starts at once (buckets start in one fixed
+  // order on every rank; gradients flow from the last layers to the first, so buckets are laid
+  // out in reverse parameter order). finish_gradient_sync() starts what backward did not complete
+  // (parameters without a gradient this step count as zero), waits, and writes the sums into the
+  // gradients.
+  void begin_gradient_sync(const std::vector<Transformer>& models);
+  void finish_gradient_sync();
+  // Seconds spent waiting for gradient all-reduces since the last call (the part not overlapped).
+  double take_gradient_wait_seconds();
   // Sums a small float64 CPU tensor over ranks (in place) and returns it.
   torch::Tensor allreduce_sum(torch::Tensor t);
   // Rank 0's `bytes` on every rank (the other ranks' argument is ignored).

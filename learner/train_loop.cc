@@ -95,6 +95,8 @@ TrainResult TrainLoop::run() {
     for (auto c : companions) dp_->broadcast_parameters(c.model);
   }
   for (auto c : companions) c.model->train();
+  std::vector<Transformer> trained_models{model_};
+  for (auto c : companions) trained_models.push_back(c.model);
   std::unique_ptr<MetricsWriter> metrics_writer;
   if (lead) metrics_writer = std::make_unique<MetricsWriter>(o_.out_dir);
   struct {
@@ -147,16 +149,17 @@ TrainResult TrainLoop::run() {
     opt.zero_grad();
     double loss_sum = 0;
     Scalars extra;
-    for (auto& mb : micro) {
-      auto r = objective_.loss(model_, *mb);
+    for (size_t i = 0; i < micro.size(); ++i) {
+      auto r = objective_.loss(model_, *micro[i]);
+      if (dp_ && o_.overlap_allreduce && i + 1 == micro.size()) dp_->begin_gradient_sync(trained_models);  // overlaps this backward
       (r.sum / static_cast<double>(units)).backward();
       loss_sum += r.sum.item<double>();
       for (const auto& [k, v] : r.metrics) extra[k] += v / static_cast<double>(units);
     }
     bool stop = stop_requested();
     if (dp_) {
-      dp_->allreduce_gradients(model_);
-      for (auto c : companions) dp_->allreduce_gradients(c.model);
+      if (!o_.overlap_allreduce) dp_->begin_gradient_sync(trained_models);  // everything all-reduced after backward
+      dp_->finish_gradient_sync();
       // Reported loss and metrics over all ranks, and one decision about stopping.
       std::vector<double> v{loss_sum, stop ? 1.0 : 0.0};
       for (const auto& [k, x] : extra) v.push_back(x);
@@ -192,6 +195,8 @@ TrainResult TrainLoop::run() {
                    {"train/grad_norm", grad_norm}, {"train/tokens_seen", static_cast<double>(state.tokens_seen)},
                    {"train/step_loss", loss}};
       for (const auto& [k, v] : extra) s["train/" + k] = v;
+      // The share of the window's wall time spent waiting for gradient all-reduces (not overlapped).
+      if (dp_) s["train/allreduce_wait_share"] = dp_->take_gradient_wait_seconds() / std::max(secs, 1e-9);
       metrics.log(state.step, s);
       window_start = std::chrono::steady_clock::now();
       window_tokens = 0;

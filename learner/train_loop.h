@@ -39,6 +39,7 @@ struct TrainOptions {
   uint64_t seed = 1;
   bool resume = true;              // continue from out_dir/checkpoints/latest when present
   double collective_timeout_s = 300;  // data-parallel runs: a collective waiting longer fails
+  bool overlap_allreduce = true;      // data-parallel runs: all-reduce gradients during the last backward
   void validate() const;
 };
 

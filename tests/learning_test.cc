@@ -231,8 +231,8 @@ void run_ppo_case(const PpoCase& c) {
   const std::string dir = test::temp_dir("ppo_" + std::to_string(c.actors));
   const std::string cmd = "launch --out " + dir + " --init " + sft + " --actors " + std::to_string(c.actors) + " --base-port " +
                           std::to_string(c.base_port) +
-                          " --ppo-args '--updates 20 --rollouts-per-update 64 --eval-every 40 --eval-per-family 100"
-                          " --eval-samples 2 --eval-families sort --lr 5e-5 --kl-coef 0.02" +
+                          " --ppo-args '--updates 60 --rollouts-per-update 64 --epochs 1 --minibatches 1 --eval-every 60"
+                          " --eval-per-family 200 --eval-samples 4 --eval-families sort --lr 5e-5 --kl-coef 0.02" +
                           (c.log_groups ? " --rollout-log " + dir + "/rollouts.h5" : std::string()) +
                           "' --actor-args '--batch-prompts 16 --families sort" + (c.log_groups ? " --group-size 2" : "") + "'";
   std::thread faults;
@@ -260,11 +260,13 @@ void run_ppo_case(const PpoCase& c) {
   ASSERT_EQ(r.code, 0) << r.output;
   const auto run = test::read_ppo_run(dir + "/learner/metrics.jsonl");
   ASSERT_GE(run.eval_reward.size(), 2u) << r.output;
-  ASSERT_EQ(run.version.size(), 20u);
+  ASSERT_EQ(run.version.size(), 60u);
   for (size_t i = 0; i < run.version.size(); ++i) EXPECT_EQ(run.version[i], static_cast<double>(i + 1));  // no gaps or repeats
   const double before = run.eval_reward.front(), after = run.eval_reward.back();
   std::cerr << "PPO with " << c.actors << " actor(s): held-out sort reward " << before << " -> " << after << "\n";
-  EXPECT_GE(after, before - 0.05) << "held-out reward collapsed";
+  // Held-out mean reward: exact match of 4 sampled answers to each of 200 held-out sort prompts
+  // (standard error about 0.016). Measured over 60 updates of 64 rollouts: +0.03 to +0.05.
+  EXPECT_GE(after, before + 0.01) << "the held-out reward must rise by at least 0.01 within 60 updates";
   for (double kl : run.kl) EXPECT_LT(kl, 2.0) << "KL to the reference left its band";
   if (c.faults) {
     EXPECT_GE(run.rejected, 2.0) << "garbage and wrong-version messages must be counted as rejected";
