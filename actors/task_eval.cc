@@ -2,6 +2,8 @@
 
 #include "actors/sampler.h"
 
+#include <cmath>
+
 namespace keel {
 
 namespace {
@@ -62,6 +64,33 @@ TaskEvalResult evaluate_tasks(Transformer& model, const Tokenizer& tok, const st
   double sum = 0;
   for (const auto& [fam, n] : r.count) {
     r.accuracy[fam] = static_cast<double>(correct[fam]) / static_cast<double>(n);
+    sum += r.accuracy[fam];
+  }
+  r.mean_accuracy = r.count.empty() ? 0 : sum / static_cast<double>(r.count.size());
+  return r;
+}
+
+TaskEvalResult expected_task_reward(Transformer& model, const Tokenizer& tok, const std::vector<TaskExample>& tasks,
+                                    PromptTemplate tmpl, double temperature) {
+  TORCH_CHECK(temperature > 0, "expected reward needs a sampling temperature > 0");
+  torch::NoGradGuard ng;
+  TaskEvalResult r;
+  std::map<std::string, double> total;
+  for (const auto& t : tasks) {
+    const auto ex = make_sft_example(render_prompt(t.prompt, tmpl), t.answer, tok);
+    std::vector<int64_t> ids(ex.prompt.begin(), ex.prompt.end());
+    ids.insert(ids.end(), ex.response.begin(), ex.response.end());
+    const auto P = static_cast<int64_t>(ex.prompt.size()), R = static_cast<int64_t>(ex.response.size());
+    auto x = torch::tensor(ids, torch::kLong).unsqueeze(0).to(model->device());
+    auto logits = model->logits(model->hidden({x, {}, {}, {}}).narrow(1, P - 1, R));
+    const double logp = token_logprobs(logits, x.narrow(1, P, R), temperature).sum().item<double>();
+    const std::string fam = task_family_name(t.family);
+    r.count[fam]++;
+    total[fam] += std::exp(logp);
+  }
+  double sum = 0;
+  for (const auto& [fam, n] : r.count) {
+    r.accuracy[fam] = total[fam] / static_cast<double>(n);
     sum += r.accuracy[fam];
   }
   r.mean_accuracy = r.count.empty() ? 0 : sum / static_cast<double>(r.count.size());

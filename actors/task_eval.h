@@ -25,6 +25,13 @@ TaskEvalResult evaluate_tasks(Transformer& model, const Tokenizer& tok, const st
                               PromptTemplate tmpl, int64_t batch_size = 32, int64_t max_new_tokens = 24,
                               double temperature = 0.0, int samples = 1, uint64_t seed = 1);
 
+// The policy's exact expected reward on `tasks` when sampling at `temperature` (> 0): per family,
+// the mean probability of sampling the reference answer's tokens and then EOS. It has no sampling
+// noise, so small changes show; it is a lower bound on the sampled exact-match rate (another token
+// sequence that spells a right answer would also count there).
+TaskEvalResult expected_task_reward(Transformer& model, const Tokenizer& tok, const std::vector<TaskExample>& tasks,
+                                    PromptTemplate tmpl, double temperature);
+
 // For each task, the first of `samples` responses drawn at `temperature` that check_task() rejects;
 // "" where every draw was right.
 std::vector<std::string> sample_wrong_answers(Transformer& model, const Tokenizer& tok, const std::vector<TaskExample>& tasks,

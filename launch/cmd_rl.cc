@@ -157,7 +157,9 @@ std::function<Scalars(Transformer&)> make_task_eval(const LearnerNetworkOptions&
   return [held, t, samples, temperature, &tok, service](Transformer& m) {
     auto sampled = evaluate_tasks(m, tok, held, t, 32, 24, temperature, samples, 7);
     auto greedy = evaluate_tasks(m, tok, held, t);
-    Scalars s{{"eval/task_reward", sampled.mean_accuracy}, {"eval/greedy_accuracy", greedy.mean_accuracy}};
+    auto expected = expected_task_reward(m, tok, held, t, temperature > 0 ? temperature : 1.0);
+    Scalars s{{"eval/task_reward", sampled.mean_accuracy}, {"eval/greedy_accuracy", greedy.mean_accuracy},
+              {"eval/expected_reward", expected.mean_accuracy}};
     for (const auto& [fam, acc] : greedy.accuracy) s["eval/accuracy/" + fam] = acc;
     if (!service) return s;
     const auto rs = service->replay_stats();
