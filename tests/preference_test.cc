@@ -125,15 +125,6 @@ TEST(PreferenceBuffer, H5pyWrittenBufferReadsInKeel) {
   }
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const KeelError& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(PreferenceBuffer, BadBuffersAreClearErrors) {
   const auto dir = test::temp_dir("prefs_bad");
   {
@@ -141,11 +132,11 @@ TEST(PreferenceBuffer, BadBuffersAreClearErrors) {
     for (const auto& p : sample_pairs(200, 100, 5, false)) w.append(p);
     w.finish();
   }
-  EXPECT_NE(error_of([&] { PreferenceReader r(dir + "/absent.h5"); }).find("does not exist"), std::string::npos);
+  EXPECT_NE(test::keel_error_of([&] { PreferenceReader r(dir + "/absent.h5"); }).find("does not exist"), std::string::npos);
   // Truncated: the first half of a valid file.
   const auto bytes = test::read_text(dir + "/good.h5");
   test::write_text(dir + "/trunc.h5", bytes.substr(0, bytes.size() / 2));
-  const auto trunc = error_of([&] {
+  const auto trunc = test::keel_error_of([&] {
     PreferenceReader r(dir + "/trunc.h5");
     r.read(0, r.size());
   });
@@ -157,7 +148,7 @@ TEST(PreferenceBuffer, BadBuffersAreClearErrors) {
     auto r = test::run("/usr/bin/python3 -c " + test::shell_quote("import h5py, numpy as np\nf = h5py.File('" + dir + "/" + name +
                                                                   "', 'r+')\n" + py + "\nf.close()"));
     EXPECT_EQ(r.code, 0) << r.output;
-    return error_of([&] { PreferenceReader r(dir + "/" + name); });
+    return test::keel_error_of([&] { PreferenceReader r(dir + "/" + name); });
   };
   EXPECT_NE(edit("future.h5", "f.attrs['format_version'] = 7").find("format version 7"), std::string::npos);
   const auto past = edit("past.h5", "o = f['chosen/offsets'][:]\no[-1] += 1000\nf['chosen/offsets'][:] = o");
@@ -317,7 +308,7 @@ TEST(PreferenceJsonl, CommonFormsImportAndExportRoundTrips) {
                                        "\nnot json\n"
                                        R"({"prompt": "a", "chosen": "b"})"
                                        "\n");
-  const auto err = error_of([&] {
+  const auto err = test::keel_error_of([&] {
     read_preference_jsonl(dir + "/bad.jsonl", *tok, PromptTemplate::kChat, BadLinePolicy::kFail, [](PreferencePair&&) {});
   });
   EXPECT_NE(err.find("bad.jsonl:2"), std::string::npos) << err;
@@ -387,7 +378,7 @@ TEST(DpoInputs, SummedLogprobsMatchPythonAndCachedReferenceEqualsOnTheFly) {
   EXPECT_NEAR(l_cache, l_model, 1e-5);
   EXPECT_GT(std::abs(l_cache - 9 * std::log(2.0)), 1e-4) << "a perturbed policy must move the loss off log 2";
   DpoObjective without(o, uncached, {}, std::nullopt, 0, V, torch::kCPU);
-  EXPECT_NE(error_of([&] { without.loss(policy, *without.batch(0, 0)); }).find("no reference model"), std::string::npos);
+  EXPECT_NE(test::keel_error_of([&] { without.loss(policy, *without.batch(0, 0)); }).find("no reference model"), std::string::npos);
 }
 
 }  // namespace

@@ -22,15 +22,6 @@ TensorMap sample_tensors(double base) {
   return {{"a", torch::full({3, 4}, base)}, {"b", torch::arange(5, torch::kLong) + static_cast<int64_t>(base)}};
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const KeelError& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(SharedWeights, TwoSlotsAndASequenceCounterPerSlot) {
   const auto path = test::temp_dir("shared_weights") + "/w.weights";
   auto w = SharedWeights::create(path, sample_tensors(0));
@@ -70,7 +61,7 @@ TEST(SharedWeights, TwoSlotsAndASequenceCounterPerSlot) {
   ASSERT_TRUE(r->newest(&newest));
   EXPECT_EQ(newest, 5u);
   // A layout mismatch is refused before anything is written.
-  EXPECT_NE(error_of([&] { w->write(6, {{"a", torch::zeros({2, 2})}}); }).find("differ from the file's layout"), std::string::npos);
+  EXPECT_NE(test::keel_error_of([&] { w->write(6, {{"a", torch::zeros({2, 2})}}); }).find("differ from the file's layout"), std::string::npos);
   // The creator removes the file.
   r.reset();
   w.reset();
@@ -79,19 +70,19 @@ TEST(SharedWeights, TwoSlotsAndASequenceCounterPerSlot) {
 
 TEST(SharedWeights, ABadFileIsRefusedNamingTheDefect) {
   const auto dir = test::temp_dir("shared_weights_bad");
-  EXPECT_NE(error_of([&] { SharedWeights::open(dir + "/none.weights"); }).find("cannot open shared weights"), std::string::npos);
+  EXPECT_NE(test::keel_error_of([&] { SharedWeights::open(dir + "/none.weights"); }).find("cannot open shared weights"), std::string::npos);
   test::write_text(dir + "/junk.weights", std::string(4096, 'x'));
-  EXPECT_NE(error_of([&] { SharedWeights::open(dir + "/junk.weights"); }).find("bad magic"), std::string::npos);
+  EXPECT_NE(test::keel_error_of([&] { SharedWeights::open(dir + "/junk.weights"); }).find("bad magic"), std::string::npos);
   test::write_text(dir + "/short.weights", "KEELSHW1");
-  EXPECT_NE(error_of([&] { SharedWeights::open(dir + "/short.weights"); }).find("too short"), std::string::npos);
+  EXPECT_NE(test::keel_error_of([&] { SharedWeights::open(dir + "/short.weights"); }).find("too short"), std::string::npos);
   // A real file cut after its header: the slots lie outside it.
   auto w = SharedWeights::create(dir + "/real.weights", sample_tensors(0));
   std::ifstream in(dir + "/real.weights", std::ios::binary);
   std::string head(1024, '\0');
   in.read(head.data(), 1024);
   test::write_text(dir + "/cut.weights", head);
-  EXPECT_NE(error_of([&] { SharedWeights::open(dir + "/cut.weights"); }).find("outside the file"), std::string::npos);
-  EXPECT_NE(error_of([&] { SharedWeights::create(dir + "/no/such/dir/w.weights", sample_tensors(0)); }).find("cannot create"),
+  EXPECT_NE(test::keel_error_of([&] { SharedWeights::open(dir + "/cut.weights"); }).find("outside the file"), std::string::npos);
+  EXPECT_NE(test::keel_error_of([&] { SharedWeights::create(dir + "/no/such/dir/w.weights", sample_tensors(0)); }).find("cannot create"),
             std::string::npos);
 }
 

@@ -1,5 +1,7 @@
 #include "tests/support/test_support.h"
 
+#include "core/error.h"
+
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -66,6 +68,15 @@ std::string read_text(const std::string& path) {
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream f(path);
   f << text;
+}
+
+std::string keel_error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const KeelError& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace keel::test

@@ -2,6 +2,7 @@
 // independent references (Debian's /usr/bin/python3 with torch, node) and the keel binary.
 #pragma once
 
+#include <functional>
 #include <string>
 
 namespace keel::test {
@@ -25,5 +26,8 @@ RunResult keel(const std::string& args);
 std::string shell_quote(const std::string& s);
 std::string read_text(const std::string& path);
 void write_text(const std::string& path, const std::string& text);
+// Runs `f` and returns the message of the KeelError it throws ("" when it throws none; any other
+// exception escapes and fails the test).
+std::string keel_error_of(const std::function<void()>& f);
 
 }  // namespace keel::test
