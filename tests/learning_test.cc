@@ -223,6 +223,7 @@ struct PpoCase {
   int base_port;
   bool faults;
   bool log_groups;  // actors sample 2 responses per prompt and the learner logs every rollout
+  double margin;    // the rise of the held-out expected reward asserted over 60 updates
 };
 
 void run_ppo_case(const PpoCase& c) {
@@ -268,10 +269,12 @@ void run_ppo_case(const PpoCase& c) {
   std::cerr << "PPO with " << c.actors << " actor(s): held-out sort reward " << before << " -> " << after
             << " (sampled, 800 draws), expected reward " << expected_before << " -> " << expected_after << "\n";
   // The held-out mean reward, exactly: the probability of sampling the right answer to each of 200
-  // held-out sort prompts (no sampling noise). Measured over 60 updates of 64 rollouts: +0.025.
-  // It agrees with the sampled rate (800 draws, standard error about 0.016).
+  // held-out sort prompts (no sampling noise). It agrees with the sampled rate (800 draws, standard
+  // error about 0.016). Measured over 60 updates of 64 rollouts: 0.658 -> 0.692 / 0.699 with 2
+  // actors (and faults), 0.658 -> 0.675 / 0.683 with 1 actor (half as many prompts per update).
   EXPECT_NEAR(expected_before, before, 0.05) << "expected reward and sampled exact match disagree";
-  EXPECT_GE(expected_after, expected_before + 0.01) << "the held-out reward must rise by at least 0.01 within 60 updates";
+  EXPECT_GE(expected_after, expected_before + c.margin)
+      << "the held-out reward must rise by at least " << c.margin << " within 60 updates";
   EXPECT_GE(after, before - 0.03) << "the sampled held-out reward fell";
   for (double kl : run.kl) EXPECT_LT(kl, 2.0) << "KL to the reference left its band";
   if (c.faults) {
@@ -281,8 +284,8 @@ void run_ppo_case(const PpoCase& c) {
   }
 }
 
-TEST(Learning, PpoThroughLaunchWithTwoActorsAndFaults) { run_ppo_case({2, 6155, true, false}); }
-TEST(Learning, PpoThroughLaunchWithOneActor) { run_ppo_case({1, 6255, false, true}); }
+TEST(Learning, PpoThroughLaunchWithTwoActorsAndFaults) { run_ppo_case({2, 6155, true, false, 0.01}); }
+TEST(Learning, PpoThroughLaunchWithOneActor) { run_ppo_case({1, 6255, false, true, 0.005}); }
 
 // Pairs mined from the logged PPO run above (2 responses per prompt, best against worst) train a
 // DPO policy whose held-out reward (exact match of sampled responses at temperature 1, the reward
