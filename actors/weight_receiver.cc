@@ -34,12 +34,13 @@ bool WeightReceiver::open_region(const wire::WeightAnnounce& a) {
   if (a.shared_path.empty()) return false;
   if (region_ && region_->path() == a.shared_path) return true;
   region_.reset();
-  if (::access(a.shared_path.c_str(), R_OK) != 0) return false;  // another host's
+  if (a.shared_path == unusable_path_ || ::access(a.shared_path.c_str(), R_OK) != 0) return false;  // broken, or another host's
   try {
     region_ = SharedWeights::open(a.shared_path);
     return true;
   } catch (const std::exception& e) {
     std::cerr << name_ << ": shared weights " << a.shared_path << " unusable (" << e.what() << "); fetching chunks\n";
+    unusable_path_ = a.shared_path;
     return false;
   }
 }
@@ -72,6 +73,7 @@ WeightReceiver::Shared WeightReceiver::copy_shared(const wire::WeightAnnounce& a
     if (whole) return Shared::kLoaded;
   } catch (const std::exception& e) {
     std::cerr << name_ << ": shared weights v" << a.policy_version << " do not load (" << e.what() << "); fetching chunks\n";
+    unusable_path_ = a.shared_path;
     region_.reset();
   }
   return copied ? Shared::kTorn : Shared::kUnavailable;
@@ -104,8 +106,10 @@ bool WeightReceiver::load_newest(Transformer& model, uint64_t* version) {
         *version = a.policy_version;
         return true;
       }
-      if (r == Shared::kTorn) {
-        mixed = true;
+      if (region_) {
+        // Torn, or the slot already holds a later version: that version's announcement is on its
+        // way (the learner serves chunks of the newest version only, so do not ask for these).
+        mixed = mixed || r == Shared::kTorn;
         poll(20);
         continue;
       }
@@ -122,7 +126,8 @@ bool WeightReceiver::load_newest(Transformer& model, uint64_t* version) {
     if (!mixed) return false;
     poll(200);
   }
-  KEEL_FAIL(name_ << ": could not load one whole weights version after a torn copy");
+  KEEL_CHECK(!mixed, name_ << ": could not load one whole weights version after a torn copy");
+  return false;  // the region holds no announced version yet: try again before the next batch
 }
 
 std::string WeightReceiver::fetch_chunks(const wire::WeightAnnounce& a) {

@@ -59,6 +59,7 @@ class WeightReceiver {
   bool have_ = false;
   wire::ReceiveStats stats_;
   std::shared_ptr<SharedWeights> region_;        // the region of the newest announcement, if on this host
+  std::string unusable_path_;                    // a region that failed to open or load: chunks instead
   std::shared_ptr<SharedWeights> bound_region_;  // what the model's parameters point into (null: own memory)
   uint64_t bound_version_ = 0, bound_token_ = 0;
   int64_t bound_loads_ = 0, copied_loads_ = 0, chunk_loads_ = 0;

@@ -166,17 +166,34 @@ TEST(WeightsToActors, BoundCopiedAndChunkedActorsHoldThePublishedVersion) {
   EXPECT_TRUE(torch::equal(logits_of(chunked), logits_of(policy)));
   EXPECT_EQ(rn.chunk_loads(), 2);
 
+  // An announcement overtaken before it is read (the copying actor heard version 1; its slot now
+  // holds 5): the actor takes the newer announcement from shared memory at once instead
+  // of asking for chunks of a version the learner no longer serves.
+  step();
+  publish(4);
+  step();
+  publish(5);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // both announced (rc does not listen yet)
+  const auto t0 = std::chrono::steady_clock::now();
+  uint64_t v5 = 0;
+  ASSERT_TRUE(rc.load_newest(copied, &v5));  // rc last heard version 1, whose slot now holds 5
+  EXPECT_EQ(v5, 5u);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
+  EXPECT_EQ(rc.copied_loads(), 2);
+  EXPECT_EQ(rc.chunk_loads(), 0);
+  EXPECT_TRUE(torch::equal(logits_of(copied), logits_of(policy)));
+
   // An actor on another host asking this learner for chunks gets a blob built from the region.
   WeightReceiver far("tcp://127.0.0.1:47622", "tcp://127.0.0.1:47623", "far");
   Transformer far_model(tiny());
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   wire::WeightAnnounce a;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (far.poll(100) < 3) ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+  while (far.poll(100) < 5) ASSERT_LT(std::chrono::steady_clock::now(), deadline);
   fs::remove_all(test::temp_path("weights_to_actors"));  // the region's name no longer resolves: as on another host
   uint64_t v = 0;
   ASSERT_TRUE(far.load_newest(far_model, &v));
-  EXPECT_EQ(v, 3u);
+  EXPECT_EQ(v, 5u);
   EXPECT_EQ(far.chunk_loads(), 1);
   EXPECT_TRUE(torch::equal(logits_of(far_model), logits_of(policy)));
   EXPECT_EQ(local.stats().blobs_built, 1);
