@@ -46,6 +46,16 @@ double max_rss_mb() {
   getrusage(RUSAGE_SELF, &u);
   return u.ru_maxrss / 1024.0;
 }
+// The benchmarks' GPT-2 shape: width d, L layers, heads of 64, context T, vocabulary V.
+keel::ModelConfig gpt2_config(int64_t d, int64_t L, int64_t T, int64_t V) {
+  keel::ModelConfig c;
+  c.vocab_size = V;
+  c.d_model = d;
+  c.n_layer = L;
+  c.n_head = d / 64;
+  c.max_positions = T;
+  return c;
+}
 int64_t arg(int argc, char** argv, int i, int64_t dflt) { return argc > i ? std::atoll(argv[i]) : dflt; }
 
 void sgemm() {
@@ -61,12 +71,7 @@ void sgemm() {
 
 void train(int64_t d, int64_t L, int64_t T, int64_t B, int64_t V) {
   const double rss0 = max_rss_mb();
-  keel::ModelConfig c;
-  c.vocab_size = V;
-  c.d_model = d;
-  c.n_layer = L;
-  c.n_head = d / 64;
-  c.max_positions = T;
+  const auto c = gpt2_config(d, L, T, V);
   keel::Transformer model(c);
   torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(1e-4).weight_decay(0.1));
   auto tokens = torch::randint(0, V, {B, T}, torch::kLong), targets = torch::randint(0, V, {B, T}, torch::kLong);
@@ -91,12 +96,7 @@ void train(int64_t d, int64_t L, int64_t T, int64_t B, int64_t V) {
 }
 
 void generate(int64_t d, int64_t L, int64_t B, int64_t N) {
-  keel::ModelConfig c;
-  c.vocab_size = 8192;
-  c.d_model = d;
-  c.n_layer = L;
-  c.n_head = d / 64;
-  c.max_positions = 512;
+  const auto c = gpt2_config(d, L, 512, 8192);
   keel::Transformer model(c);
   std::vector<std::vector<int32_t>> prompts;
   for (int64_t b = 0; b < B; ++b) prompts.push_back(std::vector<int32_t>(static_cast<size_t>(16 + b), 5));
@@ -200,12 +200,7 @@ void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool
 }
 
 void weights(int64_t d, int64_t L, const std::string& path) {
-  keel::ModelConfig c;
-  c.vocab_size = 8192;
-  c.d_model = d;
-  c.n_layer = L;
-  c.n_head = d / 64;
-  c.max_positions = 256;
+  const auto c = gpt2_config(d, L, 256, 8192);
   weights_run(c, path == "chunks" ? "" : "/dev/shm", path == "shm", 47501);
 }
 
@@ -248,12 +243,7 @@ void learner_scaling(int world, int64_t d, int64_t L, int64_t T, int64_t B, int6
     ::setenv("MASTER_ADDR", "127.0.0.1", 1);
     ::setenv("MASTER_PORT", "47591", 1);
     keel::set_threads(std::max(1, cores / world));
-    keel::ModelConfig c;
-    c.vocab_size = V;
-    c.d_model = d;
-    c.n_layer = L;
-    c.n_head = d / 64;
-    c.max_positions = T;
+    const auto c = gpt2_config(d, L, T, V);
     keel::Transformer model(c);
     model->init_weights(1);
     RandomLm objective(B / world, T, V);
