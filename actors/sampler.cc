@@ -2,6 +2,10 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cmath>
+#include <mutex>
+#include <vector>
+
 #include "core/error.h"
 
 namespace keel {
@@ -34,6 +38,60 @@ PaddedBatch left_pad(const std::vector<std::vector<int32_t>>& prompts, int32_t p
   }
   auto positions = (mask.to(torch::kLong).cumsum(1) - 1).clamp_min(0);
   return {tokens, mask, positions};
+}
+
+// Inverts each row's cumulative sum at one uniform number. torch::multinomial draws an exponential
+// per vocabulary entry instead: 8 x 8192 logarithms per step, more than a small model's forward pass.
+torch::Tensor draw_categorical(const torch::Tensor& probs, at::Generator& gen) {
+  KEEL_CHECK(probs.dim() == 2 && probs.device().is_cpu() && probs.scalar_type() == torch::kFloat32,
+             "draw_categorical: probabilities must be a [B, V] float32 CPU tensor");
+  auto p = probs.contiguous();
+  const int64_t B = p.size(0), V = p.size(1);
+  auto out = torch::empty({B}, torch::kLong);
+  auto* impl = at::check_generator<at::CPUGeneratorImpl>(gen);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  auto picks = out.accessor<int64_t, 1>();
+  constexpr int64_t kBlock = 64;
+  std::vector<double> block_sums((V + kBlock - 1) / kBlock);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* row = p.data_ptr<float>() + b * V;
+    // Block sums first (four independent chains), so the walk touches one block of entries.
+    double total = 0;
+    for (size_t i = 0; i < block_sums.size(); ++i) {
+      const int64_t lo = static_cast<int64_t>(i) * kBlock, hi = std::min(V, lo + kBlock);
+      float s[4] = {0, 0, 0, 0};
+      int64_t j = lo;
+      for (; j + 4 <= hi; j += 4)
+        for (int l = 0; l < 4; ++l) s[l] += row[j + l];
+      for (; j < hi; ++j) s[0] += row[j];
+      block_sums[i] = (static_cast<double>(s[0]) + s[1]) + (static_cast<double>(s[2]) + s[3]);
+      total += block_sums[i];
+    }
+    KEEL_CHECK(std::isfinite(total) && total > 0,
+               "sampling: row " << b << " has no probability mass (sum " << total << "; NaN or infinite logits?)");
+    const double u = static_cast<double>(impl->random64() >> 11) * 0x1.0p-53;  // [0, 1)
+    double target = u * total, cum = 0;
+    int64_t pick = -1;
+    for (size_t i = 0; i < block_sums.size() && pick < 0; ++i) {
+      if (cum + block_sums[i] <= target) {
+        cum += block_sums[i];
+        continue;
+      }
+      const int64_t lo = static_cast<int64_t>(i) * kBlock, hi = std::min(V, lo + kBlock);
+      for (int64_t j = lo; j < hi; ++j) {
+        cum += row[j];
+        if (row[j] > 0 && cum > target) {
+          pick = j;
+          break;
+        }
+      }
+    }
+    if (pick < 0)  // rounding put the target past the last entry: take the last one with mass
+      for (int64_t j = V - 1; j >= 0 && pick < 0; --j)
+        if (row[j] > 0) pick = j;
+    picks[b] = pick;
+  }
+  return out;
 }
 
 Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& cfg,
@@ -77,7 +135,7 @@ Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prom
         sorted.masked_fill_(mass_before > cfg.top_p * sorted.sum(-1, true), 0.0);
         probs = torch::zeros_like(probs).scatter_(1, idx, sorted);
       }
-      next = torch::multinomial(probs, 1, false, gen).squeeze(1);
+      next = draw_categorical(probs, gen);
     }
     auto chosen_logp = logp.gather(1, next.unsqueeze(1)).squeeze(1);
     auto nx = next.accessor<int64_t, 1>();

@@ -32,6 +32,11 @@ struct Samples {
 Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& config,
                int32_t eos, int32_t pad);
 
+// One index per row of `probs` [B, V] (float32, CPU, non-negative, not necessarily normalised),
+// index v with probability probs[b, v] / sum_v probs[b, v]; one uniform number per row from `gen`.
+// A row without mass (all zero, NaN or infinite) is an error naming the row.
+torch::Tensor draw_categorical(const torch::Tensor& probs, at::Generator& gen);
+
 // Left-pads `prompts` into tokens [B, L], key mask [B, L] and position ids [B, L] (0 at each row's first token).
 struct PaddedBatch {
   torch::Tensor tokens, key_mask, positions;

@@ -1,6 +1,7 @@
 // keel_bench: speed of keel's model on this machine, printed as one JSON line per measurement.
 //   keel_bench sgemm                  measured float32 matrix-product peak (GFLOP/s)
 //   keel_bench train    [d L T B V]   pretrain step (forward, backward, AdamW): tokens/s, model GFLOP/s
+//   keel_bench linear [M]             the decoding step's products with M rows: LibTorch against keel's kernels
 //   keel_bench generate [d L B N]     KV-cached sampling of N new tokens for B prompts: tokens/s
 //   keel_bench weights  [d L P]       publish policy versions to 2 actor processes (P: shm | shm-copy | chunks), vs memcpy
 //   keel_bench learner_scaling [W d L T B]  the training loop on W Gloo ranks: tokens/s, all-reduce wait share
@@ -27,6 +28,7 @@
 #include "actors/sampler.h"
 #include "actors/weight_receiver.h"
 #include "core/checkpoint.h"
+#include "core/linear.h"
 #include "core/safetensors.h"
 #include "learner/data_parallel.h"
 #include "learner/lm_batch.h"
@@ -112,6 +114,42 @@ void generate(int64_t d, int64_t L, int64_t B, int64_t N) {
   std::printf("{\"bench\": \"generate\", \"impl\": \"keel\", \"d\": %lld, \"layers\": %lld, \"batch\": %lld, "
               "\"new_tokens\": %lld, \"seconds\": %.4f, \"tokens_per_s\": %.1f}\n",
               (long long)d, (long long)L, (long long)B, (long long)N, sec, B * N / sec);
+}
+
+// The decoding step's products (M rows): LibTorch (OpenBLAS) against keel's in-place kernels, with
+// the weights in cache (one copy) and cold (copies cycled through 64 MiB or more, as in a model
+// whose weights exceed the cache).
+void linear(int64_t M) {
+  c10::InferenceMode inference;
+  // KEEL_BENCH_ISA=0|1|2 measures the generic, AVX2 or AVX-512 build of the kernels.
+  if (const char* isa = std::getenv("KEEL_BENCH_ISA")) keel::limit_small_kernel_isa(static_cast<keel::SmallKernelIsa>(std::atoi(isa)));
+  const char* isa_names[] = {"generic", "avx2", "avx512"};
+  struct Shape { const char* name; int64_t K, N; bool kn; };
+  const Shape shapes[] = {{"c_attn", 256, 768, true}, {"attn.c_proj", 256, 256, true}, {"c_fc", 256, 1024, true},
+                          {"mlp.c_proj", 1024, 256, true}, {"lm_head", 256, 8192, false}, {"q_proj", 512, 512, false}};
+  for (const auto& s : shapes) {
+    auto x = torch::randn({M, s.K});
+    auto b = torch::randn({s.N});
+    const int64_t copies = std::max<int64_t>(2, (int64_t{64} << 20) / (s.K * s.N * 4));
+    std::vector<torch::Tensor> ws;
+    for (int64_t i = 0; i < copies; ++i) ws.push_back(s.kn ? torch::randn({s.K, s.N}) : torch::randn({s.N, s.K}));
+    auto ref = [&](const torch::Tensor& w) { return s.kn ? torch::addmm(b, x, w) : torch::nn::functional::linear(x, w, b); };
+    auto ours = [&](const torch::Tensor& w) { return s.kn ? keel::linear_kn(x, w, b) : keel::linear_nk(x, w, b); };
+    auto time = [&](auto f, int64_t n) {
+      for (int64_t i = 0; i < copies; ++i) f(ws[i % n]);
+      const int64_t reps = std::max<int64_t>(200, 2 * copies);
+      auto t = Clock::now();
+      for (int64_t i = 0; i < reps; ++i) f(ws[i % n]);
+      return seconds_since(t) / reps * 1e6;
+    };
+    const double hot_ref = time(ref, 1), hot = time(ours, 1), cold_ref = time(ref, copies), cold = time(ours, copies);
+    const double diff = (ref(ws[0]) - ours(ws[0])).abs().max().item<double>();
+    std::printf("{\"bench\": \"linear\", \"impl\": \"keel\", \"shape\": \"%s\", \"M\": %lld, \"K\": %lld, \"N\": %lld, "
+                "\"hot_libtorch_us\": %.1f, \"hot_keel_us\": %.1f, \"cold_libtorch_us\": %.1f, \"cold_keel_us\": %.1f, "
+                "\"cold_keel_GBps\": %.1f, \"max_diff\": %.2g, \"isa\": \"%s\"}\n",
+                s.name, (long long)M, (long long)s.K, (long long)s.N, hot_ref, hot, cold_ref, cold,
+                s.K * s.N * 4 / cold / 1e3, diff, isa_names[static_cast<int>(keel::small_kernel_isa())]);
+  }
 }
 
 double memcpy_seconds(size_t bytes) {
@@ -344,6 +382,7 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   if (mode == "sgemm") sgemm();
   else if (mode == "train") train(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), arg(argc, argv, 4, 256), arg(argc, argv, 5, 8), arg(argc, argv, 6, 8192));
+  else if (mode == "linear") linear(arg(argc, argv, 2, 8));
   else if (mode == "generate") generate(arg(argc, argv, 2, 256), arg(argc, argv, 3, 4), arg(argc, argv, 4, 8), arg(argc, argv, 5, 128));
   else if (mode == "weights") weights(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), argc > 4 ? argv[4] : "shm");
   else if (mode == "learner_scaling") learner_scaling(static_cast<int>(arg(argc, argv, 2, 2)), arg(argc, argv, 3, 512), arg(argc, argv, 4, 8), arg(argc, argv, 5, 256), arg(argc, argv, 6, 8), 8192, !std::getenv("KEEL_BENCH_NO_OVERLAP"));

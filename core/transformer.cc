@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/linear.h"
 
 namespace keel {
 
@@ -16,13 +17,7 @@ struct Conv1DImpl : torch::nn::Module {
     weight = register_parameter("weight", torch::empty({in, out}));
     bias = register_parameter("bias", torch::zeros({out}));
   }
-  torch::Tensor forward(const torch::Tensor& x) {
-    // One fused addmm over the flattened tokens instead of a matmul and an add.
-    auto y = torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight);
-    auto shape = x.sizes().vec();
-    shape.back() = weight.size(1);
-    return y.view(shape);
-  }
+  torch::Tensor forward(const torch::Tensor& x) { return linear_kn(x, weight, bias); }
   torch::Tensor weight, bias;
 };
 TORCH_MODULE(Conv1D);
@@ -169,16 +164,16 @@ struct LlamaBlock : torch::nn::Module {
   torch::Tensor forward(torch::Tensor x, int64_t layer, AttnContext& ctx) {
     const int64_t B = x.size(0), T = x.size(1), hd = c.head_dim();
     auto hs = input_layernorm(x);
-    auto q = q_proj(hs).view({B, T, c.n_head, hd}).transpose(1, 2);
-    auto k = k_proj(hs).view({B, T, c.kv_heads(), hd}).transpose(1, 2);
-    auto v = v_proj(hs).view({B, T, c.kv_heads(), hd}).transpose(1, 2);
+    auto q = linear_nk(hs, q_proj->weight).view({B, T, c.n_head, hd}).transpose(1, 2);
+    auto k = linear_nk(hs, k_proj->weight).view({B, T, c.kv_heads(), hd}).transpose(1, 2);
+    auto v = linear_nk(hs, v_proj->weight).view({B, T, c.kv_heads(), hd}).transpose(1, 2);
     q = q * ctx.cos + rotate_half(q) * ctx.sin;
     k = k * ctx.cos + rotate_half(k) * ctx.sin;
     auto [ks, vs] = cache_append(ctx.cache, layer, k, v);
     auto a = attend(q, ks, vs, ctx.bias).transpose(1, 2).reshape({B, T, c.n_head * hd});
-    x = x + o_proj(a);
+    x = x + linear_nk(a, o_proj->weight);
     hs = post_attention_layernorm(x);
-    return x + down_proj(torch::silu(gate_proj(hs)) * up_proj(hs));
+    return x + down_proj(torch::silu(linear_nk(hs, gate_proj->weight)) * linear_nk(hs, up_proj->weight));
   }
   const ModelConfig c;
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -321,7 +316,7 @@ torch::Tensor TransformerImpl::hidden(const ForwardInputs& in, KVCache* cache) {
 }
 
 torch::Tensor TransformerImpl::logits(const torch::Tensor& hidden) {
-  return lm_head_ ? lm_head_(hidden) : F::linear(hidden, body_->embedding_weight());
+  return linear_nk(hidden, lm_head_ ? lm_head_->weight : body_->embedding_weight());
 }
 
 torch::Tensor TransformerImpl::value(const torch::Tensor& hidden) {

@@ -1,0 +1,291 @@
+#include "core/linear.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <utility>
+#include <atomic>
+#include <cstring>
+
+#include "core/error.h"
+
+// The kernels pass 64-byte vectors between inlined helpers only; no ABI crosses a library boundary.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace keel {
+
+namespace {
+
+namespace F = torch::nn::functional;
+
+// Vectors of L floats: one register of AVX-512 (16), AVX (8) or SSE (4).
+template <int L> struct Lanes;
+template <> struct Lanes<16> { typedef float type __attribute__((vector_size(64))); };
+template <> struct Lanes<8> { typedef float type __attribute__((vector_size(32))); };
+template <> struct Lanes<4> { typedef float type __attribute__((vector_size(16))); };
+template <int L> using Vec = typename Lanes<L>::type;
+
+template <int L>
+inline __attribute__((always_inline)) Vec<L> load(const float* p) {
+  Vec<L> v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+template <int L>
+inline __attribute__((always_inline)) void store(float* p, Vec<L> v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// Register tiles per instruction set: W [K, N] takes rows of x in blocks of kn_rows and 2L output
+// columns; W [N, K] takes rows of x in pairs and L/2 output columns (L accumulators).
+template <int L> constexpr int64_t kn_rows() { return L == 16 ? 8 : 4; }
+template <int L> constexpr int64_t kn_cols() { return 2 * L; }
+template <int L> constexpr int64_t nk_cols() { return L / 2; }
+
+// W [K, N]: 2L columns of MR rows; each row segment of W feeds MR rows of x.
+template <int L, int MR>
+inline __attribute__((always_inline)) void kn_tile(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K,
+                                                  const float* bias, float* y, int64_t ldy) {
+  Vec<L> acc[MR][2];
+  const Vec<L> b0 = bias ? load<L>(bias) : Vec<L>{}, b1 = bias ? load<L>(bias + L) : Vec<L>{};
+  for (int m = 0; m < MR; ++m) acc[m][0] = b0, acc[m][1] = b1;
+  for (int64_t k = 0; k < K; ++k) {
+    // Weights stream from memory once per step: fetch the next tile's part of this row now.
+    for (int off = 2 * L; off < 4 * L; off += 16) __builtin_prefetch(w + k * ldw + off);
+    const Vec<L> w0 = load<L>(w + k * ldw), w1 = load<L>(w + k * ldw + L);
+    for (int m = 0; m < MR; ++m) {
+      const float xm = x[m * ldx + k];
+      acc[m][0] += xm * w0;
+      acc[m][1] += xm * w1;
+    }
+  }
+  for (int m = 0; m < MR; ++m) store<L>(y + m * ldy, acc[m][0]), store<L>(y + m * ldy + L, acc[m][1]);
+}
+
+// Lane of one level of a pairwise reduction tree with blocks of B lanes: output chunk c of 2B lanes
+// takes block c of `a` then of `b` (first half of each pair of blocks, or the second).
+constexpr int fold_lane(int L, int B, bool second, int i) {
+  const int c = i / (2 * B), r = i % (2 * B);
+  return (r < B ? c * 2 * B + r : L + c * 2 * B + (r - B)) + (second ? B : 0);
+}
+template <int L, int B, std::size_t... I>
+inline __attribute__((always_inline)) Vec<L> fold(Vec<L> a, Vec<L> b, std::index_sequence<I...>) {
+  return __builtin_shufflevector(a, b, fold_lane(L, B, false, I)...) +
+         __builtin_shufflevector(a, b, fold_lane(L, B, true, I)...);
+}
+template <int L, int N, int B>
+inline __attribute__((always_inline)) void fold_level(Vec<L> (&a)[L]) {
+  for (int i = 0; i < N / 2; ++i) a[i] = fold<L, B>(a[2 * i], a[2 * i + 1], std::make_index_sequence<L>{});
+  if constexpr (N > 2) fold_level<L, N / 2, B / 2>(a);
+}
+constexpr int bit_reversed(int i, int L) {
+  int r = 0;
+  for (int bit = 1; bit < L; bit <<= 1, i >>= 1) r = (r << 1) | (i & 1);
+  return r;
+}
+// Sums of the lanes of L vectors in one vector: lane i holds the sum of a[bit_reversed(i)].
+template <int L>
+inline __attribute__((always_inline)) Vec<L> lane_sums(Vec<L> (&a)[L]) {
+  fold_level<L, L, L / 2>(a);
+  return a[0];
+}
+
+// W [N, K]: L/2 rows of W (output columns) against MR <= 2 rows of x, as dot products along K.
+// The accumulator of output lane p = m * L/2 + j sits at a[bit_reversed(p)], so the reduction
+// tree leaves the sums in output order.
+template <int L, int MR>
+inline __attribute__((always_inline)) void nk_tile(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K,
+                                                  const float* bias, float* y, int64_t ldy, bool prefetch) {
+  static_assert(MR == 1 || MR == 2);
+  constexpr int NR = L / 2;
+  Vec<L> acc[L];
+  for (auto& a : acc) a = Vec<L>{};
+  const int64_t kv = K / L * L;
+  for (int64_t k = 0; k < kv; k += L) {
+    if (prefetch && k % 16 == 0)  // weights stream from memory once per step: fetch the next tile's rows now
+      for (int j = 0; j < NR; ++j) __builtin_prefetch(w + (NR + j) * ldw + k);
+    for (int j = 0; j < NR; ++j) {
+      const Vec<L> wj = load<L>(w + j * ldw + k);
+      for (int m = 0; m < MR; ++m) acc[bit_reversed(m * NR + j, L)] += load<L>(x + m * ldx + k) * wj;
+    }
+  }
+  float sums[L];
+  store<L>(sums, lane_sums<L>(acc));
+  for (int m = 0; m < MR; ++m)
+    for (int j = 0; j < NR; ++j) {
+      float v = sums[m * NR + j] + (bias ? bias[j] : 0.0f);
+      for (int64_t k = kv; k < K; ++k) v += x[m * ldx + k] * w[j * ldw + k];
+      y[m * ldy + j] = v;
+    }
+}
+
+// Full tiles [tile_begin, tile_end) of W [K, N]; each tile runs over every row block while its
+// slice of W is in cache.
+template <int L>
+inline __attribute__((always_inline)) void kn_tiles(const float* x, int64_t ldx, int64_t M, const float* w,
+                                                   int64_t N, int64_t K, const float* bias, float* y, int64_t ldy,
+                                                   int64_t tile_begin, int64_t tile_end) {
+  for (int64_t t = tile_begin; t < tile_end; ++t) {
+    const int64_t n0 = t * kn_cols<L>();
+    for (int64_t m0 = 0; m0 < M; m0 += kn_rows<L>()) {
+      const float* xb = x + m0 * ldx;
+      const float* wt = w + n0;
+      const float* bt = bias ? bias + n0 : nullptr;
+      float* yb = y + m0 * ldy + n0;
+      switch (std::min(kn_rows<L>(), M - m0)) {
+        case 8: if constexpr (kn_rows<L>() >= 8) kn_tile<L, 8>(xb, ldx, wt, N, K, bt, yb, ldy); break;
+        case 7: if constexpr (kn_rows<L>() >= 7) kn_tile<L, 7>(xb, ldx, wt, N, K, bt, yb, ldy); break;
+        case 6: if constexpr (kn_rows<L>() >= 6) kn_tile<L, 6>(xb, ldx, wt, N, K, bt, yb, ldy); break;
+        case 5: if constexpr (kn_rows<L>() >= 5) kn_tile<L, 5>(xb, ldx, wt, N, K, bt, yb, ldy); break;
+        case 4: kn_tile<L, 4>(xb, ldx, wt, N, K, bt, yb, ldy); break;
+        case 3: kn_tile<L, 3>(xb, ldx, wt, N, K, bt, yb, ldy); break;
+        case 2: kn_tile<L, 2>(xb, ldx, wt, N, K, bt, yb, ldy); break;
+        default: kn_tile<L, 1>(xb, ldx, wt, N, K, bt, yb, ldy); break;
+      }
+    }
+  }
+}
+
+// Full tiles [tile_begin, tile_end) of W [N, K].
+template <int L>
+inline __attribute__((always_inline)) void nk_tiles(const float* x, int64_t ldx, int64_t M, const float* w, int64_t K,
+                                                   const float* bias, float* y, int64_t ldy, int64_t tile_begin,
+                                                   int64_t tile_end) {
+  for (int64_t t = tile_begin; t < tile_end; ++t) {
+    const int64_t n0 = t * nk_cols<L>();
+    const float* wt = w + n0 * K;
+    const float* bt = bias ? bias + n0 : nullptr;
+    int64_t m0 = 0;
+    for (; m0 + 2 <= M; m0 += 2) nk_tile<L, 2>(x + m0 * ldx, ldx, wt, K, K, bt, y + m0 * ldy + n0, ldy, m0 == 0);
+    if (m0 < M) nk_tile<L, 1>(x + m0 * ldx, ldx, wt, K, K, bt, y + m0 * ldy + n0, ldy, m0 == 0);
+  }
+}
+
+// Plain loops for the columns that do not fill a tile.
+void edge_columns(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K, bool w_is_kn,
+                  const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      float v = bias ? bias[n] : 0.0f;
+      for (int64_t k = 0; k < K; ++k) v += x[m * ldx + k] * (w_is_kn ? w[k * N + n] : w[n * K + k]);
+      y[m * ldy + n] = v;
+    }
+}
+
+// The kernels compiled for each instruction set; the set is picked once from the CPU.
+struct Kernels {
+  int64_t kn_cols, nk_cols;
+  void (*kn)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, int64_t,
+             int64_t);
+  void (*nk)(const float*, int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t, int64_t);
+};
+#define KEEL_KERNELS(NAME, TARGET, L)                                                                            \
+  TARGET void NAME##_kn(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K,            \
+                        const float* bias, float* y, int64_t ldy, int64_t t0, int64_t t1) {                      \
+    kn_tiles<L>(x, ldx, M, w, N, K, bias, y, ldy, t0, t1);                                                       \
+  }                                                                                                              \
+  TARGET void NAME##_nk(const float* x, int64_t ldx, int64_t M, const float* w, int64_t K, const float* bias,    \
+                        float* y, int64_t ldy, int64_t t0, int64_t t1) {                                         \
+    nk_tiles<L>(x, ldx, M, w, K, bias, y, ldy, t0, t1);                                                          \
+  }                                                                                                              \
+  constexpr Kernels NAME = {kn_cols<L>(), nk_cols<L>(), NAME##_kn, NAME##_nk};
+#if defined(__x86_64__)
+KEEL_KERNELS(kAvx512Kernels, __attribute__((target("avx512f"))), 16)
+KEEL_KERNELS(kAvx2Kernels, __attribute__((target("avx2,fma"))), 8)
+#endif
+KEEL_KERNELS(kGenericKernels, , 4)
+#undef KEEL_KERNELS
+
+SmallKernelIsa best_isa() {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx512f")) return SmallKernelIsa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SmallKernelIsa::kAvx2;
+#endif
+  return SmallKernelIsa::kGeneric;
+}
+
+std::atomic<SmallKernelIsa> g_isa{best_isa()};
+// The generic build (SSE, NEON) is not faster than OpenBLAS's own kernels: used only when asked for.
+std::atomic<bool> g_generic_asked{false};
+
+const Kernels& kernels_for(SmallKernelIsa isa) {
+  switch (isa) {
+#if defined(__x86_64__)
+    case SmallKernelIsa::kAvx512: return kAvx512Kernels;
+    case SmallKernelIsa::kAvx2: return kAvx2Kernels;
+#endif
+    default: return kGenericKernels;
+  }
+}
+
+// x as [M, K] rows with unit stride along K.
+torch::Tensor rows_of(const torch::Tensor& x, int64_t K) {
+  auto x2 = x.reshape({-1, K});
+  return x2.stride(1) == 1 ? x2 : x2.contiguous();
+}
+
+torch::Tensor small_product(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, bool kn) {
+  const int64_t K = x.size(-1), N = kn ? weight.size(1) : weight.size(0);
+  auto x2 = rows_of(x, K);
+  const int64_t M = x2.size(0), ldx = x2.stride(0);
+  auto out_shape = x.sizes().vec();
+  out_shape.back() = N;
+  auto y = torch::empty({M, N}, x.options());
+  const float* xp = x2.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  const Kernels& k = kernels_for(g_isa.load(std::memory_order_relaxed));
+  const int64_t tile = kn ? k.kn_cols : k.nk_cols, tiles = N / tile;
+  // Enough multiply-adds per task (~64k) that handing tiles to another thread pays.
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K * tile));
+  at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) {
+    if (kn) k.kn(xp, ldx, M, wp, N, K, bp, yp, N, begin, end);
+    else k.nk(xp, ldx, M, wp, K, bp, yp, N, begin, end);
+  });
+  if (tiles * tile < N) edge_columns(xp, ldx, M, wp, N, K, kn, bp, yp, N, tiles * tile, N);
+  return y.view(out_shape);
+}
+
+}  // namespace
+
+SmallKernelIsa small_kernel_isa() { return g_isa.load(); }
+
+bool limit_small_kernel_isa(SmallKernelIsa isa) {
+  if (static_cast<int>(isa) > static_cast<int>(best_isa())) return false;
+  g_isa.store(isa);
+  g_generic_asked.store(isa == SmallKernelIsa::kGeneric);
+  return true;
+}
+
+bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (g_isa.load(std::memory_order_relaxed) == SmallKernelIsa::kGeneric && !g_generic_asked.load()) return false;
+  if (!x.defined() || x.dim() < 1 || x.device().type() != torch::kCPU || x.scalar_type() != torch::kFloat32) return false;
+  if (weight.scalar_type() != torch::kFloat32 || weight.dim() != 2 || !weight.is_contiguous()) return false;
+  if (bias.defined() && (bias.scalar_type() != torch::kFloat32 || !bias.is_contiguous())) return false;
+  if (x.numel() / std::max<int64_t>(1, x.size(-1)) > kMaxSmallRows || x.numel() == 0) return false;
+  // Autograd needs LibTorch's ops; decoding runs in inference mode or without grad.
+  if (torch::autograd::GradMode::is_enabled() &&
+      (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad())))
+    return false;
+  return true;
+}
+
+torch::Tensor linear_nk(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  KEEL_CHECK(x.size(-1) == weight.size(1), "linear: input width " << x.size(-1) << " != weight [" << weight.size(0)
+                                                                   << ", " << weight.size(1) << "] columns");
+  if (uses_small_kernel(x, weight, bias)) return small_product(x, weight, bias, /*kn=*/false);
+  return F::linear(x, weight, bias);
+}
+
+torch::Tensor linear_kn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  KEEL_CHECK(x.size(-1) == weight.size(0), "linear: input width " << x.size(-1) << " != weight [" << weight.size(0)
+                                                                   << ", " << weight.size(1) << "] rows");
+  if (uses_small_kernel(x, weight, bias)) return small_product(x, weight, bias, /*kn=*/true);
+  // One fused addmm over the flattened tokens instead of a matmul and an add.
+  auto x2 = x.reshape({-1, x.size(-1)});
+  auto y = bias.defined() ? torch::addmm(bias, x2, weight) : torch::mm(x2, weight);
+  auto shape = x.sizes().vec();
+  shape.back() = weight.size(1);
+  return y.view(shape);
+}
+
+}  // namespace keel

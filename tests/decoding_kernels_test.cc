@@ -1,0 +1,144 @@
+// The decoding step's own kernels against LibTorch: the in-place small-row products (core/linear.h)
+// equal OpenBLAS's F::linear / addmm, and draw_categorical samples each row's distribution.
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "actors/sampler.h"
+#include "core/linear.h"
+#include "tests/support/test_support.h"
+
+namespace keel {
+namespace {
+
+namespace F = torch::nn::functional;
+
+// Largest |a - b| relative to the largest |b| (products of K terms round differently per order).
+double relative_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>() / std::max(1e-12, b.abs().max().item<double>());
+}
+
+struct ProductCase {
+  int64_t M, K, N;
+};
+
+// Shapes that hit every path: one row, odd row counts (row blocks of 8 for W [K, N], of 2 for
+// W [N, K]), widths that are not whole tiles (edge columns), K not a multiple of 16, the limit.
+const ProductCase kCases[] = {{1, 16, 32},  {1, 256, 8},  {3, 40, 33},  {7, 17, 70},   {8, 256, 768},
+                              {9, 64, 31},  {13, 96, 97}, {16, 1, 5},   {32, 130, 257}, {kMaxSmallRows, 48, 64}};
+
+TEST(SmallProducts, EqualLibTorchInBothWeightLayoutsWithAndWithoutBiasInEveryInstructionSet) {
+  c10::InferenceMode inference;
+  torch::manual_seed(3);
+  const SmallKernelIsa best = small_kernel_isa();
+  for (auto isa : {SmallKernelIsa::kAvx512, SmallKernelIsa::kAvx2, SmallKernelIsa::kGeneric}) {
+    if (!limit_small_kernel_isa(isa)) continue;  // this CPU lacks it
+    SCOPED_TRACE("instruction set " + std::to_string(static_cast<int>(isa)));
+  for (const auto& c : kCases) {
+    auto x = torch::randn({c.M, c.K});
+    auto w_nk = torch::randn({c.N, c.K});
+    auto w_kn = torch::randn({c.K, c.N});
+    auto bias = torch::randn({c.N});
+    SCOPED_TRACE("M " + std::to_string(c.M) + " K " + std::to_string(c.K) + " N " + std::to_string(c.N));
+    ASSERT_TRUE(uses_small_kernel(x, w_nk, bias));
+    EXPECT_LT(relative_diff(linear_nk(x, w_nk, bias), F::linear(x, w_nk, bias)), 2e-6);
+    EXPECT_LT(relative_diff(linear_nk(x, w_nk), F::linear(x, w_nk)), 2e-6);
+    EXPECT_LT(relative_diff(linear_kn(x, w_kn, bias), torch::addmm(bias, x, w_kn)), 2e-6);
+    EXPECT_LT(relative_diff(linear_kn(x, w_kn), torch::mm(x, w_kn)), 2e-6);
+  }
+  }
+  EXPECT_TRUE(limit_small_kernel_isa(best));
+}
+
+TEST(SmallProducts, TakeStridedRowsAndBatchedShapesAndGiveTheSameBitsOnAnyThreadCount) {
+  c10::InferenceMode inference;
+  torch::manual_seed(4);
+  // The sampler's last-position hidden state: rows of a [B, T, d] tensor, not contiguous.
+  auto h = torch::randn({6, 5, 64});
+  auto last = h.select(1, 4);
+  ASSERT_FALSE(last.is_contiguous());
+  auto w = torch::randn({300, 64});
+  EXPECT_LT(relative_diff(linear_nk(last, w), F::linear(last.contiguous(), w)), 2e-6);
+  auto x3 = torch::randn({2, 3, 64});
+  auto w_kn = torch::randn({64, 40}), b = torch::randn({40});
+  auto y3 = linear_kn(x3, w_kn, b);
+  EXPECT_EQ(y3.sizes(), (std::vector<int64_t>{2, 3, 40}));
+  EXPECT_LT(relative_diff(y3, torch::matmul(x3, w_kn) + b), 2e-6);
+
+  // Output columns are split over threads, never a sum: the bits do not depend on the split.
+  const int threads = at::get_num_threads();
+  auto x = torch::randn({8, 256});
+  auto big = torch::randn({4096, 256});
+  at::set_num_threads(1);
+  auto one = linear_nk(x, big);
+  at::set_num_threads(2);
+  auto two = linear_nk(x, big);
+  at::set_num_threads(threads);
+  EXPECT_TRUE(torch::equal(one, two));
+}
+
+TEST(SmallProducts, LeaveAutogradLargeBatchesAndOtherTypesToLibTorch) {
+  auto w = torch::randn({16, 8}, torch::requires_grad());
+  auto x = torch::randn({4, 8});
+  EXPECT_FALSE(uses_small_kernel(x, w, {}));  // training: gradients flow through LibTorch's ops
+  auto y = linear_nk(x, w);
+  y.sum().backward();
+  EXPECT_LT((w.grad() - x.sum(0).expand({16, 8})).abs().max().item<double>(), 1e-5);
+  {
+    torch::NoGradGuard ng;
+    EXPECT_TRUE(uses_small_kernel(x, w, {}));
+    EXPECT_FALSE(uses_small_kernel(torch::randn({kMaxSmallRows + 1, 8}), w, {}));
+    EXPECT_FALSE(uses_small_kernel(x.to(torch::kDouble), w.to(torch::kDouble), {}));
+    EXPECT_FALSE(uses_small_kernel(x, w.t(), {}));  // a transposed view is not read in place
+    auto wd = w.detach().to(torch::kDouble);
+    EXPECT_LT(relative_diff(linear_nk(x.to(torch::kDouble), wd), F::linear(x.to(torch::kDouble), wd)), 1e-12);
+  }
+  auto msg = test::keel_error_of([&] { linear_kn(x, torch::randn({9, 3})); });
+  EXPECT_NE(msg.find("input width 8"), std::string::npos) << msg;
+}
+
+TEST(DrawCategorical, SamplesEachRowsDistribution) {
+  auto gen = at::detail::createCPUGenerator(11);
+  // Unnormalised rows, zeros that must never be drawn, one row with all its mass on one entry.
+  auto probs = torch::tensor({{2.0f, 1.0f, 0.0f, 0.5f, 0.5f}, {0.0f, 0.0f, 0.0f, 0.0f, 3.0f}});
+  const int draws = 40000;
+  std::vector<std::vector<int>> counts(2, std::vector<int>(5, 0));
+  for (int i = 0; i < draws; ++i) {
+    auto d = draw_categorical(probs, gen);
+    for (int b = 0; b < 2; ++b) ++counts[b][static_cast<size_t>(d[b].item<int64_t>())];
+  }
+  const double expected[] = {0.5, 0.25, 0.0, 0.125, 0.125};
+  for (int v = 0; v < 5; ++v) {
+    const double p = expected[v], sd = std::sqrt(std::max(p * (1 - p), 1e-12) / draws);
+    EXPECT_NEAR(counts[0][static_cast<size_t>(v)] / double(draws), p, 5 * sd + 1e-12) << "entry " << v;
+  }
+  EXPECT_EQ(counts[1][4], draws);
+
+  // A vocabulary spanning many blocks: the frequency of each of 4 heavy entries far apart.
+  auto wide = torch::full({1, 5000}, 1e-3f);
+  for (int64_t v : {0, 1999, 2000, 4999}) wide[0][v] = 1.0f;
+  int heavy[4] = {0, 0, 0, 0};
+  for (int i = 0; i < draws; ++i) {
+    const int64_t d = draw_categorical(wide, gen)[0].item<int64_t>();
+    heavy[0] += d == 0, heavy[1] += d == 1999, heavy[2] += d == 2000, heavy[3] += d == 4999;
+  }
+  const double p_heavy = 1.0 / (4.0 + 4996 * 1e-3), sd = std::sqrt(p_heavy * (1 - p_heavy) / draws);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(heavy[i] / double(draws), p_heavy, 5 * sd) << "heavy entry " << i;
+
+  // Same seed, same draws.
+  auto g1 = at::detail::createCPUGenerator(5), g2 = at::detail::createCPUGenerator(5);
+  auto p = torch::rand({4, 100});
+  EXPECT_TRUE(torch::equal(draw_categorical(p, g1), draw_categorical(p, g2)));
+
+  auto msg = test::keel_error_of([&] {
+    draw_categorical(torch::tensor({{0.5f, 0.5f}, {NAN, 1.0f}}), gen);
+  });
+  EXPECT_NE(msg.find("row 1 has no probability mass"), std::string::npos) << msg;
+  msg = test::keel_error_of([&] { draw_categorical(torch::zeros({1, 3}), gen); });
+  EXPECT_NE(msg.find("row 0 has no probability mass"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace keel
