@@ -259,8 +259,12 @@ bool limit_small_kernel_isa(SmallKernelIsa isa) {
 bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   if (g_isa.load(std::memory_order_relaxed) == SmallKernelIsa::kGeneric && !g_generic_asked.load()) return false;
   if (!x.defined() || x.dim() < 1 || x.device().type() != torch::kCPU || x.scalar_type() != torch::kFloat32) return false;
-  if (weight.scalar_type() != torch::kFloat32 || weight.dim() != 2 || !weight.is_contiguous()) return false;
-  if (bias.defined() && (bias.scalar_type() != torch::kFloat32 || !bias.is_contiguous())) return false;
+  if (weight.scalar_type() != torch::kFloat32 || weight.dim() != 2 || !weight.is_contiguous() ||
+      !weight.device().is_cpu())
+    return false;
+  if (bias.defined() && (bias.scalar_type() != torch::kFloat32 || !bias.is_contiguous() || !bias.device().is_cpu() ||
+                         bias.dim() != 1))
+    return false;
   if (x.numel() / std::max<int64_t>(1, x.size(-1)) > kMaxSmallRows || x.numel() == 0) return false;
   // Autograd needs LibTorch's ops; decoding runs in inference mode or without grad.
   if (torch::autograd::GradMode::is_enabled() &&
@@ -272,14 +276,17 @@ bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, cons
 torch::Tensor linear_nk(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   KEEL_CHECK(x.size(-1) == weight.size(1), "linear: input width " << x.size(-1) << " != weight [" << weight.size(0)
                                                                    << ", " << weight.size(1) << "] columns");
-  if (uses_small_kernel(x, weight, bias)) return small_product(x, weight, bias, /*kn=*/false);
+  // A bias of another length is left to LibTorch, which names the mismatch.
+  if (uses_small_kernel(x, weight, bias) && (!bias.defined() || bias.size(0) == weight.size(0)))
+    return small_product(x, weight, bias, /*kn=*/false);
   return F::linear(x, weight, bias);
 }
 
 torch::Tensor linear_kn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   KEEL_CHECK(x.size(-1) == weight.size(0), "linear: input width " << x.size(-1) << " != weight [" << weight.size(0)
                                                                    << ", " << weight.size(1) << "] rows");
-  if (uses_small_kernel(x, weight, bias)) return small_product(x, weight, bias, /*kn=*/true);
+  if (uses_small_kernel(x, weight, bias) && (!bias.defined() || bias.size(0) == weight.size(1)))
+    return small_product(x, weight, bias, /*kn=*/true);
   // One fused addmm over the flattened tokens instead of a matmul and an add.
   auto x2 = x.reshape({-1, x.size(-1)});
   auto y = bias.defined() ? torch::addmm(bias, x2, weight) : torch::mm(x2, weight);

@@ -97,6 +97,9 @@ TEST(SmallProducts, LeaveAutogradLargeBatchesAndOtherTypesToLibTorch) {
   }
   auto msg = test::keel_error_of([&] { linear_kn(x, torch::randn({9, 3})); });
   EXPECT_NE(msg.find("input width 8"), std::string::npos) << msg;
+  torch::NoGradGuard ng;
+  EXPECT_THROW(linear_nk(x, w.detach(), torch::zeros({15})), c10::Error);  // a short bias is never read past its end
+  EXPECT_THROW(linear_kn(x, torch::randn({8, 16}), torch::zeros({17})), c10::Error);
 }
 
 TEST(DrawCategorical, SamplesEachRowsDistribution) {
