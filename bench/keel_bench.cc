@@ -28,6 +28,7 @@
 #include "actors/sampler.h"
 #include "actors/weight_receiver.h"
 #include "core/checkpoint.h"
+#include "core/kernel_isa.h"
 #include "core/linear.h"
 #include "core/safetensors.h"
 #include "learner/data_parallel.h"
@@ -122,7 +123,7 @@ void generate(int64_t d, int64_t L, int64_t B, int64_t N) {
 void linear(int64_t M) {
   c10::InferenceMode inference;
   // KEEL_BENCH_ISA=0|1|2 measures the generic, AVX2 or AVX-512 build of the kernels.
-  if (const char* isa = std::getenv("KEEL_BENCH_ISA")) keel::limit_small_kernel_isa(static_cast<keel::SmallKernelIsa>(std::atoi(isa)));
+  if (const char* isa = std::getenv("KEEL_BENCH_ISA")) keel::limit_kernel_isa(static_cast<keel::KernelIsa>(std::atoi(isa)));
   const char* isa_names[] = {"generic", "avx2", "avx512"};
   struct Shape { const char* name; int64_t K, N; bool kn; };
   const Shape shapes[] = {{"c_attn", 256, 768, true}, {"attn.c_proj", 256, 256, true}, {"c_fc", 256, 1024, true},
@@ -148,7 +149,7 @@ void linear(int64_t M) {
                 "\"hot_libtorch_us\": %.1f, \"hot_keel_us\": %.1f, \"cold_libtorch_us\": %.1f, \"cold_keel_us\": %.1f, "
                 "\"cold_keel_GBps\": %.1f, \"max_diff\": %.2g, \"isa\": \"%s\"}\n",
                 s.name, (long long)M, (long long)s.K, (long long)s.N, hot_ref, hot, cold_ref, cold,
-                s.K * s.N * 4 / cold / 1e3, diff, isa_names[static_cast<int>(keel::small_kernel_isa())]);
+                s.K * s.N * 4 / cold / 1e3, diff, isa_names[static_cast<int>(keel::kernel_isa())]);
   }
 }
 

@@ -4,10 +4,9 @@
 
 #include <algorithm>
 #include <utility>
-#include <atomic>
-#include <cstring>
 
 #include "core/error.h"
+#include "core/kernel_isa.h"
 
 // The kernels pass 64-byte vectors between inlined helpers only; no ABI crosses a library boundary.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -194,23 +193,11 @@ KEEL_KERNELS(kAvx2Kernels, __attribute__((target("avx2,fma"))), 8)
 KEEL_KERNELS(kGenericKernels, , 4)
 #undef KEEL_KERNELS
 
-SmallKernelIsa best_isa() {
-#if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx512f")) return SmallKernelIsa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SmallKernelIsa::kAvx2;
-#endif
-  return SmallKernelIsa::kGeneric;
-}
-
-std::atomic<SmallKernelIsa> g_isa{best_isa()};
-// The generic build (SSE, NEON) is not faster than OpenBLAS's own kernels: used only when asked for.
-std::atomic<bool> g_generic_asked{false};
-
-const Kernels& kernels_for(SmallKernelIsa isa) {
+const Kernels& kernels_for(KernelIsa isa) {
   switch (isa) {
 #if defined(__x86_64__)
-    case SmallKernelIsa::kAvx512: return kAvx512Kernels;
-    case SmallKernelIsa::kAvx2: return kAvx2Kernels;
+    case KernelIsa::kAvx512: return kAvx512Kernels;
+    case KernelIsa::kAvx2: return kAvx2Kernels;
 #endif
     default: return kGenericKernels;
   }
@@ -233,7 +220,7 @@ torch::Tensor small_product(const torch::Tensor& x, const torch::Tensor& weight,
   const float* wp = weight.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  const Kernels& k = kernels_for(g_isa.load(std::memory_order_relaxed));
+  const Kernels& k = kernels_for(kernel_isa());
   const int64_t tile = kn ? k.kn_cols : k.nk_cols, tiles = N / tile;
   // Enough multiply-adds per task (~64k) that handing tiles to another thread pays.
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K * tile));
@@ -247,17 +234,10 @@ torch::Tensor small_product(const torch::Tensor& x, const torch::Tensor& weight,
 
 }  // namespace
 
-SmallKernelIsa small_kernel_isa() { return g_isa.load(); }
-
-bool limit_small_kernel_isa(SmallKernelIsa isa) {
-  if (static_cast<int>(isa) > static_cast<int>(best_isa())) return false;
-  g_isa.store(isa);
-  g_generic_asked.store(isa == SmallKernelIsa::kGeneric);
-  return true;
-}
-
 bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  if (g_isa.load(std::memory_order_relaxed) == SmallKernelIsa::kGeneric && !g_generic_asked.load()) return false;
+  // The generic build (SSE, NEON) is not faster than OpenBLAS's own kernels: it runs only when a
+  // test limits a better CPU to it.
+  if (kernel_isa() == KernelIsa::kGeneric && best_kernel_isa() == KernelIsa::kGeneric) return false;
   if (!x.defined() || x.dim() < 1 || x.device().type() != torch::kCPU || x.scalar_type() != torch::kFloat32) return false;
   if (weight.scalar_type() != torch::kFloat32 || weight.dim() != 2 || !weight.is_contiguous() ||
       !weight.device().is_cpu())

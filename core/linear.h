@@ -4,7 +4,7 @@
 // repacks the whole weight on each call, which at a handful of rows costs as much as the product
 // itself; so products with at most kMaxSmallRows rows on the CPU in float32, outside autograd, run
 // kernels here that read the weight in place (compiled for AVX-512 and for AVX2 + FMA, the best the
-// CPU has chosen at start; other CPUs keep OpenBLAS, whose own kernels are as fast as the generic
+// CPU has chosen at start: core/kernel_isa.h; other CPUs keep OpenBLAS, whose own kernels are as fast as the generic
 // build there), split over the intra-op threads by output columns. Everything else goes to LibTorch unchanged.
 // Results equal LibTorch's to float32 rounding (the summation order differs).
 #pragma once
@@ -20,13 +20,6 @@ torch::Tensor linear_nk(const torch::Tensor& x, const torch::Tensor& weight, con
 
 // y[..., N] = x[..., K] · W (+ bias), W stored [K, N] (GPT-2's Conv1D).
 torch::Tensor linear_kn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});
-
-// Instruction sets of the kernels, in increasing order.
-enum class SmallKernelIsa { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
-SmallKernelIsa small_kernel_isa();
-// Uses `isa` from now on, kGeneric included (tests run every build of the kernels); false when this
-// CPU lacks it.
-bool limit_small_kernel_isa(SmallKernelIsa isa);
 
 // Whether a product of `rows` rows with this weight takes the in-place kernels (for tests and benchmarks).
 bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);

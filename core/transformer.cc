@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/decode_attention.h"
 #include "core/error.h"
 #include "core/linear.h"
 
@@ -36,6 +37,7 @@ TORCH_MODULE(RMSNorm);
 
 // Scaled dot-product attention. q [B,H,T,hd], k/v [B,KV,S,hd], bias [B|1,1,T,S] additive.
 torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const torch::Tensor& bias) {
+  if (decode_attention_applies(q, k, v, bias)) return decode_attention(q, k, v, bias);
   const int64_t rep = q.size(1) / k.size(1);
   if (rep > 1) {  // grouped-query attention: each kv head serves `rep` consecutive query heads
     k = k.repeat_interleave(rep, 1);

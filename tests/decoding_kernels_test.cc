@@ -1,12 +1,16 @@
 // The decoding step's own kernels against LibTorch: the in-place small-row products (core/linear.h)
-// equal OpenBLAS's F::linear / addmm, and draw_categorical samples each row's distribution.
+// equal OpenBLAS's F::linear / addmm, decode_attention equals the plain attention, and
+// draw_categorical samples each row's distribution.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 
 #include "actors/sampler.h"
+#include "core/decode_attention.h"
+#include "core/kernel_isa.h"
 #include "core/linear.h"
 #include "tests/support/test_support.h"
 
@@ -24,32 +28,40 @@ struct ProductCase {
   int64_t M, K, N;
 };
 
-// Shapes that hit every path: one row, odd row counts (row blocks of 8 for W [K, N], of 2 for
-// W [N, K]), widths that are not whole tiles (edge columns), K not a multiple of 16, the limit.
-const ProductCase kCases[] = {{1, 16, 32},  {1, 256, 8},  {3, 40, 33},  {7, 17, 70},   {8, 256, 768},
-                              {9, 64, 31},  {13, 96, 97}, {16, 1, 5},   {32, 130, 257}, {kMaxSmallRows, 48, 64}};
+// Shapes that hit every path: one row, odd row counts (row blocks of 8 or 4 for W [K, N], of 2 for
+// W [N, K]), widths that are not whole tiles (edge columns), K not a multiple of the lanes, the
+// limit.
+const ProductCase kCases[] = {{1, 16, 32}, {1, 256, 8},  {3, 40, 33}, {7, 17, 70},    {8, 256, 768},
+                              {9, 64, 31}, {13, 96, 97}, {16, 1, 5},  {32, 130, 257}, {kMaxSmallRows, 48, 64}};
+
+// Runs `check` with each build of the kernels this CPU can run, then goes back to the best.
+void in_every_instruction_set(const std::function<void()>& check) {
+  const KernelIsa best = kernel_isa();
+  for (auto isa : {KernelIsa::kAvx512, KernelIsa::kAvx2, KernelIsa::kGeneric}) {
+    if (!limit_kernel_isa(isa)) continue;  // this CPU lacks it
+    SCOPED_TRACE("instruction set " + std::to_string(static_cast<int>(isa)));
+    check();
+  }
+  EXPECT_TRUE(limit_kernel_isa(best));
+}
 
 TEST(SmallProducts, EqualLibTorchInBothWeightLayoutsWithAndWithoutBiasInEveryInstructionSet) {
   c10::InferenceMode inference;
   torch::manual_seed(3);
-  const SmallKernelIsa best = small_kernel_isa();
-  for (auto isa : {SmallKernelIsa::kAvx512, SmallKernelIsa::kAvx2, SmallKernelIsa::kGeneric}) {
-    if (!limit_small_kernel_isa(isa)) continue;  // this CPU lacks it
-    SCOPED_TRACE("instruction set " + std::to_string(static_cast<int>(isa)));
-  for (const auto& c : kCases) {
-    auto x = torch::randn({c.M, c.K});
-    auto w_nk = torch::randn({c.N, c.K});
-    auto w_kn = torch::randn({c.K, c.N});
-    auto bias = torch::randn({c.N});
-    SCOPED_TRACE("M " + std::to_string(c.M) + " K " + std::to_string(c.K) + " N " + std::to_string(c.N));
-    ASSERT_TRUE(uses_small_kernel(x, w_nk, bias));
-    EXPECT_LT(relative_diff(linear_nk(x, w_nk, bias), F::linear(x, w_nk, bias)), 2e-6);
-    EXPECT_LT(relative_diff(linear_nk(x, w_nk), F::linear(x, w_nk)), 2e-6);
-    EXPECT_LT(relative_diff(linear_kn(x, w_kn, bias), torch::addmm(bias, x, w_kn)), 2e-6);
-    EXPECT_LT(relative_diff(linear_kn(x, w_kn), torch::mm(x, w_kn)), 2e-6);
-  }
-  }
-  EXPECT_TRUE(limit_small_kernel_isa(best));
+  in_every_instruction_set([] {
+    for (const auto& c : kCases) {
+      auto x = torch::randn({c.M, c.K});
+      auto w_nk = torch::randn({c.N, c.K});
+      auto w_kn = torch::randn({c.K, c.N});
+      auto bias = torch::randn({c.N});
+      SCOPED_TRACE("M " + std::to_string(c.M) + " K " + std::to_string(c.K) + " N " + std::to_string(c.N));
+      ASSERT_TRUE(uses_small_kernel(x, w_nk, bias));
+      EXPECT_LT(relative_diff(linear_nk(x, w_nk, bias), F::linear(x, w_nk, bias)), 2e-6);
+      EXPECT_LT(relative_diff(linear_nk(x, w_nk), F::linear(x, w_nk)), 2e-6);
+      EXPECT_LT(relative_diff(linear_kn(x, w_kn, bias), torch::addmm(bias, x, w_kn)), 2e-6);
+      EXPECT_LT(relative_diff(linear_kn(x, w_kn), torch::mm(x, w_kn)), 2e-6);
+    }
+  });
 }
 
 TEST(SmallProducts, TakeStridedRowsAndBatchedShapesAndGiveTheSameBitsOnAnyThreadCount) {
@@ -98,8 +110,60 @@ TEST(SmallProducts, LeaveAutogradLargeBatchesAndOtherTypesToLibTorch) {
   auto msg = test::keel_error_of([&] { linear_kn(x, torch::randn({9, 3})); });
   EXPECT_NE(msg.find("input width 8"), std::string::npos) << msg;
   torch::NoGradGuard ng;
-  EXPECT_THROW(linear_nk(x, w.detach(), torch::zeros({15})), c10::Error);  // a short bias is never read past its end
+  EXPECT_THROW(linear_nk(x, w.detach(), torch::zeros({15})),
+               c10::Error);  // a short bias is never read past its end
   EXPECT_THROW(linear_kn(x, torch::randn({8, 16}), torch::zeros({17})), c10::Error);
+}
+
+// softmax(q kᵀ / sqrt(hd) + bias) v with the kv heads repeated: the plain computation.
+torch::Tensor plain_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                              const torch::Tensor& bias) {
+  const int64_t rep = q.size(1) / k.size(1);
+  auto kr = k.repeat_interleave(rep, 1), vr = v.repeat_interleave(rep, 1);
+  auto scores = torch::matmul(q, kr.transpose(-2, -1)) / std::sqrt(static_cast<double>(q.size(-1))) + bias;
+  return torch::matmul(torch::softmax(scores, -1), vr);
+}
+
+TEST(DecodeAttention, EqualsThePlainComputationOverACacheWithPaddingAndGroupedHeadsInEveryInstructionSet) {
+  c10::InferenceMode inference;
+  torch::manual_seed(6);
+  in_every_instruction_set([] {
+    for (int64_t KV : {4, 2, 1}) {  // multi-head, grouped-query, multi-query
+      SCOPED_TRACE(std::to_string(KV) + " kv heads");
+      const int64_t B = 3, H = 4, hd = 40, capacity = 50, S = 37;
+      // The query as a decoding step holds it: a permuted view of the fused qkv projection.
+      auto qkv = torch::randn({B, 1, 3, H, hd}).permute({2, 0, 3, 1, 4});
+      auto q = qkv[0];
+      auto k_cache = torch::randn({B, KV, capacity, hd}), v_cache = torch::randn({B, KV, capacity, hd});
+      auto k = k_cache.narrow(2, 0, S), v = v_cache.narrow(2, 0, S);
+      auto bias = torch::zeros({B, 1, 1, S});
+      bias[1].narrow(-1, 0, 5).fill_(-1e9);  // row 1 is left-padded by five slots
+      ASSERT_TRUE(decode_attention_applies(q, k, v, bias));
+      auto out = decode_attention(q, k, v, bias);
+      EXPECT_EQ(out.sizes(), (std::vector<int64_t>{B, H, 1, hd}));
+      EXPECT_LT(relative_diff(out, plain_attention(q, k, v, bias)), 1e-5);
+      // Padding slots carry no weight: changing their values changes nothing.
+      v_cache[1].narrow(1, 0, 5).fill_(1e3);
+      EXPECT_LT(relative_diff(decode_attention(q, k, v, bias)[1], out[1]), 1e-6);
+    }
+  });
+}
+
+TEST(DecodeAttention, LeavesPromptsAutogradAndOtherShapesToLibTorch) {
+  auto k = torch::randn({2, 2, 5, 8}), v = torch::randn({2, 2, 5, 8});
+  auto bias = torch::zeros({2, 1, 1, 5});
+  auto q = torch::randn({2, 4, 1, 8}, torch::requires_grad());
+  EXPECT_FALSE(decode_attention_applies(q, k, v, bias));  // autograd
+  torch::NoGradGuard ng;
+  EXPECT_TRUE(decode_attention_applies(q, k, v, bias));
+  EXPECT_FALSE(decode_attention_applies(torch::randn({2, 4, 3, 8}), k, v, torch::zeros({2, 1, 3, 5})));  // a prompt
+  EXPECT_FALSE(decode_attention_applies(q, k, v, torch::zeros({1, 1, 1, 5})));  // bias not per row
+  EXPECT_FALSE(decode_attention_applies(torch::randn({2, 3, 1, 8}), k, v,
+                                        bias));  // 3 heads over 2 kv heads
+  EXPECT_FALSE(decode_attention_applies(q, k.transpose(2, 3), v,
+                                        bias));  // head dimension not contiguous
+  EXPECT_FALSE(decode_attention_applies(q.to(torch::kDouble), k.to(torch::kDouble), v.to(torch::kDouble),
+                                        bias.to(torch::kDouble)));
 }
 
 TEST(DrawCategorical, SamplesEachRowsDistribution) {
@@ -135,9 +199,7 @@ TEST(DrawCategorical, SamplesEachRowsDistribution) {
   auto p = torch::rand({4, 100});
   EXPECT_TRUE(torch::equal(draw_categorical(p, g1), draw_categorical(p, g2)));
 
-  auto msg = test::keel_error_of([&] {
-    draw_categorical(torch::tensor({{0.5f, 0.5f}, {NAN, 1.0f}}), gen);
-  });
+  auto msg = test::keel_error_of([&] { draw_categorical(torch::tensor({{0.5f, 0.5f}, {NAN, 1.0f}}), gen); });
   EXPECT_NE(msg.find("row 1 has no probability mass"), std::string::npos) << msg;
   msg = test::keel_error_of([&] { draw_categorical(torch::zeros({1, 3}), gen); });
   EXPECT_NE(msg.find("row 0 has no probability mass"), std::string::npos) << msg;

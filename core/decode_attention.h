@@ -1,0 +1,22 @@
+// Attention of one new token per sequence over its cached keys and values: the attention of a
+// decoding step. LibTorch's batched matmul would hand OpenBLAS one product per head, each of which
+// repacks that head's cached keys or values on every step; here the scores are dot products read
+// straight from the cache, LibTorch's softmax normalises them, and the values are summed in place.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace keel {
+
+// Whether decode_attention takes these inputs: CPU float32 outside autograd, one query position,
+// unit stride along the head dimension of q, k and v, a [B, 1, 1, S] bias with unit stride along S.
+bool decode_attention_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                              const torch::Tensor& bias);
+
+// softmax(q kᵀ / sqrt(hd) + bias) v for q [B, H, 1, hd], k and v [B, KV, S, hd] with H a multiple of KV
+// (grouped-query attention: query head h reads kv head h / (H / KV)), bias [B, 1, 1, S] additive.
+// Returns [B, H, 1, hd], equal to the plain computation to float32 rounding.
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& bias);
+
+}  // namespace keel
