@@ -2,11 +2,11 @@
 //
 // Decoding steps multiply a few rows (one token per sequence) by every weight matrix. OpenBLAS
 // repacks the whole weight on each call, which at a handful of rows costs as much as the product
-// itself; so products with at most kMaxSmallRows rows on the CPU in float32, outside autograd, run
-// kernels here that read the weight in place (compiled for AVX-512 and for AVX2 + FMA, the best the
-// CPU has chosen at start: core/kernel_isa.h; other CPUs keep OpenBLAS, whose own kernels are as fast as the generic
-// build there), split over the intra-op threads by output columns. Everything else goes to LibTorch unchanged.
-// Results equal LibTorch's to float32 rounding (the summation order differs).
+// itself; so products with at most kMaxSmallRows rows, float32 on the CPU, outside autograd, run
+// kernels here that read the weight in place, split over the intra-op threads by output columns.
+// They are built for AVX-512 and for AVX2 + FMA (core/kernel_isa.h picks one at start); other CPUs
+// keep OpenBLAS. Everything else goes to LibTorch unchanged. Results equal LibTorch's to float32
+// rounding (the summation order differs).
 #pragma once
 
 #include <torch/torch.h>
@@ -21,7 +21,7 @@ torch::Tensor linear_nk(const torch::Tensor& x, const torch::Tensor& weight, con
 // y[..., N] = x[..., K] · W (+ bias), W stored [K, N] (GPT-2's Conv1D).
 torch::Tensor linear_kn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});
 
-// Whether a product of `rows` rows with this weight takes the in-place kernels (for tests and benchmarks).
+// Whether x · weight (+ bias) takes the in-place kernels rather than LibTorch (for tests and benchmarks).
 bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
 
 }  // namespace keel
