@@ -5,6 +5,7 @@
 #include <chrono>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -15,6 +16,7 @@
 #include "core/jsonl.h"
 #include "core/sft_data.h"
 #include "core/tasks.h"
+#include "actors/credit_client.h"
 #include "actors/weight_receiver.h"
 #include "wire/channel.h"
 
@@ -61,134 +63,208 @@ std::vector<Prompt> load_prompts(const ActorOptions& o, const Tokenizer& tok) {
 
 }  // namespace
 
-ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop) {
-  o.validate();
-  const std::string name = "actor-" + std::to_string(o.rank);
+namespace {
+
+// One actor process's loop, step by step. Owns its sockets; single-threaded.
+class ActorLoop {
+ public:
+  ActorLoop(const ActorOptions& o, const std::atomic<bool>& stop);
+  ActorStats run();
+
+ private:
+  bool load_newest();                          // newest announced weights into the model
+  void refresh_weights();                      // between batches: newer weights, or wait (sync)
+  std::optional<uint64_t> await_credit();      // the grant's credit id; nullopt on stop
+  std::optional<wire::ScoreReply> score(const wire::ScoreRequest& req);
+  wire::RolloutBatch make_batch(const std::vector<const Prompt*>& batch, const Samples& samples,
+                                const wire::ScoreRequest& req, const wire::ScoreReply& reply, uint64_t seed);
+  void push(const wire::RolloutBatch& rb);
+  bool one_batch();                            // false when the loop must end
+
+  const ActorOptions& o_;
+  const std::atomic<bool>& stop_;
+  std::string name_;
+  std::unique_ptr<Tokenizer> tok_;
+  Transformer model_{nullptr};
+  std::vector<Prompt> prompts_;
+  WeightReceiver weights_;
+  wire::HeartbeatSender heartbeat_;
+  CreditClient credits_;
+  std::unique_ptr<wire::Channel> reward_, push_;
+  wire::ReceiveStats rstats_;
+  ActorStats st_;
+  size_t cursor_ = 0;
+  uint64_t request_id_;
+};
+
+ActorLoop::ActorLoop(const ActorOptions& o, const std::atomic<bool>& stop)
+    : o_(o), stop_(stop), name_("actor-" + std::to_string(o.rank)),
+      weights_(o.weights_endpoint, o.chunks_endpoint, name_),
+      heartbeat_(o.rollouts_endpoint, name_, std::chrono::milliseconds(1000)),
+      credits_(o.chunks_endpoint, name_),
+      reward_(wire::zmq_connect(wire::SocketKind::kDealer, o.reward_endpoint)),
+      push_(wire::zmq_connect(wire::SocketKind::kPush, o.rollouts_endpoint)),
+      request_id_(static_cast<uint64_t>(o.rank) << 40) {
   const auto tok_file = model_tokenizer_file(o.model_dir);
   KEEL_CHECK(!tok_file.empty(), o.model_dir << " holds no tokenizer");
-  auto tok = load_tokenizer(tok_file);
-  auto model = load_model(o.model_dir, /*allow_new_heads=*/true);
-  const torch::Device dev(o.device);
-  model->to(dev);
-  model->eval();
-  auto prompts = load_prompts(o, *tok);
+  tok_ = load_tokenizer(tok_file);
+  model_ = load_model(o.model_dir, /*allow_new_heads=*/true);
+  model_->to(torch::Device(o.device));
+  model_->eval();
+  prompts_ = load_prompts(o, *tok_);
   std::mt19937_64 order_rng(o.sampling.seed * 7919ull + static_cast<uint64_t>(o.rank));
-  std::shuffle(prompts.begin(), prompts.end(), order_rng);
+  std::shuffle(prompts_.begin(), prompts_.end(), order_rng);
+}
 
-  WeightReceiver weights(o.weights_endpoint, o.chunks_endpoint, name);
-  wire::HeartbeatSender heartbeat(o.rollouts_endpoint, name, std::chrono::milliseconds(1000));
-  auto reward = wire::zmq_connect(wire::SocketKind::kDealer, o.reward_endpoint);
-  auto push = wire::zmq_connect(wire::SocketKind::kPush, o.rollouts_endpoint);
-  wire::ReceiveStats rstats;
-  ActorStats st;
-  size_t cursor = 0;
-  uint64_t request_id = static_cast<uint64_t>(o.rank) << 40;
-  std::cerr << name << ": " << prompts.size() << " prompts, batch " << o.batch_prompts << " x " << o.group_size << "\n";
+bool ActorLoop::load_newest() {
+  uint64_t v = 0;
+  if (!weights_.load_newest(model_, &v)) return false;
+  st_.version = v;
+  heartbeat_.set_version(v);
+  ++st_.weight_loads;
+  return true;
+}
 
-  const auto started = Clock::now();
-  while (!stop.load() && (o.max_batches == 0 || st.batches < o.max_batches)) {
-    // New weights, between batches only.
-    const auto w0 = Clock::now();
-    weights.poll(0);
-    if (o.sync && st.batches > 0) {
-      while (!weights.has_newer(st.version) && !stop.load()) weights.poll(200);
-    }
-    if (weights.has_newer(st.version)) {
-      uint64_t v = 0;
-      if (weights.load_newest(model, &v)) {
-        st.version = v;
-        heartbeat.set_version(st.version);
-        ++st.weight_loads;
-      }
-    }
-    st.seconds_waiting_for_weights += std::chrono::duration<double>(Clock::now() - w0).count();
-    if (stop.load()) break;
+void ActorLoop::refresh_weights() {
+  const auto w0 = Clock::now();
+  weights_.poll(0);
+  if (o_.sync && st_.batches > 0)
+    while (!weights_.has_newer(st_.version) && !stop_.load()) weights_.poll(200);
+  if (weights_.has_newer(st_.version)) load_newest();
+  st_.seconds_waiting_for_weights += std::chrono::duration<double>(Clock::now() - w0).count();
+}
 
-    // Generate.
-    std::vector<const Prompt*> batch;
-    for (int64_t i = 0; i < o.batch_prompts; ++i) {
-      const Prompt* p = &prompts[cursor++ % prompts.size()];
-      for (int64_t g = 0; g < o.group_size; ++g) batch.push_back(p);
+std::optional<uint64_t> ActorLoop::await_credit() {
+  if (!o_.credits) return 0;
+  const auto t0 = Clock::now();
+  const auto rollouts = static_cast<uint32_t>(o_.batch_prompts * o_.group_size);
+  std::optional<uint64_t> credit;
+  while (!credit && !stop_.load()) {
+    const auto g = credits_.ask(st_.version, rollouts, 1000);
+    if (g && g->granted && g->min_version <= st_.version) {
+      credit = g->credit_id;
+    } else if (g) {
+      ++st_.credit_refusals;
+      // Refused: wait a little, taking newer weights meanwhile (needed when the grant named a
+      // newer version than the one held).
+      weights_.poll(static_cast<int>(std::max<uint32_t>(g->retry_ms, 10)));
+      if (weights_.has_newer(st_.version)) load_newest();
     }
-    std::vector<std::vector<int32_t>> ids;
-    for (auto* p : batch) ids.push_back(p->tokens);
-    SamplingConfig sc = o.sampling;
-    sc.seed = o.sampling.seed + static_cast<uint64_t>(st.batches) * static_cast<uint64_t>(o.world) + static_cast<uint64_t>(o.rank) +
-              o.incarnation * 0x9E3779B97F4A7C15ull;
-    const auto samples = sample(model, ids, sc, tok->specials().eos, tok->specials().pad);
-    if (!weights.unchanged_since_load()) {
-      // The parameters were shared memory that the learner rewrote meanwhile: not one version.
-      ++st.discarded_batches;
-      uint64_t v = 0;
-      while (!weights.load_newest(model, &v) && !stop.load()) weights.poll(200);
-      if (stop.load()) break;
-      st.version = v;
-      heartbeat.set_version(st.version);
-      ++st.weight_loads;
-      continue;
-    }
-
-    // Score, retrying while the reward service is away.
-    wire::ScoreRequest req;
-    req.request_id = ++request_id;
-    for (size_t i = 0; i < batch.size(); ++i) {
-      auto resp = samples.responses[i];
-      if (samples.finished[i] && !resp.empty()) resp.pop_back();  // the EOS is not part of the text
-      req.items.push_back({batch[i]->text, tok->decode(resp), batch[i]->tokens, samples.responses[i], static_cast<bool>(samples.finished[i])});
-    }
-    std::optional<wire::ScoreReply> reply;
-    for (int attempt = 0; attempt <= o.reward_retries && !reply && !stop.load(); ++attempt) {
-      if (attempt > 0) {
-        ++st.reward_retries;
-        std::cerr << name << ": no score from the reward service, retry " << attempt << "/" << o.reward_retries << "\n";
-      }
-      wire::send_message(*reward, {name, req});
-      const auto deadline = Clock::now() + std::chrono::milliseconds(o.reward_timeout_ms);
-      while (!reply && Clock::now() < deadline && !stop.load()) {
-        if (auto m = wire::receive(*reward, 200, rstats))
-          if (auto* r = std::get_if<wire::ScoreReply>(&m->body))
-            if (r->request_id == req.request_id) {
-              if (!r->error.empty()) {
-                std::cerr << name << ": reward service error: " << r->error << "\n";
-                break;
-              }
-              if (r->scores.size() == req.items.size()) reply = *r;
-            }
-      }
-    }
-    if (stop.load()) break;
-    KEEL_CHECK(reply, name << ": the reward service did not answer after " << o.reward_retries << " retries");
-
-    wire::RolloutBatch rb;
-    rb.temperature = static_cast<float>(o.sampling.temperature);
-    for (size_t i = 0; i < batch.size(); ++i) {
-      wire::Rollout r;
-      r.prompt_tokens = batch[i]->tokens;
-      r.response_tokens = samples.responses[i];
-      r.logprobs = samples.logprobs[i];
-      r.policy_version = st.version;
-      r.actor_id = static_cast<uint32_t>(o.rank);
-      r.seed = sc.seed;
-      r.score = reply->scores[i];
-      if (i < reply->parts.size()) r.score_parts = reply->parts[i];
-      r.finished = samples.finished[i];
-      r.prompt = req.items[i].prompt;
-      r.response = req.items[i].response;
-      r.group_id = (static_cast<uint64_t>(o.rank) << 48) | (static_cast<uint64_t>(st.batches) << 16) | (i / static_cast<size_t>(o.group_size));
-      const uint64_t key[4] = {static_cast<uint64_t>(o.rank), o.incarnation, static_cast<uint64_t>(st.batches), i};
-      r.uid = fnv1a64(std::string(reinterpret_cast<const char*>(key), sizeof key));
-      rb.rollouts.push_back(std::move(r));
-    }
-    const auto bytes = wire::encode({name, rb});
-    while (!push->send(bytes) && !stop.load()) {
-      ++st.push_retries;
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    ++st.batches;
-    st.rollouts += static_cast<int64_t>(rb.rollouts.size());
   }
-  st.seconds = std::chrono::duration<double>(Clock::now() - started).count();
-  return st;
+  st_.seconds_waiting_for_credit += std::chrono::duration<double>(Clock::now() - t0).count();
+  return credit;
+}
+
+std::optional<wire::ScoreReply> ActorLoop::score(const wire::ScoreRequest& req) {
+  std::optional<wire::ScoreReply> reply;
+  for (int attempt = 0; attempt <= o_.reward_retries && !reply && !stop_.load(); ++attempt) {
+    if (attempt > 0) {
+      ++st_.reward_retries;
+      std::cerr << name_ << ": no score from the reward service, retry " << attempt << "/" << o_.reward_retries << "\n";
+    }
+    wire::send_message(*reward_, {name_, req});
+    const auto deadline = Clock::now() + std::chrono::milliseconds(o_.reward_timeout_ms);
+    while (!reply && Clock::now() < deadline && !stop_.load()) {
+      auto m = wire::receive(*reward_, 200, rstats_);
+      auto* r = m ? std::get_if<wire::ScoreReply>(&m->body) : nullptr;
+      if (!r || r->request_id != req.request_id) continue;
+      if (!r->error.empty()) {
+        std::cerr << name_ << ": reward service error: " << r->error << "\n";
+        break;
+      }
+      if (r->scores.size() == req.items.size()) reply = *r;
+    }
+  }
+  return reply;
+}
+
+wire::RolloutBatch ActorLoop::make_batch(const std::vector<const Prompt*>& batch, const Samples& samples,
+                                         const wire::ScoreRequest& req, const wire::ScoreReply& reply, uint64_t seed) {
+  wire::RolloutBatch rb;
+  rb.temperature = static_cast<float>(o_.sampling.temperature);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    wire::Rollout r;
+    r.prompt_tokens = batch[i]->tokens;
+    r.response_tokens = samples.responses[i];
+    r.logprobs = samples.logprobs[i];
+    r.policy_version = st_.version;
+    r.actor_id = static_cast<uint32_t>(o_.rank);
+    r.seed = seed;
+    r.score = reply.scores[i];
+    if (i < reply.parts.size()) r.score_parts = reply.parts[i];
+    r.finished = samples.finished[i];
+    r.prompt = req.items[i].prompt;
+    r.response = req.items[i].response;
+    r.group_id = (static_cast<uint64_t>(o_.rank) << 48) | (static_cast<uint64_t>(st_.batches) << 16) | (i / static_cast<size_t>(o_.group_size));
+    const uint64_t key[4] = {static_cast<uint64_t>(o_.rank), o_.incarnation, static_cast<uint64_t>(st_.batches), i};
+    r.uid = fnv1a64(std::string(reinterpret_cast<const char*>(key), sizeof key));
+    rb.rollouts.push_back(std::move(r));
+  }
+  return rb;
+}
+
+void ActorLoop::push(const wire::RolloutBatch& rb) {
+  const auto bytes = wire::encode({name_, rb});
+  while (!push_->send(bytes) && !stop_.load()) {
+    ++st_.push_retries;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+bool ActorLoop::one_batch() {
+  refresh_weights();
+  const auto credit = await_credit();
+  if (!credit || stop_.load()) return false;
+  std::vector<const Prompt*> batch;
+  for (int64_t i = 0; i < o_.batch_prompts; ++i) {
+    const Prompt* p = &prompts_[cursor_++ % prompts_.size()];
+    for (int64_t g = 0; g < o_.group_size; ++g) batch.push_back(p);
+  }
+  std::vector<std::vector<int32_t>> ids;
+  for (auto* p : batch) ids.push_back(p->tokens);
+  SamplingConfig sc = o_.sampling;
+  sc.seed = o_.sampling.seed + static_cast<uint64_t>(st_.batches) * static_cast<uint64_t>(o_.world) + static_cast<uint64_t>(o_.rank) +
+            o_.incarnation * 0x9E3779B97F4A7C15ull;
+  const auto samples = sample(model_, ids, sc, tok_->specials().eos, tok_->specials().pad);
+  if (!weights_.unchanged_since_load()) {
+    // The parameters were shared memory that the learner rewrote meanwhile: not one version.
+    ++st_.discarded_batches;
+    while (!load_newest() && !stop_.load()) weights_.poll(200);
+    return !stop_.load();
+  }
+  wire::ScoreRequest req;
+  req.request_id = ++request_id_;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto resp = samples.responses[i];
+    if (samples.finished[i] && !resp.empty()) resp.pop_back();  // the EOS is not part of the text
+    req.items.push_back({batch[i]->text, tok_->decode(resp), batch[i]->tokens, samples.responses[i], static_cast<bool>(samples.finished[i])});
+  }
+  const auto reply = score(req);
+  if (stop_.load()) return false;
+  KEEL_CHECK(reply, name_ << ": the reward service did not answer after " << o_.reward_retries << " retries");
+  auto rb = make_batch(batch, samples, req, *reply, sc.seed);
+  rb.credit_id = *credit;
+  push(rb);
+  ++st_.batches;
+  st_.rollouts += static_cast<int64_t>(rb.rollouts.size());
+  return true;
+}
+
+ActorStats ActorLoop::run() {
+  std::cerr << name_ << ": " << prompts_.size() << " prompts, batch " << o_.batch_prompts << " x " << o_.group_size << "\n";
+  const auto started = Clock::now();
+  while (!stop_.load() && (o_.max_batches == 0 || st_.batches < o_.max_batches))
+    if (!one_batch()) break;
+  st_.seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  return st_;
+}
+
+}  // namespace
+
+ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop) {
+  o.validate();
+  ActorLoop loop(o, stop);
+  return loop.run();
 }
 
 }  // namespace keel

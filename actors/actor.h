@@ -5,6 +5,9 @@
 //  - Weights: it listens for WeightAnnounce; a newer version is loaded between batches (from the
 //    shared file on the same host, else in chunks over the network), so one rollout never mixes
 //    two versions. With `sync`, it waits for a new version after each batch.
+//  - Flow control: before each batch it asks the learner for a credit (actors/credit_client.h)
+//    and generates only when granted, with weights at least as new as the grant names; so a slow
+//    learner paces its actors instead of discarding their rollouts as stale.
 //  - Faults: an unanswered score request is sent again (with backoff) up to `reward_retries`
 //    times; a learner that does not take rollouts is retried the same way. ZeroMQ reconnects by
 //    itself when a peer comes back.
@@ -38,6 +41,7 @@ struct ActorOptions {
   int64_t group_size = 1;                                   // responses per prompt
   SamplingConfig sampling;
   bool sync = false;
+  bool credits = true;                                      // ask the learner before each batch
   int reward_timeout_ms = 10000;
   int reward_retries = 30;                                  // then the actor exits with an error
   int64_t max_batches = 0;                                  // 0 = until shutdown
@@ -50,6 +54,8 @@ struct ActorStats {
   int64_t discarded_batches = 0;  // generated while the learner rewrote the shared weights in use
   uint64_t version = 0;
   double seconds_waiting_for_weights = 0;
+  double seconds_waiting_for_credit = 0;
+  int64_t credit_refusals = 0;
   double seconds = 0;  // the whole run
 };
 

@@ -158,13 +158,4 @@ torch::Device apply_runtime(int threads, const std::string& device) {
 
 namespace keel {
 
-std::shared_ptr<DataParallel> make_data_parallel(torch::Device device, const TrainOptions& train) {
-  const auto env = distributed_env_from_environment();
-  if (!env.enabled()) return nullptr;
-  std::cerr << "data parallel: rank " << env.rank << " of " << env.world << ", rendezvous " << env.master_addr << ":"
-            << env.master_port << "\n";
-  return std::make_shared<DataParallel>(
-      env, std::chrono::milliseconds(static_cast<int64_t>(train.collective_timeout_s * 1000)), device);
-}
-
 }  // namespace keel

@@ -45,10 +45,6 @@ void add_transport_options(po::options_description& d, TransportOptions& t);
 // plain and may bind only to loopback.
 void apply_transport(const TransportOptions& t);
 
-// The data-parallel group of this process when the environment names one (WORLD_SIZE > 1 or
-// SLURM_NTASKS > 1), else null.
-std::shared_ptr<DataParallel> make_data_parallel(torch::Device device, const TrainOptions& train);
-
 // Applies --threads and --device; returns the device.
 torch::Device apply_runtime(int threads, const std::string& device);
 

@@ -1,4 +1,7 @@
 #include "learner/data_parallel.h"
+#include "learner/train_loop.h"
+
+#include <iostream>
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -328,6 +331,15 @@ std::string DataParallel::broadcast_bytes(const std::string& bytes) {
 void DataParallel::barrier() {
   auto t = torch::zeros({1}, torch::kFloat64);
   allreduce_sum(t);
+}
+
+std::shared_ptr<DataParallel> make_data_parallel(torch::Device device, const TrainOptions& train) {
+  const auto env = distributed_env_from_environment();
+  if (!env.enabled()) return nullptr;
+  std::cerr << "data parallel: rank " << env.rank << " of " << env.world << ", rendezvous " << env.master_addr << ":"
+            << env.master_port << "\n";
+  return std::make_shared<DataParallel>(
+      env, std::chrono::milliseconds(static_cast<int64_t>(train.collective_timeout_s * 1000)), device);
 }
 
 }  // namespace keel

@@ -30,6 +30,7 @@ struct DistributedEnv {
 // Reads the environment; world 1 when none of the variables is set. Throws on inconsistent values.
 DistributedEnv distributed_env_from_environment();
 
+
 class DataParallel {
  public:
   DataParallel(const DistributedEnv& env, std::chrono::milliseconds timeout, torch::Device device);
@@ -61,5 +62,11 @@ class DataParallel {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The data-parallel group of this process when the environment names one (WORLD_SIZE > 1 or
+// SLURM_NTASKS > 1; RANK, MASTER_ADDR, MASTER_PORT or Slurm's variables), else null. Collectives time out
+// after train.collective_timeout_s.
+struct TrainOptions;
+std::shared_ptr<DataParallel> make_data_parallel(torch::Device device, const TrainOptions& train);
 
 }  // namespace keel

@@ -9,7 +9,8 @@
 #include <memory>
 
 #include "learner/data_parallel.h"
-#include "learner/ppo.h"
+#include "learner/rollout_source.h"
+#include "learner/weight_publisher.h"
 
 namespace keel {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "learner/ppo.h"
+#include "learner/rollout_source.h"
 #include "replay/rollout_log.h"
 
 namespace keel {
@@ -24,12 +24,6 @@ class LogRolloutSource : public RolloutSource {
   std::string path_;
   std::vector<LoggedRollout> rows_;
   size_t cursor_ = 0;
-};
-
-// Publishes nowhere: a learner without actors.
-class NullPublisher : public WeightPublisher {
- public:
-  void publish(uint64_t, Transformer&) override {}
 };
 
 }  // namespace keel

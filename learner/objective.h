@@ -1,6 +1,8 @@
 // Objective: what an algorithm brings to the shared training loop: its micro-batches, its loss
 // and its evaluation. The loop owns everything else (optimizer, schedule, clipping, accumulation,
-// checkpoints, logging). Pretrain and SFT are objectives; later learners (reward model, DPO, PPO) too.
+// checkpoints, logging). Pretrain, SFT, reward model and DPO are objectives; the actor-learner
+// algorithms (PPO, GRPO, RLOO, online DPO) are update builders (learner/update_builder.h) that the
+// actor-learner runtime turns into one.
 #pragma once
 
 #include <cstdint>
@@ -46,16 +48,6 @@ class Objective {
   // Held-out metrics ("eval/loss", ...). Called in eval mode without gradients.
   virtual Scalars evaluate(Transformer& model) = 0;
 
-  // Called after each optimizer step. Returns metrics to log for this step, if any (logged once
-  // the step is durable).
-  virtual Scalars after_step(int64_t /*step*/, Transformer& /*model*/) { return {}; }
-  // True when the step just taken must be checkpointed before on_durable() runs. Actor-learner
-  // objectives ask for it at every publication, so that a crash and resume never loses or repeats
-  // a policy version that actors have seen.
-  virtual bool checkpoint_due(int64_t /*step*/) const { return false; }
-  // Called once the step is durable (checkpointed, when a checkpoint was due): PPO and online DPO
-  // publish their weights here.
-  virtual void on_durable(int64_t /*step*/, Transformer& /*model*/) {}
   // State beyond the model and optimizer that a resume needs (JSON text; "" = none),
   // stored in the checkpoint as objective_state.json.
   virtual std::string save_state() const { return ""; }

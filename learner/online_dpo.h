@@ -1,18 +1,17 @@
-// Online (iterative) DPO: the DPO objective fed by the actor-learner loop instead of a file.
-// Actors sample `group_size` >= 2 responses per prompt and the reward service scores them; each
-// optimizer step the learner takes fresh rollouts from the RolloutSource, mines best-against-worst
-// pairs per prompt (replay/pair_mining.h; ties give none), trains on the freshest pairs and
-// publishes the new weights, the regime the Asynchronous RLHF paper (Noukhovitch et al. 2024)
+// Online (iterative) DPO: the DPO objective as an update builder of the actor-learner runtime
+// (learner/actor_learner.h) instead of fed from a file. Actors sample `group_size` >= 2 responses
+// per prompt and the reward service scores them; each update is one optimizer step on pairs
+// mined best-against-worst per prompt from fresh rollouts (replay/pair_mining.h; ties give none),
+// after which the runtime publishes the new weights, the regime the Asynchronous RLHF paper (Noukhovitch et al. 2024)
 // found most robust to stale data. Mined pairs can also be appended to a live preference buffer
 // for later offline runs. The loss, the reference and the metrics are DpoObjective's.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <optional>
 
 #include "learner/dpo.h"
-#include "learner/ppo.h"
+#include "learner/update_builder.h"
 #include "replay/preference_buffer.h"
 
 namespace keel {
@@ -26,36 +25,31 @@ struct OnlineDpoOptions {
   std::string tokenizer_identity;
 };
 
-class OnlineDpoObjective : public Objective {
+class OnlineDpoUpdateBuilder : public UpdateBuilder {
  public:
-  OnlineDpoObjective(OnlineDpoOptions o, DpoOptions dpo, Transformer policy, Transformer reference, RolloutSource& source,
-                     WeightPublisher& publisher, torch::Device device, std::function<Scalars(Transformer&)> eval = {});
-  std::unique_ptr<MicroBatch> batch(int64_t step, int64_t micro) override;
+  OnlineDpoUpdateBuilder(OnlineDpoOptions o, DpoOptions dpo, Transformer reference, int64_t pad_id, int64_t vocab,
+                         torch::Device device);
+  std::string metric_prefix() const override { return "online"; }
+  int64_t rollouts_wanted() const override;
+  void add(std::vector<wire::Rollout> rollouts, uint64_t version) override;
+  Scalars prepare(uint64_t version, Transformer& policy) override;
+  int64_t steps_per_update() const override { return 1; }
+  int64_t rollouts_in_update() const override { return rollouts_; }
+  std::unique_ptr<MicroBatch> batch(int64_t k, int64_t micro) override;
   LossResult loss(Transformer& model, const MicroBatch& batch) override;
-  Scalars evaluate(Transformer& model) override;
-  Scalars after_step(int64_t step, Transformer& model) override;
-  void on_durable(int64_t step, Transformer& model) override;
-  std::string save_state() const override;
-  void load_state(const std::string& json) override;
-  uint64_t version() const { return version_; }
+  Scalars finish_update() override;
+  // Published every step, checkpointed every --checkpoint-every steps: a resume may announce
+  // again versions published after the last checkpoint (with the resumed weights).
+  bool checkpoint_each_update() const override { return false; }
 
  private:
-  void gather(int64_t step);
-
   OnlineDpoOptions o_;
   DpoOptions dpo_;
-  Transformer policy_;
-  RolloutSource& source_;
-  WeightPublisher& publisher_;
-  std::function<Scalars(Transformer&)> eval_;
   std::unique_ptr<DpoObjective> inner_;
   std::unique_ptr<PreferenceWriter> buffer_;
-  uint64_t version_ = 0;
-  bool published_initial_ = false;
-  int64_t gathered_step_ = -1;
-  std::vector<PreferencePair> pairs_;  // this step's pairs
-  Scalars step_metrics_;
-  int64_t pairs_total_ = 0, rollouts_total_ = 0;
+  std::vector<PreferencePair> pairs_;  // the update's pairs
+  int64_t rollouts_ = 0;               // rollouts collected for the update
+  int64_t pairs_total_ = 0;
 };
 
 }  // namespace keel

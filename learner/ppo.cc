@@ -42,10 +42,9 @@ torch::Tensor response_logits(Transformer& m, const torch::Tensor& hidden, int64
 
 }  // namespace
 
-PpoObjective::PpoObjective(PpoOptions o, Transformer policy, Transformer reference, RolloutSource& source,
-                           WeightPublisher& publisher, int64_t grad_accum, uint64_t seed, std::function<Scalars(Transformer&)> eval)
-    : o_(o), policy_(std::move(policy)), reference_(std::move(reference)), source_(source), publisher_(publisher),
-      grad_accum_(grad_accum), seed_(seed), eval_(std::move(eval)), kl_(o.kl, o.kl.target > 0) {
+PpoUpdateBuilder::PpoUpdateBuilder(PpoOptions o, Transformer policy, Transformer reference, int64_t grad_accum, uint64_t seed)
+    : o_(o), policy_(std::move(policy)), reference_(std::move(reference)), grad_accum_(grad_accum), seed_(seed),
+      kl_(o.kl, o.kl.target > 0) {
   o_.validate();
   KEEL_CHECK((o_.rollouts_per_update / o_.minibatches) % grad_accum_ == 0,
              "minibatch size " << o_.rollouts_per_update / o_.minibatches << " is not divisible by grad-accum " << grad_accum_);
@@ -53,7 +52,7 @@ PpoObjective::PpoObjective(PpoOptions o, Transformer policy, Transformer referen
   for (auto& p : reference_->parameters()) p.set_requires_grad(false);
 }
 
-void PpoObjective::use_critic(Transformer critic, double lr_scale) {
+void PpoUpdateBuilder::use_critic(Transformer critic, double lr_scale) {
   KEEL_CHECK(o_.estimator == AdvantageEstimator::kGae, "a critic is only used by the GAE estimator");
   KEEL_CHECK(critic->config().value_head, "the critic model needs a value head");
   KEEL_CHECK(lr_scale > 0, "the critic's learning-rate scale must be positive");
@@ -61,9 +60,17 @@ void PpoObjective::use_critic(Transformer critic, double lr_scale) {
   critic_lr_scale_ = lr_scale;
 }
 
-std::vector<Companion> PpoObjective::companions() const {
+std::vector<Companion> PpoUpdateBuilder::companions() const {
   if (!critic_) return {};
   return {Companion{"critic", critic_, critic_lr_scale_}};
+}
+
+int64_t PpoUpdateBuilder::rollouts_wanted() const {
+  return std::max<int64_t>(0, o_.rollouts_per_update - static_cast<int64_t>(collected_.size()));
+}
+
+void PpoUpdateBuilder::add(std::vector<wire::Rollout> rollouts, uint64_t /*version*/) {
+  for (auto& r : rollouts) collected_.push_back(std::move(r));
 }
 
 // The value model's estimates [B, R] for the response tokens of `in` (values at position t score
@@ -74,18 +81,9 @@ static torch::Tensor response_values(Transformer& m, const ForwardInputs& in, in
   return m->value(h.narrow(1, prompt_len - 1, R)).to(torch::kFloat32);
 }
 
-void PpoObjective::prepare_update() {
-  KEEL_CHECK(o_.estimator != AdvantageEstimator::kGae || critic_ || policy_->config().value_head,
-             "PPO with GAE needs a value head on the policy (config keel.value_head) or a separate critic");
-  if (!published_initial_) {
-    publisher_.publish(version_, policy_);
-    published_initial_ = true;
-  }
-  update_start_ = std::chrono::steady_clock::now();
-  auto rollouts = source_.next(static_cast<size_t>(o_.rollouts_per_update), version_);
-  update_metrics_["ppo/wait_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - update_start_).count();
-  KEEL_CHECK(static_cast<int64_t>(rollouts.size()) == o_.rollouts_per_update, "rollout source gave " << rollouts.size() << " rollouts");
-  const int64_t N = o_.rollouts_per_update;
+// Rollouts -> left-padded prompt + right-padded response rows of u_, and the scores [N].
+void PpoUpdateBuilder::fill_batch_tensors(const std::vector<wire::Rollout>& rollouts, torch::Tensor& score, Scalars& m) {
+  const int64_t N = static_cast<int64_t>(rollouts.size());
   int64_t P = 0, R = 0;
   for (const auto& r : rollouts) {
     P = std::max<int64_t>(P, static_cast<int64_t>(r.prompt_tokens.size()));
@@ -97,7 +95,7 @@ void PpoObjective::prepare_update() {
   auto key_mask = torch::zeros({N, P + R}, torch::kBool);
   auto old_logp = torch::zeros({N, R});
   auto resp_mask = torch::zeros({N, R});
-  auto score = torch::zeros({N});
+  score = torch::zeros({N});
   double staleness = 0, resp_len = 0;
   for (int64_t i = 0; i < N; ++i) {
     const auto& r = rollouts[static_cast<size_t>(i)];
@@ -110,7 +108,7 @@ void PpoObjective::prepare_update() {
     key_mask.narrow(1, P - p, p + n)[i].fill_(true);
     resp_mask[i].narrow(0, 0, n).fill_(1.0);
     score[i] = r.score;
-    staleness += static_cast<double>(version_ - std::min(version_, r.policy_version));
+    staleness += static_cast<double>(u_.version - std::min(u_.version, r.policy_version));
     resp_len += static_cast<double>(n);
   }
   auto positions = (key_mask.to(torch::kLong).cumsum(1) - 1).clamp_min(0);
@@ -121,40 +119,45 @@ void PpoObjective::prepare_update() {
   u_.response_mask = resp_mask.to(dev);
   u_.old_logp = old_logp.to(dev);
   u_.prompt_len = P;
+  m["ppo/staleness"] = staleness / static_cast<double>(N);
+  m["ppo/response_length"] = resp_len / static_cast<double>(N);
+  m["ppo/tokens"] = static_cast<double>(u_.key_mask.sum().item<int64_t>());
+}
 
+// Reference log-probs [N, R] and, for GAE, the value model's estimates [N, R] (else undefined).
+void PpoUpdateBuilder::reference_and_values(torch::Tensor& ref_logp, torch::Tensor& values) {
   torch::NoGradGuard ng;
-  const bool was_training = policy_->is_training();
-  policy_->eval();
-  std::vector<torch::Tensor> ref_parts, value_parts, ent_parts;
+  const int64_t N = u_.tokens.size(0), P = u_.prompt_len, R = u_.response_mask.size(1);
+  std::vector<torch::Tensor> ref_parts, value_parts;
   const auto targets = u_.tokens.narrow(1, P, R);
+  if (critic_) critic_->eval();
   for (int64_t b = 0; b < N; b += 32) {
     const int64_t n = std::min<int64_t>(32, N - b);
     ForwardInputs in{u_.tokens.narrow(0, b, n), u_.positions.narrow(0, b, n), u_.key_mask.narrow(0, b, n), {}};
     auto hr = reference_->hidden(in);
     ref_parts.push_back(token_logprobs(response_logits(reference_, hr, P, R), targets.narrow(0, b, n), o_.temperature));
-    if (o_.estimator == AdvantageEstimator::kGae) {
-      if (critic_) {
-        critic_->eval();
-        value_parts.push_back(response_values(critic_, in, P, R, nullptr));
-        critic_->train();
-      } else {
-        value_parts.push_back(response_values(policy_, in, P, R, nullptr));
-      }
-    }
+    if (o_.estimator == AdvantageEstimator::kGae)
+      value_parts.push_back(response_values(critic_ ? critic_ : policy_, in, P, R, nullptr));
   }
-  if (was_training) policy_->train();
-  auto ref_logp = torch::cat(ref_parts, 0);
+  if (critic_) critic_->train();
+  ref_logp = torch::cat(ref_parts, 0);
+  if (!value_parts.empty()) values = torch::cat(value_parts, 0);
+}
+
+void PpoUpdateBuilder::advantages(const torch::Tensor& ref_logp, const torch::Tensor& values, const torch::Tensor& score,
+                                  Scalars& m) {
+  torch::NoGradGuard ng;
   auto kl = kl_estimate(u_.old_logp, ref_logp, o_.kl_estimator) * u_.response_mask;
   auto kl_k1_seq = ((u_.old_logp - ref_logp) * u_.response_mask).sum(1);  // the controller's statistic (OAI/TRL)
   const double beta = kl_.value();
-  auto score_d = score.to(dev);
+  auto score_d = score.to(u_.tokens.device());
   if (o_.estimator == AdvantageEstimator::kGae) {
-    u_.old_values = torch::cat(value_parts, 0) * u_.response_mask;
+    u_.old_values = values * u_.response_mask;
     auto rewards = kl_penalized_rewards(kl, u_.response_mask, score_d, beta);
     auto a = gae(rewards, u_.old_values, u_.response_mask, o_.gamma, o_.lambda);
     u_.returns = a.returns;
     u_.advantages = o_.whiten_advantages ? masked_whiten(a.advantages, u_.response_mask) : a.advantages;
-    update_metrics_["ppo/explained_variance"] = explained_variance(u_.old_values, u_.returns, u_.response_mask).item<double>();
+    m["ppo/explained_variance"] = explained_variance(u_.old_values, u_.returns, u_.response_mask).item<double>();
   } else {
     // Critic-free: the KL enters the sequence reward (RLOO's form), the group sets the baseline.
     auto seq_reward = score_d - beta * kl.sum(1);
@@ -164,22 +167,30 @@ void PpoObjective::prepare_update() {
     u_.old_values = torch::zeros_like(u_.advantages);
     u_.returns = torch::zeros_like(u_.advantages);
   }
-  update_metrics_["ppo/score_mean"] = score.mean().item<double>();
-  update_metrics_["ppo/kl"] = kl_k1_seq.mean().item<double>();
-  update_metrics_["ppo/kl_coef"] = beta;
-  update_metrics_["ppo/staleness"] = staleness / static_cast<double>(N);
-  update_metrics_["ppo/response_length"] = resp_len / static_cast<double>(N);
-  update_metrics_["ppo/tokens"] = static_cast<double>(u_.key_mask.sum().item<int64_t>());
   kl_seq_mean_ = kl_k1_seq.mean().item<double>();
+  m["ppo/score_mean"] = score.mean().item<double>();
+  m["ppo/kl"] = kl_seq_mean_;
+  m["ppo/kl_coef"] = beta;
 }
 
-std::unique_ptr<MicroBatch> PpoObjective::batch(int64_t step, int64_t micro) {
-  const int64_t k = step % o_.steps_per_update();
-  // A resumed run may start mid-update: it then begins a fresh update.
-  if ((k == 0 && micro == 0) || !u_.tokens.defined()) {
-    prepare_update();
-    u_.order_epoch = -1;
-  }
+Scalars PpoUpdateBuilder::prepare(uint64_t version, Transformer& /*policy*/) {
+  KEEL_CHECK(o_.estimator != AdvantageEstimator::kGae || critic_ || policy_->config().value_head,
+             "PPO with GAE needs a value head on the policy (config keel.value_head) or a separate critic");
+  KEEL_CHECK(static_cast<int64_t>(collected_.size()) == o_.rollouts_per_update,
+             "a PPO update needs " << o_.rollouts_per_update << " rollouts, it was given " << collected_.size());
+  Scalars m;
+  u_.version = version;
+  u_.order_epoch = -1;
+  torch::Tensor score, ref_logp, values;
+  fill_batch_tensors(collected_, score, m);
+  collected_.clear();
+  reference_and_values(ref_logp, values);
+  advantages(ref_logp, values, score, m);
+  return m;
+}
+
+std::unique_ptr<MicroBatch> PpoUpdateBuilder::batch(int64_t k, int64_t micro) {
+  KEEL_CHECK(u_.tokens.defined(), "PPO batch before the update was prepared");
   const int64_t epoch = k / o_.minibatches, mb = k % o_.minibatches;
   const int64_t N = o_.rollouts_per_update, mb_size = N / o_.minibatches, micro_size = mb_size / grad_accum_;
   // Keyed by epoch, not by the first micro-batch: a data-parallel rank other than 0 never sees micro 0.
@@ -187,7 +198,7 @@ std::unique_ptr<MicroBatch> PpoObjective::batch(int64_t step, int64_t micro) {
     u_.order_epoch = epoch;
     u_.order.resize(static_cast<size_t>(N));
     for (int64_t i = 0; i < N; ++i) u_.order[static_cast<size_t>(i)] = i;
-    std::mt19937_64 rng(seed_ * 1000003ull + version_ * 101ull + static_cast<uint64_t>(epoch));
+    std::mt19937_64 rng(seed_ * 1000003ull + u_.version * 101ull + static_cast<uint64_t>(epoch));
     std::shuffle(u_.order.begin(), u_.order.end(), rng);
   }
   std::vector<int64_t> rows(u_.order.begin() + mb * mb_size + micro * micro_size,
@@ -208,7 +219,7 @@ std::unique_ptr<MicroBatch> PpoObjective::batch(int64_t step, int64_t micro) {
   return b;
 }
 
-LossResult PpoObjective::loss(Transformer& model, const MicroBatch& mb) {
+LossResult PpoUpdateBuilder::loss(Transformer& model, const MicroBatch& mb) {
   const auto& b = static_cast<const PpoBatch&>(mb);
   const int64_t R = b.response_mask.size(1);
   auto h = model->hidden({b.ids, b.positions, b.key_mask, {}});
@@ -236,42 +247,17 @@ LossResult PpoObjective::loss(Transformer& model, const MicroBatch& mb) {
   return r;
 }
 
-Scalars PpoObjective::evaluate(Transformer& model) { return eval_ ? eval_(model) : Scalars{}; }
-
-Scalars PpoObjective::after_step(int64_t step, Transformer& model) {
-  if (step % o_.steps_per_update() != 0) return {};
-  ++version_;
-  publish_pending_ = true;
-  rollouts_trained_ += o_.rollouts_per_update;
+Scalars PpoUpdateBuilder::finish_update() {
   kl_.update(kl_seq_mean_, o_.rollouts_per_update);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - update_start_).count();
-  Scalars s = update_metrics_;
-  s["ppo/version"] = static_cast<double>(version_);
-  s["ppo/rollouts_trained"] = static_cast<double>(rollouts_trained_);
-  s["ppo/update_seconds"] = secs;
-  s["ppo/rollouts_per_s"] = static_cast<double>(o_.rollouts_per_update) / secs;
-  s["ppo/tokens_per_s"] = update_metrics_["ppo/tokens"] / secs;
   u_.tokens = torch::Tensor();
-  return s;
+  return {};
 }
 
-void PpoObjective::on_durable(int64_t /*step*/, Transformer& model) {
-  if (!publish_pending_) return;
-  publisher_.publish(version_, model);
-  publish_pending_ = false;
-}
+std::string PpoUpdateBuilder::save_state() const { return nlohmann::json{{"kl_coef", kl_.value()}}.dump() + "\n"; }
 
-std::string PpoObjective::save_state() const {
-  return nlohmann::json{{"version", version_}, {"kl_coef", kl_.value()}, {"rollouts_trained", rollouts_trained_}}.dump() + "\n";
-}
-
-void PpoObjective::load_state(const std::string& json) {
+void PpoUpdateBuilder::load_state(const std::string& json) {
   if (json.empty()) return;
-  const auto j = nlohmann::json::parse(json);
-  version_ = j.at("version").get<uint64_t>();
-  kl_.set_value(j.at("kl_coef").get<double>());
-  rollouts_trained_ = j.value("rollouts_trained", int64_t{0});
-  published_initial_ = false;  // announce the resumed version so actors pick it up
+  kl_.set_value(nlohmann::json::parse(json).at("kl_coef").get<double>());
 }
 
 }  // namespace keel

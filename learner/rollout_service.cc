@@ -19,7 +19,15 @@ namespace keel {
 
 uint64_t weights_checksum(const std::string& bytes) { return fnv1a64(bytes); }
 
-RolloutService::RolloutService(RolloutServiceOptions o, ReplayOptions replay) : o_(std::move(o)), queue_(replay) {
+namespace {
+CreditOptions credit_options(CreditOptions c, double peer_timeout_s) {
+  c.silent_after_s = peer_timeout_s;
+  return c;
+}
+}  // namespace
+
+RolloutService::RolloutService(RolloutServiceOptions o, ReplayOptions replay)
+    : o_(std::move(o)), queue_(replay), credits_(credit_options(o_.credits, o_.peer_timeout_s), replay.max_staleness) {
   if (!o_.rollout_log.empty()) log_ = std::make_unique<RolloutLog>(o_.rollout_log, o_.tokenizer_identity);
   // Bind here, in the caller's thread, so that a taken port is an error at start.
   auto pull = wire::zmq_bind(wire::SocketKind::kPull, o_.rollouts_endpoint);
@@ -42,7 +50,9 @@ void RolloutService::stop() {
 
 RolloutServiceStats RolloutService::stats() const {
   std::lock_guard<std::mutex> l(mu_);
-  return stats_;
+  RolloutServiceStats s = stats_;
+  s.credits = credits_.stats();
+  return s;
 }
 
 std::vector<wire::Rollout> RolloutService::next(size_t n, uint64_t version) {
@@ -51,6 +61,7 @@ std::vector<wire::Rollout> RolloutService::next(size_t n, uint64_t version) {
   auto last_note = std::chrono::steady_clock::now();
   while (out.size() < n) {
     KEEL_CHECK(!stop_.load(), "rollout service stopped while the learner waited for rollouts");
+    credits_.set_demand(version, static_cast<int64_t>(n - out.size()), static_cast<int64_t>(n));
     auto got = queue_.take(n - out.size(), version, 500, stop_);
     for (auto& r : got) out.push_back(std::move(r));
     if (log_ && !got.empty()) {
@@ -63,6 +74,8 @@ std::vector<wire::Rollout> RolloutService::next(size_t n, uint64_t version) {
       last_note = std::chrono::steady_clock::now();
     }
   }
+  // While the learner trains on these, actors may generate for its next update.
+  credits_.set_demand(version + 1, static_cast<int64_t>(n), static_cast<int64_t>(n));
   return out;
 }
 
@@ -168,6 +181,20 @@ void RolloutService::serve_chunk(wire::Channel& router, const std::string& peer,
   ++stats_.chunks_served;
 }
 
+// Weight chunk and credit requests on the ROUTER socket.
+void RolloutService::serve_requests(wire::Channel& router, wire::ReceiveStats& rs) {
+  std::string peer;
+  auto m = wire::receive(router, 0, rs, &peer);
+  if (!m) return;
+  const auto now = std::chrono::steady_clock::now();
+  credits_.heard(m->sender, now);
+  if (auto* q = std::get_if<wire::WeightRequest>(&m->body)) serve_chunk(router, peer, *q);
+  if (auto* c = std::get_if<wire::CreditRequest>(&m->body)) {
+    const auto grant = credits_.request(m->sender, *c, static_cast<int64_t>(queue_.size()), now);
+    wire::send_message(router, {"learner", grant}, peer);
+  }
+}
+
 void RolloutService::loop() {
   auto& pull = *sockets_[0];
   auto& pub = *sockets_[1];
@@ -177,25 +204,20 @@ void RolloutService::loop() {
   wire::PeerTracker peers(std::chrono::milliseconds(static_cast<int64_t>(o_.peer_timeout_s * 1000)));
   auto last_peer_check = std::chrono::steady_clock::now();
   while (!stop_.load()) {
-    bool busy = false;
     // Rollouts and heartbeats.
     // A short wait: a new version is announced from this loop, so its latency is this bound.
     if (auto m = wire::receive(pull, 1, rs)) {
-      busy = true;
       peers.heard(m->sender);
+      credits_.heard(m->sender, std::chrono::steady_clock::now());
       if (auto* b = std::get_if<wire::RolloutBatch>(&m->body)) {
+        credits_.delivered(m->sender, b->credit_id, std::chrono::steady_clock::now());
         if (log_) log_->append(b->rollouts, learner_version_.load());
         for (auto& r : b->rollouts) queue_.push(std::move(r));
         std::lock_guard<std::mutex> l(mu_);
         ++stats_.batches;
       }
     }
-    // Weight chunk requests.
-    std::string peer;
-    if (auto m = wire::receive(router, 0, rs, &peer)) {
-      busy = true;
-      if (auto* q = std::get_if<wire::WeightRequest>(&m->body)) serve_chunk(router, peer, *q);
-    }
+    serve_requests(router, rs);
     // Announcements: at once when new, then every second.
     bool pending;
     wire::WeightAnnounce a;
@@ -215,6 +237,7 @@ void RolloutService::loop() {
       last_peer_check = std::chrono::steady_clock::now();
       for (const auto& c : peers.check())
         std::cerr << "learner: " << c.peer << (c.silent ? " silent for " : " is back after ") << c.seconds << " s\n";
+      credits_.expire(last_peer_check);
     }
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -222,7 +245,6 @@ void RolloutService::loop() {
       stats_.peers_alive = peers.alive();
       stats_.peers_silent = peers.silent();
     }
-    (void)busy;
   }
 }
 

@@ -5,7 +5,8 @@
 //             peer_timeout_s is logged and counted (and again when it comes back)
 //   weights   PUB, bound: WeightAnnounce for the newest version, repeated every second so that
 //             actors joining late still hear it
-//   chunks    ROUTER, bound: WeightChunk replies to WeightRequest, for actors on other hosts
+//   chunks    ROUTER, bound: WeightChunk replies to WeightRequest, for actors on other hosts, and
+//             CreditGrant replies to CreditRequest: the flow control of learner/rollout_credits.h
 // publish() (main thread) copies the policy into a SharedWeights region (core/shared_weights.h) that
 // same-host actors copy from, and announces the version. The safetensors blob that actors on other
 // hosts fetch in chunks is built from the region, in the service thread, when the first chunk of
@@ -21,7 +22,9 @@
 #include <vector>
 
 #include "core/shared_weights.h"
-#include "learner/ppo.h"
+#include "learner/rollout_credits.h"
+#include "learner/rollout_source.h"
+#include "learner/weight_publisher.h"
 #include "replay/rollout_log.h"
 #include "replay/rollout_queue.h"
 #include "wire/channel.h"
@@ -39,6 +42,7 @@ struct RolloutServiceOptions {
   std::string rollout_log;              // HDF5 path; "" = no log
   std::string tokenizer_identity;
   double peer_timeout_s = 10;  // an actor not heard from (rollouts or heartbeats) this long is reported silent
+  CreditOptions credits;       // its silent_after_s is peer_timeout_s
 };
 
 struct RolloutServiceStats {
@@ -48,6 +52,7 @@ struct RolloutServiceStats {
   double publish_seconds = 0;  // last publication: copy into the region (or serialise) + queue the announcement
   int64_t blobs_built = 0;     // safetensors blobs built for chunk requests
   int64_t peers_alive = 0, peers_silent = 0;  // actors heard within / beyond peer_timeout_s
+  CreditStats credits;
 };
 
 class RolloutService : public RolloutSource, public WeightPublisher {
@@ -70,9 +75,11 @@ class RolloutService : public RolloutSource, public WeightPublisher {
   // The blob of the announced version (built from the region on first use), or null.
   std::shared_ptr<const Blob> blob_for(uint64_t version);
   void serve_chunk(wire::Channel& router, const std::string& peer, const wire::WeightRequest& q);
+  void serve_requests(wire::Channel& router, wire::ReceiveStats& rs);
 
   RolloutServiceOptions o_;
   RolloutQueue queue_;
+  CreditLedger credits_;
   std::unique_ptr<RolloutLog> log_;
   std::atomic<bool> stop_{false};
   mutable std::mutex mu_;

@@ -10,9 +10,8 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
-
 #include <memory>
+#include <string>
 
 #include "learner/data_parallel.h"
 #include "learner/objective.h"
@@ -58,17 +57,42 @@ class TrainLoop {
   // `tokenizer_file` is copied into every model directory.
   TrainLoop(TrainOptions options, Transformer model, Objective& objective, std::string run_config,
             std::string tokenizer_file);
-  TrainResult run();
+  ~TrainLoop();
   // Runs as one rank of a data-parallel group (see learner/data_parallel.h). Objectives then get
-  // global micro-batch indices: rank r's micro m of a step is m * world + r.
+  // global micro-batch indices: rank r's micro m of a step is m * world + r. Call before begin().
   void set_data_parallel(std::shared_ptr<DataParallel> dp) { dp_ = std::move(dp); }
 
+  // The whole run: begin(), then train_step() + checkpoint_if_due() + evaluate_if_due() until
+  // done(), then finish(); or interrupted() after a stop request.
+  TrainResult run();
+
+  // Stepwise use, for a runtime that does work between steps (learner/actor_learner.h).
+  // begin(): the optimizer, the resume from the newest checkpoint (the objective's state too),
+  // parameters broadcast to every rank, the evaluation at start when asked.
+  void begin();
+  int64_t step() const;  // optimizer steps completed
+  bool done() const { return step() >= o_.steps; }
+  // One optimizer step over grad_accum micro-batches, and its metrics. True when a stop was
+  // requested (SIGINT/SIGTERM on any rank): the caller then ends with interrupted().
+  bool train_step();
+  void checkpoint_if_due(bool force = false);  // every checkpoint_every steps before the last, or now
+  void evaluate_if_due();                      // every eval_every steps before the last
+  void log(const Scalars& s);                  // metrics at the current step (the lead rank writes)
+  TrainResult interrupted();                   // checkpoint now, report the stop
+  TrainResult finish();                        // final evaluation, checkpoint and model
+
  private:
+  struct Run;  // state between begin() and the end of the run
+  void evaluate();
+  std::string save();
+  void log_step(double loss, double lr, double grad_norm, int64_t tokens, const Scalars& extra);
+
   std::shared_ptr<DataParallel> dp_;
   TrainOptions o_;
   Transformer model_;
   Objective& objective_;
   std::string run_config_, tokenizer_file_;
+  std::unique_ptr<Run> run_;
 };
 
 // Installs SIGINT/SIGTERM handlers that ask running loops to checkpoint and stop.

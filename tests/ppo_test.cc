@@ -1,4 +1,4 @@
-// PPO as an objective of the shared loop, without processes: a separate critic is trained beside
+// PPO as an update builder of the actor-learner runtime, without processes: a separate critic is trained beside
 // the policy (its value loss falls), written with every checkpoint and restored exactly on resume.
 #include <gtest/gtest.h>
 
@@ -9,6 +9,7 @@
 
 #include "core/checkpoint.h"
 #include "learner/critic.h"
+#include "learner/actor_learner.h"
 #include "learner/ppo.h"
 #include "learner/train_loop.h"
 #include "tests/support/test_support.h"
@@ -61,9 +62,6 @@ class FixedRollouts : public RolloutSource {
   Transformer policy_;
 };
 
-struct Nowhere : WeightPublisher {
-  void publish(uint64_t, Transformer&) override {}
-};
 
 struct Run {
   Transformer policy{nullptr}, critic{nullptr};
@@ -88,9 +86,9 @@ Run run_ppo(const std::string& dir, int64_t updates) {
   o.vf_coef = 1.0;
   o.value_clip = 1.0;  // let the critic move by a whole score per update
   FixedRollouts source(policy);
-  Nowhere nowhere;
-  PpoObjective objective(o, policy, reference, source, nowhere, 1, 3);
-  objective.use_critic(critic, 10.0);
+  NullPublisher nowhere;
+  PpoUpdateBuilder builder(o, policy, reference, 1, 3);
+  builder.use_critic(critic, 10.0);
   TrainOptions t;
   t.steps = updates * o.steps_per_update();
   t.lr = 1e-3;
@@ -100,8 +98,8 @@ Run run_ppo(const std::string& dir, int64_t updates) {
   t.checkpoint_every = 0;
   t.keep_checkpoints = 100;
   t.out_dir = dir;
-  TrainLoop loop(t, policy, objective, "", "");
-  loop.run();
+  ActorLearner runtime(t, policy, builder, source, nowhere, "", "");
+  runtime.run();
   Run r{policy, critic, {}};
   std::ifstream f(dir + "/metrics.jsonl");
   std::string line;

@@ -40,6 +40,8 @@ TEST(Wire, EveryMessageKindRoundTrips) {
       WeightChunk{9, 3, 4, std::string("\0\1\2\3", 4), 16, 77},
       Stats{{{"rollouts_per_s", 12.5f}}},
       Shutdown{"done"},
+      CreditRequest{3, 7, 16},
+      CreditGrant{3, true, 11, 7, 0},
   };
   for (const auto& b : bodies) {
     const auto bytes = encode({"tester", b});

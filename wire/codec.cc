@@ -61,6 +61,7 @@ struct Encoder {
   void operator()(const RolloutBatch& m) {
     auto b = e.initRollouts();
     b.setTemperature(m.temperature);
+    b.setCreditId(m.credit_id);
     auto list = b.initRollouts(static_cast<unsigned>(m.rollouts.size()));
     for (size_t i = 0; i < m.rollouts.size(); ++i) {
       const auto& r = m.rollouts[i];
@@ -127,6 +128,20 @@ struct Encoder {
   }
   void operator()(const Stats& m) { put_parts(e.initStats().initEntries(static_cast<unsigned>(m.entries.size())), m.entries); }
   void operator()(const Shutdown& m) { e.initShutdown().setReason(m.reason); }
+  void operator()(const CreditRequest& m) {
+    auto b = e.initCreditRequest();
+    b.setRequestId(m.request_id);
+    b.setPolicyVersion(m.policy_version);
+    b.setRollouts(m.rollouts);
+  }
+  void operator()(const CreditGrant& m) {
+    auto b = e.initCreditGrant();
+    b.setRequestId(m.request_id);
+    b.setGranted(m.granted);
+    b.setCreditId(m.credit_id);
+    b.setMinVersion(m.min_version);
+    b.setRetryMs(m.retry_ms);
+  }
 };
 
 bool read_rollout(cs::Rollout::Reader o, Rollout& r, std::string& err) {
@@ -175,6 +190,7 @@ bool read_body(cs::Envelope::Reader e, Body& body, std::string& err) {
     case cs::Envelope::ROLLOUTS: {
       RolloutBatch b;
       b.temperature = e.getRollouts().getTemperature();
+      b.credit_id = e.getRollouts().getCreditId();
       for (auto o : e.getRollouts().getRollouts()) {
         Rollout r;
         if (!read_rollout(o, r, err)) return false;
@@ -244,6 +260,16 @@ bool read_body(cs::Envelope::Reader e, Body& body, std::string& err) {
     case cs::Envelope::SHUTDOWN:
       body = Shutdown{e.getShutdown().getReason().cStr()};
       return true;
+    case cs::Envelope::CREDIT_REQUEST: {
+      auto r = e.getCreditRequest();
+      body = CreditRequest{r.getRequestId(), r.getPolicyVersion(), r.getRollouts()};
+      return true;
+    }
+    case cs::Envelope::CREDIT_GRANT: {
+      auto r = e.getCreditGrant();
+      body = CreditGrant{r.getRequestId(), r.getGranted(), r.getCreditId(), r.getMinVersion(), r.getRetryMs()};
+      return true;
+    }
   }
   err = "unknown message kind " + std::to_string(static_cast<int>(e.which()));
   return false;
@@ -253,7 +279,7 @@ bool read_body(cs::Envelope::Reader e, Body& body, std::string& err) {
 
 const char* body_name(const Body& b) {
   static const char* kNames[] = {"hello", "heartbeat", "rollouts", "score_request", "score_reply", "weight_announce",
-                                 "weight_request", "weight_chunk", "stats", "shutdown"};
+                                 "weight_request", "weight_chunk", "stats", "shutdown", "credit_request", "credit_grant"};
   return kNames[b.index()];
 }
 

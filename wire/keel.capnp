@@ -21,6 +21,8 @@ struct Envelope {
     weightChunk @9 :WeightChunk;
     stats @10 :Stats;
     shutdown @11 :Shutdown;
+    creditRequest @12 :CreditRequest;
+    creditGrant @13 :CreditGrant;
   }
 }
 
@@ -60,6 +62,7 @@ struct Rollout {
 struct RolloutBatch {
   rollouts @0 :List(Rollout);
   temperature @1 :Float32;
+  creditId @2 :UInt64;        # the CreditGrant this batch was generated under; 0 = none
 }
 
 struct ScoreItem {
@@ -110,4 +113,20 @@ struct Stats {
 
 struct Shutdown {
   reason @0 :Text;
+}
+
+# Flow control: an actor asks the learner (on its ROUTER socket) before it generates a batch, and
+# generates only when granted, so that the learner's pace sets the actors' (docs/life_of_an_update.md).
+struct CreditRequest {
+  requestId @0 :UInt64;       # echoed in the grant
+  policyVersion @1 :UInt64;   # the weights version the actor holds
+  rollouts @2 :UInt32;        # rollouts in one batch of this actor (prompts x group size)
+}
+
+struct CreditGrant {
+  requestId @0 :UInt64;
+  granted @1 :Bool;           # false: not now; ask again after retryMs
+  creditId @2 :UInt64;        # when granted: carried back in the RolloutBatch
+  minVersion @3 :UInt64;      # generate with weights of at least this version (load newer ones first)
+  retryMs @4 :UInt32;
 }

@@ -43,6 +43,7 @@ struct Rollout {
 struct RolloutBatch {
   std::vector<Rollout> rollouts;
   float temperature = 1;
+  uint64_t credit_id = 0;  // the grant it was generated under; 0 = none
 };
 
 struct ScoreItem {
@@ -91,8 +92,22 @@ struct Shutdown {
   std::string reason;
 };
 
+struct CreditRequest {
+  uint64_t request_id = 0;
+  uint64_t policy_version = 0;  // held by the actor
+  uint32_t rollouts = 0;        // in one batch of the actor
+};
+
+struct CreditGrant {
+  uint64_t request_id = 0;
+  bool granted = false;
+  uint64_t credit_id = 0;
+  uint64_t min_version = 0;  // generate with at least this version
+  uint32_t retry_ms = 0;     // when refused: ask again after this long
+};
+
 using Body = std::variant<Hello, Heartbeat, RolloutBatch, ScoreRequest, ScoreReply, WeightAnnounce, WeightRequest,
-                          WeightChunk, Stats, Shutdown>;
+                          WeightChunk, Stats, Shutdown, CreditRequest, CreditGrant>;
 
 struct Message {
   std::string sender;

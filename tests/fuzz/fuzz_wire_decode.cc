@@ -20,7 +20,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
                          ScoreRequest{5, {ScoreItem{"p", "r", {1, 2}, {3}, true}}},
                          ScoreReply{5, {1.0f, 0.0f}, {{{"task", 1.0f}}, {{"task", 0.0f}}}, ""},
                          WeightAnnounce{9, 1000, "/dev/shm/x", 4, 0xabcdef}, WeightRequest{9, 3},
-                         WeightChunk{9, 3, 4, std::string("\0\1\2\3", 4), 16, 77}, Stats{{{"rollouts_per_s", 12.5f}}}, Shutdown{"done"}};
+                         WeightChunk{9, 3, 4, std::string("\0\1\2\3", 4), 16, 77}, Stats{{{"rollouts_per_s", 12.5f}}}, Shutdown{"done"},
+                         CreditRequest{3, 7, 16}, CreditGrant{3, true, 11, 7, 0}};
   int i = 0;
   for (const auto& b : bodies) keel::fuzz::write_seed("seed-" + std::to_string(i++), encode({"seed", b}));
   return 0;

@@ -1,0 +1,121 @@
+#include "learner/actor_learner.h"
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace keel {
+
+class ActorLearner::Steps : public Objective {
+ public:
+  explicit Steps(ActorLearner& r) : r_(r) {}
+  std::unique_ptr<MicroBatch> batch(int64_t step, int64_t micro) override {
+    return r_.builder_.batch(step % r_.builder_.steps_per_update(), micro);
+  }
+  LossResult loss(Transformer& model, const MicroBatch& b) override { return r_.builder_.loss(model, b); }
+  std::vector<Companion> companions() const override { return r_.builder_.companions(); }
+  Scalars evaluate(Transformer& model) override {
+    Scalars s = r_.eval_ ? r_.eval_(model) : Scalars{};
+    if (r_.status_)
+      for (const auto& [k, v] : r_.status_()) s[k] = v;
+    return s;
+  }
+  // The runtime's state and the builder's, in one JSON object.
+  std::string save_state() const override {
+    nlohmann::json j = nlohmann::json::object();
+    const auto b = r_.builder_.save_state();
+    if (!b.empty()) j = nlohmann::json::parse(b);
+    j["version"] = r_.version_;
+    j["rollouts_trained"] = r_.rollouts_trained_;
+    return j.dump() + "\n";
+  }
+  void load_state(const std::string& json) override {
+    if (json.empty()) return;
+    const auto j = nlohmann::json::parse(json);
+    r_.version_ = j.at("version").get<uint64_t>();
+    r_.rollouts_trained_ = j.value("rollouts_trained", int64_t{0});
+    r_.builder_.load_state(json);
+  }
+
+ private:
+  ActorLearner& r_;
+};
+
+ActorLearner::ActorLearner(TrainOptions train, Transformer policy, UpdateBuilder& builder, RolloutSource& source,
+                           WeightPublisher& publisher, std::string run_config, std::string tokenizer_file)
+    : policy_(policy), builder_(builder), source_(source), publisher_(publisher), steps_(std::make_unique<Steps>(*this)) {
+  KEEL_CHECK(train.steps % builder_.steps_per_update() == 0,
+             "steps " << train.steps << " are not a whole number of updates of " << builder_.steps_per_update() << " steps");
+  loop_ = std::make_unique<TrainLoop>(std::move(train), std::move(policy), *steps_, std::move(run_config), std::move(tokenizer_file));
+}
+
+ActorLearner::~ActorLearner() = default;
+
+void ActorLearner::set_data_parallel(std::shared_ptr<DataParallel> dp) { loop_->set_data_parallel(std::move(dp)); }
+void ActorLearner::set_evaluation(std::function<Scalars(Transformer&)> eval) { eval_ = std::move(eval); }
+void ActorLearner::set_status(std::function<Scalars()> status) { status_ = std::move(status); }
+
+TrainResult ActorLearner::run() {
+  loop_->begin();
+  publisher_.publish(version_, policy_);  // actors start from (or, resumed, return to) this version
+  while (!loop_->done()) {
+    collect_and_prepare();
+    if (train_update()) return loop_->interrupted();
+  }
+  auto result = loop_->finish();
+  publisher_.publish(version_, policy_);
+  return result;
+}
+
+void ActorLearner::collect_and_prepare() {
+  update_start_ = std::chrono::steady_clock::now();
+  for (int64_t want = builder_.rollouts_wanted(); want > 0; want = builder_.rollouts_wanted())
+    builder_.add(source_.next(static_cast<size_t>(want), version_), version_);
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - update_start_).count();
+  const bool was_training = policy_->is_training();
+  policy_->eval();
+  update_metrics_ = builder_.prepare(version_, policy_);
+  if (was_training) policy_->train();
+  update_metrics_[builder_.metric_prefix() + "/wait_seconds"] = waited;
+}
+
+bool ActorLearner::train_update() {
+  const int64_t per_update = builder_.steps_per_update();
+  while (true) {
+    const bool stop = loop_->train_step();
+    if (loop_->step() % per_update != 0) {
+      loop_->checkpoint_if_due();
+      loop_->evaluate_if_due();
+      if (stop) return true;
+      continue;
+    }
+    // The update is complete: checkpoint, then its metrics, then publication, so that a version is
+    // announced only once a resume would start from it.
+    const Scalars metrics = finish_update();
+    loop_->checkpoint_if_due(builder_.checkpoint_each_update());
+    loop_->log(metrics);
+    if (!loop_->done()) publisher_.publish(version_, policy_);
+    loop_->evaluate_if_due();
+    return stop;
+  }
+}
+
+Scalars ActorLearner::finish_update() {
+  ++version_;
+  const int64_t n = builder_.rollouts_in_update();
+  rollouts_trained_ += n;
+  const std::string p = builder_.metric_prefix() + "/";
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - update_start_).count();
+  Scalars s = update_metrics_;
+  for (const auto& [k, v] : builder_.finish_update()) s[k] = v;
+  s[p + "version"] = static_cast<double>(version_);
+  s[p + "rollouts_trained"] = static_cast<double>(rollouts_trained_);
+  s[p + "update_seconds"] = secs;
+  s[p + "rollouts_per_s"] = static_cast<double>(n) / secs;
+  if (s.count(p + "tokens")) s[p + "tokens_per_s"] = s[p + "tokens"] / secs;
+  if (status_)
+    for (const auto& [k, v] : status_()) s[k] = v;
+  return s;
+}
+
+}  // namespace keel
