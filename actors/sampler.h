@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/padded_batch.h"
 #include "core/transformer.h"
 
 namespace keel {
@@ -36,11 +37,5 @@ Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prom
 // index v with probability probs[b, v] / sum_v probs[b, v]; one uniform number per row from `gen`.
 // A row without mass (all zero, NaN or infinite) is an error naming the row.
 torch::Tensor draw_categorical(const torch::Tensor& probs, at::Generator& gen);
-
-// Left-pads `prompts` into tokens [B, L], key mask [B, L] and position ids [B, L] (0 at each row's first token).
-struct PaddedBatch {
-  torch::Tensor tokens, key_mask, positions;
-};
-PaddedBatch left_pad(const std::vector<std::vector<int32_t>>& prompts, int32_t pad);
 
 }  // namespace keel

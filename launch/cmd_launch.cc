@@ -15,13 +15,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
 #include "core/error.h"
 #include "launch/commands.h"
 #include "launch/options.h"
+#include "learner/run_status.h"
 #include "wire/curve.h"
 
 namespace keel {
@@ -75,30 +75,9 @@ pid_t spawn(const std::string& exe, const std::vector<std::string>& args, const 
   return pid;
 }
 
-std::string status_line(const std::string& metrics) {
-  std::ifstream f(metrics);
-  std::string line, last_ppo, last_eval;
-  while (std::getline(f, line)) {
-    if (line.find("ppo/version") != std::string::npos || line.find("online/version") != std::string::npos) last_ppo = line;
-    if (line.find("eval/task_reward") != std::string::npos) last_eval = line;
-  }
-  if (last_ppo.empty()) return "waiting for the first update";
-  char buf[256];
-  try {
-    auto j = nlohmann::json::parse(last_ppo);
-    std::snprintf(buf, sizeof buf, "version %.0f | score %.3f | KL %.3f | %.1f rollouts/s | staleness %.2f",
-                  j.value("ppo/version", j.value("online/version", 0.0)), j.value("ppo/score_mean", 0.0), j.value("ppo/kl", 0.0),
-                  j.value("ppo/rollouts_per_s", 0.0), j.value("ppo/staleness", 0.0));
-    std::string s = buf;
-    if (!last_eval.empty()) {
-      auto e = nlohmann::json::parse(last_eval);
-      std::snprintf(buf, sizeof buf, " | held-out reward %.3f", e.value("eval/task_reward", 0.0));
-      s += buf;
-    }
-    return s;
-  } catch (const std::exception&) {
-    return "metrics unreadable";
-  }
+std::string status_line(const std::string& learner_dir) {
+  const auto st = read_run_status(learner_dir);
+  return st ? format_run_status(*st) : "waiting for the first update";
 }
 
 }  // namespace
@@ -200,7 +179,7 @@ int cmd_launch(const Args& args) {
       }
     }
     if (now - last_status > std::chrono::seconds(tty ? 1 : 10)) {
-      const auto s = status_line(out + "/learner/metrics.jsonl");
+      const auto s = status_line(out + "/learner");
       if (tty) std::fprintf(stderr, "\r%s\033[K", s.c_str());
       else std::fprintf(stderr, "%s\n", s.c_str());
       last_status = now;
@@ -224,7 +203,7 @@ int cmd_launch(const Args& args) {
       }
     }
   }
-  std::cerr << "launch: " << status_line(out + "/learner/metrics.jsonl") << "\n";
+  std::cerr << "launch: " << status_line(out + "/learner") << "\n";
   std::cerr << "launch: learner exited with " << learner_code << (g_interrupted.load() ? " (interrupted)" : "") << "\n";
   return learner_code == 0 ? 0 : (learner_code < 0 ? 1 : learner_code);
 }

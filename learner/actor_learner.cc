@@ -18,6 +18,7 @@ class ActorLearner::Steps : public Objective {
     Scalars s = r_.eval_ ? r_.eval_(model) : Scalars{};
     if (r_.status_)
       for (const auto& [k, v] : r_.status_()) s[k] = v;
+    r_.write_status({}, s);
     return s;
   }
   // The runtime's state and the builder's, in one JSON object.
@@ -43,7 +44,8 @@ class ActorLearner::Steps : public Objective {
 
 ActorLearner::ActorLearner(TrainOptions train, Transformer policy, UpdateBuilder& builder, RolloutSource& source,
                            WeightPublisher& publisher, std::string run_config, std::string tokenizer_file)
-    : policy_(policy), builder_(builder), source_(source), publisher_(publisher), steps_(std::make_unique<Steps>(*this)) {
+    : policy_(policy), builder_(builder), source_(source), publisher_(publisher), steps_(std::make_unique<Steps>(*this)),
+      out_dir_(train.out_dir) {
   KEEL_CHECK(train.steps % builder_.steps_per_update() == 0,
              "steps " << train.steps << " are not a whole number of updates of " << builder_.steps_per_update() << " steps");
   loop_ = std::make_unique<TrainLoop>(std::move(train), std::move(policy), *steps_, std::move(run_config), std::move(tokenizer_file));
@@ -94,6 +96,7 @@ bool ActorLearner::train_update() {
     const Scalars metrics = finish_update();
     loop_->checkpoint_if_due(builder_.checkpoint_each_update());
     loop_->log(metrics);
+    write_status(metrics, {});
     if (!loop_->done()) publisher_.publish(version_, policy_);
     loop_->evaluate_if_due();
     return stop;
@@ -116,6 +119,27 @@ Scalars ActorLearner::finish_update() {
   if (status_)
     for (const auto& [k, v] : status_()) s[k] = v;
   return s;
+}
+
+// The status file from an update's metrics or an evaluation's (whichever is given).
+void ActorLearner::write_status(const Scalars& update, const Scalars& eval) {
+  if (!loop_->lead()) return;
+  auto get = [](const Scalars& m, const std::string& k, double& into) {
+    if (auto it = m.find(k); it != m.end()) into = it->second;
+  };
+  const std::string p = builder_.metric_prefix() + "/";
+  RunStatus& s = status_file_;
+  s.version = version_;
+  s.step = loop_->step();
+  s.steps = loop_->steps();
+  get(update, p + "score_mean", s.score);
+  get(update, p + "kl", s.kl);
+  get(update, p + "rollouts_per_s", s.rollouts_per_s);
+  get(update, p + "staleness", s.staleness);
+  get(update, "replay/trained_share", s.trained_share);
+  get(eval, "replay/trained_share", s.trained_share);
+  get(eval, "eval/task_reward", s.held_out_reward);
+  write_run_status(out_dir_, s);
 }
 
 }  // namespace keel

@@ -7,6 +7,7 @@
 //             skips a version actors have seen)
 //   publish   the new policy version through the WeightPublisher
 //   evaluate  every eval_every steps (held-out evaluation, with the rollout side's counters)
+// After every update and evaluation the lead rank rewrites <out_dir>/status.json (learner/run_status.h).
 // The policy version is the number of completed updates; it is stored in every checkpoint with
 // the builder's state, and a resumed run publishes it again before it collects. A run stopped by
 // a signal mid-update resumes with a fresh update for the rest of that update's steps.
@@ -19,6 +20,7 @@
 #include <string>
 
 #include "learner/rollout_source.h"
+#include "learner/run_status.h"
 #include "learner/train_loop.h"
 #include "learner/update_builder.h"
 #include "learner/weight_publisher.h"
@@ -45,6 +47,7 @@ class ActorLearner {
   void collect_and_prepare();
   bool train_update();  // true when a stop was requested
   Scalars finish_update();
+  void write_status(const Scalars& update, const Scalars& eval);
 
   Transformer policy_;
   UpdateBuilder& builder_;
@@ -56,6 +59,8 @@ class ActorLearner {
   std::unique_ptr<TrainLoop> loop_;
   uint64_t version_ = 0;          // completed updates = the version actors hold
   int64_t rollouts_trained_ = 0;  // rollouts in completed updates
+  std::string out_dir_;
+  RunStatus status_file_;
   Scalars update_metrics_;
   std::chrono::steady_clock::time_point update_start_;
 };

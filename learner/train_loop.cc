@@ -140,6 +140,8 @@ int64_t TrainLoop::step() const {
   return run_->state.step;
 }
 
+bool TrainLoop::lead() const { return !dp_ || dp_->rank() == 0; }
+
 void TrainLoop::log(const Scalars& s) {
   if (run_->metrics && !s.empty()) run_->metrics->log(run_->state.step, s);
 }

@@ -71,6 +71,8 @@ class TrainLoop {
   // parameters broadcast to every rank, the evaluation at start when asked.
   void begin();
   int64_t step() const;  // optimizer steps completed
+  bool lead() const;     // this rank writes checkpoints, metrics and the model
+  int64_t steps() const { return o_.steps; }  // in the whole run
   bool done() const { return step() >= o_.steps; }
   // One optimizer step over grad_accum micro-batches, and its metrics. True when a stop was
   // requested (SIGINT/SIGTERM on any rank): the caller then ends with interrupted().

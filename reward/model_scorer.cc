@@ -1,7 +1,6 @@
-#include "actors/sampler.h"
 #include "core/checkpoint.h"
 #include "core/error.h"
-#include "learner/algos/reward_loss.h"
+#include "core/padded_batch.h"
 #include "reward/scorer.h"
 
 namespace keel {
@@ -25,10 +24,10 @@ class ModelScorer : public Scorer {
       for (int32_t t : s) KEEL_CHECK(t < model_->config().vocab_size, "token " << t << " outside the reward model's vocabulary");
       seqs.push_back(std::move(s));
     }
-    // Left padding puts every sequence's last token in the last column.
+    // Left padding puts every sequence's last token, where the reward is read, in the last column.
     auto b = left_pad(seqs, std::max<int32_t>(0, static_cast<int32_t>(model_->config().pad_id)));
     auto h = model_->hidden({b.tokens.to(device_), b.positions.to(device_), b.key_mask.to(device_), {}});
-    auto r = read_last_valid(model_->reward(h).to(torch::kCPU), b.key_mask);
+    auto r = model_->reward(h).to(torch::kCPU).select(1, -1);
     std::vector<ScoreResult> out;
     for (int64_t i = 0; i < r.size(0); ++i) out.push_back({r[i].item<float>(), {{"model", r[i].item<float>()}}});
     return out;
