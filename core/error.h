@@ -9,6 +9,7 @@
 // every other kind propagate.
 #pragma once
 
+#include <cerrno>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -37,6 +38,12 @@ constexpr const char* error_kind_name(ErrorKind kind) {
   return "unknown";
 }
 
+// The kind of a failed system call from its errno: kOutOfSpace when there was no room (ENOSPC,
+// EDQUOT, ENOMEM), kIo otherwise.
+constexpr ErrorKind io_error_kind(int err) {
+  return err == ENOSPC || err == EDQUOT || err == ENOMEM ? ErrorKind::kOutOfSpace : ErrorKind::kIo;
+}
+
 class KeelError : public std::runtime_error {
  public:
   explicit KeelError(const std::string& what, ErrorKind kind = ErrorKind::kInvalidArgument)
@@ -61,16 +68,17 @@ namespace detail {
 
 }  // namespace keel
 
-// KEEL_CHECK_KIND(kind, cond, "text " << value): throws KeelError of `kind` (an ErrorKind
-// enumerator, e.g. ::keel::ErrorKind::kIo) with the streamed message and " [file:line]" when cond
-// is false.
-#define KEEL_CHECK_KIND(kind, cond, msg)                                \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      std::ostringstream keel_os_;                                      \
-      keel_os_ << msg;                                                  \
-      ::keel::detail::fail(__FILE__, __LINE__, keel_os_.str(), (kind)); \
-    }                                                                   \
+// KEEL_CHECK_KIND(kind, cond, "text " << value): throws KeelError of `kind` (an ErrorKind, e.g.
+// ::keel::ErrorKind::kIo or io_error_kind(errno)) with the streamed message and " [file:line]"
+// when cond is false. `kind` is evaluated before the message, so it may read errno.
+#define KEEL_CHECK_KIND(kind, cond, msg)                                    \
+  do {                                                                      \
+    if (!(cond)) {                                                          \
+      const ::keel::ErrorKind keel_kind_ = (kind);                          \
+      std::ostringstream keel_os_;                                          \
+      keel_os_ << msg;                                                      \
+      ::keel::detail::fail(__FILE__, __LINE__, keel_os_.str(), keel_kind_); \
+    }                                                                       \
   } while (0)
 
 #define KEEL_FAIL_KIND(kind, msg) KEEL_CHECK_KIND(kind, false, msg)
