@@ -245,7 +245,10 @@ void PreferenceReader::Impl::open_sides() {
     offset_sets[k] = dataset(s(kSides[k], "offsets"));
     pairs = h5::check_offsets_count(offset_sets[k].get(), pairs, path);
   }
-  for (int k = 0; k < 3; ++k) offsets[k] = h5::read_offsets(offset_sets[k].get(), pairs, h5::extent(tokens[k].get()), path);
+  // A live buffer (online DPO) killed between a side's tokens and its offsets holds data past the
+  // last offset: read up to the last complete pair, as the format promises.
+  for (int k = 0; k < 3; ++k)
+    offsets[k] = h5::read_offsets(offset_sets[k].get(), pairs, h5::extent(tokens[k].get()), path, h5::OffsetsTail::kAllowed);
   info.pairs = pairs;
 }
 
@@ -255,7 +258,7 @@ void PreferenceReader::Impl::open_text() {
   for (int k = 0; k < 3; ++k) {
     text[k] = dataset(s(kSides[k], "text"));
     const Handle o = dataset(s(kSides[k], "text_offsets"));
-    text_offsets[k] = h5::read_offsets(o.get(), info.pairs, h5::extent(text[k].get()), path);
+    text_offsets[k] = h5::read_offsets(o.get(), info.pairs, h5::extent(text[k].get()), path, h5::OffsetsTail::kAllowed);
   }
 }
 
