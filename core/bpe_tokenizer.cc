@@ -286,7 +286,7 @@ json parse_json_file(const std::string& path) {
   try {
     return json::parse(read_file(path));
   } catch (const json::exception& e) {
-    KEEL_FAIL(path << ": not valid JSON: " << e.what());
+    KEEL_FAIL_KIND(ErrorKind::kCorruptData, path << ": not valid JSON: " << e.what());
   }
 }
 
@@ -304,7 +304,7 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path) {
     } else {
       const auto s = m.get<std::string>();
       const auto sp = s.find(' ');
-      KEEL_CHECK(sp != std::string::npos, path << ": bad merge '" << s << "'");
+      KEEL_CHECK_KIND(ErrorKind::kCorruptData, sp != std::string::npos, path << ": bad merge '" << s << "'");
       merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
     }
   }
@@ -320,7 +320,7 @@ std::unique_ptr<Tokenizer> load_vocab_merges(const std::string& dir) {
   std::unordered_map<std::string, int32_t> vocab;
   for (auto it = v.begin(); it != v.end(); ++it) vocab[it.key()] = it.value().get<int32_t>();
   std::ifstream f(mpath);
-  KEEL_CHECK(f, "cannot open " << mpath);
+  KEEL_CHECK_KIND(ErrorKind::kIo, f, "cannot open " << mpath);
   std::vector<std::pair<std::string, std::string>> merges;
   std::string line;
   int64_t lineno = 0;
@@ -328,7 +328,7 @@ std::unique_ptr<Tokenizer> load_vocab_merges(const std::string& dir) {
     ++lineno;
     if (line.empty() || line.rfind("#version", 0) == 0) continue;
     const auto sp = line.find(' ');
-    KEEL_CHECK(sp != std::string::npos, mpath << ":" << lineno << ": merge line without a space");
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData, sp != std::string::npos, mpath << ":" << lineno << ": merge line without a space");
     merges.emplace_back(line.substr(0, sp), line.substr(sp + 1));
   }
   return std::make_unique<ByteLevelBpe>(std::move(vocab), merges, std::vector<std::pair<std::string, int32_t>>{},
@@ -338,12 +338,12 @@ std::unique_ptr<Tokenizer> load_vocab_merges(const std::string& dir) {
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
-  KEEL_CHECK(fs::exists(path), "tokenizer " << path << " does not exist");
+  KEEL_CHECK_KIND(ErrorKind::kIo, fs::exists(path), "tokenizer " << path << " does not exist");
   if (fs::is_directory(path)) {
     if (fs::exists(path + "/tokenizer.model")) return make_sentencepiece_tokenizer(path + "/tokenizer.model");
     if (fs::exists(path + "/tokenizer.json")) return load_hf_tokenizer_json(path + "/tokenizer.json");
     if (fs::exists(path + "/vocab.json") && fs::exists(path + "/merges.txt")) return load_vocab_merges(path);
-    KEEL_FAIL("directory " << path << " holds no tokenizer.model, tokenizer.json or vocab.json + merges.txt");
+    KEEL_FAIL_KIND(ErrorKind::kIo, "directory " << path << " holds no tokenizer.model, tokenizer.json or vocab.json + merges.txt");
   }
   if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0) return load_hf_tokenizer_json(path);
   return make_sentencepiece_tokenizer(path);

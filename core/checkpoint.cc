@@ -40,7 +40,7 @@ void save_model(const std::string& dir, Transformer& model, const std::string& t
 
 ModelConfig load_model_config(const std::string& dir) {
   const std::string path = dir + "/config.json";
-  KEEL_CHECK(fs::exists(path), "model directory " << dir << " has no config.json");
+  KEEL_CHECK_KIND(ErrorKind::kIo, fs::exists(path), "model directory " << dir << " has no config.json");
   return ModelConfig::from_hf_json(read_file(path), path);
 }
 

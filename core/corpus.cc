@@ -33,7 +33,7 @@ std::vector<std::string> list_files(const CorpusOptions& o) {
     files.push_back(p.string());
   };
   for (const auto& in : o.inputs) {
-    KEEL_CHECK(fs::exists(in), "corpus input " << in << " does not exist");
+    KEEL_CHECK_KIND(ErrorKind::kIo, fs::exists(in), "corpus input " << in << " does not exist");
     if (fs::is_directory(in)) {
       std::vector<fs::path> found;
       for (const auto& e : fs::recursive_directory_iterator(in))

@@ -17,7 +17,7 @@ BadLinePolicy parse_bad_line_policy(const std::string& s) {
 JsonlReport read_jsonl(const std::string& path, BadLinePolicy policy,
                        const std::function<void(const nlohmann::json&)>& handle) {
   std::ifstream f(path);
-  KEEL_CHECK(f, "cannot open " << path);
+  KEEL_CHECK_KIND(ErrorKind::kIo, f, "cannot open " << path);
   JsonlReport r;
   std::string line;
   int64_t lineno = 0;
@@ -35,10 +35,12 @@ JsonlReport read_jsonl(const std::string& path, BadLinePolicy policy,
     } catch (const nlohmann::json::exception& e) {
       reason = std::string("wrong field type: ") + e.what();
     } catch (const KeelError& e) {
+      // A line the handler rejects is bad data; any other failure (a full disk, a bug) is not.
+      if (e.kind() != ErrorKind::kInvalidArgument && e.kind() != ErrorKind::kCorruptData) throw;
       reason = e.what();
     }
     const std::string where = path + ":" + std::to_string(lineno) + ": " + reason;
-    if (policy == BadLinePolicy::kFail) throw KeelError(where + " (use --bad-lines skip to skip such lines)");
+    if (policy == BadLinePolicy::kFail) throw KeelError(where + " (use --bad-lines skip to skip such lines)", ErrorKind::kCorruptData);
     std::cerr << "warning: skipped " << where << "\n";
     r.problems.push_back(where);
   }

@@ -81,14 +81,14 @@ std::string tfrecord_frame(const std::string& data) {
 MetricsWriter::MetricsWriter(const std::string& run_dir) {
   std::filesystem::create_directories(run_dir);
   jsonl_ = std::fopen((run_dir + "/metrics.jsonl").c_str(), "a");
-  KEEL_CHECK(jsonl_, "cannot open " << run_dir << "/metrics.jsonl");
+  KEEL_CHECK_KIND(ErrorKind::kIo, jsonl_, "cannot open " << run_dir << "/metrics.jsonl");
   char host[256] = "localhost";
   ::gethostname(host, sizeof host - 1);
   const double t = now_seconds();
   const std::string name = run_dir + "/events.out.tfevents." + std::to_string(static_cast<int64_t>(t)) + "." + host +
                            "." + std::to_string(::getpid());
   events_ = std::fopen(name.c_str(), "wb");
-  KEEL_CHECK(events_, "cannot open " << name);
+  KEEL_CHECK_KIND(ErrorKind::kIo, events_, "cannot open " << name);
   std::string e = event_header(t, 0);
   put_bytes(e, 3, "brain.Event:2");
   write_event(e);

@@ -95,11 +95,11 @@ std::string ModelConfig::to_hf_json() const {
 namespace {
 template <typename T>
 T field(const json& j, const char* key, const std::string& origin) {
-  KEEL_CHECK(j.contains(key) && !j[key].is_null(), origin << ": missing field '" << key << "'");
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, j.contains(key) && !j[key].is_null(), origin << ": missing field '" << key << "'");
   try {
     return j[key].get<T>();
-  } catch (const std::exception& e) {
-    KEEL_FAIL(origin << ": field '" << key << "' has the wrong type: " << e.what());
+  } catch (const json::exception& e) {
+    KEEL_FAIL_KIND(ErrorKind::kCorruptData, origin << ": field '" << key << "' has the wrong type: " << e.what());
   }
 }
 template <typename T>
@@ -117,8 +117,8 @@ ModelConfig ModelConfig::from_hf_json(const std::string& text, const std::string
   json j;
   try {
     j = json::parse(text);
-  } catch (const std::exception& e) {
-    KEEL_FAIL(origin << ": not valid JSON: " << e.what());
+  } catch (const json::exception& e) {
+    KEEL_FAIL_KIND(ErrorKind::kCorruptData, origin << ": not valid JSON: " << e.what());
   }
   ModelConfig c;
   const auto type = field<std::string>(j, "model_type", origin);
@@ -167,7 +167,7 @@ ModelConfig ModelConfig::from_hf_json(const std::string& text, const std::string
   try {
     c.validate();
   } catch (const KeelError& e) {
-    KEEL_FAIL(origin << ": " << e.what());
+    KEEL_FAIL_KIND(e.kind(), origin << ": " << e.what());
   }
   return c;
 }

@@ -52,7 +52,7 @@ bool parse_safetensors_dtype(const std::string& name, torch::ScalarType* type) {
 
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
-  KEEL_CHECK(f, "cannot open " << path << ": " << std::strerror(errno));
+  KEEL_CHECK_KIND(ErrorKind::kIo, f, "cannot open " << path << ": " << std::strerror(errno));
   std::ostringstream ss;
   ss << f.rdbuf();
   return ss.str();
@@ -61,7 +61,7 @@ std::string read_file(const std::string& path) {
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  KEEL_CHECK(fd >= 0, "cannot create " << tmp << ": " << std::strerror(errno));
+  KEEL_CHECK_KIND(io_error_kind(errno), fd >= 0, "cannot create " << tmp << ": " << std::strerror(errno));
   size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
@@ -70,13 +70,13 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
       const int e = errno;
       ::close(fd);
       ::unlink(tmp.c_str());
-      KEEL_FAIL("cannot write " << tmp << ": " << std::strerror(e));
+      KEEL_FAIL_KIND(io_error_kind(e), "cannot write " << tmp << ": " << std::strerror(e));
     }
     done += static_cast<size_t>(n);
   }
   ::fsync(fd);
   ::close(fd);
-  KEEL_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename " << tmp << " to " << path << ": " << std::strerror(errno));
+  KEEL_CHECK_KIND(ErrorKind::kIo, ::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename " << tmp << " to " << path << ": " << std::strerror(errno));
 }
 
 std::string safetensors_bytes(const TensorMap& tensors, const Metadata& metadata) {
@@ -109,23 +109,23 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const M
 
 TensorMap load_safetensors(const std::string& path, Metadata* metadata) {
   struct stat st {};
-  KEEL_CHECK(::stat(path.c_str(), &st) == 0, "safetensors file " << path << " is missing: " << std::strerror(errno));
+  KEEL_CHECK_KIND(ErrorKind::kIo, ::stat(path.c_str(), &st) == 0, "safetensors file " << path << " is missing: " << std::strerror(errno));
   return parse_safetensors(read_file(path), path, metadata);
 }
 
 TensorMap parse_safetensors(const std::string& bytes, const std::string& path, Metadata* metadata) {
-  KEEL_CHECK(bytes.size() >= 8, path << ": truncated safetensors file (" << bytes.size() << " bytes, no header)");
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, bytes.size() >= 8, path << ": truncated safetensors file (" << bytes.size() << " bytes, no header)");
   uint64_t hl = 0;
   for (int i = 0; i < 8; ++i) hl |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
-  KEEL_CHECK(hl <= bytes.size() - 8, path << ": truncated safetensors file: header of " << hl << " bytes but only "
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, hl <= bytes.size() - 8, path << ": truncated safetensors file: header of " << hl << " bytes but only "
                                           << bytes.size() - 8 << " follow");
   json header;
   try {
     header = json::parse(bytes.substr(8, hl));
-  } catch (const std::exception& e) {
-    KEEL_FAIL(path << ": safetensors header is not valid JSON: " << e.what());
+  } catch (const json::exception& e) {
+    KEEL_FAIL_KIND(ErrorKind::kCorruptData, path << ": safetensors header is not valid JSON: " << e.what());
   }
-  KEEL_CHECK(header.is_object(), path << ": safetensors header is not a JSON object");
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, header.is_object(), path << ": safetensors header is not a JSON object");
   const uint64_t data_size = bytes.size() - 8 - hl;
   const char* base = bytes.data() + 8 + hl;
   TensorMap out;
@@ -139,23 +139,23 @@ TensorMap parse_safetensors(const std::string& bytes, const std::string& path, M
     }
     const auto& e = it.value();
     const std::string where = path + ": tensor '" + it.key() + "'";
-    KEEL_CHECK(e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData, e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
                where << " lacks dtype, shape or data_offsets");
     const auto* d = by_name(e["dtype"].get<std::string>());
-    KEEL_CHECK(d, where << " has unsupported dtype " << e["dtype"]);
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData, d, where << " has unsupported dtype " << e["dtype"]);
     std::vector<int64_t> shape;
     int64_t numel = 1;
     for (const auto& s : e["shape"]) {
-      KEEL_CHECK(s.is_number_integer() && s.get<int64_t>() >= 0, where << " has a bad shape " << e["shape"]);
+      KEEL_CHECK_KIND(ErrorKind::kCorruptData, s.is_number_integer() && s.get<int64_t>() >= 0, where << " has a bad shape " << e["shape"]);
       shape.push_back(s.get<int64_t>());
       numel *= shape.back();
     }
     const auto& off = e["data_offsets"];
-    KEEL_CHECK(off.is_array() && off.size() == 2, where << " has bad data_offsets");
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData, off.is_array() && off.size() == 2, where << " has bad data_offsets");
     const uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
-    KEEL_CHECK(b <= en && en <= data_size, where << " data [" << b << ", " << en << ") runs past the end of the data ("
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData, b <= en && en <= data_size, where << " data [" << b << ", " << en << ") runs past the end of the data ("
                                                  << data_size << " bytes): file truncated?");
-    KEEL_CHECK(static_cast<uint64_t>(numel * d->size) == en - b,
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData, static_cast<uint64_t>(numel * d->size) == en - b,
                where << " shape " << e["shape"] << " needs " << numel * d->size << " bytes, offsets give " << en - b);
     spans.emplace_back(b, en);
     auto t = torch::empty(shape, torch::dtype(d->type));
@@ -164,7 +164,7 @@ TensorMap parse_safetensors(const std::string& bytes, const std::string& path, M
   }
   std::sort(spans.begin(), spans.end());
   for (size_t i = 1; i < spans.size(); ++i)
-    KEEL_CHECK(spans[i].first >= spans[i - 1].second, path << ": tensors overlap in the data section");
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData, spans[i].first >= spans[i - 1].second, path << ": tensors overlap in the data section");
   return out;
 }
 

@@ -79,7 +79,7 @@ class SentencePieceTokenizer : public Tokenizer {
     const std::string bytes = read_file(path);
     std::string err;
     handle_ = shim().load(&bytes, &err);
-    KEEL_CHECK(handle_, path << ": not a SentencePiece model: " << err);
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData, handle_, path << ": not a SentencePiece model: " << err);
     int ids[5];
     shim().info(handle_, ids);
     size_ = ids[0];
@@ -122,7 +122,7 @@ std::unique_ptr<Tokenizer> make_sentencepiece_tokenizer(const std::string& path)
 
 void train_sentencepiece(const SentencePieceTrainOptions& o) {
   KEEL_CHECK(!o.inputs.empty(), "tokenizer train: no input files");
-  for (const auto& f : o.inputs) KEEL_CHECK(std::filesystem::exists(f), "tokenizer train: input " << f << " is missing");
+  for (const auto& f : o.inputs) KEEL_CHECK_KIND(ErrorKind::kIo, std::filesystem::exists(f), "tokenizer train: input " << f << " is missing");
   std::ostringstream args;
   args << "--input=";
   for (size_t i = 0; i < o.inputs.size(); ++i) args << (i ? "," : "") << o.inputs[i];

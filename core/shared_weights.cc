@@ -20,6 +20,10 @@ constexpr char kMagic[8] = {'K', 'E', 'E', 'L', 'S', 'H', 'W', '1'};
 constexpr size_t kLayoutAt = 256;
 constexpr size_t kSeq = 32, kHeld = 48, kNewest = 64;
 
+// Creating or sizing the region: no room (a full or small tmpfs, a file too large for it, no
+// memory) is kOutOfSpace, any other failure kIo.
+ErrorKind sizing_kind(int err) { return err == EFBIG ? ErrorKind::kOutOfSpace : io_error_kind(err); }
+
 uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 uint64_t load_acquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
@@ -47,14 +51,14 @@ std::unique_ptr<SharedWeights> SharedWeights::create(const std::string& path, co
 
   ::unlink(path.c_str());
   w->fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  KEEL_CHECK(w->fd_ >= 0, "cannot create shared weights " << path << ": " << std::strerror(errno));
+  KEEL_CHECK_KIND(sizing_kind(errno), w->fd_ >= 0, "cannot create shared weights " << path << ": " << std::strerror(errno));
   w->owner_ = true;  // from here on the destructor removes the file
   // Reserve every page now: a full tmpfs then fails here with a message, not later with SIGBUS.
   const int rc = ::posix_fallocate(w->fd_, 0, static_cast<off_t>(w->size_));
-  KEEL_CHECK(rc == 0, "cannot reserve " << w->size_ / (1 << 20) << " MiB for shared weights " << path << ": " << std::strerror(rc)
+  KEEL_CHECK_KIND(sizing_kind(rc), rc == 0, "cannot reserve " << w->size_ / (1 << 20) << " MiB for shared weights " << path << ": " << std::strerror(rc)
                                         << " (is the shared-memory file system too small? see --shared-dir)");
   void* p = ::mmap(nullptr, w->size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, w->fd_, 0);
-  KEEL_CHECK(p != MAP_FAILED, "cannot map shared weights " << path << ": " << std::strerror(errno));
+  KEEL_CHECK_KIND(sizing_kind(errno), p != MAP_FAILED, "cannot map shared weights " << path << ": " << std::strerror(errno));
   w->base_ = static_cast<uint8_t*>(p);
   std::memcpy(w->base_, kMagic, 8);
   *w->word(8) = text.size();
@@ -68,45 +72,45 @@ std::unique_ptr<SharedWeights> SharedWeights::open(const std::string& path) {
   std::unique_ptr<SharedWeights> w(new SharedWeights());
   w->path_ = path;
   w->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  KEEL_CHECK(w->fd_ >= 0, "cannot open shared weights " << path << ": " << std::strerror(errno));
+  KEEL_CHECK_KIND(ErrorKind::kIo, w->fd_ >= 0, "cannot open shared weights " << path << ": " << std::strerror(errno));
   struct stat st{};
-  KEEL_CHECK(::fstat(w->fd_, &st) == 0, "cannot stat shared weights " << path);
+  KEEL_CHECK_KIND(ErrorKind::kIo, ::fstat(w->fd_, &st) == 0, "cannot stat shared weights " << path);
   w->size_ = static_cast<size_t>(st.st_size);
-  KEEL_CHECK(w->size_ >= kLayoutAt, path << " is too short (" << w->size_ << " bytes) to be a shared weights file");
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, w->size_ >= kLayoutAt, path << " is too short (" << w->size_ << " bytes) to be a shared weights file");
   void* p = ::mmap(nullptr, w->size_, PROT_READ, MAP_SHARED | MAP_POPULATE, w->fd_, 0);
-  KEEL_CHECK(p != MAP_FAILED, "cannot map shared weights " << path << ": " << std::strerror(errno));
+  KEEL_CHECK_KIND(io_error_kind(errno), p != MAP_FAILED, "cannot map shared weights " << path << ": " << std::strerror(errno));
   w->base_ = static_cast<uint8_t*>(p);
-  KEEL_CHECK(std::memcmp(w->base_, kMagic, 8) == 0, path << " is not a keel shared weights file (bad magic)");
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, std::memcmp(w->base_, kMagic, 8) == 0, path << " is not a keel shared weights file (bad magic)");
   const uint64_t layout_bytes = *w->word(8);
   w->slot_bytes_ = *w->word(16);
   w->data_offset_ = *w->word(24);
-  KEEL_CHECK(layout_bytes <= w->size_ - kLayoutAt && w->data_offset_ >= kLayoutAt + layout_bytes &&
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, layout_bytes <= w->size_ - kLayoutAt && w->data_offset_ >= kLayoutAt + layout_bytes &&
                  w->slot_bytes_ <= (w->size_ - std::min<uint64_t>(w->data_offset_, w->size_)) / 2,
              path << ": layout, data offset or slot size lies outside the file");
   nlohmann::json layout;
   try {
     layout = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(w->base_ + kLayoutAt), layout_bytes));
-  } catch (const std::exception& e) {
-    KEEL_FAIL(path << ": the layout is not JSON (" << e.what() << ")");
+  } catch (const nlohmann::json::exception& e) {
+    KEEL_FAIL_KIND(ErrorKind::kCorruptData, path << ": the layout is not JSON (" << e.what() << ")");
   }
-  KEEL_CHECK(layout.is_array(), path << ": the layout is not a list of tensors");
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, layout.is_array(), path << ": the layout is not a list of tensors");
   for (const auto& j : layout) {
     Entry e;
     try {
       e.name = j.at("name").get<std::string>();
-      KEEL_CHECK(parse_safetensors_dtype(j.at("dtype").get<std::string>(), &e.dtype), path << ": tensor " << e.name << " has an unknown dtype");
+      KEEL_CHECK_KIND(ErrorKind::kCorruptData, parse_safetensors_dtype(j.at("dtype").get<std::string>(), &e.dtype), path << ": tensor " << e.name << " has an unknown dtype");
       e.shape = j.at("shape").get<std::vector<int64_t>>();
       e.offset = j.at("offset").get<uint64_t>();
       e.bytes = j.at("bytes").get<uint64_t>();
     } catch (const nlohmann::json::exception& x) {
-      KEEL_FAIL(path << ": a layout entry lacks a field (" << x.what() << ")");
+      KEEL_FAIL_KIND(ErrorKind::kCorruptData, path << ": a layout entry lacks a field (" << x.what() << ")");
     }
     uint64_t numel = 1;
     for (auto d : e.shape) {
-      KEEL_CHECK(d >= 0 && d < (int64_t{1} << 40), path << ": tensor " << e.name << " has a bad shape");
+      KEEL_CHECK_KIND(ErrorKind::kCorruptData, d >= 0 && d < (int64_t{1} << 40), path << ": tensor " << e.name << " has a bad shape");
       numel *= static_cast<uint64_t>(d);
     }
-    KEEL_CHECK(e.bytes == numel * c10::elementSize(e.dtype) && e.offset <= w->slot_bytes_ && e.bytes <= w->slot_bytes_ - e.offset &&
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData, e.bytes == numel * c10::elementSize(e.dtype) && e.offset <= w->slot_bytes_ && e.bytes <= w->slot_bytes_ - e.offset &&
                    e.offset % 64 == 0,
                path << ": tensor " << e.name << " does not fit its slot");
     w->entries_.push_back(std::move(e));

@@ -30,11 +30,14 @@ namespace keel {
 class SharedWeights {
  public:
   // Creates (replacing) the file at `path`, laid out for tensors with the names, dtypes and shapes
-  // of `like`, and allocates all its pages. Throws KeelError naming the path when the file system
-  // has no room (for example a small /dev/shm in a container). The creator removes the file.
+  // of `like`, and allocates all its pages. Throws KeelError naming the path: of kind kOutOfSpace
+  // when the file system has no room (for example a small /dev/shm in a container: ENOSPC, EFBIG,
+  // ENOMEM, EDQUOT while creating, sizing or mapping the file), kIo for any other failure of the
+  // file system. The creator removes the file.
   static std::unique_ptr<SharedWeights> create(const std::string& path, const TensorMap& like);
-  // Maps an existing file read-only. Throws KeelError naming the defect (missing, not a weights
-  // file, layout outside the file).
+  // Maps an existing file read-only. Throws KeelError naming the defect: kIo when it cannot be
+  // opened or mapped (missing, permissions), kCorruptData when it is not a weights file or its
+  // layout lies outside the file.
   static std::unique_ptr<SharedWeights> open(const std::string& path);
   ~SharedWeights();
   SharedWeights(const SharedWeights&) = delete;

@@ -20,7 +20,7 @@ constexpr size_t kHeader = 64;
 TokenFileWriter::TokenFileWriter(const std::string& path, int64_t vocab_size, int32_t eos_id)
     : path_(path), width_(vocab_size <= 65536 ? 2 : 4), vocab_size_(vocab_size), eos_id_(eos_id) {
   file_ = std::fopen((path + ".tmp").c_str(), "wb");
-  KEEL_CHECK(file_, "cannot create " << path << ".tmp: " << std::strerror(errno));
+  KEEL_CHECK_KIND(io_error_kind(errno), file_, "cannot create " << path << ".tmp: " << std::strerror(errno));
   char zero[kHeader] = {};
   std::fwrite(zero, 1, kHeader, static_cast<FILE*>(file_));
 }
@@ -60,31 +60,31 @@ void TokenFileWriter::finish() {
   std::memcpy(h + 32, &eos, 4);
   std::fseek(f, 0, SEEK_SET);
   std::fwrite(h, 1, kHeader, f);
-  KEEL_CHECK(std::fflush(f) == 0, "cannot write " << path_ << ".tmp: " << std::strerror(errno));
+  KEEL_CHECK_KIND(io_error_kind(errno), std::fflush(f) == 0, "cannot write " << path_ << ".tmp: " << std::strerror(errno));
   ::fsync(fileno(f));
   std::fclose(f);
   file_ = nullptr;
-  KEEL_CHECK(std::rename((path_ + ".tmp").c_str(), path_.c_str()) == 0, "cannot rename to " << path_);
+  KEEL_CHECK_KIND(ErrorKind::kIo, std::rename((path_ + ".tmp").c_str(), path_.c_str()) == 0, "cannot rename to " << path_);
 }
 
 TokenFile::TokenFile(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY);
-  KEEL_CHECK(fd >= 0, "token file " << path << " cannot be opened: " << std::strerror(errno));
+  KEEL_CHECK_KIND(ErrorKind::kIo, fd >= 0, "token file " << path << " cannot be opened: " << std::strerror(errno));
   struct stat st {};
   ::fstat(fd, &st);
   map_size_ = static_cast<size_t>(st.st_size);
   if (map_size_ < kHeader) {
     ::close(fd);
-    KEEL_FAIL("token file " << path << " is corrupt: " << map_size_ << " bytes, shorter than its 64-byte header");
+    KEEL_FAIL_KIND(ErrorKind::kCorruptData, "token file " << path << " is corrupt: " << map_size_ << " bytes, shorter than its 64-byte header");
   }
   map_ = ::mmap(nullptr, map_size_, PROT_READ, MAP_SHARED, fd, 0);
   ::close(fd);
-  KEEL_CHECK(map_ != MAP_FAILED, "cannot map " << path << ": " << std::strerror(errno));
+  KEEL_CHECK_KIND(io_error_kind(errno), map_ != MAP_FAILED, "cannot map " << path << ": " << std::strerror(errno));
   const char* h = static_cast<const char*>(map_);
   auto fail = [&](const std::string& why) {
     ::munmap(map_, map_size_);
     map_ = nullptr;
-    KEEL_FAIL("token file " << path << " is corrupt: " << why);
+    KEEL_FAIL_KIND(ErrorKind::kCorruptData, "token file " << path << " is corrupt: " << why);
   };
   if (std::memcmp(h, kMagic, 8) != 0) fail("bad magic (not a keel token file)");
   uint32_t version, width, eos;

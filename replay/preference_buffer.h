@@ -19,8 +19,13 @@
 //                     reference weights) and max_len (the truncation they were computed with).
 //
 // All datasets are one-dimensional and chunked; readers accept any integer or float width
-// (h5py's default int64 token arrays load as is). Integer offsets are validated on open
-// (monotone, within the token arrays); token ids are checked against the vocabulary by users.
+// (h5py's default int64 token arrays load as is). Integer offsets are validated on open (N+1
+// entries from 0, non-decreasing, the last equal to the length of the array they index); token
+// ids are checked against the vocabulary by users.
+//
+// Errors are KeelErrors of kind kIo (a file that is absent or cannot be opened, created, written
+// or renamed), kOutOfSpace (a write that found the disk full) or kCorruptData (a file that is not
+// a preference buffer of this version, or whose datasets disagree).
 #pragma once
 
 #include <cmath>

@@ -12,107 +12,74 @@ namespace keel {
 namespace {
 constexpr int kLogFormatVersion = 2;  // 2 added uid and the trained_* datasets; 1 is still read
 
-using h5::append;
 using h5::extent;
-
-hid_t make_extendable(hid_t file, const char* name, hid_t type) { return h5::create_extendable(file, name, type, 4096); }
-
-void append_raw(hid_t ds, hid_t memtype, const void* data, hsize_t n) { h5::append(ds, memtype, data, n); }
+using h5::Handle;
 
 template <typename T>
-void append_vec(hid_t ds, hid_t memtype, const std::vector<T>& v) {
-  append_raw(ds, memtype, v.data(), v.size());
+void append_vec(const Handle& ds, hid_t memtype, const std::vector<T>& v) {
+  h5::append(ds.get(), memtype, v.data(), v.size());
 }
 
 }  // namespace
 
 struct RolloutLog::Impl {
-  hid_t file = -1;
-  hid_t prompt_tokens, prompt_offsets, response_tokens, response_offsets, logprobs, score, policy_version, actor_id,
+  std::string origin;  // "rollout log <path>", for messages
+  Handle file;
+  Handle prompt_tokens, prompt_offsets, response_tokens, response_offsets, logprobs, score, policy_version, actor_id,
       group_id, finished, learner_version, uid, trained_uid, trained_version;
   int64_t rows = 0, prompt_total = 0, response_total = 0;
+
+  struct Dataset {
+    const char* name;
+    Handle* handle;
+    hid_t file_type;  // as created
+  };
+  // Every dataset, for opening or creating them all alike.
+  std::vector<Dataset> datasets() {
+    return {{"prompt_tokens", &prompt_tokens, H5T_STD_I32LE},     {"prompt_offsets", &prompt_offsets, H5T_STD_I64LE},
+            {"response_tokens", &response_tokens, H5T_STD_I32LE}, {"response_offsets", &response_offsets, H5T_STD_I64LE},
+            {"logprobs", &logprobs, H5T_IEEE_F32LE},              {"score", &score, H5T_IEEE_F32LE},
+            {"policy_version", &policy_version, H5T_STD_U64LE},   {"actor_id", &actor_id, H5T_STD_U32LE},
+            {"group_id", &group_id, H5T_STD_U64LE},               {"finished", &finished, H5T_STD_U8LE},
+            {"learner_version", &learner_version, H5T_STD_U64LE}, {"uid", &uid, H5T_STD_U64LE},
+            {"trained_uid", &trained_uid, H5T_STD_U64LE},         {"trained_version", &trained_version, H5T_STD_U64LE}};
+  }
+  void open_existing(const std::string& path);
+  void create_new(const std::string& path, const std::string& tokenizer_identity);
 };
 
-RolloutLog::RolloutLog(const std::string& path, const std::string& tokenizer_identity) : impl_(std::make_unique<Impl>()) {
-  auto& m = *impl_;
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  const bool exists = std::filesystem::exists(path);
-  if (exists) {
-    m.file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-    KEEL_CHECK(m.file >= 0, "rollout log " << path << " exists but is not a readable HDF5 file");
-    int version = -1;
-    hid_t a = H5Aopen(m.file, "format_version", H5P_DEFAULT);
-    KEEL_CHECK(a >= 0, "rollout log " << path << " has no format_version attribute");
-    H5Aread(a, H5T_NATIVE_INT, &version);
-    H5Aclose(a);
-    KEEL_CHECK(version == kLogFormatVersion, "rollout log " << path << " has format version " << version << ", expected "
-                                                            << kLogFormatVersion);
-    auto open = [&](const char* n) {
-      hid_t d = H5Dopen2(m.file, n, H5P_DEFAULT);
-      KEEL_CHECK(d >= 0, "rollout log " << path << " lacks dataset " << n);
-      return d;
-    };
-    m.prompt_tokens = open("prompt_tokens");
-    m.prompt_offsets = open("prompt_offsets");
-    m.response_tokens = open("response_tokens");
-    m.response_offsets = open("response_offsets");
-    m.logprobs = open("logprobs");
-    m.score = open("score");
-    m.policy_version = open("policy_version");
-    m.actor_id = open("actor_id");
-    m.group_id = open("group_id");
-    m.finished = open("finished");
-    m.learner_version = open("learner_version");
-    m.uid = open("uid");
-    m.trained_uid = open("trained_uid");
-    m.trained_version = open("trained_version");
-    m.rows = static_cast<int64_t>(extent(m.score));
-    m.prompt_total = static_cast<int64_t>(extent(m.prompt_tokens));
-    m.response_total = static_cast<int64_t>(extent(m.response_tokens));
-    return;
-  }
-  m.file = H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
-  KEEL_CHECK(m.file >= 0, "cannot create rollout log " << path);
-  m.prompt_tokens = make_extendable(m.file, "prompt_tokens", H5T_STD_I32LE);
-  m.prompt_offsets = make_extendable(m.file, "prompt_offsets", H5T_STD_I64LE);
-  m.response_tokens = make_extendable(m.file, "response_tokens", H5T_STD_I32LE);
-  m.response_offsets = make_extendable(m.file, "response_offsets", H5T_STD_I64LE);
-  m.logprobs = make_extendable(m.file, "logprobs", H5T_IEEE_F32LE);
-  m.score = make_extendable(m.file, "score", H5T_IEEE_F32LE);
-  m.policy_version = make_extendable(m.file, "policy_version", H5T_STD_U64LE);
-  m.actor_id = make_extendable(m.file, "actor_id", H5T_STD_U32LE);
-  m.group_id = make_extendable(m.file, "group_id", H5T_STD_U64LE);
-  m.finished = make_extendable(m.file, "finished", H5T_STD_U8LE);
-  m.learner_version = make_extendable(m.file, "learner_version", H5T_STD_U64LE);
-  m.uid = make_extendable(m.file, "uid", H5T_STD_U64LE);
-  m.trained_uid = make_extendable(m.file, "trained_uid", H5T_STD_U64LE);
-  m.trained_version = make_extendable(m.file, "trained_version", H5T_STD_U64LE);
-  const int64_t zero = 0;
-  append_raw(m.prompt_offsets, H5T_NATIVE_INT64, &zero, 1);
-  append_raw(m.response_offsets, H5T_NATIVE_INT64, &zero, 1);
-  hid_t scalar = H5Screate(H5S_SCALAR);
-  hid_t a = H5Acreate2(m.file, "format_version", H5T_STD_I32LE, scalar, H5P_DEFAULT, H5P_DEFAULT);
-  H5Awrite(a, H5T_NATIVE_INT, &kLogFormatVersion);
-  H5Aclose(a);
-  hid_t str = H5Tcopy(H5T_C_S1);
-  H5Tset_size(str, std::max<size_t>(1, tokenizer_identity.size()));
-  a = H5Acreate2(m.file, "tokenizer", str, scalar, H5P_DEFAULT, H5P_DEFAULT);
-  H5Awrite(a, str, tokenizer_identity.empty() ? " " : tokenizer_identity.c_str());
-  H5Aclose(a);
-  H5Tclose(str);
-  H5Sclose(scalar);
-  H5Fflush(m.file, H5F_SCOPE_GLOBAL);
+void RolloutLog::Impl::open_existing(const std::string& path) {
+  file = h5::open_file(path, H5F_ACC_RDWR, "rollout log");
+  const int64_t version = h5::get_attr_int(file.get(), "format_version", origin);
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, version == kLogFormatVersion,
+                  "rollout log " << path << " has format version " << version << ", expected " << kLogFormatVersion);
+  for (const auto& d : datasets()) *d.handle = h5::open_dataset(file.get(), d.name, origin);
+  rows = static_cast<int64_t>(extent(score.get()));
+  prompt_total = static_cast<int64_t>(extent(prompt_tokens.get()));
+  response_total = static_cast<int64_t>(extent(response_tokens.get()));
 }
 
-RolloutLog::~RolloutLog() {
-  auto& m = *impl_;
-  if (m.file < 0) return;
-  for (hid_t d : {m.prompt_tokens, m.prompt_offsets, m.response_tokens, m.response_offsets, m.logprobs, m.score,
-                  m.policy_version, m.actor_id, m.group_id, m.finished, m.learner_version, m.uid, m.trained_uid,
-                  m.trained_version})
-    H5Dclose(d);
-  H5Fclose(m.file);
+void RolloutLog::Impl::create_new(const std::string& path, const std::string& tokenizer_identity) {
+  file = h5::create_file(path, H5F_ACC_EXCL, "rollout log");
+  for (const auto& d : datasets()) *d.handle = h5::create_extendable(file.get(), d.name, d.file_type, 4096);
+  const int64_t zero = 0;
+  h5::append(prompt_offsets.get(), H5T_NATIVE_INT64, &zero, 1);
+  h5::append(response_offsets.get(), H5T_NATIVE_INT64, &zero, 1);
+  h5::set_attr_int(file.get(), "format_version", kLogFormatVersion, H5T_STD_I32LE);
+  h5::set_attr_fixed_string(file.get(), "tokenizer", tokenizer_identity);
+  h5::flush(file.get(), origin);
 }
+
+RolloutLog::RolloutLog(const std::string& path, const std::string& tokenizer_identity) : impl_(std::make_unique<Impl>()) {
+  h5::quiet();
+  impl_->origin = "rollout log " + path;
+  if (std::filesystem::exists(path))
+    impl_->open_existing(path);
+  else
+    impl_->create_new(path, tokenizer_identity);
+}
+
+RolloutLog::~RolloutLog() = default;
 
 void RolloutLog::append(const std::vector<wire::Rollout>& rollouts, uint64_t learner_version) {
   auto& m = *impl_;
@@ -152,7 +119,7 @@ void RolloutLog::append(const std::vector<wire::Rollout>& rollouts, uint64_t lea
   append_vec(m.learner_version, H5T_NATIVE_UINT64, lv);
   append_vec(m.uid, H5T_NATIVE_UINT64, uid);
   m.rows += static_cast<int64_t>(rollouts.size());
-  H5Fflush(m.file, H5F_SCOPE_GLOBAL);
+  h5::flush(m.file.get(), m.origin);
 }
 
 void RolloutLog::mark_trained(const std::vector<uint64_t>& uids, uint64_t version) {
@@ -160,7 +127,7 @@ void RolloutLog::mark_trained(const std::vector<uint64_t>& uids, uint64_t versio
   std::lock_guard<std::mutex> lock(h5::mutex());
   append_vec(m.trained_uid, H5T_NATIVE_UINT64, uids);
   append_vec(m.trained_version, H5T_NATIVE_UINT64, std::vector<uint64_t>(uids.size(), version));
-  H5Fflush(m.file, H5F_SCOPE_GLOBAL);
+  h5::flush(m.file.get(), m.origin);
 }
 
 int64_t RolloutLog::size() const { return impl_->rows; }
@@ -193,83 +160,100 @@ wire::Rollout to_wire(const LoggedRollout& l) {
   return r;
 }
 
+namespace {
+
+int64_t read_one(const Handle& ds, hsize_t i, const std::string& origin) {
+  int64_t v = 0;
+  h5::read_range(ds.get(), H5T_NATIVE_INT64, i, 1, &v, origin);
+  return v;
+}
+
+// The rows that every dataset of the log holds in full. Appends extend each dataset in turn (tokens
+// and log-probs before offsets, offsets before the per-row columns), so a learner killed mid-append
+// leaves a partial last row, which readers skip.
+hsize_t complete_rows(const Handle& po, const Handle& ro, const Handle& pt, const Handle& rt,
+                      std::initializer_list<const Handle*> per_row, const std::string& origin) {
+  hsize_t n = std::min(extent(po.get()), extent(ro.get()));
+  n = n == 0 ? 0 : n - 1;
+  for (const Handle* d : per_row) n = std::min(n, extent(d->get()));
+  auto past = [&](const Handle& offsets, const Handle& data) {
+    const int64_t end = read_one(offsets, n, origin);
+    return end < 0 || static_cast<hsize_t>(end) > extent(data.get());
+  };
+  while (n > 0 && (past(po, pt) || past(ro, rt))) --n;
+  return n;
+}
+
+// Prompt, response and log-probs of rows [0, n) from the flat datasets, split at the offsets.
+void read_token_rows(const Handle& po, const Handle& ro, const Handle& pt, const Handle& rt, const Handle& lp, hsize_t n,
+                     const std::string& origin, std::vector<LoggedRollout>* rows) {
+  const auto tail = h5::OffsetsTail::kAllowed;
+  const auto n_rows = static_cast<int64_t>(n);
+  const std::vector<int64_t> poff = h5::read_offsets(po.get(), n_rows, extent(pt.get()), origin, tail);
+  const std::vector<int64_t> roff = h5::read_offsets(ro.get(), n_rows, extent(rt.get()), origin, tail);
+  std::vector<int32_t> ptok(static_cast<size_t>(poff[n])), rtok(static_cast<size_t>(roff[n]));
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, extent(lp.get()) >= rtok.size(),
+                  origin << ": /logprobs is shorter than /response_tokens");
+  std::vector<float> lps(rtok.size());
+  h5::read_range(lp.get(), H5T_NATIVE_FLOAT, 0, lps.size(), lps.data(), origin + " /logprobs");
+  h5::read_range(pt.get(), H5T_NATIVE_INT32, 0, ptok.size(), ptok.data(), origin + " /prompt_tokens");
+  h5::read_range(rt.get(), H5T_NATIVE_INT32, 0, rtok.size(), rtok.data(), origin + " /response_tokens");
+  rows->resize(n);
+  for (hsize_t i = 0; i < n; ++i) {
+    auto& r = (*rows)[i];
+    r.prompt.assign(ptok.begin() + poff[i], ptok.begin() + poff[i + 1]);
+    r.response.assign(rtok.begin() + roff[i], rtok.begin() + roff[i + 1]);
+    r.logprobs.assign(lps.begin() + roff[i], lps.begin() + roff[i + 1]);
+  }
+}
+
+template <typename T, typename F>
+void read_column(const Handle& ds, hid_t memtype, std::vector<LoggedRollout>* rows, const std::string& origin, F set) {
+  std::vector<T> v(rows->size());
+  h5::read_range(ds.get(), memtype, 0, v.size(), v.data(), origin + " " + h5::name_of(ds.get()));
+  for (size_t i = 0; i < v.size(); ++i) set((*rows)[i], v[i]);
+}
+
+// Version 2: the rows' uids and the trained_uid / trained_version pairs.
+void read_uids(hid_t file, const std::string& origin, RolloutLogContents* out) {
+  const Handle u = h5::open_dataset(file, "uid", origin), tu = h5::open_dataset(file, "trained_uid", origin),
+               tv = h5::open_dataset(file, "trained_version", origin);
+  const size_t n = out->rows.size();
+  std::vector<uint64_t> uv(n);
+  h5::read_range(u.get(), H5T_NATIVE_UINT64, 0, std::min<hsize_t>(n, extent(u.get())), uv.data(), origin + " /uid");
+  for (size_t i = 0; i < n; ++i) out->rows[i].uid = uv[i];
+  const hsize_t t = std::min(extent(tu.get()), extent(tv.get()));
+  std::vector<uint64_t> tuv(t), tvv(t);
+  h5::read_range(tu.get(), H5T_NATIVE_UINT64, 0, t, tuv.data(), origin + " /trained_uid");
+  h5::read_range(tv.get(), H5T_NATIVE_UINT64, 0, t, tvv.data(), origin + " /trained_version");
+  for (hsize_t i = 0; i < t; ++i) out->trained.push_back({tuv[i], tvv[i]});
+}
+
+}  // namespace
+
 RolloutLogContents read_rollout_log(const std::string& path) {
   h5::quiet();
-  KEEL_CHECK(std::filesystem::exists(path), "rollout log " << path << " does not exist");
-  hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  KEEL_CHECK(file >= 0, "rollout log " << path << " is not a readable HDF5 file");
+  const std::string origin = "rollout log " + path;
+  const Handle file = h5::open_file(path, H5F_ACC_RDONLY, "rollout log");
+  const int64_t version = h5::get_attr_int(file.get(), "format_version", origin);
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, version == 1 || version == kLogFormatVersion,
+                  "rollout log " << path << " has format version " << version << " (this keel reads 1 and " << kLogFormatVersion << ")");
   RolloutLogContents out;
-  std::vector<hid_t> open;
-  try {
-    const int64_t version = h5::get_attr_int(file, "format_version", path);
-    KEEL_CHECK(version == 1 || version == kLogFormatVersion, "rollout log " << path << " has format version " << version
-                                                                                << " (this keel reads 1 and " << kLogFormatVersion << ")");
-    out.tokenizer = h5::has_attr(file, "tokenizer") ? h5::get_attr_string(file, "tokenizer", path) : "";
-    auto ds = [&](const char* n) {
-      open.push_back(h5::open_dataset(file, n, path));
-      return open.back();
-    };
-    const hid_t po = ds("prompt_offsets"), ro = ds("response_offsets"), pt = ds("prompt_tokens"), rt = ds("response_tokens");
-    const hid_t score = ds("score"), pv = ds("policy_version"), aid = ds("actor_id"), gid = ds("group_id"), fin = ds("finished"),
-                lv = ds("learner_version");
-    // Appends extend each dataset in turn; the complete rows are those every dataset holds.
-    hsize_t n = std::min(extent(po), extent(ro));
-    n = n == 0 ? 0 : n - 1;
-    for (hid_t d : {score, pv, aid, gid, fin, lv}) n = std::min(n, extent(d));
-    std::vector<int64_t> poff(n + 1), roff(n + 1);
-    h5::read_range(po, H5T_NATIVE_INT64, 0, n + 1, poff.data(), path + " /prompt_offsets");
-    h5::read_range(ro, H5T_NATIVE_INT64, 0, n + 1, roff.data(), path + " /response_offsets");
-    while (n > 0 && (static_cast<hsize_t>(poff[n]) > extent(pt) || static_cast<hsize_t>(roff[n]) > extent(rt))) --n;
-    for (hsize_t i = 0; i < n; ++i)
-      KEEL_CHECK(poff[i] <= poff[i + 1] && roff[i] <= roff[i + 1], "rollout log " << path << ": offsets decrease at row " << i);
-    std::vector<int32_t> ptok(static_cast<size_t>(poff[n])), rtok(static_cast<size_t>(roff[n]));
-    const hid_t lp = ds("logprobs");
-    KEEL_CHECK(extent(lp) >= rtok.size(), "rollout log " << path << ": /logprobs is shorter than /response_tokens");
-    std::vector<float> lps(rtok.size());
-    h5::read_range(lp, H5T_NATIVE_FLOAT, 0, lps.size(), lps.data(), path + " /logprobs");
-    h5::read_range(pt, H5T_NATIVE_INT32, 0, ptok.size(), ptok.data(), path + " /prompt_tokens");
-    h5::read_range(rt, H5T_NATIVE_INT32, 0, rtok.size(), rtok.data(), path + " /response_tokens");
-    std::vector<float> sc(n);
-    std::vector<uint64_t> pvv(n), gidv(n), lvv(n);
-    std::vector<uint32_t> aidv(n);
-    std::vector<uint8_t> finv(n);
-    h5::read_range(score, H5T_NATIVE_FLOAT, 0, n, sc.data(), path);
-    h5::read_range(pv, H5T_NATIVE_UINT64, 0, n, pvv.data(), path);
-    h5::read_range(gid, H5T_NATIVE_UINT64, 0, n, gidv.data(), path);
-    h5::read_range(lv, H5T_NATIVE_UINT64, 0, n, lvv.data(), path);
-    h5::read_range(aid, H5T_NATIVE_UINT32, 0, n, aidv.data(), path);
-    h5::read_range(fin, H5T_NATIVE_UINT8, 0, n, finv.data(), path);
-    out.rows.resize(n);
-    for (hsize_t i = 0; i < n; ++i) {
-      auto& r = out.rows[i];
-      r.prompt.assign(ptok.begin() + poff[i], ptok.begin() + poff[i + 1]);
-      r.response.assign(rtok.begin() + roff[i], rtok.begin() + roff[i + 1]);
-      r.logprobs.assign(lps.begin() + roff[i], lps.begin() + roff[i + 1]);
-      r.score = sc[i];
-      r.policy_version = pvv[i];
-      r.group_id = gidv[i];
-      r.learner_version = lvv[i];
-      r.actor_id = aidv[i];
-      r.finished = finv[i] != 0;
-    }
-    if (version >= 2) {
-      const hid_t u = ds("uid"), tu = ds("trained_uid"), tv = ds("trained_version");
-      std::vector<uint64_t> uv(n);
-      h5::read_range(u, H5T_NATIVE_UINT64, 0, std::min<hsize_t>(n, extent(u)), uv.data(), path + " /uid");
-      for (hsize_t i = 0; i < n; ++i) out.rows[i].uid = uv[i];
-      const hsize_t t = std::min(extent(tu), extent(tv));
-      std::vector<uint64_t> tuv(t), tvv(t);
-      h5::read_range(tu, H5T_NATIVE_UINT64, 0, t, tuv.data(), path + " /trained_uid");
-      h5::read_range(tv, H5T_NATIVE_UINT64, 0, t, tvv.data(), path + " /trained_version");
-      for (hsize_t i = 0; i < t; ++i) out.trained.push_back({tuv[i], tvv[i]});
-    }
-  } catch (...) {
-    for (hid_t d : open) H5Dclose(d);
-    H5Fclose(file);
-    throw;
-  }
-  for (hid_t d : open) H5Dclose(d);
-  H5Fclose(file);
+  out.tokenizer = h5::has_attr(file.get(), "tokenizer") ? h5::get_attr_string(file.get(), "tokenizer", origin) : "";
+  auto ds = [&](const char* n) { return h5::open_dataset(file.get(), n, origin); };
+  const Handle po = ds("prompt_offsets"), ro = ds("response_offsets"), pt = ds("prompt_tokens"), rt = ds("response_tokens");
+  const Handle score = ds("score"), pv = ds("policy_version"), aid = ds("actor_id"), gid = ds("group_id"), fin = ds("finished"),
+               lv = ds("learner_version");
+  const hsize_t n = complete_rows(po, ro, pt, rt, {&score, &pv, &aid, &gid, &fin, &lv}, origin);
+  read_token_rows(po, ro, pt, rt, ds("logprobs"), n, origin, &out.rows);
+  auto* rows = &out.rows;
+  read_column<float>(score, H5T_NATIVE_FLOAT, rows, origin, [](LoggedRollout& r, float v) { r.score = v; });
+  read_column<uint64_t>(pv, H5T_NATIVE_UINT64, rows, origin, [](LoggedRollout& r, uint64_t v) { r.policy_version = v; });
+  read_column<uint64_t>(gid, H5T_NATIVE_UINT64, rows, origin, [](LoggedRollout& r, uint64_t v) { r.group_id = v; });
+  read_column<uint64_t>(lv, H5T_NATIVE_UINT64, rows, origin, [](LoggedRollout& r, uint64_t v) { r.learner_version = v; });
+  read_column<uint32_t>(aid, H5T_NATIVE_UINT32, rows, origin, [](LoggedRollout& r, uint32_t v) { r.actor_id = v; });
+  read_column<uint8_t>(fin, H5T_NATIVE_UINT8, rows, origin, [](LoggedRollout& r, uint8_t v) { r.finished = v != 0; });
+  if (version >= 2) read_uids(file.get(), origin, &out);
   return out;
 }
 

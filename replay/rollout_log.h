@@ -26,7 +26,9 @@ namespace keel {
 
 class RolloutLog {
  public:
-  // Creates `path`, or appends to it when it exists with the same format version.
+  // Creates `path`, or appends to it when it exists with the same format version. KeelError of
+  // kind kIo / kOutOfSpace when the file cannot be created or written, kCorruptData when an
+  // existing file is not a rollout log of this version.
   RolloutLog(const std::string& path, const std::string& tokenizer_identity);
   ~RolloutLog();
   void append(const std::vector<wire::Rollout>& rollouts, uint64_t learner_version);
@@ -63,7 +65,9 @@ struct RolloutLogContents {
 };
 
 // Reads a whole rollout log (checked: format version, datasets, offsets). A log that a killed
-// learner left mid-append is read up to its last complete row.
+// learner left mid-append is read up to its last complete row. Throws KeelError of kind kIo when
+// the file is absent or cannot be opened, kCorruptData when its layout or offsets are inconsistent
+// (naming the dataset and the row).
 RolloutLogContents read_rollout_log(const std::string& path);
 
 }  // namespace keel
