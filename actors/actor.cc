@@ -9,6 +9,7 @@
 #include <random>
 #include <thread>
 
+#include "core/model_loader.h"
 #include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/hash.h"
@@ -72,14 +73,14 @@ class ActorLoop {
   ActorStats run();
 
  private:
-  bool load_newest();                          // newest announced weights into the model
-  void refresh_weights();                      // between batches: newer weights, or wait (sync)
-  std::optional<uint64_t> await_credit();      // the grant's credit id; nullopt on stop
+  bool load_newest();                      // newest announced weights into the model
+  void refresh_weights();                  // between batches: newer weights, or wait (sync)
+  std::optional<uint64_t> await_credit();  // the grant's credit id; nullopt on stop
   std::optional<wire::ScoreReply> score(const wire::ScoreRequest& req);
-  wire::RolloutBatch make_batch(const std::vector<const Prompt*>& batch, const Samples& samples,
-                                const wire::ScoreRequest& req, const wire::ScoreReply& reply, uint64_t seed);
+  wire::RolloutBatch make_batch(const std::vector<const Prompt*>& batch, const Samples& samples, const wire::ScoreRequest& req,
+                                const wire::ScoreReply& reply, uint64_t seed);
   void push(const wire::RolloutBatch& rb);
-  bool one_batch();                            // false when the loop must end
+  bool one_batch();  // false when the loop must end
 
   const ActorOptions& o_;
   const std::atomic<bool>& stop_;
@@ -98,18 +99,13 @@ class ActorLoop {
 };
 
 ActorLoop::ActorLoop(const ActorOptions& o, const std::atomic<bool>& stop)
-    : o_(o), stop_(stop), name_("actor-" + std::to_string(o.rank)),
-      weights_(o.weights_endpoint, o.chunks_endpoint, name_),
-      heartbeat_(o.rollouts_endpoint, name_, std::chrono::milliseconds(1000)),
-      credits_(o.chunks_endpoint, name_),
+    : o_(o), stop_(stop), name_("actor-" + std::to_string(o.rank)), weights_(o.weights_endpoint, o.chunks_endpoint, name_),
+      heartbeat_(o.rollouts_endpoint, name_, std::chrono::milliseconds(1000)), credits_(o.chunks_endpoint, name_),
       reward_(wire::zmq_connect(wire::SocketKind::kDealer, o.reward_endpoint)),
-      push_(wire::zmq_connect(wire::SocketKind::kPush, o.rollouts_endpoint)),
-      request_id_(static_cast<uint64_t>(o.rank) << 40) {
-  const auto tok_file = model_tokenizer_file(o.model_dir);
-  KEEL_CHECK(!tok_file.empty(), o.model_dir << " holds no tokenizer");
-  tok_ = load_tokenizer(tok_file);
-  model_ = load_model(o.model_dir, /*allow_new_heads=*/true);
-  model_->to(torch::Device(o.device));
+      push_(wire::zmq_connect(wire::SocketKind::kPush, o.rollouts_endpoint)), request_id_(static_cast<uint64_t>(o.rank) << 40) {
+  auto loaded = load_model_dir(o.model_dir, ModelLoadOptions::on(torch::Device(o.device)));
+  tok_ = std::move(loaded.tokenizer);
+  model_ = loaded.model;
   model_->eval();
   prompts_ = load_prompts(o, *tok_);
   std::mt19937_64 order_rng(o.sampling.seed * 7919ull + static_cast<uint64_t>(o.rank));
@@ -195,7 +191,8 @@ wire::RolloutBatch ActorLoop::make_batch(const std::vector<const Prompt*>& batch
     r.finished = samples.finished[i];
     r.prompt = req.items[i].prompt;
     r.response = req.items[i].response;
-    r.group_id = (static_cast<uint64_t>(o_.rank) << 48) | (static_cast<uint64_t>(st_.batches) << 16) | (i / static_cast<size_t>(o_.group_size));
+    r.group_id = (static_cast<uint64_t>(o_.rank) << 48) | (static_cast<uint64_t>(st_.batches) << 16) |
+                 (i / static_cast<size_t>(o_.group_size));
     const uint64_t key[4] = {static_cast<uint64_t>(o_.rank), o_.incarnation, static_cast<uint64_t>(st_.batches), i};
     r.uid = fnv1a64(std::string(reinterpret_cast<const char*>(key), sizeof key));
     rb.rollouts.push_back(std::move(r));
@@ -223,8 +220,8 @@ bool ActorLoop::one_batch() {
   std::vector<std::vector<int32_t>> ids;
   for (auto* p : batch) ids.push_back(p->tokens);
   SamplingConfig sc = o_.sampling;
-  sc.seed = o_.sampling.seed + static_cast<uint64_t>(st_.batches) * static_cast<uint64_t>(o_.world) + static_cast<uint64_t>(o_.rank) +
-            o_.incarnation * 0x9E3779B97F4A7C15ull;
+  sc.seed = o_.sampling.seed + static_cast<uint64_t>(st_.batches) * static_cast<uint64_t>(o_.world) +
+            static_cast<uint64_t>(o_.rank) + o_.incarnation * 0x9E3779B97F4A7C15ull;
   const auto samples = sample(model_, ids, sc, tok_->specials().eos, tok_->specials().pad);
   if (!weights_.unchanged_since_load()) {
     // The parameters were shared memory that the learner rewrote meanwhile: not one version.
@@ -237,7 +234,8 @@ bool ActorLoop::one_batch() {
   for (size_t i = 0; i < batch.size(); ++i) {
     auto resp = samples.responses[i];
     if (samples.finished[i] && !resp.empty()) resp.pop_back();  // the EOS is not part of the text
-    req.items.push_back({batch[i]->text, tok_->decode(resp), batch[i]->tokens, samples.responses[i], static_cast<bool>(samples.finished[i])});
+    req.items.push_back(
+        {batch[i]->text, tok_->decode(resp), batch[i]->tokens, samples.responses[i], static_cast<bool>(samples.finished[i])});
   }
   const auto reply = score(req);
   if (stop_.load()) return false;

@@ -23,13 +23,13 @@
 namespace keel {
 
 struct ActorOptions {
-  std::string model_dir;                                    // initial policy (version 0) and tokenizer
-  std::string rollouts_endpoint = "tcp://127.0.0.1:5555";   // learner PULL
-  std::string weights_endpoint = "tcp://127.0.0.1:5556";    // learner PUB
-  std::string chunks_endpoint = "tcp://127.0.0.1:5557";     // learner ROUTER
+  std::string model_dir;                                   // initial policy (version 0) and tokenizer
+  std::string rollouts_endpoint = "tcp://127.0.0.1:5555";  // learner PULL
+  std::string weights_endpoint = "tcp://127.0.0.1:5556";   // learner PUB
+  std::string chunks_endpoint = "tcp://127.0.0.1:5557";    // learner ROUTER
   std::string reward_endpoint = "tcp://127.0.0.1:5560";
-  std::string prompts = "tasks";                            // JSONL path, or "tasks" for the built-in suite
-  std::vector<std::string> task_families;                   // empty = all
+  std::string prompts = "tasks";           // JSONL path, or "tasks" for the built-in suite
+  std::vector<std::string> task_families;  // empty = all
   int64_t tasks_per_family = 2000;
   std::string prompt_template = "chat";
   int rank = 0, world = 1;
@@ -37,14 +37,14 @@ struct ActorOptions {
   // sampling seed and the rollout uids, so that a restarted actor never repeats the rollouts of an
   // earlier run of the same rank.
   uint64_t incarnation = 0;
-  int64_t batch_prompts = 8;                                // prompts per batch
-  int64_t group_size = 1;                                   // responses per prompt
+  int64_t batch_prompts = 8;  // prompts per batch
+  int64_t group_size = 1;     // responses per prompt
   SamplingConfig sampling;
   bool sync = false;
-  bool credits = true;                                      // ask the learner before each batch
+  bool credits = true;  // ask the learner before each batch
   int reward_timeout_ms = 10000;
-  int reward_retries = 30;                                  // then the actor exits with an error
-  int64_t max_batches = 0;                                  // 0 = until shutdown
+  int reward_retries = 30;  // then the actor exits with an error
+  int64_t max_batches = 0;  // 0 = until shutdown
   std::string device = "cpu";
   void validate() const;
 };

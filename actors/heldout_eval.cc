@@ -12,7 +12,8 @@ void HeldOutEvalOptions::validate() const {
   KEEL_CHECK(batch_size > 0 && max_new_tokens > 0, "eval batch size and max new tokens must be positive");
 }
 
-std::function<Scalars(Transformer&)> make_heldout_task_eval(const HeldOutEvalOptions& o, const Tokenizer& tok, double temperature) {
+std::function<Scalars(Transformer&)> make_heldout_task_eval(const HeldOutEvalOptions& o, const Tokenizer& tok,
+                                                            double temperature) {
   o.validate();
   std::vector<TaskFamily> fams;
   for (const auto& f : o.families) fams.push_back(parse_task_family(f));
@@ -23,7 +24,8 @@ std::function<Scalars(Transformer&)> make_heldout_task_eval(const HeldOutEvalOpt
     auto sampled = evaluate_tasks(m, tok, held, t, o.batch_size, o.max_new_tokens, temperature, o.samples, o.seed);
     auto greedy = evaluate_tasks(m, tok, held, t, o.batch_size, o.max_new_tokens);
     auto expected = expected_task_reward(m, tok, held, t, temperature > 0 ? temperature : 1.0);
-    Scalars s{{"eval/task_reward", sampled.mean_accuracy}, {"eval/greedy_accuracy", greedy.mean_accuracy},
+    Scalars s{{"eval/task_reward", sampled.mean_accuracy},
+              {"eval/greedy_accuracy", greedy.mean_accuracy},
               {"eval/expected_reward", expected.mean_accuracy}};
     for (const auto& [fam, acc] : greedy.accuracy) s["eval/accuracy/" + fam] = acc;
     return s;

@@ -16,17 +16,18 @@
 namespace keel {
 
 struct HeldOutEvalOptions {
-  int per_family = 50;                 // held-out tasks per family
-  int samples = 4;                     // sampled responses per task
-  std::vector<std::string> families;   // task families (empty = all)
+  int per_family = 50;                // held-out tasks per family
+  int samples = 4;                    // sampled responses per task
+  std::vector<std::string> families;  // task families (empty = all)
   std::string prompt_template = "chat";
-  int64_t batch_size = 32;             // prompts decoded together
+  int64_t batch_size = 32;  // prompts decoded together
   int64_t max_new_tokens = 24;
-  uint64_t seed = 7;                   // of the sampled responses
+  uint64_t seed = 7;  // of the sampled responses
   void validate() const;
 };
 
 // The evaluation as a function of the policy. `tok` must outlive it.
-std::function<Scalars(Transformer&)> make_heldout_task_eval(const HeldOutEvalOptions& o, const Tokenizer& tok, double temperature);
+std::function<Scalars(Transformer&)> make_heldout_task_eval(const HeldOutEvalOptions& o, const Tokenizer& tok,
+                                                            double temperature);
 
 }  // namespace keel

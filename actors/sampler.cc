@@ -71,8 +71,8 @@ torch::Tensor draw_categorical(const torch::Tensor& probs, at::Generator& gen) {
   return out;
 }
 
-Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& cfg,
-               int32_t eos, int32_t pad) {
+Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& cfg, int32_t eos,
+               int32_t pad) {
   cfg.validate();
   // Inference mode skips autograd bookkeeping on every op: most of a small model's decoding time.
   c10::InferenceMode inference;
@@ -90,7 +90,7 @@ Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prom
   auto cache = model->make_cache(B, padded.tokens.size(1) + cfg.max_new_tokens);
   auto h = model->hidden({padded.tokens.to(dev), padded.positions.to(dev), padded.key_mask.to(dev), {}}, &cache);
   auto logits = model->logits(h.select(1, h.size(1) - 1)).to(torch::kCPU, torch::kFloat32);  // [B, V]
-  auto next_pos = padded.positions.select(1, padded.positions.size(1) - 1) + 1;                // [B]
+  auto next_pos = padded.positions.select(1, padded.positions.size(1) - 1) + 1;              // [B]
   // Sampling runs on the CPU with its own generator, so results do not depend on the device.
   auto gen = at::detail::createCPUGenerator(cfg.seed);
   std::vector<bool> done(prompts.size(), false);

@@ -13,9 +13,9 @@
 namespace keel {
 
 struct SamplingConfig {
-  double temperature = 1.0;    // 0 = greedy (log-probs then under temperature 1)
-  int64_t top_k = 0;           // 0 = off
-  double top_p = 1.0;          // nucleus mass kept; 1 = off
+  double temperature = 1.0;  // 0 = greedy (log-probs then under temperature 1)
+  int64_t top_k = 0;         // 0 = off
+  double top_p = 1.0;        // nucleus mass kept; 1 = off
   int64_t max_new_tokens = 64;
   bool stop_at_eos = true;
   uint64_t seed = 1;
@@ -30,8 +30,8 @@ struct Samples {
 
 // Samples one response per prompt. `eos` ends a row (when stop_at_eos); `pad` fills left padding.
 // Deterministic for a given seed, batch and thread count.
-Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& config,
-               int32_t eos, int32_t pad);
+Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& config, int32_t eos,
+               int32_t pad);
 
 // One index per row of `probs` [B, V] (float32, CPU, non-negative, not necessarily normalised),
 // index v with probability probs[b, v] / sum_v probs[b, v]; one uniform number per row from `gen`.

@@ -45,8 +45,8 @@ std::vector<std::string> sample_wrong_answers(Transformer& model, const Tokenize
 }
 
 TaskEvalResult evaluate_tasks(Transformer& model, const Tokenizer& tok, const std::vector<TaskExample>& tasks,
-                              PromptTemplate tmpl, int64_t batch_size, int64_t max_new_tokens, double temperature,
-                              int samples, uint64_t seed) {
+                              PromptTemplate tmpl, int64_t batch_size, int64_t max_new_tokens, double temperature, int samples,
+                              uint64_t seed) {
   TaskEvalResult r;
   std::map<std::string, int64_t> correct;
   SamplingConfig cfg;

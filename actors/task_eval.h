@@ -22,8 +22,8 @@ struct TaskEvalResult {
 // temperature is 0, else `samples` draws per task at that temperature (seeded), so that accuracy
 // is the policy's expected reward under the distribution PPO trains.
 TaskEvalResult evaluate_tasks(Transformer& model, const Tokenizer& tok, const std::vector<TaskExample>& tasks,
-                              PromptTemplate tmpl, int64_t batch_size = 32, int64_t max_new_tokens = 24,
-                              double temperature = 0.0, int samples = 1, uint64_t seed = 1);
+                              PromptTemplate tmpl, int64_t batch_size = 32, int64_t max_new_tokens = 24, double temperature = 0.0,
+                              int samples = 1, uint64_t seed = 1);
 
 // The policy's exact expected reward on `tasks` when sampling at `temperature` (> 0): per family,
 // the mean probability of sampling the reference answer's tokens and then EOS. It has no sampling

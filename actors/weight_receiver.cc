@@ -11,11 +11,10 @@
 
 namespace keel {
 
-WeightReceiver::WeightReceiver(const std::string& weights_endpoint, const std::string& chunks_endpoint, std::string name, bool bind)
+WeightReceiver::WeightReceiver(const std::string& weights_endpoint, const std::string& chunks_endpoint, std::string name,
+                               bool bind)
     : sub_(wire::zmq_connect(wire::SocketKind::kSub, weights_endpoint)),
-      dealer_(wire::zmq_connect(wire::SocketKind::kDealer, chunks_endpoint)),
-      name_(std::move(name)),
-      bind_(bind) {}
+      dealer_(wire::zmq_connect(wire::SocketKind::kDealer, chunks_endpoint)), name_(std::move(name)), bind_(bind) {}
 
 uint64_t WeightReceiver::poll(int timeout_ms) {
   while (auto m = wire::receive(*sub_, timeout_ms, stats_)) {
@@ -30,6 +29,12 @@ uint64_t WeightReceiver::poll(int timeout_ms) {
   return have_ ? latest_.policy_version : 0;
 }
 
+namespace {
+bool is_region_fault(const KeelError& e) {
+  return e.kind() == ErrorKind::kIo || e.kind() == ErrorKind::kCorruptData || e.kind() == ErrorKind::kOutOfSpace;
+}
+}  // namespace
+
 bool WeightReceiver::open_region(const wire::WeightAnnounce& a) {
   if (a.shared_path.empty()) return false;
   if (region_ && region_->path() == a.shared_path) return true;
@@ -38,7 +43,10 @@ bool WeightReceiver::open_region(const wire::WeightAnnounce& a) {
   try {
     region_ = SharedWeights::open(a.shared_path);
     return true;
-  } catch (const std::exception& e) {
+  } catch (const KeelError& e) {
+    // A region that cannot be read here (I/O, a damaged file, no memory to map it) leaves the
+    // chunks; anything else is a bug and stops the actor.
+    if (!is_region_fault(e)) throw;
     std::cerr << name_ << ": shared weights " << a.shared_path << " unusable (" << e.what() << "); fetching chunks\n";
     unusable_path_ = a.shared_path;
     return false;
@@ -71,7 +79,8 @@ WeightReceiver::Shared WeightReceiver::copy_shared(const wire::WeightAnnounce& a
       load_weights(model, t, "weights v" + std::to_string(a.policy_version), /*allow_new_heads=*/true);
     });
     if (whole) return Shared::kLoaded;
-  } catch (const std::exception& e) {
+  } catch (const KeelError& e) {
+    if (!is_region_fault(e)) throw;  // e.g. the region's tensors do not fit the model: chunks would not either
     std::cerr << name_ << ": shared weights v" << a.policy_version << " do not load (" << e.what() << "); fetching chunks\n";
     unusable_path_ = a.shared_path;
     region_.reset();
@@ -141,8 +150,8 @@ std::string WeightReceiver::fetch_chunks(const wire::WeightAnnounce& a) {
       wire::send_message(*dealer_, {name_, wire::WeightRequest{a.policy_version, i}});
       if (auto m = wire::receive(*dealer_, 5000, stats_))
         if (auto* c = std::get_if<wire::WeightChunk>(&m->body))
-          if (c->policy_version == a.policy_version && c->index == i && (i == 0 || (c->count == count && c->total_bytes == total &&
-                                                                                    c->checksum == checksum))) {
+          if (c->policy_version == a.policy_version && c->index == i &&
+              (i == 0 || (c->count == count && c->total_bytes == total && c->checksum == checksum))) {
             if (i == 0) {
               count = c->count;
               total = c->total_bytes;

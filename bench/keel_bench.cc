@@ -91,11 +91,12 @@ void train(int64_t d, int64_t L, int64_t T, int64_t B, int64_t V) {
   const double s = seconds_since(t) / reps;
   const double params = static_cast<double>(c.num_parameters() - T * d);  // position lookups are not FLOPs
   const double flops = 6.0 * params * B * T + 12.0 * L * B * T * T * d;
-  std::printf("{\"bench\": \"train\", \"impl\": \"keel\", \"d\": %lld, \"layers\": %lld, \"seq\": %lld, \"batch\": %lld, "
-              "\"vocab\": %lld, \"step_s\": %.4f, \"tokens_per_s\": %.1f, \"model_gflops\": %.1f, \"peak_rss_mb\": %.1f, "
-              "\"rss_growth_mb\": %.1f}\n",
-              (long long)d, (long long)L, (long long)T, (long long)B, (long long)V, s, B * T / s, flops / s / 1e9,
-              max_rss_mb(), max_rss_mb() - rss0);
+  std::printf(
+      "{\"bench\": \"train\", \"impl\": \"keel\", \"d\": %lld, \"layers\": %lld, \"seq\": %lld, \"batch\": %lld, "
+      "\"vocab\": %lld, \"step_s\": %.4f, \"tokens_per_s\": %.1f, \"model_gflops\": %.1f, \"peak_rss_mb\": %.1f, "
+      "\"rss_growth_mb\": %.1f}\n",
+      (long long)d, (long long)L, (long long)T, (long long)B, (long long)V, s, B * T / s, flops / s / 1e9, max_rss_mb(),
+      max_rss_mb() - rss0);
 }
 
 void generate(int64_t d, int64_t L, int64_t B, int64_t N) {
@@ -112,9 +113,10 @@ void generate(int64_t d, int64_t L, int64_t B, int64_t N) {
   auto t = Clock::now();
   for (int i = 0; i < reps; ++i) keel::sample(model, prompts, s, -1, 0);
   const double sec = seconds_since(t) / reps;
-  std::printf("{\"bench\": \"generate\", \"impl\": \"keel\", \"d\": %lld, \"layers\": %lld, \"batch\": %lld, "
-              "\"new_tokens\": %lld, \"seconds\": %.4f, \"tokens_per_s\": %.1f}\n",
-              (long long)d, (long long)L, (long long)B, (long long)N, sec, B * N / sec);
+  std::printf(
+      "{\"bench\": \"generate\", \"impl\": \"keel\", \"d\": %lld, \"layers\": %lld, \"batch\": %lld, "
+      "\"new_tokens\": %lld, \"seconds\": %.4f, \"tokens_per_s\": %.1f}\n",
+      (long long)d, (long long)L, (long long)B, (long long)N, sec, B * N / sec);
 }
 
 // The decoding step's products (M rows): LibTorch (OpenBLAS) against keel's in-place kernels, with
@@ -125,9 +127,13 @@ void linear(int64_t M) {
   // KEEL_BENCH_ISA=0|1|2 measures the generic, AVX2 or AVX-512 build of the kernels.
   if (const char* isa = std::getenv("KEEL_BENCH_ISA")) keel::limit_kernel_isa(static_cast<keel::KernelIsa>(std::atoi(isa)));
   const char* isa_names[] = {"generic", "avx2", "avx512"};
-  struct Shape { const char* name; int64_t K, N; bool kn; };
-  const Shape shapes[] = {{"c_attn", 256, 768, true}, {"attn.c_proj", 256, 256, true}, {"c_fc", 256, 1024, true},
-                          {"mlp.c_proj", 1024, 256, true}, {"lm_head", 256, 8192, false}, {"q_proj", 512, 512, false}};
+  struct Shape {
+    const char* name;
+    int64_t K, N;
+    bool kn;
+  };
+  const Shape shapes[] = {{"c_attn", 256, 768, true},      {"attn.c_proj", 256, 256, true}, {"c_fc", 256, 1024, true},
+                          {"mlp.c_proj", 1024, 256, true}, {"lm_head", 256, 8192, false},   {"q_proj", 512, 512, false}};
   for (const auto& s : shapes) {
     auto x = torch::randn({M, s.K});
     auto b = torch::randn({s.N});
@@ -145,11 +151,12 @@ void linear(int64_t M) {
     };
     const double hot_ref = time(ref, 1), hot = time(ours, 1), cold_ref = time(ref, copies), cold = time(ours, copies);
     const double diff = (ref(ws[0]) - ours(ws[0])).abs().max().item<double>();
-    std::printf("{\"bench\": \"linear\", \"impl\": \"keel\", \"shape\": \"%s\", \"M\": %lld, \"K\": %lld, \"N\": %lld, "
-                "\"hot_libtorch_us\": %.1f, \"hot_keel_us\": %.1f, \"cold_libtorch_us\": %.1f, \"cold_keel_us\": %.1f, "
-                "\"cold_keel_GBps\": %.1f, \"max_diff\": %.2g, \"isa\": \"%s\"}\n",
-                s.name, (long long)M, (long long)s.K, (long long)s.N, hot_ref, hot, cold_ref, cold,
-                s.K * s.N * 4 / cold / 1e3, diff, isa_names[static_cast<int>(keel::kernel_isa())]);
+    std::printf(
+        "{\"bench\": \"linear\", \"impl\": \"keel\", \"shape\": \"%s\", \"M\": %lld, \"K\": %lld, \"N\": %lld, "
+        "\"hot_libtorch_us\": %.1f, \"hot_keel_us\": %.1f, \"cold_libtorch_us\": %.1f, \"cold_keel_us\": %.1f, "
+        "\"cold_keel_GBps\": %.1f, \"max_diff\": %.2g, \"isa\": \"%s\"}\n",
+        s.name, (long long)M, (long long)s.K, (long long)s.N, hot_ref, hot, cold_ref, cold, s.K * s.N * 4 / cold / 1e3, diff,
+        isa_names[static_cast<int>(keel::kernel_isa())]);
   }
 }
 
@@ -231,11 +238,14 @@ void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool
   size_t bytes = 0;
   for (const auto& [k, t] : keel::model_tensors(policy)) bytes += t.numel() * t.element_size();
   const double copy = memcpy_seconds(bytes), median = total[1 + (total.size() - 1) / 2];
-  std::printf("{\"bench\": \"weights\", \"impl\": \"keel\", \"path\": \"%s\", \"params\": %lld, \"bytes\": %zu, "
-              "\"first_version_s\": %.4f, \"publish_s\": %.4f, \"publish_to_2_actors_s\": %.4f, \"memcpy_s\": %.5f, "
-              "\"ratio_to_memcpy\": %.2f}\n",
-              shared_dir.empty() ? "chunks over loopback TCP" : bind ? "shared memory, actors bound to it" : "shared memory, actors copy", (long long)c.num_parameters(), bytes, total[0],
-              publish[1 + (publish.size() - 1) / 2], median, copy, median / copy);
+  std::printf(
+      "{\"bench\": \"weights\", \"impl\": \"keel\", \"path\": \"%s\", \"params\": %lld, \"bytes\": %zu, "
+      "\"first_version_s\": %.4f, \"publish_s\": %.4f, \"publish_to_2_actors_s\": %.4f, \"memcpy_s\": %.5f, "
+      "\"ratio_to_memcpy\": %.2f}\n",
+      shared_dir.empty() ? "chunks over loopback TCP"
+      : bind             ? "shared memory, actors bound to it"
+                         : "shared memory, actors copy",
+      (long long)c.num_parameters(), bytes, total[0], publish[1 + (publish.size() - 1) / 2], median, copy, median / copy);
 }
 
 void weights(int64_t d, int64_t L, const std::string& path) {
@@ -297,8 +307,8 @@ void learner_scaling(int world, int64_t d, int64_t L, int64_t T, int64_t B, int6
     o.overlap_allreduce = overlap;
     keel::TrainLoop loop(o, model, objective, "", "");
     if (world > 1)
-      loop.set_data_parallel(std::make_shared<keel::DataParallel>(keel::distributed_env_from_environment(), std::chrono::seconds(300),
-                                                                  torch::kCPU));
+      loop.set_data_parallel(
+          std::make_shared<keel::DataParallel>(keel::distributed_env_from_environment(), std::chrono::seconds(300), torch::kCPU));
     loop.run();
     std::_Exit(0);
   }
@@ -316,10 +326,12 @@ void learner_scaling(int world, int64_t d, int64_t L, int64_t T, int64_t B, int6
     ++n;
   }
   std::filesystem::remove_all(dir);
-  std::printf("{\"bench\": \"learner_scaling\", \"impl\": \"keel\", \"ranks\": %d, \"threads_per_rank\": %d, \"d\": %lld, "
-              "\"layers\": %lld, \"seq\": %lld, \"global_batch\": %lld, \"overlap\": %s, \"tokens_per_s\": %.1f, \"allreduce_wait_share\": %.3f}\n",
-              world, std::max(1, cores / world), (long long)d, (long long)L, (long long)T, (long long)B, overlap ? "true" : "false", tok / std::max(n, 1),
-              share / std::max(n, 1));
+  std::printf(
+      "{\"bench\": \"learner_scaling\", \"impl\": \"keel\", \"ranks\": %d, \"threads_per_rank\": %d, \"d\": %lld, "
+      "\"layers\": %lld, \"seq\": %lld, \"global_batch\": %lld, \"overlap\": %s, \"tokens_per_s\": %.1f, "
+      "\"allreduce_wait_share\": %.3f}\n",
+      world, std::max(1, cores / world), (long long)d, (long long)L, (long long)T, (long long)B, overlap ? "true" : "false",
+      tok / std::max(n, 1), share / std::max(n, 1));
 }
 
 void transport(int64_t R, int64_t T) {
@@ -348,9 +360,10 @@ void transport(int64_t R, int64_t T) {
     bytes = enc.size();
   }
   const double copy = memcpy_seconds(bytes);
-  std::printf("{\"bench\": \"transport\", \"impl\": \"keel\", \"rollouts\": %lld, \"tokens\": %lld, \"bytes\": %zu, "
-              "\"seconds\": %.5f, \"mb_per_s\": %.1f, \"memcpy_mb_per_s\": %.1f}\n",
-              (long long)R, (long long)T, bytes, best, bytes / best / 1e6, bytes / copy / 1e6);
+  std::printf(
+      "{\"bench\": \"transport\", \"impl\": \"keel\", \"rollouts\": %lld, \"tokens\": %lld, \"bytes\": %zu, "
+      "\"seconds\": %.5f, \"mb_per_s\": %.1f, \"memcpy_mb_per_s\": %.1f}\n",
+      (long long)R, (long long)T, bytes, best, bytes / best / 1e6, bytes / copy / 1e6);
 }
 
 }  // namespace
@@ -370,10 +383,11 @@ void stream(const std::string& path, int64_t batch, int64_t block) {
       ++pairs;
     }
   const double sec = seconds_since(t);
-  std::printf("{\"bench\": \"stream\", \"impl\": \"keel\", \"pairs\": %lld, \"tokens\": %lld, \"seconds\": %.2f, "
-              "\"pairs_per_s\": %.0f, \"tokens_per_s\": %.0f, \"token_bytes\": %lld, \"block_pairs\": %lld, \"peak_rss_mb\": %.0f}\n",
-              (long long)pairs, (long long)tokens, sec, pairs / sec, tokens / sec, (long long)tokens * 4, (long long)o.block_pairs,
-              max_rss_mb());
+  std::printf(
+      "{\"bench\": \"stream\", \"impl\": \"keel\", \"pairs\": %lld, \"tokens\": %lld, \"seconds\": %.2f, "
+      "\"pairs_per_s\": %.0f, \"tokens_per_s\": %.0f, \"token_bytes\": %lld, \"block_pairs\": %lld, \"peak_rss_mb\": %.0f}\n",
+      (long long)pairs, (long long)tokens, sec, pairs / sec, tokens / sec, (long long)tokens * 4, (long long)o.block_pairs,
+      max_rss_mb());
 }
 
 int main(int argc, char** argv) {
@@ -381,16 +395,28 @@ int main(int argc, char** argv) {
   const int threads = std::getenv("KEEL_BENCH_THREADS") ? std::atoi(std::getenv("KEEL_BENCH_THREADS")) : 0;
   keel::set_threads(threads);
   torch::manual_seed(0);
-  if (mode == "sgemm") sgemm();
-  else if (mode == "train") train(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), arg(argc, argv, 4, 256), arg(argc, argv, 5, 8), arg(argc, argv, 6, 8192));
-  else if (mode == "linear") linear(arg(argc, argv, 2, 8));
-  else if (mode == "generate") generate(arg(argc, argv, 2, 256), arg(argc, argv, 3, 4), arg(argc, argv, 4, 8), arg(argc, argv, 5, 128));
-  else if (mode == "weights") weights(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), argc > 4 ? argv[4] : "shm");
-  else if (mode == "learner_scaling") learner_scaling(static_cast<int>(arg(argc, argv, 2, 2)), arg(argc, argv, 3, 512), arg(argc, argv, 4, 8), arg(argc, argv, 5, 256), arg(argc, argv, 6, 8), 8192, !std::getenv("KEEL_BENCH_NO_OVERLAP"));
-  else if (mode == "transport") transport(arg(argc, argv, 2, 64), arg(argc, argv, 3, 256));
-  else if (mode == "stream" && argc > 2) stream(argv[2], arg(argc, argv, 3, 64), arg(argc, argv, 4, 0));
+  if (mode == "sgemm")
+    sgemm();
+  else if (mode == "train")
+    train(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), arg(argc, argv, 4, 256), arg(argc, argv, 5, 8),
+          arg(argc, argv, 6, 8192));
+  else if (mode == "linear")
+    linear(arg(argc, argv, 2, 8));
+  else if (mode == "generate")
+    generate(arg(argc, argv, 2, 256), arg(argc, argv, 3, 4), arg(argc, argv, 4, 8), arg(argc, argv, 5, 128));
+  else if (mode == "weights")
+    weights(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), argc > 4 ? argv[4] : "shm");
+  else if (mode == "learner_scaling")
+    learner_scaling(static_cast<int>(arg(argc, argv, 2, 2)), arg(argc, argv, 3, 512), arg(argc, argv, 4, 8),
+                    arg(argc, argv, 5, 256), arg(argc, argv, 6, 8), 8192, !std::getenv("KEEL_BENCH_NO_OVERLAP"));
+  else if (mode == "transport")
+    transport(arg(argc, argv, 2, 64), arg(argc, argv, 3, 256));
+  else if (mode == "stream" && argc > 2)
+    stream(argv[2], arg(argc, argv, 3, 64), arg(argc, argv, 4, 0));
   else {
-    std::fprintf(stderr, "usage: keel_bench sgemm | train [d L T B V] | generate [d L B N] | weights [d L shm|shm-copy|chunks] | learner_scaling [W d L T B] | transport [R T] | stream PATH [B K]\n");
+    std::fprintf(stderr,
+                 "usage: keel_bench sgemm | train [d L T B V] | generate [d L B N] | weights [d L shm|shm-copy|chunks] | "
+                 "learner_scaling [W d L T B] | transport [R T] | stream PATH [B K]\n");
     return 2;
   }
   return 0;

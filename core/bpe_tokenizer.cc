@@ -69,13 +69,13 @@ CodePoints decode_utf8(const std::string& s) {
 // C library's UTF-8 classification (minus the numbers it counts as alphabetic), \s as in regex.
 bool is_number(char32_t c) {
   static const std::pair<char32_t, char32_t> kRanges[] = {
-      {0x30, 0x39},     {0xB2, 0xB3},     {0xB9, 0xB9},     {0xBC, 0xBE},     {0x660, 0x669},   {0x6F0, 0x6F9},
-      {0x7C0, 0x7C9},   {0x966, 0x96F},   {0x9E6, 0x9EF},   {0xA66, 0xA6F},   {0xAE6, 0xAEF},   {0xB66, 0xB6F},
-      {0xBE6, 0xBF2},   {0xC66, 0xC6F},   {0xCE6, 0xCEF},   {0xD66, 0xD78},   {0xE50, 0xE59},   {0xED0, 0xED9},
-      {0xF20, 0xF33},   {0x1040, 0x1049}, {0x1369, 0x137C}, {0x16EE, 0x16F0}, {0x17E0, 0x17E9}, {0x1810, 0x1819},
-      {0x2070, 0x2070}, {0x2074, 0x2079}, {0x2080, 0x2089}, {0x2150, 0x2182}, {0x2185, 0x2189}, {0x2460, 0x249B},
-      {0x24EA, 0x24FF}, {0x2776, 0x2793}, {0x2CFD, 0x2CFD}, {0x3007, 0x3007}, {0x3021, 0x3029}, {0x3038, 0x303A},
-      {0x3192, 0x3195}, {0x3220, 0x3229}, {0x3248, 0x324F}, {0x3251, 0x325F}, {0x3280, 0x3289}, {0x32B1, 0x32BF},
+      {0x30, 0x39},     {0xB2, 0xB3},     {0xB9, 0xB9},       {0xBC, 0xBE},      {0x660, 0x669},   {0x6F0, 0x6F9},
+      {0x7C0, 0x7C9},   {0x966, 0x96F},   {0x9E6, 0x9EF},     {0xA66, 0xA6F},    {0xAE6, 0xAEF},   {0xB66, 0xB6F},
+      {0xBE6, 0xBF2},   {0xC66, 0xC6F},   {0xCE6, 0xCEF},     {0xD66, 0xD78},    {0xE50, 0xE59},   {0xED0, 0xED9},
+      {0xF20, 0xF33},   {0x1040, 0x1049}, {0x1369, 0x137C},   {0x16EE, 0x16F0},  {0x17E0, 0x17E9}, {0x1810, 0x1819},
+      {0x2070, 0x2070}, {0x2074, 0x2079}, {0x2080, 0x2089},   {0x2150, 0x2182},  {0x2185, 0x2189}, {0x2460, 0x249B},
+      {0x24EA, 0x24FF}, {0x2776, 0x2793}, {0x2CFD, 0x2CFD},   {0x3007, 0x3007},  {0x3021, 0x3029}, {0x3038, 0x303A},
+      {0x3192, 0x3195}, {0x3220, 0x3229}, {0x3248, 0x324F},   {0x3251, 0x325F},  {0x3280, 0x3289}, {0x32B1, 0x32BF},
       {0xA620, 0xA629}, {0xFF10, 0xFF19}, {0x1D7CE, 0x1D7FF}, {0x1F100, 0x1F10C}};
   for (const auto& [a, b] : kRanges)
     if (c >= a && c <= b) return true;
@@ -98,7 +98,9 @@ bool is_letter(char32_t c) {
   return loc ? iswalpha_l(static_cast<wint_t>(c), loc) != 0 : false;
 }
 enum class Cls { kLetter, kNumber, kSpace, kOther };
-Cls cls(char32_t c) { return is_letter(c) ? Cls::kLetter : is_number(c) ? Cls::kNumber : is_space(c) ? Cls::kSpace : Cls::kOther; }
+Cls cls(char32_t c) {
+  return is_letter(c) ? Cls::kLetter : is_number(c) ? Cls::kNumber : is_space(c) ? Cls::kSpace : Cls::kOther;
+}
 
 // Splits by 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ ; returns byte spans.
 std::vector<std::pair<size_t, size_t>> pretokenize(const std::string& text) {
@@ -115,8 +117,10 @@ std::vector<std::pair<size_t, size_t>> pretokenize(const std::string& text) {
     const char32_t c = u.cp[i];
     if (c == '\'' && i + 1 < n) {
       const char32_t a = u.cp[i + 1], b = i + 2 < n ? u.cp[i + 2] : 0;
-      if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) end = i + 3;
-      else if (a == 's' || a == 't' || a == 'm' || a == 'd') end = i + 2;
+      if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
+        end = i + 3;
+      else if (a == 's' || a == 't' || a == 'm' || a == 'd')
+        end = i + 2;
     }
     if (!end) {
       size_t j = (c == ' ' && i + 1 < n && cls(u.cp[i + 1]) != Cls::kSpace) ? i + 1 : i;
@@ -343,7 +347,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
     if (fs::exists(path + "/tokenizer.model")) return make_sentencepiece_tokenizer(path + "/tokenizer.model");
     if (fs::exists(path + "/tokenizer.json")) return load_hf_tokenizer_json(path + "/tokenizer.json");
     if (fs::exists(path + "/vocab.json") && fs::exists(path + "/merges.txt")) return load_vocab_merges(path);
-    KEEL_FAIL_KIND(ErrorKind::kIo, "directory " << path << " holds no tokenizer.model, tokenizer.json or vocab.json + merges.txt");
+    KEEL_FAIL_KIND(ErrorKind::kIo,
+                   "directory " << path << " holds no tokenizer.model, tokenizer.json or vocab.json + merges.txt");
   }
   if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0) return load_hf_tokenizer_json(path);
   return make_sentencepiece_tokenizer(path);

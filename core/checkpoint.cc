@@ -6,6 +6,9 @@
 
 namespace keel {
 
+std::string model_weights_path(const std::string& dir) { return dir + "/" + kModelWeightsFile; }
+std::string model_config_path(const std::string& dir) { return dir + "/" + kModelConfigFile; }
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -29,8 +32,8 @@ TensorMap model_tensors(Transformer& model) {
 
 void save_model(const std::string& dir, Transformer& model, const std::string& tokenizer_file) {
   fs::create_directories(dir);
-  save_safetensors(dir + "/model.safetensors", model_tensors(model), {{"format", "pt"}});
-  write_file_atomic(dir + "/config.json", model->config().to_hf_json());
+  save_safetensors(model_weights_path(dir), model_tensors(model), {{"format", "pt"}});
+  write_file_atomic(model_config_path(dir), model->config().to_hf_json());
   if (!tokenizer_file.empty()) {
     const std::string name = ends_with(tokenizer_file, ".json") ? "tokenizer.json" : "tokenizer.model";
     if (fs::absolute(tokenizer_file) != fs::absolute(dir + "/" + name))
@@ -39,7 +42,7 @@ void save_model(const std::string& dir, Transformer& model, const std::string& t
 }
 
 ModelConfig load_model_config(const std::string& dir) {
-  const std::string path = dir + "/config.json";
+  const std::string path = model_config_path(dir);
   KEEL_CHECK_KIND(ErrorKind::kIo, fs::exists(path), "model directory " << dir << " has no config.json");
   return ModelConfig::from_hf_json(read_file(path), path);
 }
@@ -59,9 +62,9 @@ void load_weights(Transformer& model, const TensorMap& tensors, const std::strin
       KEEL_CHECK(allow_new_heads && is_head(p.key()), origin << ": missing tensor '" << p.key() << "'");
       continue;
     }
-    KEEL_CHECK(it->second.sizes() == p.value().sizes(),
-               origin << ": tensor '" << p.key() << "' has shape " << it->second.sizes() << " but the config needs "
-                      << p.value().sizes() << " (config.json does not match the weights)");
+    KEEL_CHECK(it->second.sizes() == p.value().sizes(), origin << ": tensor '" << p.key() << "' has shape " << it->second.sizes()
+                                                               << " but the config needs " << p.value().sizes()
+                                                               << " (config.json does not match the weights)");
     p.value().copy_(it->second.to(p.value().scalar_type()));
   }
 }
@@ -77,7 +80,8 @@ bool bind_weights(Transformer& model, const TensorMap& tensors) {
       continue;
     }
     const auto& t = it->second;
-    if (t.sizes() != p.value().sizes() || t.scalar_type() != p.value().scalar_type() || t.device() != p.value().device()) return false;
+    if (t.sizes() != p.value().sizes() || t.scalar_type() != p.value().scalar_type() || t.device() != p.value().device())
+      return false;
   }
   torch::NoGradGuard ng;
   for (auto& p : params) {
@@ -90,7 +94,7 @@ bool bind_weights(Transformer& model, const TensorMap& tensors) {
 Transformer load_model(const std::string& dir, bool allow_new_heads) {
   const auto config = load_model_config(dir);
   Transformer model(config);
-  const std::string path = dir + "/model.safetensors";
+  const std::string path = model_weights_path(dir);
   load_weights(model, load_safetensors(path), path, allow_new_heads);
   return model;
 }

@@ -10,15 +10,21 @@
 
 namespace keel {
 
+// The files of a model directory, named here only.
+inline constexpr const char* kModelWeightsFile = "model.safetensors";
+inline constexpr const char* kModelConfigFile = "config.json";
+std::string model_weights_path(const std::string& dir);  // dir/model.safetensors
+std::string model_config_path(const std::string& dir);   // dir/config.json
+
 // Writes config.json and model.safetensors into `dir` (created if needed); copies `tokenizer_file`
 // in beside them when given. Tied lm_head weights are not written (as Hugging Face does).
 void save_model(const std::string& dir, Transformer& model, const std::string& tokenizer_file = "");
 
 ModelConfig load_model_config(const std::string& dir);
 
-// Loads a model directory. Missing or misshapen tensors are errors that name the tensor;
-// a scalar head the config asks for but the file lacks is left at its initial value
-// when `allow_new_heads` (e.g. a value head on top of an SFT checkpoint).
+// Loads a model directory as its config describes it (core/model_loader.h adds heads, the device
+// and the tokenizer). Missing or misshapen tensors are errors that name the tensor; a scalar head
+// the config asks for but the file lacks is left at its initial value when `allow_new_heads`.
 Transformer load_model(const std::string& dir, bool allow_new_heads = false);
 
 // The tensors of `model` under Hugging Face names (tied lm_head omitted).

@@ -15,9 +15,9 @@
 namespace keel {
 
 struct CorpusOptions {
-  std::vector<std::string> inputs;     // files or directories
-  std::string doc_separator;           // a line equal to this ends a plain-text document ("" = whole file)
-  double val_fraction = 0.02;          // share of documents held out, chosen by a hash of (seed, path, index)
+  std::vector<std::string> inputs;  // files or directories
+  std::string doc_separator;        // a line equal to this ends a plain-text document ("" = whole file)
+  double val_fraction = 0.02;       // share of documents held out, chosen by a hash of (seed, path, index)
   uint64_t seed = 1;
   BadLinePolicy bad_lines = BadLinePolicy::kFail;
 };

@@ -62,12 +62,10 @@ inline __attribute__((always_inline)) void values_body(const Heads& a, const flo
   }
 }
 
-#define KEEL_ATTENTION_KERNELS(SUFFIX, TARGET)                                                          \
-  TARGET void scores_##SUFFIX(const Heads& a, float* scores, int64_t begin, int64_t end) {              \
-    scores_body(a, scores, begin, end);                                                                 \
-  }                                                                                                     \
-  TARGET void values_##SUFFIX(const Heads& a, const float* probs, float* out, int64_t begin, int64_t end) { \
-    values_body(a, probs, out, begin, end);                                                             \
+#define KEEL_ATTENTION_KERNELS(SUFFIX, TARGET)                                                                                   \
+  TARGET void scores_##SUFFIX(const Heads& a, float* scores, int64_t begin, int64_t end) { scores_body(a, scores, begin, end); } \
+  TARGET void values_##SUFFIX(const Heads& a, const float* probs, float* out, int64_t begin, int64_t end) {                      \
+    values_body(a, probs, out, begin, end);                                                                                      \
   }
 #if defined(__x86_64__)
 KEEL_ATTENTION_KERNELS(avx512, __attribute__((target("avx512f"))))
@@ -86,26 +84,25 @@ struct AttentionKernels {
 AttentionKernels kernels_for(KernelIsa isa) {
   switch (isa) {
 #if defined(__x86_64__)
-    case KernelIsa::kAvx512: return {scores_avx512, values_avx512};
-    case KernelIsa::kAvx2: return {scores_avx2, values_avx2};
+    case KernelIsa::kAvx512:
+      return {scores_avx512, values_avx512};
+    case KernelIsa::kAvx2:
+      return {scores_avx2, values_avx2};
 #endif
-    default: return {scores_generic, values_generic};
+    default:
+      return {scores_generic, values_generic};
   }
 }
 
-bool cpu_float(const torch::Tensor& t) {
-  return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32;
-}
+bool cpu_float(const torch::Tensor& t) { return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32; }
 
 }  // namespace
 
-bool decode_attention_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                              const torch::Tensor& bias) {
+bool decode_attention_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& bias) {
   if (!cpu_float(q) || !cpu_float(k) || !cpu_float(v) || !cpu_float(bias)) return false;
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || bias.dim() != 4) return false;
   const int64_t B = q.size(0), H = q.size(1), S = k.size(2), hd = q.size(3), KV = k.size(1);
-  if (q.size(2) != 1 || KV == 0 || H % KV != 0 || k.size(0) != B || k.size(3) != hd || !v.sizes().equals(k.sizes()))
-    return false;
+  if (q.size(2) != 1 || KV == 0 || H % KV != 0 || k.size(0) != B || k.size(3) != hd || !v.sizes().equals(k.sizes())) return false;
   if (bias.size(0) != B || bias.size(1) != 1 || bias.size(2) != 1 || bias.size(3) != S) return false;
   if (q.stride(3) != 1 || k.stride(3) != 1 || v.stride(3) != 1 || bias.stride(3) != 1) return false;
   if (torch::autograd::GradMode::is_enabled() &&
@@ -119,16 +116,29 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k, c
   KEEL_CHECK(decode_attention_applies(q, k, v, bias),
              "decode_attention: needs CPU float32 q [B, H, 1, hd], k and v [B, KV, S, hd], bias [B, 1, 1, S]");
   const int64_t B = q.size(0), H = q.size(1), S = k.size(2), hd = q.size(3);
-  Heads a{q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(), bias.data_ptr<float>(),
-          q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-          bias.stride(0), H, H / k.size(1), S, hd, static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
+  Heads a{q.data_ptr<float>(),
+          k.data_ptr<float>(),
+          v.data_ptr<float>(),
+          bias.data_ptr<float>(),
+          q.stride(0),
+          q.stride(1),
+          k.stride(0),
+          k.stride(1),
+          k.stride(2),
+          v.stride(0),
+          v.stride(1),
+          v.stride(2),
+          bias.stride(0),
+          H,
+          H / k.size(1),
+          S,
+          hd,
+          static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
   const AttentionKernels kernels = kernels_for(kernel_isa());
   // Enough work per task (~32k multiply-adds) that handing heads to another thread pays.
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, S * hd));
   auto scores = torch::empty({B * H, S}, q.options());
-  at::parallel_for(0, B * H, grain, [&](int64_t begin, int64_t end) {
-    kernels.scores(a, scores.data_ptr<float>(), begin, end);
-  });
+  at::parallel_for(0, B * H, grain, [&](int64_t begin, int64_t end) { kernels.scores(a, scores.data_ptr<float>(), begin, end); });
   auto probs = torch::softmax(scores, -1);
   auto out = torch::empty({B, 1, H, hd}, q.options());
   at::parallel_for(0, B * H, grain, [&](int64_t begin, int64_t end) {

@@ -10,13 +10,11 @@ namespace keel {
 
 // Whether decode_attention takes these inputs: CPU float32 outside autograd, one query position,
 // unit stride along the head dimension of q, k and v, a [B, 1, 1, S] bias with unit stride along S.
-bool decode_attention_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                              const torch::Tensor& bias);
+bool decode_attention_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& bias);
 
 // softmax(q kᵀ / sqrt(hd) + bias) v for q [B, H, 1, hd], k and v [B, KV, S, hd] with H a multiple of KV
 // (grouped-query attention: query head h reads kv head h / (H / KV)), bias [B, 1, 1, S] additive.
 // Returns [B, H, 1, hd], equal to the plain computation to float32 rounding.
-torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                               const torch::Tensor& bias);
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& bias);
 
 }  // namespace keel

@@ -28,12 +28,18 @@ enum class ErrorKind {
 // A stable lower-case name for logs and tests: "invalid_argument", "corrupt_data", "io", ...
 constexpr const char* error_kind_name(ErrorKind kind) {
   switch (kind) {
-    case ErrorKind::kInvalidArgument: return "invalid_argument";
-    case ErrorKind::kCorruptData: return "corrupt_data";
-    case ErrorKind::kIo: return "io";
-    case ErrorKind::kOutOfSpace: return "out_of_space";
-    case ErrorKind::kPeer: return "peer";
-    case ErrorKind::kInternal: return "internal";
+    case ErrorKind::kInvalidArgument:
+      return "invalid_argument";
+    case ErrorKind::kCorruptData:
+      return "corrupt_data";
+    case ErrorKind::kIo:
+      return "io";
+    case ErrorKind::kOutOfSpace:
+      return "out_of_space";
+    case ErrorKind::kPeer:
+      return "peer";
+    case ErrorKind::kInternal:
+      return "internal";
   }
   return "unknown";
 }
@@ -48,8 +54,7 @@ class KeelError : public std::runtime_error {
  public:
   explicit KeelError(const std::string& what, ErrorKind kind = ErrorKind::kInvalidArgument)
       : std::runtime_error(what), kind_(kind) {}
-  explicit KeelError(const char* what, ErrorKind kind = ErrorKind::kInvalidArgument)
-      : std::runtime_error(what), kind_(kind) {}
+  explicit KeelError(const char* what, ErrorKind kind = ErrorKind::kInvalidArgument) : std::runtime_error(what), kind_(kind) {}
 
   ErrorKind kind() const noexcept { return kind_; }
 
@@ -58,8 +63,7 @@ class KeelError : public std::runtime_error {
 };
 
 namespace detail {
-[[noreturn]] inline void fail(const char* file, int line, const std::string& msg,
-                              ErrorKind kind = ErrorKind::kInvalidArgument) {
+[[noreturn]] inline void fail(const char* file, int line, const std::string& msg, ErrorKind kind = ErrorKind::kInvalidArgument) {
   std::ostringstream os;
   os << msg << " [" << file << ":" << line << "]";
   throw KeelError(os.str(), kind);

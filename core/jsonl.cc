@@ -14,8 +14,7 @@ BadLinePolicy parse_bad_line_policy(const std::string& s) {
   KEEL_FAIL("bad-line policy must be 'fail' or 'skip', got '" << s << "'");
 }
 
-JsonlReport read_jsonl(const std::string& path, BadLinePolicy policy,
-                       const std::function<void(const nlohmann::json&)>& handle) {
+JsonlReport read_jsonl(const std::string& path, BadLinePolicy policy, const std::function<void(const nlohmann::json&)>& handle) {
   std::ifstream f(path);
   KEEL_CHECK_KIND(ErrorKind::kIo, f, "cannot open " << path);
   JsonlReport r;
@@ -40,7 +39,8 @@ JsonlReport read_jsonl(const std::string& path, BadLinePolicy policy,
       reason = e.what();
     }
     const std::string where = path + ":" + std::to_string(lineno) + ": " + reason;
-    if (policy == BadLinePolicy::kFail) throw KeelError(where + " (use --bad-lines skip to skip such lines)", ErrorKind::kCorruptData);
+    if (policy == BadLinePolicy::kFail)
+      throw KeelError(where + " (use --bad-lines skip to skip such lines)", ErrorKind::kCorruptData);
     std::cerr << "warning: skipped " << where << "\n";
     r.problems.push_back(where);
   }

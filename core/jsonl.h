@@ -15,14 +15,13 @@ enum class BadLinePolicy { kFail, kSkip };
 BadLinePolicy parse_bad_line_policy(const std::string& s);  // "fail" | "skip"
 
 struct JsonlReport {
-  int64_t lines = 0;                  // non-empty lines seen
+  int64_t lines = 0;  // non-empty lines seen
   int64_t accepted = 0;
   std::vector<std::string> problems;  // "<file>:<line>: <reason>" for every skipped line
 };
 
 // Calls `handle` on each non-empty line's JSON value. `handle` throws KeelError to reject a line
 // (its message becomes the reason). Returns what was read; logs skipped lines to stderr.
-JsonlReport read_jsonl(const std::string& path, BadLinePolicy policy,
-                       const std::function<void(const nlohmann::json&)>& handle);
+JsonlReport read_jsonl(const std::string& path, BadLinePolicy policy, const std::function<void(const nlohmann::json&)>& handle);
 
 }  // namespace keel

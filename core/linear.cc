@@ -18,11 +18,22 @@ namespace {
 namespace F = torch::nn::functional;
 
 // Vectors of L floats: one register of AVX-512 (16), AVX (8) or SSE (4).
-template <int L> struct Lanes;
-template <> struct Lanes<16> { typedef float type __attribute__((vector_size(64))); };
-template <> struct Lanes<8> { typedef float type __attribute__((vector_size(32))); };
-template <> struct Lanes<4> { typedef float type __attribute__((vector_size(16))); };
-template <int L> using Vec = typename Lanes<L>::type;
+template <int L>
+struct Lanes;
+template <>
+struct Lanes<16> {
+  typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct Lanes<8> {
+  typedef float type __attribute__((vector_size(32)));
+};
+template <>
+struct Lanes<4> {
+  typedef float type __attribute__((vector_size(16)));
+};
+template <int L>
+using Vec = typename Lanes<L>::type;
 
 template <int L>
 inline __attribute__((always_inline)) Vec<L> load(const float* p) {
@@ -31,18 +42,29 @@ inline __attribute__((always_inline)) Vec<L> load(const float* p) {
   return v;
 }
 template <int L>
-inline __attribute__((always_inline)) void store(float* p, Vec<L> v) { __builtin_memcpy(p, &v, sizeof v); }
+inline __attribute__((always_inline)) void store(float* p, Vec<L> v) {
+  __builtin_memcpy(p, &v, sizeof v);
+}
 
 // Register tiles per instruction set: W [K, N] takes rows of x in blocks of kn_rows and 2L output
 // columns; W [N, K] takes rows of x in pairs and L/2 output columns (L accumulators).
-template <int L> constexpr int64_t kn_rows() { return L == 16 ? 8 : 4; }
-template <int L> constexpr int64_t kn_cols() { return 2 * L; }
-template <int L> constexpr int64_t nk_cols() { return L / 2; }
+template <int L>
+constexpr int64_t kn_rows() {
+  return L == 16 ? 8 : 4;
+}
+template <int L>
+constexpr int64_t kn_cols() {
+  return 2 * L;
+}
+template <int L>
+constexpr int64_t nk_cols() {
+  return L / 2;
+}
 
 // W [K, N]: 2L columns of MR rows; each row segment of W feeds MR rows of x.
 template <int L, int MR>
 inline __attribute__((always_inline)) void kn_tile(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K,
-                                                  const float* bias, float* y, int64_t ldy) {
+                                                   const float* bias, float* y, int64_t ldy) {
   Vec<L> acc[MR][2];
   const Vec<L> b0 = bias ? load<L>(bias) : Vec<L>{}, b1 = bias ? load<L>(bias + L) : Vec<L>{};
   for (int m = 0; m < MR; ++m) acc[m][0] = b0, acc[m][1] = b1;
@@ -67,8 +89,7 @@ constexpr int fold_lane(int L, int B, bool second, int i) {
 }
 template <int L, int B, std::size_t... I>
 inline __attribute__((always_inline)) Vec<L> fold(Vec<L> a, Vec<L> b, std::index_sequence<I...>) {
-  return __builtin_shufflevector(a, b, fold_lane(L, B, false, I)...) +
-         __builtin_shufflevector(a, b, fold_lane(L, B, true, I)...);
+  return __builtin_shufflevector(a, b, fold_lane(L, B, false, I)...) + __builtin_shufflevector(a, b, fold_lane(L, B, true, I)...);
 }
 template <int L, int N, int B>
 inline __attribute__((always_inline)) void fold_level(Vec<L> (&a)[L]) {
@@ -92,7 +113,7 @@ inline __attribute__((always_inline)) Vec<L> lane_sums(Vec<L> (&a)[L]) {
 // tree leaves the sums in output order.
 template <int L, int MR>
 inline __attribute__((always_inline)) void nk_tile(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K,
-                                                  const float* bias, float* y, int64_t ldy, bool prefetch) {
+                                                   const float* bias, float* y, int64_t ldy, bool prefetch) {
   static_assert(MR == 1 || MR == 2);
   constexpr int NR = L / 2;
   Vec<L> acc[L];
@@ -119,9 +140,9 @@ inline __attribute__((always_inline)) void nk_tile(const float* x, int64_t ldx, 
 // Full tiles [tile_begin, tile_end) of W [K, N]; each tile runs over every row block while its
 // slice of W is in cache.
 template <int L>
-inline __attribute__((always_inline)) void kn_tiles(const float* x, int64_t ldx, int64_t M, const float* w,
-                                                   int64_t N, int64_t K, const float* bias, float* y, int64_t ldy,
-                                                   int64_t tile_begin, int64_t tile_end) {
+inline __attribute__((always_inline)) void kn_tiles(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K,
+                                                    const float* bias, float* y, int64_t ldy, int64_t tile_begin,
+                                                    int64_t tile_end) {
   for (int64_t t = tile_begin; t < tile_end; ++t) {
     const int64_t n0 = t * kn_cols<L>();
     for (int64_t m0 = 0; m0 < M; m0 += kn_rows<L>()) {
@@ -130,14 +151,30 @@ inline __attribute__((always_inline)) void kn_tiles(const float* x, int64_t ldx,
       const float* bt = bias ? bias + n0 : nullptr;
       float* yb = y + m0 * ldy + n0;
       switch (std::min(kn_rows<L>(), M - m0)) {
-        case 8: if constexpr (kn_rows<L>() >= 8) kn_tile<L, 8>(xb, ldx, wt, N, K, bt, yb, ldy); break;
-        case 7: if constexpr (kn_rows<L>() >= 7) kn_tile<L, 7>(xb, ldx, wt, N, K, bt, yb, ldy); break;
-        case 6: if constexpr (kn_rows<L>() >= 6) kn_tile<L, 6>(xb, ldx, wt, N, K, bt, yb, ldy); break;
-        case 5: if constexpr (kn_rows<L>() >= 5) kn_tile<L, 5>(xb, ldx, wt, N, K, bt, yb, ldy); break;
-        case 4: kn_tile<L, 4>(xb, ldx, wt, N, K, bt, yb, ldy); break;
-        case 3: kn_tile<L, 3>(xb, ldx, wt, N, K, bt, yb, ldy); break;
-        case 2: kn_tile<L, 2>(xb, ldx, wt, N, K, bt, yb, ldy); break;
-        default: kn_tile<L, 1>(xb, ldx, wt, N, K, bt, yb, ldy); break;
+        case 8:
+          if constexpr (kn_rows<L>() >= 8) kn_tile<L, 8>(xb, ldx, wt, N, K, bt, yb, ldy);
+          break;
+        case 7:
+          if constexpr (kn_rows<L>() >= 7) kn_tile<L, 7>(xb, ldx, wt, N, K, bt, yb, ldy);
+          break;
+        case 6:
+          if constexpr (kn_rows<L>() >= 6) kn_tile<L, 6>(xb, ldx, wt, N, K, bt, yb, ldy);
+          break;
+        case 5:
+          if constexpr (kn_rows<L>() >= 5) kn_tile<L, 5>(xb, ldx, wt, N, K, bt, yb, ldy);
+          break;
+        case 4:
+          kn_tile<L, 4>(xb, ldx, wt, N, K, bt, yb, ldy);
+          break;
+        case 3:
+          kn_tile<L, 3>(xb, ldx, wt, N, K, bt, yb, ldy);
+          break;
+        case 2:
+          kn_tile<L, 2>(xb, ldx, wt, N, K, bt, yb, ldy);
+          break;
+        default:
+          kn_tile<L, 1>(xb, ldx, wt, N, K, bt, yb, ldy);
+          break;
       }
     }
   }
@@ -146,8 +183,8 @@ inline __attribute__((always_inline)) void kn_tiles(const float* x, int64_t ldx,
 // Full tiles [tile_begin, tile_end) of W [N, K].
 template <int L>
 inline __attribute__((always_inline)) void nk_tiles(const float* x, int64_t ldx, int64_t M, const float* w, int64_t K,
-                                                   const float* bias, float* y, int64_t ldy, int64_t tile_begin,
-                                                   int64_t tile_end) {
+                                                    const float* bias, float* y, int64_t ldy, int64_t tile_begin,
+                                                    int64_t tile_end) {
   for (int64_t t = tile_begin; t < tile_end; ++t) {
     const int64_t n0 = t * nk_cols<L>();
     const float* wt = w + n0 * K;
@@ -159,8 +196,8 @@ inline __attribute__((always_inline)) void nk_tiles(const float* x, int64_t ldx,
 }
 
 // Plain loops for the columns that do not fill a tile.
-void edge_columns(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K, bool w_is_kn,
-                  const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
+void edge_columns(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K, bool w_is_kn, const float* bias,
+                  float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = n_begin; n < n_end; ++n) {
       float v = bias ? bias[n] : 0.0f;
@@ -172,19 +209,18 @@ void edge_columns(const float* x, int64_t ldx, int64_t M, const float* w, int64_
 // The kernels compiled for each instruction set; the set is picked once from the CPU.
 struct Kernels {
   int64_t kn_cols, nk_cols;
-  void (*kn)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, int64_t,
-             int64_t);
+  void (*kn)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, int64_t, int64_t);
   void (*nk)(const float*, int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t, int64_t);
 };
-#define KEEL_KERNELS(NAME, TARGET, L)                                                                            \
-  TARGET void NAME##_kn(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K,            \
-                        const float* bias, float* y, int64_t ldy, int64_t t0, int64_t t1) {                      \
-    kn_tiles<L>(x, ldx, M, w, N, K, bias, y, ldy, t0, t1);                                                       \
-  }                                                                                                              \
-  TARGET void NAME##_nk(const float* x, int64_t ldx, int64_t M, const float* w, int64_t K, const float* bias,    \
-                        float* y, int64_t ldy, int64_t t0, int64_t t1) {                                         \
-    nk_tiles<L>(x, ldx, M, w, K, bias, y, ldy, t0, t1);                                                          \
-  }                                                                                                              \
+#define KEEL_KERNELS(NAME, TARGET, L)                                                                                    \
+  TARGET void NAME##_kn(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K, const float* bias, \
+                        float* y, int64_t ldy, int64_t t0, int64_t t1) {                                                 \
+    kn_tiles<L>(x, ldx, M, w, N, K, bias, y, ldy, t0, t1);                                                               \
+  }                                                                                                                      \
+  TARGET void NAME##_nk(const float* x, int64_t ldx, int64_t M, const float* w, int64_t K, const float* bias, float* y,  \
+                        int64_t ldy, int64_t t0, int64_t t1) {                                                           \
+    nk_tiles<L>(x, ldx, M, w, K, bias, y, ldy, t0, t1);                                                                  \
+  }                                                                                                                      \
   constexpr Kernels NAME = {kn_cols<L>(), nk_cols<L>(), NAME##_kn, NAME##_nk};
 #if defined(__x86_64__)
 KEEL_KERNELS(kAvx512Kernels, __attribute__((target("avx512f"))), 16)
@@ -196,10 +232,13 @@ KEEL_KERNELS(kGenericKernels, , 4)
 const Kernels& kernels_for(KernelIsa isa) {
   switch (isa) {
 #if defined(__x86_64__)
-    case KernelIsa::kAvx512: return kAvx512Kernels;
-    case KernelIsa::kAvx2: return kAvx2Kernels;
+    case KernelIsa::kAvx512:
+      return kAvx512Kernels;
+    case KernelIsa::kAvx2:
+      return kAvx2Kernels;
 #endif
-    default: return kGenericKernels;
+    default:
+      return kGenericKernels;
   }
 }
 
@@ -225,8 +264,10 @@ torch::Tensor small_product(const torch::Tensor& x, const torch::Tensor& weight,
   // Enough multiply-adds per task (~64k) that handing tiles to another thread pays.
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K * tile));
   at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) {
-    if (kn) k.kn(xp, ldx, M, wp, N, K, bp, yp, N, begin, end);
-    else k.nk(xp, ldx, M, wp, K, bp, yp, N, begin, end);
+    if (kn)
+      k.kn(xp, ldx, M, wp, N, K, bp, yp, N, begin, end);
+    else
+      k.nk(xp, ldx, M, wp, K, bp, yp, N, begin, end);
   });
   if (tiles * tile < N) edge_columns(xp, ldx, M, wp, N, K, kn, bp, yp, N, tiles * tile, N);
   return y.view(out_shape);
@@ -239,11 +280,10 @@ bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, cons
   // test limits a better CPU to it.
   if (kernel_isa() == KernelIsa::kGeneric && best_kernel_isa() == KernelIsa::kGeneric) return false;
   if (!x.defined() || x.dim() < 1 || x.device().type() != torch::kCPU || x.scalar_type() != torch::kFloat32) return false;
-  if (weight.scalar_type() != torch::kFloat32 || weight.dim() != 2 || !weight.is_contiguous() ||
-      !weight.device().is_cpu())
+  if (weight.scalar_type() != torch::kFloat32 || weight.dim() != 2 || !weight.is_contiguous() || !weight.device().is_cpu())
     return false;
-  if (bias.defined() && (bias.scalar_type() != torch::kFloat32 || !bias.is_contiguous() || !bias.device().is_cpu() ||
-                         bias.dim() != 1))
+  if (bias.defined() &&
+      (bias.scalar_type() != torch::kFloat32 || !bias.is_contiguous() || !bias.device().is_cpu() || bias.dim() != 1))
     return false;
   if (x.numel() / std::max<int64_t>(1, x.size(-1)) > kMaxSmallRows || x.numel() == 0) return false;
   // Autograd needs LibTorch's ops; decoding runs in inference mode or without grad.
@@ -254,8 +294,8 @@ bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, cons
 }
 
 torch::Tensor linear_nk(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  KEEL_CHECK(x.size(-1) == weight.size(1), "linear: input width " << x.size(-1) << " != weight [" << weight.size(0)
-                                                                   << ", " << weight.size(1) << "] columns");
+  KEEL_CHECK(x.size(-1) == weight.size(1),
+             "linear: input width " << x.size(-1) << " != weight [" << weight.size(0) << ", " << weight.size(1) << "] columns");
   // A bias of another length is left to LibTorch, which names the mismatch.
   if (uses_small_kernel(x, weight, bias) && (!bias.defined() || bias.size(0) == weight.size(0)))
     return small_product(x, weight, bias, /*kn=*/false);
@@ -263,8 +303,8 @@ torch::Tensor linear_nk(const torch::Tensor& x, const torch::Tensor& weight, con
 }
 
 torch::Tensor linear_kn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  KEEL_CHECK(x.size(-1) == weight.size(0), "linear: input width " << x.size(-1) << " != weight [" << weight.size(0)
-                                                                   << ", " << weight.size(1) << "] rows");
+  KEEL_CHECK(x.size(-1) == weight.size(0),
+             "linear: input width " << x.size(-1) << " != weight [" << weight.size(0) << ", " << weight.size(1) << "] rows");
   if (uses_small_kernel(x, weight, bias) && (!bias.defined() || bias.size(0) == weight.size(1)))
     return small_product(x, weight, bias, /*kn=*/true);
   // One fused addmm over the flattened tokens instead of a matmul and an add.

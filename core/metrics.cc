@@ -13,9 +13,7 @@ namespace keel {
 
 namespace {
 
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+double now_seconds() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 
 // Minimal protobuf encoding of tf.Event {1: double wall_time, 2: int64 step, 3: string file_version,
 // 5: Summary {1: repeated Value {1: string tag, 2: float simple_value}}}.
@@ -85,8 +83,8 @@ MetricsWriter::MetricsWriter(const std::string& run_dir) {
   char host[256] = "localhost";
   ::gethostname(host, sizeof host - 1);
   const double t = now_seconds();
-  const std::string name = run_dir + "/events.out.tfevents." + std::to_string(static_cast<int64_t>(t)) + "." + host +
-                           "." + std::to_string(::getpid());
+  const std::string name =
+      run_dir + "/events.out.tfevents." + std::to_string(static_cast<int64_t>(t)) + "." + host + "." + std::to_string(::getpid());
   events_ = std::fopen(name.c_str(), "wb");
   KEEL_CHECK_KIND(ErrorKind::kIo, events_, "cannot open " << name);
   std::string e = event_header(t, 0);

@@ -40,8 +40,7 @@ void ModelConfig::validate() const {
   KEEL_CHECK(vocab_size > 0, "config: vocab_size must be positive, got " << vocab_size);
   KEEL_CHECK(d_model > 0 && n_layer > 0 && n_head > 0, "config: d_model, n_layer and n_head must be positive");
   KEEL_CHECK(d_model % n_head == 0, "config: d_model " << d_model << " is not divisible by n_head " << n_head);
-  KEEL_CHECK(n_head % kv_heads() == 0,
-             "config: n_head " << n_head << " is not a multiple of num_key_value_heads " << kv_heads());
+  KEEL_CHECK(n_head % kv_heads() == 0, "config: n_head " << n_head << " is not a multiple of num_key_value_heads " << kv_heads());
   KEEL_CHECK(family != Family::kLlama || head_dim() % 2 == 0, "config: RoPE needs an even head dim");
   KEEL_CHECK(family != Family::kGpt2 || kv_heads() == n_head, "config: GPT-2 has no grouped-query attention");
   KEEL_CHECK(family != Family::kGpt2 || tie_embeddings, "config: GPT-2 ties its embeddings");
@@ -149,8 +148,7 @@ ModelConfig ModelConfig::from_hf_json(const std::string& text, const std::string
     c.norm_eps = field_or<double>(j, "rms_norm_eps", 1e-6);
     c.rope_theta = field_or<double>(j, "rope_theta", 10000.0);
     c.tie_embeddings = field_or<bool>(j, "tie_word_embeddings", false);
-    KEEL_CHECK(!j.contains("rope_scaling") || j["rope_scaling"].is_null(),
-               origin << ": rope_scaling is not supported");
+    KEEL_CHECK(!j.contains("rope_scaling") || j["rope_scaling"].is_null(), origin << ": rope_scaling is not supported");
     const auto act = field_or<std::string>(j, "hidden_act", "silu");
     KEEL_CHECK(act == "silu", origin << ": hidden_act '" << act << "' is not supported (silu)");
   } else {

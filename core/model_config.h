@@ -19,18 +19,18 @@ struct ModelConfig {
   int64_t d_model = 256;
   int64_t n_layer = 4;
   int64_t n_head = 4;
-  int64_t n_kv_head = 0;       // Llama GQA; 0 means n_head
-  int64_t d_ff = 0;            // 0 means 4*d_model (GPT-2) or Llama's 8/3*d rounded up to 64
+  int64_t n_kv_head = 0;  // Llama GQA; 0 means n_head
+  int64_t d_ff = 0;       // 0 means 4*d_model (GPT-2) or Llama's 8/3*d rounded up to 64
   int64_t max_positions = 1024;
   double norm_eps = 1e-5;
   double rope_theta = 10000.0;
   bool tie_embeddings = true;  // lm head shares the token embedding
   int64_t bos_id = -1;
   int64_t eos_id = -1;
-  int64_t pad_id = -1;         // must differ from eos_id when both are set
-  bool value_head = false;     // scalar head "value_head" (PPO critic), zero-initialised
-  bool reward_head = false;    // scalar head "score" (reward model), as in *ForSequenceClassification
-  double reward_gain = 1.0;    // reward = gain * score(h) + bias: normalisation fitted after reward training
+  int64_t pad_id = -1;       // must differ from eos_id when both are set
+  bool value_head = false;   // scalar head "value_head" (PPO critic), zero-initialised
+  bool reward_head = false;  // scalar head "score" (reward model), as in *ForSequenceClassification
+  double reward_gain = 1.0;  // reward = gain * score(h) + bias: normalisation fitted after reward training
   double reward_bias = 0.0;
 
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
@@ -42,7 +42,7 @@ struct ModelConfig {
   // Throws KeelError naming the first impossible field.
   void validate() const;
 
-  std::string to_hf_json() const;                        // config.json text
+  std::string to_hf_json() const;  // config.json text
   static ModelConfig from_hf_json(const std::string& text, const std::string& origin);
   static Family parse_family(const std::string& name);  // "gpt2" | "llama"
 };

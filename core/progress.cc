@@ -10,9 +10,7 @@ Progress::Progress(std::string label, int64_t total, int64_t start, int64_t plai
     : label_(std::move(label)), total_(total), start_(start), plain_every_(plain_every > 0 ? plain_every : 1),
       tty_(::isatty(STDERR_FILENO) != 0), t0_(std::chrono::steady_clock::now()) {}
 
-double Progress::elapsed_seconds() const {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-}
+double Progress::elapsed_seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
 
 void Progress::update(int64_t done, const std::string& info) {
   const double el = elapsed_seconds();
@@ -26,8 +24,8 @@ void Progress::update(int64_t done, const std::string& info) {
     const int filled = total_ > 0 ? static_cast<int>(width * done / total_) : 0;
     std::string bar(static_cast<size_t>(filled), '#');
     bar.resize(width, '.');
-    std::fprintf(stderr, "\r%s [%s] %lld/%lld | %s | ETA %s\033[K", label_.c_str(), bar.c_str(),
-                 static_cast<long long>(done), static_cast<long long>(total_), info.c_str(), eta_s);
+    std::fprintf(stderr, "\r%s [%s] %lld/%lld | %s | ETA %s\033[K", label_.c_str(), bar.c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total_), info.c_str(), eta_s);
     std::fflush(stderr);
   } else if (done == total_ || last_plain_ < 0 || done - last_plain_ >= plain_every_) {
     std::fprintf(stderr, "%s %lld/%lld | %s | ETA %s\n", label_.c_str(), static_cast<long long>(done),

@@ -24,10 +24,9 @@ struct DtypeInfo {
   int64_t size;
 };
 const DtypeInfo kDtypes[] = {
-    {"F64", torch::kFloat64, 8}, {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2},
-    {"BF16", torch::kBFloat16, 2}, {"I64", torch::kInt64, 8}, {"I32", torch::kInt32, 4},
-    {"I16", torch::kInt16, 2},    {"I8", torch::kInt8, 1},      {"U8", torch::kUInt8, 1},
-    {"BOOL", torch::kBool, 1},
+    {"F64", torch::kFloat64, 8}, {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2}, {"BF16", torch::kBFloat16, 2},
+    {"I64", torch::kInt64, 8},   {"I32", torch::kInt32, 4},   {"I16", torch::kInt16, 2},   {"I8", torch::kInt8, 1},
+    {"U8", torch::kUInt8, 1},    {"BOOL", torch::kBool, 1},
 };
 
 const DtypeInfo* by_name(const std::string& n) {
@@ -76,7 +75,8 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   }
   ::fsync(fd);
   ::close(fd);
-  KEEL_CHECK_KIND(ErrorKind::kIo, ::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename " << tmp << " to " << path << ": " << std::strerror(errno));
+  KEEL_CHECK_KIND(ErrorKind::kIo, ::rename(tmp.c_str(), path.c_str()) == 0,
+                  "cannot rename " << tmp << " to " << path << ": " << std::strerror(errno));
 }
 
 std::string safetensors_bytes(const TensorMap& tensors, const Metadata& metadata) {
@@ -109,16 +109,19 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const M
 
 TensorMap load_safetensors(const std::string& path, Metadata* metadata) {
   struct stat st {};
-  KEEL_CHECK_KIND(ErrorKind::kIo, ::stat(path.c_str(), &st) == 0, "safetensors file " << path << " is missing: " << std::strerror(errno));
+  KEEL_CHECK_KIND(ErrorKind::kIo, ::stat(path.c_str(), &st) == 0,
+                  "safetensors file " << path << " is missing: " << std::strerror(errno));
   return parse_safetensors(read_file(path), path, metadata);
 }
 
 TensorMap parse_safetensors(const std::string& bytes, const std::string& path, Metadata* metadata) {
-  KEEL_CHECK_KIND(ErrorKind::kCorruptData, bytes.size() >= 8, path << ": truncated safetensors file (" << bytes.size() << " bytes, no header)");
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, bytes.size() >= 8,
+                  path << ": truncated safetensors file (" << bytes.size() << " bytes, no header)");
   uint64_t hl = 0;
   for (int i = 0; i < 8; ++i) hl |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
-  KEEL_CHECK_KIND(ErrorKind::kCorruptData, hl <= bytes.size() - 8, path << ": truncated safetensors file: header of " << hl << " bytes but only "
-                                          << bytes.size() - 8 << " follow");
+  KEEL_CHECK_KIND(
+      ErrorKind::kCorruptData, hl <= bytes.size() - 8,
+      path << ": truncated safetensors file: header of " << hl << " bytes but only " << bytes.size() - 8 << " follow");
   json header;
   try {
     header = json::parse(bytes.substr(8, hl));
@@ -139,24 +142,27 @@ TensorMap parse_safetensors(const std::string& bytes, const std::string& path, M
     }
     const auto& e = it.value();
     const std::string where = path + ": tensor '" + it.key() + "'";
-    KEEL_CHECK_KIND(ErrorKind::kCorruptData, e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
-               where << " lacks dtype, shape or data_offsets");
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData,
+                    e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
+                    where << " lacks dtype, shape or data_offsets");
     const auto* d = by_name(e["dtype"].get<std::string>());
     KEEL_CHECK_KIND(ErrorKind::kCorruptData, d, where << " has unsupported dtype " << e["dtype"]);
     std::vector<int64_t> shape;
     int64_t numel = 1;
     for (const auto& s : e["shape"]) {
-      KEEL_CHECK_KIND(ErrorKind::kCorruptData, s.is_number_integer() && s.get<int64_t>() >= 0, where << " has a bad shape " << e["shape"]);
+      KEEL_CHECK_KIND(ErrorKind::kCorruptData, s.is_number_integer() && s.get<int64_t>() >= 0,
+                      where << " has a bad shape " << e["shape"]);
       shape.push_back(s.get<int64_t>());
       numel *= shape.back();
     }
     const auto& off = e["data_offsets"];
     KEEL_CHECK_KIND(ErrorKind::kCorruptData, off.is_array() && off.size() == 2, where << " has bad data_offsets");
     const uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
-    KEEL_CHECK_KIND(ErrorKind::kCorruptData, b <= en && en <= data_size, where << " data [" << b << ", " << en << ") runs past the end of the data ("
-                                                 << data_size << " bytes): file truncated?");
+    KEEL_CHECK_KIND(
+        ErrorKind::kCorruptData, b <= en && en <= data_size,
+        where << " data [" << b << ", " << en << ") runs past the end of the data (" << data_size << " bytes): file truncated?");
     KEEL_CHECK_KIND(ErrorKind::kCorruptData, static_cast<uint64_t>(numel * d->size) == en - b,
-               where << " shape " << e["shape"] << " needs " << numel * d->size << " bytes, offsets give " << en - b);
+                    where << " shape " << e["shape"] << " needs " << numel * d->size << " bytes, offsets give " << en - b);
     spans.emplace_back(b, en);
     auto t = torch::empty(shape, torch::dtype(d->type));
     std::memcpy(t.data_ptr(), base + b, en - b);
@@ -164,7 +170,8 @@ TensorMap parse_safetensors(const std::string& bytes, const std::string& path, M
   }
   std::sort(spans.begin(), spans.end());
   for (size_t i = 1; i < spans.size(); ++i)
-    KEEL_CHECK_KIND(ErrorKind::kCorruptData, spans[i].first >= spans[i - 1].second, path << ": tensors overlap in the data section");
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData, spans[i].first >= spans[i - 1].second,
+                    path << ": tensors overlap in the data section");
   return out;
 }
 

@@ -122,7 +122,8 @@ std::unique_ptr<Tokenizer> make_sentencepiece_tokenizer(const std::string& path)
 
 void train_sentencepiece(const SentencePieceTrainOptions& o) {
   KEEL_CHECK(!o.inputs.empty(), "tokenizer train: no input files");
-  for (const auto& f : o.inputs) KEEL_CHECK_KIND(ErrorKind::kIo, std::filesystem::exists(f), "tokenizer train: input " << f << " is missing");
+  for (const auto& f : o.inputs)
+    KEEL_CHECK_KIND(ErrorKind::kIo, std::filesystem::exists(f), "tokenizer train: input " << f << " is missing");
   std::ostringstream args;
   args << "--input=";
   for (size_t i = 0; i < o.inputs.size(); ++i) args << (i ? "," : "") << o.inputs[i];

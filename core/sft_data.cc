@@ -46,8 +46,8 @@ SftExample make_sft_example(const std::string& prompt_text, const std::string& r
   return ex;
 }
 
-std::vector<SftExample> load_sft_jsonl(const std::string& path, const Tokenizer& tok, PromptTemplate tmpl,
-                                       BadLinePolicy policy, JsonlReport* report) {
+std::vector<SftExample> load_sft_jsonl(const std::string& path, const Tokenizer& tok, PromptTemplate tmpl, BadLinePolicy policy,
+                                       JsonlReport* report) {
   std::vector<SftExample> out;
   auto r = read_jsonl(path, policy, [&](const nlohmann::json& j) {
     KEEL_CHECK(j.is_object(), "line is not a JSON object");

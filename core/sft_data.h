@@ -15,7 +15,7 @@
 
 namespace keel {
 
-enum class PromptTemplate { kChat, kNone };  // kNone: the prompt text is used as is
+enum class PromptTemplate { kChat, kNone };                  // kNone: the prompt text is used as is
 PromptTemplate parse_prompt_template(const std::string& s);  // "chat" | "none"
 
 struct ChatMessage {
@@ -33,8 +33,8 @@ struct SftExample {
 };
 
 // Tokenizes `path`; lines that are not JSON, lack fields or have the wrong roles follow `policy`.
-std::vector<SftExample> load_sft_jsonl(const std::string& path, const Tokenizer& tok, PromptTemplate tmpl,
-                                       BadLinePolicy policy, JsonlReport* report = nullptr);
+std::vector<SftExample> load_sft_jsonl(const std::string& path, const Tokenizer& tok, PromptTemplate tmpl, BadLinePolicy policy,
+                                       JsonlReport* report = nullptr);
 
 // Tokenizes one prompt/response pair the same way.
 SftExample make_sft_example(const std::string& prompt_text, const std::string& response, const Tokenizer& tok);

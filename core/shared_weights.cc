@@ -40,7 +40,11 @@ std::unique_ptr<SharedWeights> SharedWeights::create(const std::string& path, co
   uint64_t offset = 0;
   for (const auto& [name, t] : like) {
     Entry e{name, t.scalar_type(), t.sizes().vec(), offset, static_cast<uint64_t>(t.numel()) * t.element_size()};
-    layout.push_back({{"name", name}, {"dtype", safetensors_dtype_name(e.dtype)}, {"shape", e.shape}, {"offset", e.offset}, {"bytes", e.bytes}});
+    layout.push_back({{"name", name},
+                      {"dtype", safetensors_dtype_name(e.dtype)},
+                      {"shape", e.shape},
+                      {"offset", e.offset},
+                      {"bytes", e.bytes}});
     offset = round_up(offset + e.bytes, 64);
     w->entries_.push_back(std::move(e));
   }
@@ -55,8 +59,9 @@ std::unique_ptr<SharedWeights> SharedWeights::create(const std::string& path, co
   w->owner_ = true;  // from here on the destructor removes the file
   // Reserve every page now: a full tmpfs then fails here with a message, not later with SIGBUS.
   const int rc = ::posix_fallocate(w->fd_, 0, static_cast<off_t>(w->size_));
-  KEEL_CHECK_KIND(sizing_kind(rc), rc == 0, "cannot reserve " << w->size_ / (1 << 20) << " MiB for shared weights " << path << ": " << std::strerror(rc)
-                                        << " (is the shared-memory file system too small? see --shared-dir)");
+  KEEL_CHECK_KIND(sizing_kind(rc), rc == 0,
+                  "cannot reserve " << w->size_ / (1 << 20) << " MiB for shared weights " << path << ": " << std::strerror(rc)
+                                    << " (is the shared-memory file system too small? see --shared-dir)");
   void* p = ::mmap(nullptr, w->size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, w->fd_, 0);
   KEEL_CHECK_KIND(sizing_kind(errno), p != MAP_FAILED, "cannot map shared weights " << path << ": " << std::strerror(errno));
   w->base_ = static_cast<uint8_t*>(p);
@@ -73,20 +78,23 @@ std::unique_ptr<SharedWeights> SharedWeights::open(const std::string& path) {
   w->path_ = path;
   w->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   KEEL_CHECK_KIND(ErrorKind::kIo, w->fd_ >= 0, "cannot open shared weights " << path << ": " << std::strerror(errno));
-  struct stat st{};
+  struct stat st {};
   KEEL_CHECK_KIND(ErrorKind::kIo, ::fstat(w->fd_, &st) == 0, "cannot stat shared weights " << path);
   w->size_ = static_cast<size_t>(st.st_size);
-  KEEL_CHECK_KIND(ErrorKind::kCorruptData, w->size_ >= kLayoutAt, path << " is too short (" << w->size_ << " bytes) to be a shared weights file");
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, w->size_ >= kLayoutAt,
+                  path << " is too short (" << w->size_ << " bytes) to be a shared weights file");
   void* p = ::mmap(nullptr, w->size_, PROT_READ, MAP_SHARED | MAP_POPULATE, w->fd_, 0);
   KEEL_CHECK_KIND(io_error_kind(errno), p != MAP_FAILED, "cannot map shared weights " << path << ": " << std::strerror(errno));
   w->base_ = static_cast<uint8_t*>(p);
-  KEEL_CHECK_KIND(ErrorKind::kCorruptData, std::memcmp(w->base_, kMagic, 8) == 0, path << " is not a keel shared weights file (bad magic)");
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, std::memcmp(w->base_, kMagic, 8) == 0,
+                  path << " is not a keel shared weights file (bad magic)");
   const uint64_t layout_bytes = *w->word(8);
   w->slot_bytes_ = *w->word(16);
   w->data_offset_ = *w->word(24);
-  KEEL_CHECK_KIND(ErrorKind::kCorruptData, layout_bytes <= w->size_ - kLayoutAt && w->data_offset_ >= kLayoutAt + layout_bytes &&
-                 w->slot_bytes_ <= (w->size_ - std::min<uint64_t>(w->data_offset_, w->size_)) / 2,
-             path << ": layout, data offset or slot size lies outside the file");
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData,
+                  layout_bytes <= w->size_ - kLayoutAt && w->data_offset_ >= kLayoutAt + layout_bytes &&
+                      w->slot_bytes_ <= (w->size_ - std::min<uint64_t>(w->data_offset_, w->size_)) / 2,
+                  path << ": layout, data offset or slot size lies outside the file");
   nlohmann::json layout;
   try {
     layout = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(w->base_ + kLayoutAt), layout_bytes));
@@ -98,7 +106,8 @@ std::unique_ptr<SharedWeights> SharedWeights::open(const std::string& path) {
     Entry e;
     try {
       e.name = j.at("name").get<std::string>();
-      KEEL_CHECK_KIND(ErrorKind::kCorruptData, parse_safetensors_dtype(j.at("dtype").get<std::string>(), &e.dtype), path << ": tensor " << e.name << " has an unknown dtype");
+      KEEL_CHECK_KIND(ErrorKind::kCorruptData, parse_safetensors_dtype(j.at("dtype").get<std::string>(), &e.dtype),
+                      path << ": tensor " << e.name << " has an unknown dtype");
       e.shape = j.at("shape").get<std::vector<int64_t>>();
       e.offset = j.at("offset").get<uint64_t>();
       e.bytes = j.at("bytes").get<uint64_t>();
@@ -107,12 +116,14 @@ std::unique_ptr<SharedWeights> SharedWeights::open(const std::string& path) {
     }
     uint64_t numel = 1;
     for (auto d : e.shape) {
-      KEEL_CHECK_KIND(ErrorKind::kCorruptData, d >= 0 && d < (int64_t{1} << 40), path << ": tensor " << e.name << " has a bad shape");
+      KEEL_CHECK_KIND(ErrorKind::kCorruptData, d >= 0 && d < (int64_t{1} << 40),
+                      path << ": tensor " << e.name << " has a bad shape");
       numel *= static_cast<uint64_t>(d);
     }
-    KEEL_CHECK_KIND(ErrorKind::kCorruptData, e.bytes == numel * c10::elementSize(e.dtype) && e.offset <= w->slot_bytes_ && e.bytes <= w->slot_bytes_ - e.offset &&
-                   e.offset % 64 == 0,
-               path << ": tensor " << e.name << " does not fit its slot");
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData,
+                    e.bytes == numel * c10::elementSize(e.dtype) && e.offset <= w->slot_bytes_ &&
+                        e.bytes <= w->slot_bytes_ - e.offset && e.offset % 64 == 0,
+                    path << ": tensor " << e.name << " does not fit its slot");
     w->entries_.push_back(std::move(e));
   }
   return w;
@@ -162,7 +173,8 @@ bool SharedWeights::read(uint64_t version, const std::function<void(const Tensor
   for (const auto& e : entries_) views[e.name] = torch::from_blob(data + e.offset, e.shape, torch::dtype(e.dtype));
   use(views);
   std::atomic_thread_fence(std::memory_order_acquire);
-  return __atomic_load_n(seq, __ATOMIC_RELAXED) == before && __atomic_load_n(word(kHeld + 8 * slot), __ATOMIC_RELAXED) == version + 1;
+  return __atomic_load_n(seq, __ATOMIC_RELAXED) == before &&
+         __atomic_load_n(word(kHeld + 8 * slot), __ATOMIC_RELAXED) == version + 1;
 }
 
 bool SharedWeights::views(uint64_t version, TensorMap* out, uint64_t* token) const {

@@ -13,13 +13,13 @@ namespace keel {
 namespace {
 
 const char* const kWords[] = {
-    "apple", "river", "stone", "cloud", "tiger", "maple", "honey", "piano", "lemon", "ocean", "eagle", "frost",
-    "grape", "house", "island", "jelly", "kite", "light", "mango", "night", "olive", "pearl", "queen", "robin",
-    "sugar", "table", "umbra", "violet", "water", "yellow", "zebra", "amber", "bread", "candle", "dragon", "ember",
-    "forest", "garden", "harbor", "iron", "jungle", "kettle", "ladder", "mirror", "needle", "orange", "pepper",
-    "quiet", "rocket", "silver", "thunder", "velvet", "window", "anchor", "basket", "copper", "desert", "engine",
-    "feather", "glass", "hammer", "ivory", "jacket", "lantern", "meadow", "nickel", "oyster", "pillow", "rabbit",
-    "saddle", "tunnel", "valley", "wagon", "cactus", "dolphin", "falcon", "ginger", "helmet", "marble", "walnut"};
+    "apple",  "river",  "stone",   "cloud",   "tiger",  "maple",  "honey",  "piano",  "lemon",  "ocean",  "eagle",   "frost",
+    "grape",  "house",  "island",  "jelly",   "kite",   "light",  "mango",  "night",  "olive",  "pearl",  "queen",   "robin",
+    "sugar",  "table",  "umbra",   "violet",  "water",  "yellow", "zebra",  "amber",  "bread",  "candle", "dragon",  "ember",
+    "forest", "garden", "harbor",  "iron",    "jungle", "kettle", "ladder", "mirror", "needle", "orange", "pepper",  "quiet",
+    "rocket", "silver", "thunder", "velvet",  "window", "anchor", "basket", "copper", "desert", "engine", "feather", "glass",
+    "hammer", "ivory",  "jacket",  "lantern", "meadow", "nickel", "oyster", "pillow", "rabbit", "saddle", "tunnel",  "valley",
+    "wagon",  "cactus", "dolphin", "falcon",  "ginger", "helmet", "marble", "walnut"};
 constexpr int kNumWords = sizeof(kWords) / sizeof(kWords[0]);
 
 const char* const kPrefix[] = {"Compute ", "Reverse the words: ", "Sort the words: ", "Count the words: "};
@@ -66,10 +66,14 @@ std::string make_prompt(TaskFamily f, std::mt19937_64& rng) {
 
 const char* task_family_name(TaskFamily f) {
   switch (f) {
-    case TaskFamily::kArithmetic: return "arithmetic";
-    case TaskFamily::kReverse: return "reverse";
-    case TaskFamily::kSort: return "sort";
-    case TaskFamily::kCount: return "count";
+    case TaskFamily::kArithmetic:
+      return "arithmetic";
+    case TaskFamily::kReverse:
+      return "reverse";
+    case TaskFamily::kSort:
+      return "sort";
+    case TaskFamily::kCount:
+      return "count";
   }
   return "?";
 }

@@ -15,8 +15,7 @@
 namespace keel {
 
 enum class TaskFamily { kArithmetic, kReverse, kSort, kCount };
-constexpr TaskFamily kAllTaskFamilies[] = {TaskFamily::kArithmetic, TaskFamily::kReverse, TaskFamily::kSort,
-                                           TaskFamily::kCount};
+constexpr TaskFamily kAllTaskFamilies[] = {TaskFamily::kArithmetic, TaskFamily::kReverse, TaskFamily::kSort, TaskFamily::kCount};
 
 const char* task_family_name(TaskFamily f);
 TaskFamily parse_task_family(const std::string& name);
@@ -42,7 +41,7 @@ std::optional<std::string> solve_task(const std::string& prompt);
 // (an answer off by a little, the words in the prompt's order, two words swapped, a count off by
 // one) or a random answer of the same shape. Never equal to the right answer. The rejected side of
 // the suite's preference pairs.
-enum class WrongAnswerKind { kMixed, kNear, kRandom };  // kMixed: near or random, even odds
+enum class WrongAnswerKind { kMixed, kNear, kRandom };          // kMixed: near or random, even odds
 WrongAnswerKind parse_wrong_answer_kind(const std::string& s);  // "mixed" | "near" | "random"
 std::string wrong_answer(const std::string& prompt, uint64_t seed, WrongAnswerKind kind = WrongAnswerKind::kMixed);
 

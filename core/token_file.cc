@@ -75,7 +75,8 @@ TokenFile::TokenFile(const std::string& path) : path_(path) {
   map_size_ = static_cast<size_t>(st.st_size);
   if (map_size_ < kHeader) {
     ::close(fd);
-    KEEL_FAIL_KIND(ErrorKind::kCorruptData, "token file " << path << " is corrupt: " << map_size_ << " bytes, shorter than its 64-byte header");
+    KEEL_FAIL_KIND(ErrorKind::kCorruptData,
+                   "token file " << path << " is corrupt: " << map_size_ << " bytes, shorter than its 64-byte header");
   }
   map_ = ::mmap(nullptr, map_size_, PROT_READ, MAP_SHARED, fd, 0);
   ::close(fd);
@@ -96,12 +97,13 @@ TokenFile::TokenFile(const std::string& path) : path_(path) {
   std::memcpy(&eos, h + 32, 4);
   if (version == 0) fail("format version 0 (not a version any keel wrote)");
   if (version > kTokenFileVersion)
-    fail("format version " + std::to_string(version) + " is newer than this keel reads (" + std::to_string(kTokenFileVersion) + ")");
+    fail("format version " + std::to_string(version) + " is newer than this keel reads (" + std::to_string(kTokenFileVersion) +
+         ")");
   if (width != 2 && width != 4) fail("bytes per token " + std::to_string(width) + " (expected 2 or 4)");
   // Compared by division: count * width can wrap around for a forged count.
   if ((map_size_ - kHeader) % width != 0 || count != (map_size_ - kHeader) / width)
-    fail("header says " + std::to_string(count) + " tokens (" + std::to_string(kHeader + count * width) + " bytes) but the file has " +
-         std::to_string(map_size_) + " bytes (truncated?)");
+    fail("header says " + std::to_string(count) + " tokens (" + std::to_string(kHeader + count * width) +
+         " bytes) but the file has " + std::to_string(map_size_) + " bytes (truncated?)");
   width_ = width;
   count_ = static_cast<int64_t>(count);
   vocab_size_ = static_cast<int64_t>(vocab);

@@ -41,7 +41,7 @@ struct SentencePieceTrainOptions {
   std::vector<std::string> inputs;  // plain-text files, one sentence/paragraph per line
   std::string model_prefix;         // writes <prefix>.model and <prefix>.vocab
   int vocab_size = 8192;
-  std::string model_type = "bpe";   // bpe | unigram
+  std::string model_type = "bpe";  // bpe | unigram
   double character_coverage = 0.9995;
   int64_t max_sentences = 2000000;  // input_sentence_size
 };

@@ -197,10 +197,10 @@ class LlamaBody : public TransformerBody {
   }
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& positions, AttnContext& ctx) override {
     const int64_t hd = c.head_dim();
-    auto inv_freq = 1.0 / torch::pow(c.rope_theta, torch::arange(0, hd, 2, torch::dtype(torch::kFloat32)
-                                                                               .device(tokens.device())) / hd);
+    auto inv_freq =
+        1.0 / torch::pow(c.rope_theta, torch::arange(0, hd, 2, torch::dtype(torch::kFloat32).device(tokens.device())) / hd);
     auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // [B, T, hd/2]
-    auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                // [B, 1, T, hd]
+    auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);               // [B, 1, T, hd]
     auto x = embed_tokens(tokens);
     ctx.cos = emb.cos().to(x.scalar_type());
     ctx.sin = emb.sin().to(x.scalar_type());
@@ -212,8 +212,10 @@ class LlamaBody : public TransformerBody {
     torch::NoGradGuard ng;
     for (auto& p : named_parameters()) {
       const auto& n = p.key();
-      if (n.find("norm") != std::string::npos) p.value().fill_(1.0);
-      else p.value().normal_(0.0, 0.02);
+      if (n.find("norm") != std::string::npos)
+        p.value().fill_(1.0);
+      else
+        p.value().normal_(0.0, 0.02);
     }
   }
   const ModelConfig c;
@@ -311,7 +313,8 @@ torch::Tensor TransformerImpl::hidden(const ForwardInputs& in, KVCache* cache) {
   }
   if (key_mask.defined()) allowed = allowed & key_mask.unsqueeze(1);
   if (in.segments.defined()) allowed = allowed & (in.segments.unsqueeze(2) == in.segments.unsqueeze(1));
-  ctx.bias = torch::zeros(allowed.sizes(), torch::dtype(wdtype).device(dev)).masked_fill_(allowed.logical_not(), neg).unsqueeze(1);
+  ctx.bias =
+      torch::zeros(allowed.sizes(), torch::dtype(wdtype).device(dev)).masked_fill_(allowed.logical_not(), neg).unsqueeze(1);
   auto h = body_->forward(in.tokens, positions, ctx);
   if (cache) cache->length += T;
   return h;

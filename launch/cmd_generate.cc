@@ -6,6 +6,7 @@
 
 #include "actors/sampler.h"
 #include "actors/task_eval.h"
+#include "core/model_loader.h"
 #include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/jsonl.h"
@@ -24,12 +25,14 @@ int cmd_generate(const Args& args) {
   po::options_description d("keel generate");
   add_runtime_options(d, threads, device);
   add_sampling_options(d, s);
+  // clang-format off
   d.add_options()("model", po::value(&model_dir)->required(), "model directory")(
       "prompt", po::value(&prompts)->multitoken(), "prompt text (repeatable)")(
       "prompts", po::value(&prompts_file), "JSONL file of {prompt} or {messages}")(
       "out", po::value(&out), "output JSONL (default: standard output)")(
       "template", po::value(&tmpl)->default_value(tmpl), "prompt template: chat | none")(
       "batch-size", po::value(&batch_size)->default_value(batch_size), "prompts per batch");
+  // clang-format on
   if (parse_options(args, "generate", "Samples responses with the KV cache; writes JSONL.", d).help) return 0;
   const auto dev = apply_runtime(threads, device);
   const auto t = parse_prompt_template(tmpl);
@@ -48,11 +51,7 @@ int cmd_generate(const Args& args) {
     });
   }
   KEEL_CHECK(!texts.empty(), "nothing to generate from: give --prompt or --prompts");
-  const auto tok_file = model_tokenizer_file(model_dir);
-  KEEL_CHECK(!tok_file.empty(), "model directory " << model_dir << " holds no tokenizer");
-  auto tok = load_tokenizer(tok_file);
-  auto model = load_model(model_dir);
-  model->to(dev);
+  auto [model, tok_file, tok] = load_model_dir(model_dir, ModelLoadOptions::on(dev));
   std::ofstream file;
   if (!out.empty()) {
     file.open(out);
@@ -69,9 +68,11 @@ int cmd_generate(const Args& args) {
     for (size_t j = i; j < end; ++j) {
       double lp = 0;
       for (float x : r.logprobs[j - i]) lp += x;
-      os << nlohmann::json{{"prompt", texts[j]}, {"response", tok->decode(r.responses[j - i])},
+      os << nlohmann::json{{"prompt", texts[j]},
+                           {"response", tok->decode(r.responses[j - i])},
                            {"finished", static_cast<bool>(r.finished[j - i])},
-                           {"response_tokens", r.responses[j - i].size()}, {"logprob", lp}}
+                           {"response_tokens", r.responses[j - i].size()},
+                           {"logprob", lp}}
                 .dump()
          << "\n";
     }
@@ -87,6 +88,7 @@ int cmd_eval_tasks(const Args& args) {
   std::vector<std::string> families;
   po::options_description d("keel eval tasks");
   add_runtime_options(d, threads, device);
+  // clang-format off
   d.add_options()("model", po::value(&model_dir)->required(), "model directory")(
       "split", po::value(&split)->default_value(split), "train | held-out")(
       "per-family", po::value(&per_family)->default_value(per_family), "tasks per family")(
@@ -97,6 +99,7 @@ int cmd_eval_tasks(const Args& args) {
       "0: greedy decoding; above 0: sample at this temperature, so accuracy is the policy's expected reward")(
       "samples", po::value(&samples)->default_value(samples), "sampled responses per task when --temperature > 0")(
       "out", po::value(&out), "also write the result as JSON here");
+  // clang-format on
   if (parse_options(args, "eval tasks",
                     "Exact-match accuracy per built-in task family: greedy, or the mean over sampled responses.", d)
           .help)
@@ -104,18 +107,14 @@ int cmd_eval_tasks(const Args& args) {
   KEEL_CHECK(temperature >= 0, "--temperature must be >= 0, got " << temperature);
   KEEL_CHECK(samples >= 1, "--samples must be >= 1, got " << samples);
   const auto dev = apply_runtime(threads, device);
-  const auto tok_file = model_tokenizer_file(model_dir);
-  KEEL_CHECK(!tok_file.empty(), "model directory " << model_dir << " holds no tokenizer");
-  auto tok = load_tokenizer(tok_file);
-  auto model = load_model(model_dir);
-  model->to(dev);
+  auto [model, tok_file, tok] = load_model_dir(model_dir, ModelLoadOptions::on(dev));
   std::vector<TaskFamily> fams;
   for (const auto& f : families) fams.push_back(parse_task_family(f));
   if (fams.empty()) fams.assign(std::begin(kAllTaskFamilies), std::end(kAllTaskFamilies));
   const auto tasks = make_tasks(split == "train" ? TaskSplit::kTrain : TaskSplit::kHeldOut, per_family, seed, fams);
   const bool sampled = temperature > 0;
-  const auto r = evaluate_tasks(model, *tok, tasks, parse_prompt_template(tmpl), 32, 24, temperature,
-                                sampled ? samples : 1, seed + 6);
+  const auto r =
+      evaluate_tasks(model, *tok, tasks, parse_prompt_template(tmpl), 32, 24, temperature, sampled ? samples : 1, seed + 6);
   nlohmann::json j;
   for (const auto& [fam, acc] : r.accuracy) {
     std::printf("%-12s %6.3f  (%lld tasks)\n", fam.c_str(), acc, static_cast<long long>(r.count.at(fam)));

@@ -10,7 +10,9 @@ namespace keel {
 int cmd_keys_generate(const Args& args) {
   std::string out;
   po::options_description d("keel keys generate");
+  // clang-format off
   d.add_options()("out", po::value(&out)->required(), "writes OUT.pub (give to peers) and OUT.secret (mode 0600)");
+  // clang-format on
   if (parse_options(args, "keys generate",
                     "Generates a CURVE key pair. Servers (learner, reward service) take --curve-key NAME.secret and "
                     "--curve-allow with the clients' .pub files; clients (actors) take their own --curve-key and "

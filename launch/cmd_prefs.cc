@@ -22,22 +22,25 @@ int cmd_prefs_import(const Args& args) {
   std::string input, tokenizer, out, tmpl = "chat", bad_lines = "fail";
   bool no_text = false;
   po::options_description d("keel prefs import");
+  // clang-format off
   d.add_options()("input", po::value(&input)->required(), "JSONL: {prompt, chosen, rejected} strings or chat message lists")(
       "tokenizer", po::value(&tokenizer)->required(), "tokenizer file, or a model directory (its tokenizer)")(
       "out", po::value(&out)->required(), "preference buffer (HDF5) to write")(
       "template", po::value(&tmpl)->default_value(tmpl), "prompt template: chat | none")(
       "bad-lines", po::value(&bad_lines)->default_value(bad_lines), "malformed lines: fail | skip")(
       "no-text", po::bool_switch(&no_text), "do not store the original text beside the tokens");
-  if (parse_options(args, "prefs import", "Tokenizes preference JSONL into an HDF5 preference buffer (replay/preference_buffer.h).", d)
+  // clang-format on
+  if (parse_options(args, "prefs import",
+                    "Tokenizes preference JSONL into an HDF5 preference buffer (replay/preference_buffer.h).", d)
           .help)
     return 0;
   auto tok = load_tokenizer(tokenizer);
   PreferenceWriter writer(out, tok->identity(), {!no_text, true});
-  auto report = read_preference_jsonl(input, *tok, parse_prompt_template(tmpl), parse_bad_line_policy(bad_lines),
-                                      [&](PreferencePair&& p) {
-                                        if (no_text) p.prompt_text = p.chosen_text = p.rejected_text = "";
-                                        writer.append(p);
-                                      });
+  auto report =
+      read_preference_jsonl(input, *tok, parse_prompt_template(tmpl), parse_bad_line_policy(bad_lines), [&](PreferencePair&& p) {
+        if (no_text) p.prompt_text = p.chosen_text = p.rejected_text = "";
+        writer.append(p);
+      });
   KEEL_CHECK(writer.size() > 0, input << " holds no usable preference pairs");
   writer.finish();
   std::cout << out << ": " << writer.size() << " pairs from " << report.lines << " lines (" << report.problems.size()
@@ -48,9 +51,11 @@ int cmd_prefs_import(const Args& args) {
 int cmd_prefs_export(const Args& args) {
   std::string buffer, tokenizer, out;
   po::options_description d("keel prefs export");
+  // clang-format off
   d.add_options()("buffer", po::value(&buffer)->required(), "preference buffer (HDF5)")(
       "out", po::value(&out)->required(), "JSONL to write")(
       "tokenizer", po::value(&tokenizer), "tokenizer or model directory, to decode buffers that store no text");
+  // clang-format on
   if (parse_options(args, "prefs export", "Writes a preference buffer back as JSONL.", d).help) return 0;
   PreferenceReader reader(buffer);
   std::unique_ptr<Tokenizer> tok;
@@ -88,20 +93,23 @@ int cmd_prefs_inspect(const Args& args) {
   std::string buffer, tokenizer;
   int64_t show = 3;
   po::options_description d("keel prefs inspect");
+  // clang-format off
   d.add_options()("buffer", po::value(&buffer)->required(), "preference buffer (HDF5)")(
       "show", po::value(&show)->default_value(show), "pairs to print decoded")(
       "tokenizer", po::value(&tokenizer), "tokenizer or model directory, to decode buffers that store no text");
+  // clang-format on
   if (parse_options(args, "prefs inspect", "Counts, length statistics and a few decoded pairs of a preference buffer.", d).help)
     return 0;
   PreferenceReader reader(buffer);
   const auto& info = reader.info();
   std::unique_ptr<Tokenizer> tok;
   if (!tokenizer.empty()) tok = load_tokenizer(tokenizer);
-  std::cout << buffer << "\n  pairs: " << info.pairs << "\n  tokenizer: " << (info.tokenizer.empty() ? "(unknown)" : info.tokenizer)
+  std::cout << buffer << "\n  pairs: " << info.pairs
+            << "\n  tokenizer: " << (info.tokenizer.empty() ? "(unknown)" : info.tokenizer)
             << (tok && !info.tokenizer.empty() && tok->identity() != info.tokenizer ? "  (differs from --tokenizer!)" : "")
             << "\n  text: " << (info.text ? "yes" : "no") << "   metadata: " << (info.meta ? "yes" : "no")
-            << "   reference log-probs: " << (info.ref ? "yes (model " + info.ref_model + ", max_len " + std::to_string(info.ref_max_len) + ")" : "no")
-            << "\n";
+            << "   reference log-probs: "
+            << (info.ref ? "yes (model " + info.ref_model + ", max_len " + std::to_string(info.ref_max_len) + ")" : "no") << "\n";
   LengthStats lp, lc, lr;
   int64_t reward_pairs = 0, reward_ordered = 0;
   for (int64_t i = 0; i < reader.size(); i += 4096)
@@ -120,9 +128,10 @@ int cmd_prefs_inspect(const Args& args) {
     std::cout << "  pairs with rewards: " << reward_pairs << " (chosen reward above rejected: " << reward_ordered << ")\n";
   const auto shown = reader.read(0, std::min(show, reader.size()));
   for (size_t i = 0; i < shown.size(); ++i) {
-    auto j = info.text || tok ? preference_to_json(shown[i], info.text ? nullptr : tok.get())
-                              : nlohmann::json{{"prompt_ids", shown[i].prompt}, {"chosen_ids", shown[i].chosen},
-                                               {"rejected_ids", shown[i].rejected}};
+    auto j = info.text || tok
+                 ? preference_to_json(shown[i], info.text ? nullptr : tok.get())
+                 : nlohmann::json{
+                       {"prompt_ids", shown[i].prompt}, {"chosen_ids", shown[i].chosen}, {"rejected_ids", shown[i].rejected}};
     std::cout << "  [" << i << "] " << j.dump() << "\n";
   }
   return 0;
@@ -132,6 +141,7 @@ int cmd_prefs_mine(const Args& args) {
   std::string log, out, mode = "best-worst";
   MineOptions o;
   po::options_description d("keel prefs mine");
+  // clang-format off
   d.add_options()("log", po::value(&log)->required(), "rollout log (HDF5) written by keel ppo --rollout-log")(
       "out", po::value(&out)->required(), "preference buffer to write")(
       "mode", po::value(&mode)->default_value(mode), "best-worst: one pair per prompt | all: every pair above the margin")(
@@ -139,6 +149,7 @@ int cmd_prefs_mine(const Args& args) {
       "finished-only", po::bool_switch(&o.finished_only), "ignore rollouts that did not end with EOS")(
       "max-pairs-per-prompt", po::value(&o.max_pairs_per_prompt)->default_value(o.max_pairs_per_prompt),
       "mode all: at most this many pairs per prompt (0 = no limit)");
+  // clang-format on
   if (parse_options(args, "prefs mine", "Turns a rollout log into preference pairs: responses to one prompt ranked by score.", d)
           .help)
     return 0;

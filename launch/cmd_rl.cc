@@ -34,6 +34,7 @@ int cmd_actor(const Args& args) {
   add_runtime_options(d, threads, o.device);
   add_transport_options(d, transport);
   add_sampling_options(d, o.sampling);
+  // clang-format off
   d.add_options()("model", po::value(&o.model_dir)->required(), "initial policy (version 0) with its tokenizer")(
       "rollouts", po::value(&o.rollouts_endpoint)->default_value(o.rollouts_endpoint), "learner rollout endpoint")(
       "weights", po::value(&o.weights_endpoint)->default_value(o.weights_endpoint), "learner weight announcements")(
@@ -55,6 +56,7 @@ int cmd_actor(const Args& args) {
       "reward-timeout-ms", po::value(&o.reward_timeout_ms)->default_value(o.reward_timeout_ms), "wait for a score")(
       "reward-retries", po::value(&o.reward_retries)->default_value(o.reward_retries), "score retries before giving up")(
       "max-batches", po::value(&o.max_batches)->default_value(o.max_batches), "stop after this many batches (0 = never)");
+  // clang-format on
   if (parse_options(args, "actor", "Generates, scores and pushes rollouts with the newest policy.", d).help) return 0;
   apply_runtime(threads, o.device);
   apply_transport(transport);
@@ -69,38 +71,27 @@ int cmd_actor(const Args& args) {
 
 int cmd_reward_serve(const Args& args) {
   RewardServiceOptions o;
-  std::string kind = "task", program, model, device = "cpu";
+  ScorerOptions scorer;
   int threads = 0;
   TransportOptions transport;
   po::options_description d("keel reward serve");
-  add_runtime_options(d, threads, device);
+  add_runtime_options(d, threads, scorer.device);
   add_transport_options(d, transport);
-  d.add_options()("kind", po::value(&kind)->default_value(kind), "task | program | model")(
-      "program", po::value(&program), "command of a reward program (kind program; docs/reward_protocol.md)")(
-      "model", po::value(&model), "reward-model directory (kind model)")(
+  // clang-format off
+  d.add_options()("kind", po::value(&scorer.kind)->default_value(scorer.kind), "task | program | model")(
+      "program", po::value(&scorer.program), "command of a reward program (kind program; docs/reward_protocol.md)")(
+      "model", po::value(&scorer.model), "reward-model directory (kind model)")(
       "endpoint", po::value(&o.endpoint)->default_value(o.endpoint), "bind address")(
       "max-batch", po::value(&o.max_batch)->default_value(o.max_batch), "items scored together")(
       "max-wait-ms", po::value(&o.max_wait_ms)->default_value(o.max_wait_ms), "longest wait to fill a batch")(
       "missing-eos-penalty", po::value(&o.missing_eos_penalty)->default_value(o.missing_eos_penalty),
       "subtracted from responses that do not end in EOS");
+  // clang-format on
   if (parse_options(args, "reward serve", "Scores rollouts for actors, batching requests.", d).help) return 0;
-  apply_runtime(threads, device);
+  apply_runtime(threads, scorer.device);
   apply_transport(transport);
-  std::unique_ptr<Scorer> scorer;
-  if (kind == "task") scorer = make_task_scorer();
-  else if (kind == "program") {
-    KEEL_CHECK(!program.empty(), "--kind program needs --program");
-    scorer = make_program_scorer(program);
-  } else if (kind == "model") {
-    KEEL_CHECK(!model.empty(), "--kind model needs --model");
-    scorer = make_model_scorer(model, device);
-  } else KEEL_FAIL("unknown reward kind '" << kind << "' (task, program, model)");
   install_stop_flag();
-  auto channel = wire::zmq_bind(wire::SocketKind::kRouter, o.endpoint);
-  std::cerr << "reward: serving " << kind << " rewards on " << o.endpoint << "\n";
-  const auto st = serve_rewards(o, *scorer, *channel, g_stop);
-  std::cerr << "reward: " << st.requests << " requests, " << st.items << " items in " << st.batches << " batches, "
-            << st.failed << " failed, " << st.receive.rejected << " bad messages\n";
+  run_reward_service(o, scorer, g_stop);
   return 0;
 }
 
@@ -108,6 +99,7 @@ namespace {
 
 void add_rollout_side_options(po::options_description& d, RolloutSideOptions& o) {
   auto& c = o.net.credits;
+  // clang-format off
   d.add_options()("max-staleness", po::value(&o.replay.max_staleness)->default_value(o.replay.max_staleness),
                   "versions a rollout may lag")(
       "keep-stale", po::value(&o.keep_stale)->default_value(o.keep_stale), "keep (and count) rollouts beyond max-staleness")(
@@ -127,10 +119,12 @@ void add_rollout_side_options(po::options_description& d, RolloutSideOptions& o)
       "eval-samples", po::value(&o.eval.samples)->default_value(o.eval.samples), "sampled responses per held-out task at eval")(
       "eval-families", po::value(&o.eval.families)->multitoken(), "task families evaluated (default all)")(
       "template", po::value(&o.eval.prompt_template)->default_value(o.eval.prompt_template), "prompt template of the eval: chat | none");
+  // clang-format on
 }
 
 void add_ppo_options(po::options_description& d, PpoLearnerOptions& o, std::string& estimator, std::string& kl_estimator) {
   auto& p = o.ppo;
+  // clang-format off
   d.add_options()("init", po::value(&o.init)->required(), "policy to start from (an SFT model directory)")(
       "reference", po::value(&o.reference), "frozen reference model (default: --init)")(
       "updates", po::value(&o.updates)->default_value(o.updates), "PPO updates (steps = updates * epochs * minibatches)")(
@@ -158,6 +152,7 @@ void add_ppo_options(po::options_description& d, PpoLearnerOptions& o, std::stri
       "group-size", po::value(&p.group_size)->default_value(p.group_size), "responses per prompt (grpo/rloo)")(
       "rollouts-from", po::value(&o.rollouts_from),
       "train on the rollouts of this rollout log, in order, instead of live actors (no sockets, nothing published)");
+  // clang-format on
 }
 
 }  // namespace
@@ -192,6 +187,7 @@ int cmd_dpo_online(const Args& args) {
   po::options_description d("keel dpo online");
   add_train_options(d, o.train);
   add_runtime_options(d, threads, o.device);
+  // clang-format off
   d.add_options()("init", po::value(&o.init)->required(), "policy to start from (an SFT model directory)")(
       "reference", po::value(&o.reference), "frozen reference model (default: --init)")(
       "updates", po::value(&o.updates)->default_value(o.updates), "optimizer steps; each publishes a new policy version")(
@@ -206,9 +202,11 @@ int cmd_dpo_online(const Args& args) {
       "sft-weight", po::value(&o.dpo.sft_weight)->default_value(o.dpo.sft_weight), "RPO: weight of the chosen response's NLL")(
       "max-len", po::value(&o.dpo.max_len)->default_value(o.dpo.max_len), "prompt + response tokens per row")(
       "temperature", po::value(&o.temperature)->default_value(o.temperature), "the actors' sampling temperature (for the eval)");
+  // clang-format on
   add_transport_options(d, transport);
   add_rollout_side_options(d, o.side);
-  const auto parsed = parse_options(args, "dpo online", "Online DPO: pairs mined from the actors' fresh rollouts, weights published back.", d);
+  const auto parsed =
+      parse_options(args, "dpo online", "Online DPO: pairs mined from the actors' fresh rollouts, weights published back.", d);
   if (parsed.help) return 0;
   apply_runtime(threads, o.device);
   apply_transport(transport);

@@ -40,7 +40,8 @@ const Command kCommands[] = {
 
 void usage() {
   std::cout << "usage: keel <command> [options]    (keel <command> --help for its options)\n\ncommands:\n";
-  for (const auto& c : kCommands) std::cout << "  " << c.name << std::string(20 - std::string(c.name).size(), ' ') << c.summary << "\n";
+  for (const auto& c : kCommands)
+    std::cout << "  " << c.name << std::string(20 - std::string(c.name).size(), ' ') << c.summary << "\n";
 }
 
 }  // namespace

@@ -16,15 +16,22 @@ namespace {
 
 std::string value_text(const boost::any& v) {
   std::ostringstream os;
-  if (auto* p = boost::any_cast<std::string>(&v)) os << *p;
-  else if (auto* p = boost::any_cast<int64_t>(&v)) os << *p;
-  else if (auto* p = boost::any_cast<uint64_t>(&v)) os << *p;
-  else if (auto* p = boost::any_cast<int>(&v)) os << *p;
-  else if (auto* p = boost::any_cast<double>(&v)) os << *p;
-  else if (auto* p = boost::any_cast<bool>(&v)) os << (*p ? "true" : "false");
+  if (auto* p = boost::any_cast<std::string>(&v))
+    os << *p;
+  else if (auto* p = boost::any_cast<int64_t>(&v))
+    os << *p;
+  else if (auto* p = boost::any_cast<uint64_t>(&v))
+    os << *p;
+  else if (auto* p = boost::any_cast<int>(&v))
+    os << *p;
+  else if (auto* p = boost::any_cast<double>(&v))
+    os << *p;
+  else if (auto* p = boost::any_cast<bool>(&v))
+    os << (*p ? "true" : "false");
   else if (auto* p = boost::any_cast<std::vector<std::string>>(&v)) {
     for (size_t i = 0; i < p->size(); ++i) os << (i ? " " : "") << (*p)[i];
-  } else os << "?";
+  } else
+    os << "?";
   return os.str();
 }
 
@@ -34,8 +41,10 @@ ParsedOptions parse_options(const std::vector<std::string>& args, const std::str
                             po::options_description& desc) {
   std::string config_file;
   po::options_description common("Common options");
+  // clang-format off
   common.add_options()("help,h", "show this help")(
       "config", po::value(&config_file), "INI file of option = value lines (command-line options win)");
+  // clang-format on
   po::options_description all;
   all.add(desc).add(common);
   po::variables_map vm;
@@ -69,6 +78,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, const std::str
 }
 
 void add_model_options(po::options_description& d, ModelConfig& c, std::string& family) {
+  // clang-format off
   d.add_options()("family", po::value(&family)->default_value(family), "model family: gpt2 | llama")(
       "d-model", po::value(&c.d_model)->default_value(c.d_model), "model width")(
       "n-layer", po::value(&c.n_layer)->default_value(c.n_layer), "transformer blocks")(
@@ -76,9 +86,11 @@ void add_model_options(po::options_description& d, ModelConfig& c, std::string& 
       "n-kv-head", po::value(&c.n_kv_head)->default_value(c.n_kv_head), "key/value heads (llama GQA; 0 = n-head)")(
       "d-ff", po::value(&c.d_ff)->default_value(c.d_ff), "MLP width (0 = family default)")(
       "max-positions", po::value(&c.max_positions)->default_value(c.max_positions), "longest sequence");
+  // clang-format on
 }
 
 void add_train_options(po::options_description& d, TrainOptions& o) {
+  // clang-format off
   d.add_options()("out", po::value(&o.out_dir)->default_value(o.out_dir), "run directory (checkpoints, metrics, model/)")(
       "steps", po::value(&o.steps)->default_value(o.steps), "optimizer steps")(
       "grad-accum", po::value(&o.grad_accum)->default_value(o.grad_accum), "micro-batches per step")(
@@ -98,28 +110,35 @@ void add_train_options(po::options_description& d, TrainOptions& o) {
       "resume", po::value(&o.resume)->default_value(o.resume), "resume from the run directory's latest checkpoint")(
       "collective-timeout", po::value(&o.collective_timeout_s)->default_value(o.collective_timeout_s),
       "data-parallel runs (WORLD_SIZE > 1): seconds before a collective waiting on a rank fails");
+  // clang-format on
 }
 
 void add_runtime_options(po::options_description& d, int& threads, std::string& device) {
+  // clang-format off
   d.add_options()("threads", po::value(&threads)->default_value(threads), "LibTorch threads (0 = all cores)")(
       "device", po::value(&device)->default_value(device), "cpu | cuda | cuda:N");
+  // clang-format on
 }
 
 void add_sampling_options(po::options_description& d, SamplingConfig& s) {
+  // clang-format off
   d.add_options()("temperature", po::value(&s.temperature)->default_value(s.temperature), "sampling temperature (0 = greedy)")(
       "top-k", po::value(&s.top_k)->default_value(s.top_k), "keep the k likeliest tokens (0 = off)")(
       "top-p", po::value(&s.top_p)->default_value(s.top_p), "nucleus mass (1 = off)")(
       "max-new-tokens", po::value(&s.max_new_tokens)->default_value(s.max_new_tokens), "response length bound")(
       "stop-at-eos", po::value(&s.stop_at_eos)->default_value(s.stop_at_eos), "end a response at EOS")(
       "seed", po::value(&s.seed)->default_value(s.seed), "sampling seed");
+  // clang-format on
 }
 
 void add_transport_options(po::options_description& d, TransportOptions& t) {
+  // clang-format off
   d.add_options()("curve-key", po::value(&t.key), "this process's CURVE key pair (NAME.secret from keel keys generate); "
                                                    "turns on CURVE for every TCP socket, required to bind beyond loopback")(
       "curve-server-key", po::value(&t.server_key), "public key (NAME.pub) of the servers this process connects to")(
       "curve-allow", po::value(&t.allow), "client public keys admitted by the sockets this process binds: a file of keys "
                                           "or a directory of *.pub");
+  // clang-format on
 }
 
 std::vector<std::string> TransportOptions::as_args() const {
@@ -156,6 +175,4 @@ torch::Device apply_runtime(int threads, const std::string& device) {
 
 }  // namespace keel
 
-namespace keel {
-
-}  // namespace keel
+namespace keel {}  // namespace keel

@@ -35,9 +35,9 @@ void add_sampling_options(po::options_description& d, SamplingConfig& s);
 
 // Transport security (wire/curve.h) of a process that binds or connects ZeroMQ sockets.
 struct TransportOptions {
-  std::string key;         // this process's NAME.secret
-  std::string server_key;  // the servers' NAME.pub (or .secret)
-  std::string allow;       // file of allowed client keys, or a directory of *.pub
+  std::string key;                           // this process's NAME.secret
+  std::string server_key;                    // the servers' NAME.pub (or .secret)
+  std::string allow;                         // file of allowed client keys, or a directory of *.pub
   std::vector<std::string> as_args() const;  // the same options, to pass on to a child process
 };
 void add_transport_options(po::options_description& d, TransportOptions& t);

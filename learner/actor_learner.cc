@@ -48,7 +48,8 @@ ActorLearner::ActorLearner(TrainOptions train, Transformer policy, UpdateBuilder
       out_dir_(train.out_dir) {
   KEEL_CHECK(train.steps % builder_.steps_per_update() == 0,
              "steps " << train.steps << " are not a whole number of updates of " << builder_.steps_per_update() << " steps");
-  loop_ = std::make_unique<TrainLoop>(std::move(train), std::move(policy), *steps_, std::move(run_config), std::move(tokenizer_file));
+  loop_ =
+      std::make_unique<TrainLoop>(std::move(train), std::move(policy), *steps_, std::move(run_config), std::move(tokenizer_file));
 }
 
 ActorLearner::~ActorLearner() = default;

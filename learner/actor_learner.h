@@ -31,8 +31,8 @@ class ActorLearner {
  public:
   // `train.steps` must be a whole number of updates (updates * builder.steps_per_update()).
   // `source`, `publisher` and `builder` must outlive run().
-  ActorLearner(TrainOptions train, Transformer policy, UpdateBuilder& builder, RolloutSource& source,
-               WeightPublisher& publisher, std::string run_config, std::string tokenizer_file);
+  ActorLearner(TrainOptions train, Transformer policy, UpdateBuilder& builder, RolloutSource& source, WeightPublisher& publisher,
+               std::string run_config, std::string tokenizer_file);
   ~ActorLearner();
   void set_data_parallel(std::shared_ptr<DataParallel> dp);
   // Held-out evaluation of the policy (logged at each evaluation; lead rank only).

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "core/checkpoint.h"
+#include "core/model_loader.h"
 #include "core/error.h"
 #include "core/tokenizer.h"
 
@@ -10,17 +11,17 @@ namespace keel {
 
 Transformer load_critic(const std::string& dir, const ModelConfig& policy_config, const std::string& policy_tokenizer_identity) {
   auto config = load_model_config(dir);
-  KEEL_CHECK(config.vocab_size == policy_config.vocab_size,
-             "critic " << dir << " has a vocabulary of " << config.vocab_size << " tokens, the policy "
-                       << policy_config.vocab_size << ": they must share the tokenizer");
+  KEEL_CHECK(config.vocab_size == policy_config.vocab_size, "critic " << dir << " has a vocabulary of " << config.vocab_size
+                                                                      << " tokens, the policy " << policy_config.vocab_size
+                                                                      << ": they must share the tokenizer");
   const auto critic_tok = model_tokenizer_file(dir);
   KEEL_CHECK(critic_tok.empty() || load_tokenizer(critic_tok)->identity() == policy_tokenizer_identity,
              "critic " << dir << " was trained with another tokenizer (" << critic_tok << ") than the policy");
-  config.value_head = true;
-  config.reward_head = false;
-  Transformer critic(config);
-  const auto tensors = load_safetensors(dir + "/model.safetensors");
-  load_weights(critic, tensors, dir, /*allow_new_heads=*/true);
+  ModelLoadOptions lo;
+  lo.value_head = true;
+  lo.drop_reward_head = true;
+  Transformer critic = load_model_as(dir, lo);
+  const auto tensors = load_safetensors(model_weights_path(dir));
   auto score = tensors.find("score.weight");
   if (!tensors.count("value_head.weight") && score != tensors.end()) {
     torch::NoGradGuard ng;

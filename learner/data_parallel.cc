@@ -99,7 +99,8 @@ struct DataParallel::Impl {
       const std::string prefix = "checkin/" + std::to_string(seq) + "/";
       store->set(prefix + std::to_string(env.rank), std::vector<uint8_t>{1});
       std::vector<int> absent;
-      const auto deadline = std::chrono::steady_clock::now() + std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5));
+      const auto deadline =
+          std::chrono::steady_clock::now() + std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5));
       do {
         absent.clear();
         for (int r = 0; r < env.world; ++r)
@@ -111,9 +112,10 @@ struct DataParallel::Impl {
     } catch (const std::exception&) {
       missing << "0 (the rendezvous store on " << env.master_addr << ":" << env.master_port << " is gone)";
     }
-    KEEL_FAIL("data-parallel " << what << " #" << seq << " failed on rank " << env.rank << " within the "
-                               << timeout.count() / 1000.0 << " s timeout; rank(s) that did not take part: "
-                               << (missing.tellp() > 0 ? missing.str() : "unknown") << " [" << e.what() << "]");
+    KEEL_FAIL_KIND(ErrorKind::kPeer, "data-parallel "
+                                         << what << " #" << seq << " failed on rank " << env.rank << " within the "
+                                         << timeout.count() / 1000.0 << " s timeout; rank(s) that did not take part: "
+                                         << (missing.tellp() > 0 ? missing.str() : "unknown") << " [" << e.what() << "]");
   }
 
   // Gradient buckets of the armed models, shared with the parameters' hooks (which hold it weakly).
@@ -150,7 +152,8 @@ struct DataParallel::Impl {
     void put(size_t i, const torch::Tensor& final) {
       auto& s = slots[i];
       auto& b = buckets[s.bucket];
-      KEEL_CHECK(!s.ready && !b.launched, "a gradient arrived twice in one backward pass (parameter used by two graphs?)");
+      KEEL_CHECK_KIND(ErrorKind::kInternal, !s.ready && !b.launched,
+                      "a gradient arrived twice in one backward pass (parameter used by two graphs?)");
       b.flat.narrow(0, s.offset, s.param.numel()).copy_(final.reshape(-1));
       s.ready = true;
       --b.pending;
@@ -175,7 +178,8 @@ DataParallel::DataParallel(const DistributedEnv& env, std::chrono::milliseconds 
   try {
     m.store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
   } catch (const std::exception& e) {
-    KEEL_FAIL("rank " << env.rank << ": rendezvous at " << env.master_addr << ":" << env.master_port << " failed: " << e.what());
+    KEEL_FAIL_KIND(ErrorKind::kPeer, "rank " << env.rank << ": rendezvous at " << env.master_addr << ":" << env.master_port
+                                             << " failed: " << e.what());
   }
   if (device.is_cuda()) {
 #if defined(KEEL_USE_CUDA) && defined(USE_C10D_NCCL)
@@ -196,8 +200,8 @@ DataParallel::DataParallel(const DistributedEnv& env, std::chrono::milliseconds 
     opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
   else
     opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-  m.pg = c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("gloo", m.store), env.rank,
-                                                     env.world, opts);
+  m.pg = c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("gloo", m.store), env.rank, env.world,
+                                                     opts);
 }
 
 DataParallel::~DataParallel() = default;
@@ -272,7 +276,7 @@ void DataParallel::begin_gradient_sync(const std::vector<Transformer>& models) {
 
 void DataParallel::finish_gradient_sync() {
   auto& m = *impl_;
-  KEEL_CHECK(m.grads && m.grads->armed, "finish_gradient_sync without begin_gradient_sync");
+  KEEL_CHECK_KIND(ErrorKind::kInternal, m.grads && m.grads->armed, "finish_gradient_sync without begin_gradient_sync");
   const auto t0 = std::chrono::steady_clock::now();
   auto& g = *m.grads;
   g.armed = false;
@@ -338,8 +342,8 @@ std::shared_ptr<DataParallel> make_data_parallel(torch::Device device, const Tra
   if (!env.enabled()) return nullptr;
   std::cerr << "data parallel: rank " << env.rank << " of " << env.world << ", rendezvous " << env.master_addr << ":"
             << env.master_port << "\n";
-  return std::make_shared<DataParallel>(
-      env, std::chrono::milliseconds(static_cast<int64_t>(train.collective_timeout_s * 1000)), device);
+  return std::make_shared<DataParallel>(env, std::chrono::milliseconds(static_cast<int64_t>(train.collective_timeout_s * 1000)),
+                                        device);
 }
 
 }  // namespace keel

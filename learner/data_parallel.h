@@ -30,7 +30,6 @@ struct DistributedEnv {
 // Reads the environment; world 1 when none of the variables is set. Throws on inconsistent values.
 DistributedEnv distributed_env_from_environment();
 
-
 class DataParallel {
  public:
   DataParallel(const DistributedEnv& env, std::chrono::milliseconds timeout, torch::Device device);

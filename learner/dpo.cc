@@ -32,8 +32,9 @@ std::unique_ptr<MicroBatch> DpoObjective::batch(int64_t step, int64_t micro) {
 torch::Tensor DpoObjective::reference_logprobs(const PairBatch& b) {
   if (o_.loss.type == DpoLossType::kSimpo) return torch::zeros({2 * b.pairs}, torch::TensorOptions().device(device_));
   if (b.ref.defined()) return b.ref;
-  KEEL_CHECK(reference_, "preference pairs lack cached reference log-probs and no reference model is loaded "
-                         "(run keel dpo --precompute-ref, or pass --ref)");
+  KEEL_CHECK(reference_,
+             "preference pairs lack cached reference log-probs and no reference model is loaded "
+             "(run keel dpo --precompute-ref, or pass --ref)");
   torch::InferenceMode im;
   return pair_logprobs(*reference_, b).clone();
 }
@@ -43,8 +44,8 @@ LossResult DpoObjective::loss(Transformer& model, const MicroBatch& mb) {
   const int64_t P = b.pairs;
   const auto ref = reference_logprobs(b).detach();
   const auto lp = pair_logprobs(model, b);
-  PairLogprobs in{lp.narrow(0, 0, P), lp.narrow(0, P, P), ref.narrow(0, 0, P), ref.narrow(0, P, P),
-                  b.lengths.narrow(0, 0, P), b.lengths.narrow(0, P, P)};
+  PairLogprobs in{lp.narrow(0, 0, P),  lp.narrow(0, P, P),        ref.narrow(0, 0, P),
+                  ref.narrow(0, P, P), b.lengths.narrow(0, 0, P), b.lengths.narrow(0, P, P)};
   auto r = dpo_loss(in, o_.loss);
   auto sum = r.losses.sum();
   if (o_.sft_weight > 0) sum = sum + o_.sft_weight * (-in.chosen / in.chosen_len.clamp_min(1)).sum();
@@ -69,8 +70,8 @@ Scalars DpoObjective::evaluate(Transformer& model) {
     const int64_t P = b.pairs;
     const auto ref = reference_logprobs(b);
     const auto lp = pair_logprobs(model, b);
-    PairLogprobs in{lp.narrow(0, 0, P), lp.narrow(0, P, P), ref.narrow(0, 0, P), ref.narrow(0, P, P),
-                    b.lengths.narrow(0, 0, P), b.lengths.narrow(0, P, P)};
+    PairLogprobs in{lp.narrow(0, 0, P),  lp.narrow(0, P, P),        ref.narrow(0, 0, P),
+                    ref.narrow(0, P, P), b.lengths.narrow(0, 0, P), b.lengths.narrow(0, P, P)};
     auto r = dpo_loss(in, o_.loss);
     const auto m = r.chosen_rewards - r.rejected_rewards;
     loss += r.losses.sum().item<double>();

@@ -17,9 +17,9 @@ namespace keel {
 
 struct DpoOptions {
   DpoConfig loss;
-  int64_t max_len = 256;     // prompt + response tokens per row
-  int64_t batch_pairs = 8;   // pairs per held-out evaluation batch
-  double sft_weight = 0.0;   // RPO weight; 0 = off
+  int64_t max_len = 256;    // prompt + response tokens per row
+  int64_t batch_pairs = 8;  // pairs per held-out evaluation batch
+  double sft_weight = 0.0;  // RPO weight; 0 = off
   int64_t grad_accum = 1;
 };
 

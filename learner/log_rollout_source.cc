@@ -9,8 +9,8 @@ LogRolloutSource::LogRolloutSource(const std::string& path) : path_(path), rows_
 }
 
 std::vector<wire::Rollout> LogRolloutSource::next(size_t n, uint64_t /*version*/) {
-  KEEL_CHECK(cursor_ + n <= rows_.size(), "rollout log " << path_ << " holds " << rows_.size() << " rollouts; "
-                                                        << cursor_ + n << " are needed (fewer --updates?)");
+  KEEL_CHECK(cursor_ + n <= rows_.size(), "rollout log " << path_ << " holds " << rows_.size() << " rollouts; " << cursor_ + n
+                                                         << " are needed (fewer --updates?)");
   std::vector<wire::Rollout> out;
   for (size_t i = cursor_; i < cursor_ + n; ++i) out.push_back(to_wire(rows_[i]));
   cursor_ += n;

@@ -1,6 +1,5 @@
 #include "learner/online_dpo.h"
 
-
 #include "core/error.h"
 #include "replay/pair_mining.h"
 
@@ -20,7 +19,8 @@ OnlineDpoUpdateBuilder::OnlineDpoUpdateBuilder(OnlineDpoOptions o, DpoOptions dp
   };
   inner_ = std::make_unique<DpoObjective>(dpo_, slice, std::vector<PreferencePair>{}, std::optional<Transformer>(reference),
                                           pad_id, vocab, device);
-  if (!o_.buffer.empty()) buffer_ = std::make_unique<PreferenceWriter>(o_.buffer, o_.tokenizer_identity, PreferenceContents{false, true}, false);
+  if (!o_.buffer.empty())
+    buffer_ = std::make_unique<PreferenceWriter>(o_.buffer, o_.tokenizer_identity, PreferenceContents{false, true}, false);
 }
 
 int64_t OnlineDpoUpdateBuilder::rollouts_wanted() const {

@@ -17,11 +17,11 @@
 namespace keel {
 
 struct OnlineDpoOptions {
-  int64_t pairs_per_step = 16;     // pairs per optimizer step (over all micro-batches)
-  int64_t group_size = 2;          // responses per prompt the actors send
-  double margin = 0.0;             // minimum score gap of a mined pair
+  int64_t pairs_per_step = 16;           // pairs per optimizer step (over all micro-batches)
+  int64_t group_size = 2;                // responses per prompt the actors send
+  double margin = 0.0;                   // minimum score gap of a mined pair
   int64_t max_rollouts_per_step = 4096;  // give up waiting for pairs after this many rollouts (all ties)
-  std::string buffer;              // live preference buffer to append mined pairs to ("" = none)
+  std::string buffer;                    // live preference buffer to append mined pairs to ("" = none)
   std::string tokenizer_identity;
 };
 

@@ -1,5 +1,7 @@
 #include "learner/pair_batch.h"
 
+#include "core/checkpoint.h"
+
 #include <cmath>
 #include <sstream>
 
@@ -30,8 +32,8 @@ PairBatch make_pair_batch(const std::vector<PreferencePair>& pairs, int64_t max_
       const char* name = side == 0 ? "chosen" : "rejected";
       for (const auto* part : {&p.prompt, &resp})
         for (int32_t t : *part)
-          KEEL_CHECK(t >= 0 && t < vocab, "pair " << i << " (" << name << "): token id " << t << " outside the vocabulary of "
-                                                  << vocab);
+          KEEL_CHECK(t >= 0 && t < vocab,
+                     "pair " << i << " (" << name << "): token id " << t << " outside the vocabulary of " << vocab);
       auto prompt_n = static_cast<int64_t>(p.prompt.size()), resp_n = static_cast<int64_t>(resp.size());
       if (prompt_n + resp_n > max_len) {
         ++b.truncated;
@@ -79,9 +81,7 @@ PairBatch make_pair_batch(const std::vector<PreferencePair>& pairs, int64_t max_
 }
 
 namespace {
-torch::Tensor hidden_of(Transformer& model, const PairBatch& b) {
-  return model->hidden({b.ids, {}, b.key_mask, {}});
-}
+torch::Tensor hidden_of(Transformer& model, const PairBatch& b) { return model->hidden({b.ids, {}, b.key_mask, {}}); }
 }  // namespace
 
 torch::Tensor pair_logprobs(Transformer& model, const PairBatch& b) {
@@ -93,7 +93,7 @@ torch::Tensor pair_rewards(Transformer& model, const PairBatch& b) {
 }
 
 std::string model_identity(const std::string& model_dir) {
-  const auto bytes = read_file(model_dir + "/model.safetensors");
+  const auto bytes = read_file(model_weights_path(model_dir));
   std::ostringstream os;
   os << "fnv1a64:" << std::hex << fnv1a64(bytes);
   return os.str();

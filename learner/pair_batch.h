@@ -18,13 +18,13 @@ using PairSource = std::function<std::vector<PreferencePair>(int64_t index)>;
 
 struct PairBatch : MicroBatch {
   int64_t pairs = 0;
-  torch::Tensor ids;         // [2P, T] int64 token ids
-  torch::Tensor key_mask;    // [2P, T] bool, false on padding
-  torch::Tensor loss_mask;   // [2P, T] float, 1 where the token is a response token
-  torch::Tensor lengths;     // [2P] float response tokens per row (after truncation)
-  torch::Tensor ref;         // [2P] cached reference log-probs, or undefined when a pair lacks them
-  torch::Tensor rewards;     // [2P] metadata rewards (NaN when unknown)
-  int64_t truncated = 0;     // rows that were cut to max_len
+  torch::Tensor ids;        // [2P, T] int64 token ids
+  torch::Tensor key_mask;   // [2P, T] bool, false on padding
+  torch::Tensor loss_mask;  // [2P, T] float, 1 where the token is a response token
+  torch::Tensor lengths;    // [2P] float response tokens per row (after truncation)
+  torch::Tensor ref;        // [2P] cached reference log-probs, or undefined when a pair lacks them
+  torch::Tensor rewards;    // [2P] metadata rewards (NaN when unknown)
+  int64_t truncated = 0;    // rows that were cut to max_len
 };
 
 // Checks token ids against `vocab` (a KeelError names the pair's side and the id).

@@ -238,7 +238,8 @@ LossResult PpoUpdateBuilder::loss(Transformer& model, const MicroBatch& mb) {
   }
   if (o_.estimator == AdvantageEstimator::kGae) {
     ForwardInputs in{b.ids, b.positions, b.key_mask, {}};
-    auto values = critic_ ? response_values(critic_, in, b.prompt_len, R, nullptr) : response_values(model, in, b.prompt_len, R, &h);
+    auto values =
+        critic_ ? response_values(critic_, in, b.prompt_len, R, nullptr) : response_values(model, in, b.prompt_len, R, &h);
     auto vf = clipped_value_loss(values, b.old_values, b.returns, b.response_mask, o_.value_clip);
     r.sum = r.sum + o_.vf_coef * vf.loss * n;
     r.metrics["ppo/value_loss"] = vf.loss.item<double>() * n;

@@ -22,18 +22,18 @@ AdvantageEstimator parse_advantage_estimator(const std::string& s);  // gae | gr
 struct PpoOptions {
   int64_t rollouts_per_update = 64;
   int64_t epochs = 2;
-  int64_t minibatches = 2;           // optimizer steps per epoch
+  int64_t minibatches = 2;  // optimizer steps per epoch
   double clip = 0.2;
   double value_clip = 0.2;
   double vf_coef = 0.1;
   double gamma = 1.0;
   double lambda = 0.95;
-  double temperature = 1.0;          // the actors' sampling temperature (log-probs use logits / T)
+  double temperature = 1.0;  // the actors' sampling temperature (log-probs use logits / T)
   KlEstimator kl_estimator = KlEstimator::kK1;
   AdaptiveKlConfig kl{0.05, 0.0, 10000};  // target 0 = fixed coefficient
   bool whiten_advantages = true;
   AdvantageEstimator estimator = AdvantageEstimator::kGae;
-  int64_t group_size = 1;            // responses per prompt (GRPO/RLOO need >= 2)
+  int64_t group_size = 1;  // responses per prompt (GRPO/RLOO need >= 2)
   void validate() const;
   int64_t steps_per_update() const { return epochs * minibatches; }
 };
@@ -80,12 +80,12 @@ class PpoUpdateBuilder : public UpdateBuilder {
   // The prepared update's rollout batch, as tensors [N, *].
   struct UpdateBatch {
     uint64_t version = 0;
-    torch::Tensor tokens, positions, key_mask;  // [N, L]
-    torch::Tensor response_mask;                // [N, R]
+    torch::Tensor tokens, positions, key_mask;                // [N, L]
+    torch::Tensor response_mask;                              // [N, R]
     torch::Tensor old_logp, old_values, advantages, returns;  // [N, R]
-    int64_t prompt_len = 0;                     // responses start at this column
-    std::vector<int64_t> order;                 // row permutation of the current epoch...
-    int64_t order_epoch = -1;                   // ...which is this one (-1: none yet for this update)
+    int64_t prompt_len = 0;                                   // responses start at this column
+    std::vector<int64_t> order;                               // row permutation of the current epoch...
+    int64_t order_epoch = -1;                                 // ...which is this one (-1: none yet for this update)
   } u_;
   double kl_seq_mean_ = 0;
 };

@@ -13,15 +13,14 @@ void PretrainOptions::validate() const {
   KEEL_CHECK(seq_len > 0 && batch_size > 0, "seq-len and batch-size must be positive");
 }
 
-PretrainObjective::PretrainObjective(PretrainOptions options, torch::Device device)
-    : o_(std::move(options)), device_(device) {
+PretrainObjective::PretrainObjective(PretrainOptions options, torch::Device device) : o_(std::move(options)), device_(device) {
   o_.validate();
   train_ = std::make_unique<TokenFile>(o_.data_dir + "/train.bin");
   val_ = std::make_unique<TokenFile>(o_.data_dir + "/val.bin");
-  KEEL_CHECK(train_->size() > o_.seq_len + 1, o_.data_dir << "/train.bin has " << train_->size()
-                                                          << " tokens, fewer than one window of " << o_.seq_len + 1);
-  KEEL_CHECK(val_->size() > o_.seq_len + 1, o_.data_dir << "/val.bin has " << val_->size()
-                                                        << " tokens, fewer than one window of " << o_.seq_len + 1);
+  KEEL_CHECK(train_->size() > o_.seq_len + 1,
+             o_.data_dir << "/train.bin has " << train_->size() << " tokens, fewer than one window of " << o_.seq_len + 1);
+  KEEL_CHECK(val_->size() > o_.seq_len + 1,
+             o_.data_dir << "/val.bin has " << val_->size() << " tokens, fewer than one window of " << o_.seq_len + 1);
 }
 
 namespace {

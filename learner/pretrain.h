@@ -12,10 +12,10 @@
 namespace keel {
 
 struct PretrainOptions {
-  std::string data_dir;        // holds train.bin and val.bin (keel data tokenize)
+  std::string data_dir;  // holds train.bin and val.bin (keel data tokenize)
   int64_t seq_len = 256;
-  int64_t batch_size = 8;      // rows per micro-batch
-  int64_t eval_batches = 16;   // held-out windows evaluated = eval_batches * batch_size
+  int64_t batch_size = 8;     // rows per micro-batch
+  int64_t eval_batches = 16;  // held-out windows evaluated = eval_batches * batch_size
   uint64_t seed = 1;
   void validate() const;
 };

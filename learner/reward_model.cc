@@ -5,8 +5,8 @@
 
 namespace keel {
 
-RewardObjective::RewardObjective(RewardTrainOptions options, PairSource train, std::vector<PreferencePair> eval,
-                                 int64_t pad_id, int64_t vocab, torch::Device device)
+RewardObjective::RewardObjective(RewardTrainOptions options, PairSource train, std::vector<PreferencePair> eval, int64_t pad_id,
+                                 int64_t vocab, torch::Device device)
     : o_(options), train_(std::move(train)), eval_(std::move(eval)), pad_id_(pad_id), vocab_(vocab), device_(device) {}
 
 std::unique_ptr<MicroBatch> RewardObjective::batch(int64_t step, int64_t micro) {

@@ -20,8 +20,8 @@ struct RewardTrainOptions {
 
 class RewardObjective : public Objective {
  public:
-  RewardObjective(RewardTrainOptions options, PairSource train, std::vector<PreferencePair> eval, int64_t pad_id,
-                  int64_t vocab, torch::Device device);
+  RewardObjective(RewardTrainOptions options, PairSource train, std::vector<PreferencePair> eval, int64_t pad_id, int64_t vocab,
+                  torch::Device device);
   std::unique_ptr<MicroBatch> batch(int64_t step, int64_t micro) override;
   LossResult loss(Transformer& model, const MicroBatch& batch) override;
   Scalars evaluate(Transformer& model) override;

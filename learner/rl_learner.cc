@@ -4,7 +4,7 @@
 
 #include <iostream>
 
-#include "core/checkpoint.h"
+#include "core/model_loader.h"
 #include "core/error.h"
 #include "learner/actor_learner.h"
 #include "learner/critic.h"
@@ -97,24 +97,15 @@ PpoModels load_ppo_models(const PpoLearnerOptions& o, const std::string& tokeniz
   const bool separate_critic = o.ppo.estimator == AdvantageEstimator::kGae && o.critic == "separate";
   KEEL_CHECK(o.critic_init.empty() || separate_critic, "--critic-init needs --critic separate (and the gae estimator)");
   PpoModels m;
-  auto config = load_model_config(o.init);
-  config.value_head = o.ppo.estimator == AdvantageEstimator::kGae && !separate_critic;
-  m.policy = Transformer(config);
-  load_weights(m.policy, load_safetensors(o.init + "/model.safetensors"), o.init, /*allow_new_heads=*/true);
-  m.reference = load_model(o.reference.empty() ? o.init : o.reference, true);
-  m.policy->to(dev);
-  m.reference->to(dev);
+  auto policy = ModelLoadOptions::on(dev);
+  policy.value_head = o.ppo.estimator == AdvantageEstimator::kGae && !separate_critic;
+  m.policy = load_model_as(o.init, policy);
+  m.reference = load_model_as(o.reference.empty() ? o.init : o.reference, ModelLoadOptions::on(dev));
   if (separate_critic) {
-    m.critic = load_critic(o.critic_init.empty() ? o.init : o.critic_init, config, tokenizer_identity);
+    m.critic = load_critic(o.critic_init.empty() ? o.init : o.critic_init, m.policy->config(), tokenizer_identity);
     m.critic->to(dev);
   }
   return m;
-}
-
-std::string tokenizer_of(const std::string& model_dir) {
-  const auto f = model_tokenizer_file(model_dir);
-  KEEL_CHECK(!f.empty(), model_dir << " holds no tokenizer");
-  return f;
 }
 
 }  // namespace
@@ -123,11 +114,11 @@ int run_ppo_learner(PpoLearnerOptions o) {
   const torch::Device dev(o.device);
   o.ppo.validate();
   o.train.steps = o.updates * o.ppo.steps_per_update();
-  const auto tok_file = tokenizer_of(o.init);
+  const auto tok_file = require_tokenizer_file(o.init);
   auto tok = load_tokenizer(tok_file);
   auto models = load_ppo_models(o, tok->identity(), dev);
   auto dp = make_data_parallel(dev, o.train);
-  PpoUpdateBuilder builder(o.ppo, models.policy, models.reference, o.train.grad_accum * (dp ? dp->world() : 1), o.train.seed);
+  PpoUpdateBuilder builder(o.ppo, models.policy, models.reference, global_micro_batches(o.train, dp), o.train.seed);
   if (models.critic) builder.use_critic(models.critic, o.critic_lr > 0 ? o.critic_lr / o.train.lr : 1.0);
   if (!o.rollouts_from.empty()) {
     // Offline: every rank replays the log in the same order; no sockets, nothing published.
@@ -150,15 +141,11 @@ int run_ppo_learner(PpoLearnerOptions o) {
 int run_online_dpo_learner(OnlineDpoLearnerOptions o) {
   const torch::Device dev(o.device);
   o.train.steps = o.updates;
-  const auto tok_file = tokenizer_of(o.init);
-  auto tok = load_tokenizer(tok_file);
-  auto policy = load_model(o.init);
-  auto ref = load_model(o.reference.empty() ? o.init : o.reference);
-  policy->to(dev);
-  ref->to(dev);
+  auto [policy, tok_file, tok] = load_model_dir(o.init, ModelLoadOptions::on(dev));
+  auto ref = load_model_as(o.reference.empty() ? o.init : o.reference, ModelLoadOptions::on(dev));
   o.online.tokenizer_identity = tok->identity();
   auto dp = make_data_parallel(dev, o.train);
-  o.dpo.grad_accum = o.train.grad_accum * (dp ? dp->world() : 1);
+  o.dpo.grad_accum = global_micro_batches(o.train, dp);
   if (dp && dp->rank() != 0) o.online.buffer.clear();  // rank 0 alone writes the mined pairs
   OnlineDpoUpdateBuilder builder(o.online, o.dpo, ref, policy->config().pad_id, policy->config().vocab_size, dev);
   RolloutSide side(o.side, tok->identity(), dp);

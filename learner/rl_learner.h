@@ -22,7 +22,7 @@ namespace keel {
 struct RolloutSideOptions {
   RolloutServiceOptions net;
   ReplayOptions replay;
-  bool keep_stale = false;   // keep (and count) rollouts beyond max_staleness
+  bool keep_stale = false;  // keep (and count) rollouts beyond max_staleness
   HeldOutEvalOptions eval;
 };
 
@@ -30,8 +30,8 @@ struct RolloutSideOptions {
 TrainOptions actor_learner_train_defaults(const std::string& out_dir);
 
 struct PpoLearnerOptions {
-  std::string init;             // SFT model directory: the policy's start
-  std::string reference;        // frozen reference ("" = init)
+  std::string init;       // SFT model directory: the policy's start
+  std::string reference;  // frozen reference ("" = init)
   std::string device = "cpu";
   int64_t updates = 20;
   TrainOptions train = actor_learner_train_defaults("runs/ppo");  // steps = updates * steps per update
@@ -41,7 +41,7 @@ struct PpoLearnerOptions {
   double critic_lr = 0;         // 0 = train.lr
   std::string rollouts_from;    // a rollout log to retrain from instead of live actors
   RolloutSideOptions side;
-  std::string run_config;       // the resolved configuration, stored with every checkpoint
+  std::string run_config;  // the resolved configuration, stored with every checkpoint
 };
 
 // Runs the PPO (GAE / GRPO / RLOO) learner; returns the process exit code (3: stopped by a signal).
@@ -53,7 +53,7 @@ struct OnlineDpoLearnerOptions {
   TrainOptions train = actor_learner_train_defaults("runs/dpo-online");
   DpoOptions dpo;
   OnlineDpoOptions online;
-  double temperature = 1.0;     // the actors' sampling temperature (for the evaluation)
+  double temperature = 1.0;  // the actors' sampling temperature (for the evaluation)
   RolloutSideOptions side;
   std::string run_config;
 };

@@ -57,7 +57,8 @@ wire::CreditGrant CreditLedger::request(const std::string& actor, const wire::Cr
     return g;
   }
   // The learner version at which this batch's first rollout will be taken.
-  const uint64_t taken_at = demand_version_ + (ahead < remaining_ ? 0 : 1 + static_cast<uint64_t>((ahead - remaining_) / per_update_));
+  const uint64_t taken_at =
+      demand_version_ + (ahead < remaining_ ? 0 : 1 + static_cast<uint64_t>((ahead - remaining_) / per_update_));
   const uint64_t least = taken_at > static_cast<uint64_t>(max_staleness_) ? taken_at - static_cast<uint64_t>(max_staleness_) : 0;
   g.min_version = least;
   if (q.policy_version < least) {

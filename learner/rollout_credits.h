@@ -26,11 +26,11 @@
 namespace keel {
 
 struct CreditOptions {
-  int64_t ahead_updates = 1;       // updates' worth of rollouts granted beyond the one being collected
-  double ttl_s = 300;              // a grant whose batch has not arrived by then lapses
-  double silent_after_s = 10;      // an actor not heard from this long loses its grants
-  double supersede_grace_s = 5;    // an older grant of an actor that asks again lapses after this
-  uint32_t retry_ms = 100;         // refused actors ask again after this long
+  int64_t ahead_updates = 1;     // updates' worth of rollouts granted beyond the one being collected
+  double ttl_s = 300;            // a grant whose batch has not arrived by then lapses
+  double silent_after_s = 10;    // an actor not heard from this long loses its grants
+  double supersede_grace_s = 5;  // an older grant of an actor that asks again lapses after this
+  uint32_t retry_ms = 100;       // refused actors ask again after this long
   void validate() const;
 };
 

@@ -90,7 +90,8 @@ void remove_dead_regions(const std::string& dir) {
     long pid = 0;
     int gen = 0;
     char tail[16] = {0};
-    if (std::sscanf(name.c_str(), "keel-%ld-%d.%15s", &pid, &gen, tail) != 3 || std::string(tail) != "weights" || pid <= 0) continue;
+    if (std::sscanf(name.c_str(), "keel-%ld-%d.%15s", &pid, &gen, tail) != 3 || std::string(tail) != "weights" || pid <= 0)
+      continue;
     if (::kill(static_cast<pid_t>(pid), 0) == -1 && errno == ESRCH) {
       std::filesystem::remove(e.path(), ec);
       if (!ec) std::cerr << "learner: removed " << e.path().string() << ", left by a learner that is gone\n";
@@ -116,11 +117,16 @@ void RolloutService::publish(uint64_t version, Transformer& policy) {
     try {
       if (!region || !region->matches(tensors)) {
         remove_dead_regions(o_.shared_dir);
-        region = SharedWeights::create(o_.shared_dir + "/" + o_.run_name + "-" + std::to_string(region_generation_++) + ".weights", tensors);
-        std::cerr << "learner: weights for same-host actors in " << region->path() << " (" << region->file_bytes() / (1 << 20) << " MiB)\n";
+        region = SharedWeights::create(
+            o_.shared_dir + "/" + o_.run_name + "-" + std::to_string(region_generation_++) + ".weights", tensors);
+        std::cerr << "learner: weights for same-host actors in " << region->path() << " (" << region->file_bytes() / (1 << 20)
+                  << " MiB)\n";
       }
       region->write(version, tensors);
     } catch (const KeelError& e) {
+      // No room in shared memory, or a directory that cannot hold the region: chunks still work.
+      // Anything else (tensors that do not fit the region's layout) is a bug and stops the learner.
+      if (e.kind() != ErrorKind::kOutOfSpace && e.kind() != ErrorKind::kIo) throw;
       std::cerr << "learner: " << e.what() << "; actors will fetch weights in chunks instead\n";
       region.reset();
       region_failed_ = true;
@@ -161,7 +167,8 @@ std::shared_ptr<const RolloutService::Blob> RolloutService::blob_for(uint64_t ve
   }
   if (blob || !region) return blob;
   auto b = std::make_shared<Blob>();
-  if (!region->read(version, [&](const TensorMap& t) { b->bytes = blob_bytes(t, version); })) return nullptr;  // rewritten: a newer one is announced
+  if (!region->read(version, [&](const TensorMap& t) { b->bytes = blob_bytes(t, version); }))
+    return nullptr;  // rewritten: a newer one is announced
   b->checksum = weights_checksum(b->bytes);
   std::lock_guard<std::mutex> l(mu_);
   ++stats_.blobs_built;
@@ -175,7 +182,8 @@ void RolloutService::serve_chunk(wire::Channel& router, const std::string& peer,
   const auto count = static_cast<uint32_t>((blob->bytes.size() + o_.chunk_bytes - 1) / o_.chunk_bytes);
   if (q.chunk >= count) return;
   const size_t off = static_cast<size_t>(q.chunk) * o_.chunk_bytes;
-  wire::WeightChunk c{q.policy_version, q.chunk, count, blob->bytes.substr(off, o_.chunk_bytes), blob->bytes.size(), blob->checksum};
+  wire::WeightChunk c{q.policy_version,   q.chunk,       count, blob->bytes.substr(off, o_.chunk_bytes),
+                      blob->bytes.size(), blob->checksum};
   wire::send_message(router, {"learner", c}, peer);
   std::lock_guard<std::mutex> l(mu_);
   ++stats_.chunks_served;
@@ -223,7 +231,8 @@ void RolloutService::loop() {
     wire::WeightAnnounce a;
     {
       std::lock_guard<std::mutex> l(mu_);
-      pending = announce_pending_ || (announced_once_ && std::chrono::steady_clock::now() - last_announce > std::chrono::seconds(1));
+      pending =
+          announce_pending_ || (announced_once_ && std::chrono::steady_clock::now() - last_announce > std::chrono::seconds(1));
       a = announce_;
       announce_pending_ = false;
     }

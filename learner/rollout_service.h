@@ -39,7 +39,7 @@ struct RolloutServiceOptions {
   std::string shared_dir = "/dev/shm";  // "" = no shared region; actors fetch chunks
   std::string run_name = "keel";        // names the shared region: <shared_dir>/<run_name>-<n>.weights
   size_t chunk_bytes = 4u << 20;
-  std::string rollout_log;              // HDF5 path; "" = no log
+  std::string rollout_log;  // HDF5 path; "" = no log
   std::string tokenizer_identity;
   double peer_timeout_s = 10;  // an actor not heard from (rollouts or heartbeats) this long is reported silent
   CreditOptions credits;       // its silent_after_s is peer_timeout_s
@@ -49,8 +49,8 @@ struct RolloutServiceStats {
   wire::ReceiveStats receive;
   int64_t batches = 0, chunks_served = 0, announcements = 0;
   uint64_t published_version = 0;
-  double publish_seconds = 0;  // last publication: copy into the region (or serialise) + queue the announcement
-  int64_t blobs_built = 0;     // safetensors blobs built for chunk requests
+  double publish_seconds = 0;                 // last publication: copy into the region (or serialise) + queue the announcement
+  int64_t blobs_built = 0;                    // safetensors blobs built for chunk requests
   int64_t peers_alive = 0, peers_silent = 0;  // actors heard within / beyond peer_timeout_s
   CreditStats credits;
 };
@@ -83,9 +83,9 @@ class RolloutService : public RolloutSource, public WeightPublisher {
   std::unique_ptr<RolloutLog> log_;
   std::atomic<bool> stop_{false};
   mutable std::mutex mu_;
-  std::shared_ptr<const Blob> blob_;        // the announced version's safetensors bytes, once built
-  std::shared_ptr<SharedWeights> region_;   // same-host weights (null: none)
-  bool region_failed_ = false;              // no room for a region: chunks only
+  std::shared_ptr<const Blob> blob_;       // the announced version's safetensors bytes, once built
+  std::shared_ptr<SharedWeights> region_;  // same-host weights (null: none)
+  bool region_failed_ = false;             // no room for a region: chunks only
   int region_generation_ = 0;
   wire::WeightAnnounce announce_;
   bool announce_pending_ = false, announced_once_ = false;

@@ -11,14 +11,14 @@
 namespace keel {
 
 struct RunStatus {
-  uint64_t version = 0;            // policy versions published = updates completed
-  int64_t step = 0, steps = 0;     // optimizer steps done / in the run
-  double score = NAN;              // mean score of the last update's rollouts
-  double kl = NAN;                 // summed k1 KL to the reference per response, last update
-  double rollouts_per_s = NAN;     // last update
-  double staleness = NAN;          // mean versions the last update's rollouts lagged
-  double trained_share = NAN;      // rollouts trained on / rollouts received, so far
-  double held_out_reward = NAN;    // eval/task_reward at the last evaluation
+  uint64_t version = 0;          // policy versions published = updates completed
+  int64_t step = 0, steps = 0;   // optimizer steps done / in the run
+  double score = NAN;            // mean score of the last update's rollouts
+  double kl = NAN;               // summed k1 KL to the reference per response, last update
+  double rollouts_per_s = NAN;   // last update
+  double staleness = NAN;        // mean versions the last update's rollouts lagged
+  double trained_share = NAN;    // rollouts trained on / rollouts received, so far
+  double held_out_reward = NAN;  // eval/task_reward at the last evaluation
 };
 
 void write_run_status(const std::string& out_dir, const RunStatus& s);

@@ -10,8 +10,7 @@ namespace keel {
 
 void SftOptions::validate() const { KEEL_CHECK(seq_len > 1 && batch_size > 0, "seq-len must be > 1 and batch-size > 0"); }
 
-SftObjective::SftObjective(SftOptions options, std::vector<SftExample> train, std::vector<SftExample> eval,
-                           torch::Device device)
+SftObjective::SftObjective(SftOptions options, std::vector<SftExample> train, std::vector<SftExample> eval, torch::Device device)
     : o_(options), train_(std::move(train)), eval_(std::move(eval)), device_(device) {
   o_.validate();
   KEEL_CHECK(!train_.empty(), "SFT has no training examples");

@@ -14,10 +14,10 @@
 namespace keel {
 
 struct SftOptions {
-  int64_t seq_len = 256;     // row length; longer examples are truncated (counted, reported)
-  int64_t batch_size = 8;    // rows per micro-batch
+  int64_t seq_len = 256;   // row length; longer examples are truncated (counted, reported)
+  int64_t batch_size = 8;  // rows per micro-batch
   bool packing = true;
-  int64_t grad_accum = 1;    // micro-batches per step, as in TrainOptions (rows are consumed in order)
+  int64_t grad_accum = 1;  // micro-batches per step, as in TrainOptions (rows are consumed in order)
   uint64_t seed = 1;
   void validate() const;
 };
@@ -31,8 +31,8 @@ class SftObjective : public Objective {
   int64_t truncated() const { return truncated_; }
 
  private:
-  using Row = std::vector<int64_t>;  // example indices packed into one row
-  const Row& row(int64_t index);     // global row index across epochs
+  using Row = std::vector<int64_t>;                   // example indices packed into one row
+  const Row& row(int64_t index);                      // global row index across epochs
   const std::vector<Row>& epoch_rows(int64_t epoch);  // packs epoch `epoch` (a seeded permutation) once
   std::unique_ptr<MicroBatch> make_batch(const std::vector<Row>& rows, const std::vector<SftExample>& pool) const;
 
@@ -41,7 +41,7 @@ class SftObjective : public Objective {
   torch::Device device_;
   int64_t truncated_ = 0;
   std::map<int64_t, std::vector<Row>> epochs_;  // epoch -> rows, built on demand
-  std::vector<int64_t> epoch_start_;           // first global row of each built epoch
+  std::vector<int64_t> epoch_start_;            // first global row of each built epoch
 };
 
 }  // namespace keel

@@ -43,6 +43,10 @@ void TrainOptions::validate() const {
   KEEL_CHECK(!out_dir.empty(), "out must name a run directory");
 }
 
+int64_t global_micro_batches(const TrainOptions& o, const std::shared_ptr<DataParallel>& dp) {
+  return o.grad_accum * (dp ? dp->world() : 1);
+}
+
 double lr_at(const TrainOptions& o, int64_t step) {
   if (step < o.warmup_steps) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
   const double span = std::max<int64_t>(1, o.steps - o.warmup_steps);
@@ -93,8 +97,10 @@ std::unique_ptr<torch::optim::AdamW> make_optimizer(const TrainOptions& o, const
                                 p.key().find("embed_tokens") != std::string::npos;
       (p.value().dim() >= 2 && !is_embedding ? decay : no_decay).push_back(p.value());
     }
-    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(opts).weight_decay(o.weight_decay)));
-    groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(opts).weight_decay(0.0)));
+    groups.emplace_back(
+        decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(opts).weight_decay(o.weight_decay)));
+    groups.emplace_back(no_decay,
+                        std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(opts).weight_decay(0.0)));
     group_lr_scale.insert(group_lr_scale.end(), {lr_scales[i], lr_scales[i]});
   }
   return std::make_unique<torch::optim::AdamW>(std::move(groups), opts);
@@ -240,8 +246,11 @@ void TrainLoop::log_step(double loss, double lr, double grad_norm, int64_t token
   const double tok_s = r.window_tokens / std::max(secs, 1e-9);
   r.progress->update(r.state.step, "loss " + fmt(loss) + " | lr " + fmt(lr, 6) + " | " + fmt(tok_s, 0) + " tok/s");
   if (r.state.step % o_.log_every != 0 && r.state.step != o_.steps) return;
-  Scalars s = {{"train/loss", r.window_loss / r.window_steps}, {"train/lr", lr}, {"train/tokens_per_s", tok_s},
-               {"train/grad_norm", grad_norm}, {"train/tokens_seen", static_cast<double>(r.state.tokens_seen)},
+  Scalars s = {{"train/loss", r.window_loss / r.window_steps},
+               {"train/lr", lr},
+               {"train/tokens_per_s", tok_s},
+               {"train/grad_norm", grad_norm},
+               {"train/tokens_seen", static_cast<double>(r.state.tokens_seen)},
                {"train/step_loss", loss}};
   for (const auto& [k, v] : extra) s["train/" + k] = v;
   // The share of the window's wall time spent waiting for gradient all-reduces (not overlapped).

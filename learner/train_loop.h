@@ -19,12 +19,12 @@
 namespace keel {
 
 struct TrainOptions {
-  int64_t steps = 1000;            // optimizer steps in the whole run
-  int64_t grad_accum = 1;          // micro-batches per step
-  double lr = 3e-4;                // peak learning rate
-  double min_lr_ratio = 0.1;       // final lr = lr * min_lr_ratio (cosine decay)
-  int64_t warmup_steps = 50;       // linear warmup from lr/warmup to lr
-  double weight_decay = 0.1;       // AdamW, on matrices only (not norms, biases, embeddings)
+  int64_t steps = 1000;       // optimizer steps in the whole run
+  int64_t grad_accum = 1;     // micro-batches per step
+  double lr = 3e-4;           // peak learning rate
+  double min_lr_ratio = 0.1;  // final lr = lr * min_lr_ratio (cosine decay)
+  int64_t warmup_steps = 50;  // linear warmup from lr/warmup to lr
+  double weight_decay = 0.1;  // AdamW, on matrices only (not norms, biases, embeddings)
   double beta1 = 0.9;
   double beta2 = 0.95;
   double adam_eps = 1e-8;
@@ -36,18 +36,21 @@ struct TrainOptions {
   int64_t log_every = 10;          // steps between metric lines
   std::string out_dir = "runs/run";
   uint64_t seed = 1;
-  bool resume = true;              // continue from out_dir/checkpoints/latest when present
+  bool resume = true;                 // continue from out_dir/checkpoints/latest when present
   double collective_timeout_s = 300;  // data-parallel runs: a collective waiting longer fails
   bool overlap_allreduce = true;      // data-parallel runs: all-reduce gradients during the last backward
   void validate() const;
 };
+
+// Micro-batches of one optimizer step over every data-parallel rank (grad_accum per rank).
+int64_t global_micro_batches(const TrainOptions& o, const std::shared_ptr<DataParallel>& dp);
 
 // Learning rate at `step` (0-based) of a run of `total` steps.
 double lr_at(const TrainOptions& o, int64_t step);
 
 struct TrainResult {
   int64_t final_step = 0;
-  bool interrupted = false;        // stopped by a signal after writing a checkpoint
+  bool interrupted = false;  // stopped by a signal after writing a checkpoint
   Scalars last_eval;
 };
 
@@ -55,8 +58,7 @@ class TrainLoop {
  public:
   // `run_config` is the resolved configuration text stored with every checkpoint;
   // `tokenizer_file` is copied into every model directory.
-  TrainLoop(TrainOptions options, Transformer model, Objective& objective, std::string run_config,
-            std::string tokenizer_file);
+  TrainLoop(TrainOptions options, Transformer model, Objective& objective, std::string run_config, std::string tokenizer_file);
   ~TrainLoop();
   // Runs as one rank of a data-parallel group (see learner/data_parallel.h). Objectives then get
   // global micro-batch indices: rank r's micro m of a step is m * world + r. Call before begin().
@@ -70,8 +72,8 @@ class TrainLoop {
   // begin(): the optimizer, the resume from the newest checkpoint (the objective's state too),
   // parameters broadcast to every rank, the evaluation at start when asked.
   void begin();
-  int64_t step() const;  // optimizer steps completed
-  bool lead() const;     // this rank writes checkpoints, metrics and the model
+  int64_t step() const;                       // optimizer steps completed
+  bool lead() const;                          // this rank writes checkpoints, metrics and the model
   int64_t steps() const { return o_.steps; }  // in the whole run
   bool done() const { return step() >= o_.steps; }
   // One optimizer step over grad_accum micro-batches, and its metrics. True when a stop was

@@ -36,10 +36,8 @@ std::string step_dir_name(int64_t step) {
 }  // namespace
 
 std::string save_training_checkpoint(const std::string& run_dir, Transformer& model, torch::optim::AdamW& opt,
-                                     const TrainerState& state, const std::string& run_config,
-                                     const std::string& tokenizer_file, int64_t keep,
-                                     const std::string& objective_state,
-                                     const std::vector<Companion>& companions) {
+                                     const TrainerState& state, const std::string& run_config, const std::string& tokenizer_file,
+                                     int64_t keep, const std::string& objective_state, const std::vector<Companion>& companions) {
   const std::string root = run_dir + "/checkpoints";
   const std::string name = step_dir_name(state.step);
   const std::string tmp = root + "/." + name + ".tmp";
@@ -97,7 +95,7 @@ std::string latest_checkpoint(const std::string& run_dir) {
 
 TrainerState load_training_checkpoint(const std::string& dir, Transformer& model, torch::optim::AdamW& opt,
                                       std::string* objective_state, const std::vector<Companion>& companions) {
-  const std::string wpath = dir + "/model.safetensors";
+  const std::string wpath = model_weights_path(dir);
   load_weights(model, load_safetensors(wpath), wpath, false);
   const auto moments = load_safetensors(dir + "/optimizer.safetensors");
   auto& st = opt.state();
@@ -114,9 +112,9 @@ TrainerState load_training_checkpoint(const std::string& dir, Transformer& model
   };
   restore_moments(model, "");
   for (auto c : companions) {
-    const std::string cpath = dir + "/" + c.name + "/model.safetensors";
-    KEEL_CHECK(fs::exists(cpath), dir << " holds no " << c.name << " model (" << cpath
-                                      << "); was the run started with a different configuration?");
+    const std::string cpath = model_weights_path(dir + "/" + c.name);
+    KEEL_CHECK(fs::exists(cpath),
+               dir << " holds no " << c.name << " model (" << cpath << "); was the run started with a different configuration?");
     load_weights(c.model, load_safetensors(cpath), cpath, false);
     restore_moments(c.model, c.name + "/");
   }

@@ -18,14 +18,22 @@ ErrorKind write_failure_kind(int err) { return io_error_kind(err); }
 
 herr_t close_id(hid_t id) {
   switch (H5Iget_type(id)) {
-    case H5I_FILE: return H5Fclose(id);
-    case H5I_GROUP: return H5Gclose(id);
-    case H5I_DATATYPE: return H5Tclose(id);
-    case H5I_DATASPACE: return H5Sclose(id);
-    case H5I_DATASET: return H5Dclose(id);
-    case H5I_ATTR: return H5Aclose(id);
-    case H5I_GENPROP_LST: return H5Pclose(id);
-    default: return H5Idec_ref(id) < 0 ? -1 : 0;
+    case H5I_FILE:
+      return H5Fclose(id);
+    case H5I_GROUP:
+      return H5Gclose(id);
+    case H5I_DATATYPE:
+      return H5Tclose(id);
+    case H5I_DATASPACE:
+      return H5Sclose(id);
+    case H5I_DATASET:
+      return H5Dclose(id);
+    case H5I_ATTR:
+      return H5Aclose(id);
+    case H5I_GENPROP_LST:
+      return H5Pclose(id);
+    default:
+      return H5Idec_ref(id) < 0 ? -1 : 0;
   }
 }
 
@@ -46,7 +54,8 @@ void Handle::close(const std::string& what) {
   errno = 0;
   const herr_t st = close_id(release());
   const int err = errno;
-  KEEL_CHECK_KIND(write_failure_kind(err), st >= 0, "HDF5: cannot close " << what << " (the last writes may not have reached the disk)");
+  KEEL_CHECK_KIND(write_failure_kind(err), st >= 0,
+                  "HDF5: cannot close " << what << " (the last writes may not have reached the disk)");
 }
 
 std::mutex& mutex() {
@@ -61,7 +70,8 @@ Handle open_file(const std::string& path, unsigned flags, const std::string& wha
   KEEL_CHECK_KIND(ErrorKind::kIo, std::filesystem::exists(path, ec), what << " " << path << " does not exist");
   const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
   KEEL_CHECK_KIND(ErrorKind::kIo, is_hdf5 >= 0, what << " " << path << " cannot be read: " << std::strerror(errno));
-  KEEL_CHECK_KIND(ErrorKind::kCorruptData, is_hdf5 > 0, what << " " << path << " is not an HDF5 file (truncated or another format)");
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, is_hdf5 > 0,
+                  what << " " << path << " is not an HDF5 file (truncated or another format)");
   Handle file(H5Fopen(path.c_str(), flags, H5P_DEFAULT));
   if (file.valid()) return file;
   // The file is readable and starts like HDF5: unless writing is refused, its contents are at fault.
@@ -205,8 +215,8 @@ int64_t check_offsets_count(hid_t ds, int64_t rows, const std::string& origin, O
   const auto want = static_cast<hsize_t>(rows) + 1;
   const bool exact = tail == OffsetsTail::kNone;
   KEEL_CHECK_KIND(ErrorKind::kCorruptData, exact ? n == want : n >= want,
-                  origin << ": " << name_of(ds) << " has " << n << " entries, expected " << (exact ? "" : "at least ")
-                         << want << " (rows + 1)");
+                  origin << ": " << name_of(ds) << " has " << n << " entries, expected " << (exact ? "" : "at least ") << want
+                         << " (rows + 1)");
   return rows;
 }
 
@@ -219,8 +229,8 @@ std::vector<int64_t> read_offsets(hid_t ds, int64_t rows, hsize_t data_extent, c
   KEEL_CHECK_KIND(ErrorKind::kCorruptData, v[0] == 0, origin << ": " << name << "[0] is " << v[0] << ", expected 0");
   for (size_t i = 1; i < v.size(); ++i)
     KEEL_CHECK_KIND(ErrorKind::kCorruptData, v[i] >= v[i - 1],
-                    origin << ": " << name << " decreases at row " << i - 1 << " (entry " << i << " is " << v[i]
-                           << ", entry " << i - 1 << " is " << v[i - 1] << ")");
+                    origin << ": " << name << " decreases at row " << i - 1 << " (entry " << i << " is " << v[i] << ", entry "
+                           << i - 1 << " is " << v[i - 1] << ")");
   const auto size = static_cast<int64_t>(data_extent);
   const bool ok = tail == OffsetsTail::kNone ? v.back() == size : v.back() <= size;
   KEEL_CHECK_KIND(ErrorKind::kCorruptData, ok,

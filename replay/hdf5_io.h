@@ -64,12 +64,12 @@ void flush(hid_t file, const std::string& origin);
 Handle create_extendable(hid_t file, const std::string& name, hid_t type, hsize_t chunk = 16384);
 // Opens dataset `name`; kCorruptData naming `origin` when it is absent or not a dataset.
 Handle open_dataset(hid_t file, const std::string& name, const std::string& origin);
-bool exists(hid_t file, const std::string& name);  // a link at `name` (intermediate groups allowed)
+bool exists(hid_t file, const std::string& name);          // a link at `name` (intermediate groups allowed)
 Handle create_group(hid_t file, const std::string& name);  // kIo on failure
 Handle open_group(hid_t file, const std::string& name, const std::string& origin);  // kCorruptData when absent
 
 std::string name_of(hid_t obj);  // the object's path in its file ("/chosen/offsets"), for messages
-hsize_t extent(hid_t ds);  // number of elements of a one-dimensional dataset (kCorruptData on other ranks)
+hsize_t extent(hid_t ds);        // number of elements of a one-dimensional dataset (kCorruptData on other ranks)
 // True when the dataset's stored type is an integer (any width / sign) or a float.
 bool is_integer(hid_t ds);
 bool is_float(hid_t ds);

@@ -19,8 +19,8 @@ MineMode parse_mine_mode(const std::string& s);  // "best-worst" | "all"
 
 struct MineOptions {
   MineMode mode = MineMode::kBestWorst;
-  double margin = 0.0;             // minimum score gap (strictly greater)
-  bool finished_only = false;      // ignore rollouts that did not end with EOS
+  double margin = 0.0;               // minimum score gap (strictly greater)
+  bool finished_only = false;        // ignore rollouts that did not end with EOS
   int64_t max_pairs_per_prompt = 0;  // 0 = no limit (mode all)
 };
 

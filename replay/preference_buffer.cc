@@ -115,8 +115,8 @@ void PreferenceWriter::Impl::flush() {
   h5::flush(file.get(), "preference buffer " + write_path);
 }
 
-PreferenceWriter::PreferenceWriter(const std::string& path, const std::string& tokenizer_identity,
-                                   PreferenceContents contents, bool atomic)
+PreferenceWriter::PreferenceWriter(const std::string& path, const std::string& tokenizer_identity, PreferenceContents contents,
+                                   bool atomic)
     : impl_(std::make_unique<Impl>()) {
   h5::quiet();
   auto& m = *impl_;
@@ -223,8 +223,9 @@ void PreferenceReader::Impl::check_format() {
   KEEL_CHECK_KIND(ErrorKind::kCorruptData, h5::has_attr(file.get(), "format_version"),
                   path << ": not a keel preference buffer (root attribute format_version is missing)");
   const int64_t version = h5::get_attr_int(file.get(), "format_version", path);
-  KEEL_CHECK_KIND(ErrorKind::kCorruptData, version == kPreferenceFormatVersion,
-                  path << ": preference buffer format version " << version << ", this keel reads version " << kPreferenceFormatVersion);
+  KEEL_CHECK_KIND(
+      ErrorKind::kCorruptData, version == kPreferenceFormatVersion,
+      path << ": preference buffer format version " << version << ", this keel reads version " << kPreferenceFormatVersion);
   if (h5::has_attr(file.get(), "format")) {
     const auto f = h5::get_attr_string(file.get(), "format", path);
     KEEL_CHECK_KIND(ErrorKind::kCorruptData, f == kFormatName,
@@ -314,7 +315,8 @@ std::vector<PreferencePair> PreferenceReader::read(int64_t begin, int64_t end) c
   for (int k = 0; k < 3; ++k) {
     const auto& off = m.offsets[k];
     std::vector<int32_t> buf(static_cast<size_t>(off[end] - off[begin]));
-    h5::read_range(m.tokens[k].get(), H5T_NATIVE_INT32, off[begin], buf.size(), buf.data(), m.path + " /" + kSides[k] + "/tokens");
+    h5::read_range(m.tokens[k].get(), H5T_NATIVE_INT32, off[begin], buf.size(), buf.data(),
+                   m.path + " /" + kSides[k] + "/tokens");
     for (size_t i = 0; i < n; ++i) {
       auto& dst = k == 0 ? out[i].prompt : k == 1 ? out[i].chosen : out[i].rejected;
       dst.assign(buf.begin() + (off[begin + i] - off[begin]), buf.begin() + (off[begin + i + 1] - off[begin]));

@@ -44,7 +44,7 @@ struct PreferencePair {
   std::string source;                                   // stored when the buffer has metadata
   float chosen_reward = NAN, rejected_reward = NAN;
   int64_t policy_version = -1;
-  float ref_chosen = NAN, ref_rejected = NAN;           // filled when the buffer caches them
+  float ref_chosen = NAN, ref_rejected = NAN;  // filled when the buffer caches them
 };
 
 struct PreferenceContents {

@@ -13,8 +13,7 @@ std::vector<ChatMessage> messages(const nlohmann::json& j, const char* field) {
   KEEL_CHECK(j.is_array(), "'" << field << "' must be a string or a list of messages");
   std::vector<ChatMessage> out;
   for (const auto& m : j) {
-    KEEL_CHECK(m.is_object() && m.contains("role") && m.contains("content") && m["role"].is_string() &&
-                   m["content"].is_string(),
+    KEEL_CHECK(m.is_object() && m.contains("role") && m.contains("content") && m["role"].is_string() && m["content"].is_string(),
                "a message of '" << field << "' lacks string 'role' or 'content'");
     out.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
     KEEL_CHECK(out.back().role == "system" || out.back().role == "user" || out.back().role == "assistant",
@@ -32,8 +31,7 @@ nlohmann::json to_json(const std::vector<ChatMessage>& msgs) {
 // The final assistant turn of a response given as messages (after the prompt).
 std::string response_of(const std::vector<ChatMessage>& rest, const char* field) {
   KEEL_CHECK(rest.size() == 1 && rest[0].role == "assistant",
-             "'" << field << "' must end in exactly one assistant turn after the prompt, found " << rest.size()
-                 << " message(s)");
+             "'" << field << "' must end in exactly one assistant turn after the prompt, found " << rest.size() << " message(s)");
   return rest[0].content;
 }
 
@@ -63,9 +61,8 @@ PreferencePair parse_preference_json(const nlohmann::json& j, const Tokenizer& t
         prompt = messages(j["prompt"], "prompt");
       // TRL's explicit form gives only the responses; some writers repeat the prompt in them.
       auto strip = [&](std::vector<ChatMessage>& v) {
-        if (v.size() > prompt.size() && std::equal(prompt.begin(), prompt.end(), v.begin(), [](auto& a, auto& b) {
-              return a.role == b.role && a.content == b.content;
-            }))
+        if (v.size() > prompt.size() && std::equal(prompt.begin(), prompt.end(), v.begin(),
+                                                   [](auto& a, auto& b) { return a.role == b.role && a.content == b.content; }))
           v.erase(v.begin(), v.begin() + static_cast<long>(prompt.size()));
       };
       strip(c);

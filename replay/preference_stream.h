@@ -16,11 +16,11 @@ namespace keel {
 
 struct PreferenceStreamOptions {
   int64_t batch_pairs = 8;
-  int64_t block_pairs = 64;      // contiguous pairs read together
-  int64_t window_blocks = 64;    // blocks shuffled together (window_blocks * block_pairs pairs in memory)
+  int64_t block_pairs = 64;    // contiguous pairs read together
+  int64_t window_blocks = 64;  // blocks shuffled together (window_blocks * block_pairs pairs in memory)
   int64_t prefetch_batches = 8;
   uint64_t seed = 1;
-  int64_t begin = 0, end = -1;   // the buffer's pairs [begin, end) this stream draws from; -1 = to the end
+  int64_t begin = 0, end = -1;  // the buffer's pairs [begin, end) this stream draws from; -1 = to the end
 };
 
 class PreferenceStream {

@@ -25,8 +25,8 @@ void append_vec(const Handle& ds, hid_t memtype, const std::vector<T>& v) {
 struct RolloutLog::Impl {
   std::string origin;  // "rollout log <path>", for messages
   Handle file;
-  Handle prompt_tokens, prompt_offsets, response_tokens, response_offsets, logprobs, score, policy_version, actor_id,
-      group_id, finished, learner_version, uid, trained_uid, trained_version;
+  Handle prompt_tokens, prompt_offsets, response_tokens, response_offsets, logprobs, score, policy_version, actor_id, group_id,
+      finished, learner_version, uid, trained_uid, trained_version;
   int64_t rows = 0, prompt_total = 0, response_total = 0;
 
   struct Dataset {
@@ -36,13 +36,20 @@ struct RolloutLog::Impl {
   };
   // Every dataset, for opening or creating them all alike.
   std::vector<Dataset> datasets() {
-    return {{"prompt_tokens", &prompt_tokens, H5T_STD_I32LE},     {"prompt_offsets", &prompt_offsets, H5T_STD_I64LE},
-            {"response_tokens", &response_tokens, H5T_STD_I32LE}, {"response_offsets", &response_offsets, H5T_STD_I64LE},
-            {"logprobs", &logprobs, H5T_IEEE_F32LE},              {"score", &score, H5T_IEEE_F32LE},
-            {"policy_version", &policy_version, H5T_STD_U64LE},   {"actor_id", &actor_id, H5T_STD_U32LE},
-            {"group_id", &group_id, H5T_STD_U64LE},               {"finished", &finished, H5T_STD_U8LE},
-            {"learner_version", &learner_version, H5T_STD_U64LE}, {"uid", &uid, H5T_STD_U64LE},
-            {"trained_uid", &trained_uid, H5T_STD_U64LE},         {"trained_version", &trained_version, H5T_STD_U64LE}};
+    return {{"prompt_tokens", &prompt_tokens, H5T_STD_I32LE},
+            {"prompt_offsets", &prompt_offsets, H5T_STD_I64LE},
+            {"response_tokens", &response_tokens, H5T_STD_I32LE},
+            {"response_offsets", &response_offsets, H5T_STD_I64LE},
+            {"logprobs", &logprobs, H5T_IEEE_F32LE},
+            {"score", &score, H5T_IEEE_F32LE},
+            {"policy_version", &policy_version, H5T_STD_U64LE},
+            {"actor_id", &actor_id, H5T_STD_U32LE},
+            {"group_id", &group_id, H5T_STD_U64LE},
+            {"finished", &finished, H5T_STD_U8LE},
+            {"learner_version", &learner_version, H5T_STD_U64LE},
+            {"uid", &uid, H5T_STD_U64LE},
+            {"trained_uid", &trained_uid, H5T_STD_U64LE},
+            {"trained_version", &trained_version, H5T_STD_U64LE}};
   }
   void open_existing(const std::string& path);
   void create_new(const std::string& path, const std::string& tokenizer_identity);
@@ -236,8 +243,9 @@ RolloutLogContents read_rollout_log(const std::string& path) {
   const std::string origin = "rollout log " + path;
   const Handle file = h5::open_file(path, H5F_ACC_RDONLY, "rollout log");
   const int64_t version = h5::get_attr_int(file.get(), "format_version", origin);
-  KEEL_CHECK_KIND(ErrorKind::kCorruptData, version == 1 || version == kLogFormatVersion,
-                  "rollout log " << path << " has format version " << version << " (this keel reads 1 and " << kLogFormatVersion << ")");
+  KEEL_CHECK_KIND(
+      ErrorKind::kCorruptData, version == 1 || version == kLogFormatVersion,
+      "rollout log " << path << " has format version " << version << " (this keel reads 1 and " << kLogFormatVersion << ")");
   RolloutLogContents out;
   out.tokenizer = h5::has_attr(file.get(), "tokenizer") ? h5::get_attr_string(file.get(), "tokenizer", origin) : "";
   auto ds = [&](const char* n) { return h5::open_dataset(file.get(), n, origin); };

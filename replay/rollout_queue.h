@@ -22,7 +22,7 @@ struct ReplayOptions {
 
 struct ReplayStats {
   int64_t received = 0, taken = 0, dropped_stale = 0, kept_stale = 0, evicted = 0;
-  double staleness_sum = 0;   // over taken rollouts
+  double staleness_sum = 0;  // over taken rollouts
 };
 
 class RolloutQueue {

@@ -1,3 +1,4 @@
+#include "core/model_loader.h"
 #include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/padded_batch.h"
@@ -9,8 +10,9 @@ namespace {
 
 class ModelScorer : public Scorer {
  public:
-  ModelScorer(const std::string& dir, const std::string& device) : model_(load_model(dir)), device_(device) {
-    KEEL_CHECK(model_->config().reward_head, dir << " has no reward head (config keel.reward_head); train one with keel reward train");
+  ModelScorer(const std::string& dir, const std::string& device) : model_(load_model_as(dir, {})), device_(device) {
+    KEEL_CHECK(model_->config().reward_head,
+               dir << " has no reward head (config keel.reward_head); train one with keel reward train");
     model_->to(device_);
     model_->eval();
   }

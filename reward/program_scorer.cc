@@ -30,7 +30,7 @@ class ProgramScorer : public Scorer {
       out += nlohmann::json{{"prompt", it.prompt}, {"response", it.response}, {"finished", it.finished}}.dump() + "\n";
     if (!write_all(out)) {
       stop();
-      KEEL_FAIL("reward program '" << command_ << "' is not reading its input (did it exit?)");
+      KEEL_FAIL_KIND(ErrorKind::kPeer, "reward program '" << command_ << "' is not reading its input (did it exit?)");
     }
     std::vector<ScoreResult> results;
     for (size_t i = 0; i < items.size(); ++i) {
@@ -40,11 +40,11 @@ class ProgramScorer : public Scorer {
         j = nlohmann::json::parse(line);
       } catch (const std::exception&) {
         stop();
-        KEEL_FAIL("reward program answered line " << i + 1 << " of the batch with '" << line.substr(0, 200)
-                                                  << "', not a JSON object with a number 'score'");
+        KEEL_FAIL_KIND(ErrorKind::kPeer, "reward program answered line " << i + 1 << " of the batch with '" << line.substr(0, 200)
+                                                                         << "', not a JSON object with a number 'score'");
       }
-      KEEL_CHECK(j.is_object() && j.contains("score") && j["score"].is_number(),
-                 "reward program answer '" << line.substr(0, 200) << "' lacks a number 'score'");
+      KEEL_CHECK_KIND(ErrorKind::kPeer, j.is_object() && j.contains("score") && j["score"].is_number(),
+                      "reward program answer '" << line.substr(0, 200) << "' lacks a number 'score'");
       ScoreResult r;
       r.score = j["score"].get<float>();
       if (j.contains("parts") && j["parts"].is_object())
@@ -60,9 +60,9 @@ class ProgramScorer : public Scorer {
   void start() {
     stop();
     int in[2], out[2];
-    KEEL_CHECK(::pipe(in) == 0 && ::pipe(out) == 0, "pipe: " << std::strerror(errno));
+    KEEL_CHECK_KIND(io_error_kind(errno), ::pipe(in) == 0 && ::pipe(out) == 0, "pipe: " << std::strerror(errno));
     pid_ = ::fork();
-    KEEL_CHECK(pid_ >= 0, "fork: " << std::strerror(errno));
+    KEEL_CHECK_KIND(io_error_kind(errno), pid_ >= 0, "fork: " << std::strerror(errno));
     if (pid_ == 0) {
       ::dup2(in[0], 0);
       ::dup2(out[1], 1);
@@ -109,13 +109,13 @@ class ProgramScorer : public Scorer {
       const int r = ::poll(&p, 1, timeout_ms_);
       if (r <= 0) {
         stop();
-        KEEL_FAIL("reward program '" << command_ << "' gave no answer within " << timeout_ms_ << " ms");
+        KEEL_FAIL_KIND(ErrorKind::kPeer, "reward program '" << command_ << "' gave no answer within " << timeout_ms_ << " ms");
       }
       char buf[65536];
       const ssize_t n = ::read(from_, buf, sizeof buf);
       if (n <= 0) {
         stop();
-        KEEL_FAIL("reward program '" << command_ << "' closed its output (exited?)");
+        KEEL_FAIL_KIND(ErrorKind::kPeer, "reward program '" << command_ << "' closed its output (exited?)");
       }
       buffer_.append(buf, static_cast<size_t>(n));
     }

@@ -35,4 +35,13 @@ std::unique_ptr<Scorer> make_model_scorer(const std::string& model_dir, const st
 // Subtracts `penalty` from items that did not end with EOS (part "missing_eos").
 void apply_missing_eos_penalty(const std::vector<wire::ScoreItem>& items, std::vector<ScoreResult>& results, float penalty);
 
+// Which scorer a reward service runs, as `keel reward serve` names it.
+struct ScorerOptions {
+  std::string kind = "task";  // task | program | model
+  std::string program;        // kind program: the command line of the reward program
+  std::string model;          // kind model: a reward-model directory
+  std::string device = "cpu";
+};
+std::unique_ptr<Scorer> make_scorer(const ScorerOptions& o);
+
 }  // namespace keel

@@ -54,10 +54,17 @@ RewardServiceStats serve_rewards(const RewardServiceOptions& o, Scorer& scorer, 
     std::string error;
     try {
       results = scorer.score(items);
-      KEEL_CHECK(results.size() == items.size(), "scorer returned " << results.size() << " scores for " << items.size() << " items");
+      KEEL_CHECK_KIND(ErrorKind::kInternal, results.size() == items.size(),
+                      "scorer returned " << results.size() << " scores for " << items.size() << " items");
       apply_missing_eos_penalty(items, results, o.missing_eos_penalty);
-    } catch (const std::exception& e) {
+    } catch (const KeelError& e) {
+      // A misbehaving reward program or a bad item fails its batch; a bug in keel stops the service.
+      if (e.kind() == ErrorKind::kInternal) throw;
       error = e.what();
+    } catch (const std::exception& e) {
+      error = e.what();  // e.g. the reward model's LibTorch refusing an item
+    }
+    if (!error.empty()) {
       ++stats.failed;
       std::cerr << "reward: batch of " << items.size() << " failed: " << error << "\n";
     }
@@ -72,7 +79,8 @@ RewardServiceStats serve_rewards(const RewardServiceOptions& o, Scorer& scorer, 
           reply.parts.push_back(results[at].parts);
         }
       }
-      if (!wire::send_message(channel, {"reward", reply}, p.peer)) std::cerr << "reward: a requester went away before its reply\n";
+      if (!wire::send_message(channel, {"reward", reply}, p.peer))
+        std::cerr << "reward: a requester went away before its reply\n";
     }
     stats.items += static_cast<int64_t>(items.size());
     ++stats.batches;
@@ -80,6 +88,16 @@ RewardServiceStats serve_rewards(const RewardServiceOptions& o, Scorer& scorer, 
     pending_items = 0;
   }
   return stats;
+}
+
+RewardServiceStats run_reward_service(const RewardServiceOptions& o, const ScorerOptions& so, const std::atomic<bool>& stop) {
+  auto scorer = make_scorer(so);
+  auto channel = wire::zmq_bind(wire::SocketKind::kRouter, o.endpoint);
+  std::cerr << "reward: serving " << so.kind << " rewards on " << o.endpoint << "\n";
+  const auto st = serve_rewards(o, *scorer, *channel, stop);
+  std::cerr << "reward: " << st.requests << " requests, " << st.items << " items in " << st.batches << " batches, " << st.failed
+            << " failed, " << st.receive.rejected << " bad messages\n";
+  return st;
 }
 
 }  // namespace keel

@@ -14,9 +14,9 @@ namespace keel {
 
 struct RewardServiceOptions {
   std::string endpoint = "tcp://127.0.0.1:5560";  // bind address
-  int max_batch = 64;        // items scored together
-  int max_wait_ms = 20;      // longest wait to fill a batch
-  float missing_eos_penalty = 0;  // subtracted from responses that do not end in EOS
+  int max_batch = 64;                             // items scored together
+  int max_wait_ms = 20;                           // longest wait to fill a batch
+  float missing_eos_penalty = 0;                  // subtracted from responses that do not end in EOS
   void validate() const;
 };
 
@@ -28,5 +28,9 @@ struct RewardServiceStats {
 // Serves until `stop` becomes true or a Shutdown message arrives.
 RewardServiceStats serve_rewards(const RewardServiceOptions& o, Scorer& scorer, wire::Channel& channel,
                                  const std::atomic<bool>& stop);
+
+// The reward service of `keel reward serve`: binds o.endpoint, serves `scorer`'s scores until
+// `stop`, and prints its counters.
+RewardServiceStats run_reward_service(const RewardServiceOptions& o, const ScorerOptions& scorer, const std::atomic<bool>& stop);
 
 }  // namespace keel

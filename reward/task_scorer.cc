@@ -10,8 +10,10 @@ class TaskScorer : public Scorer {
     std::vector<ScoreResult> out;
     for (const auto& it : items) {
       const auto r = task_reward(it.prompt, it.response);
-      if (r) out.push_back({static_cast<float>(*r), {{"task", static_cast<float>(*r)}}});
-      else out.push_back({0.0f, {{"unknown_task", 1.0f}}});
+      if (r)
+        out.push_back({static_cast<float>(*r), {{"task", static_cast<float>(*r)}}});
+      else
+        out.push_back({0.0f, {{"unknown_task", 1.0f}}});
     }
     return out;
   }

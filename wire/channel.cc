@@ -21,12 +21,18 @@ zmq::context_t& context() {
 
 int zmq_type(SocketKind k) {
   switch (k) {
-    case SocketKind::kPush: return ZMQ_PUSH;
-    case SocketKind::kPull: return ZMQ_PULL;
-    case SocketKind::kPub: return ZMQ_PUB;
-    case SocketKind::kSub: return ZMQ_SUB;
-    case SocketKind::kDealer: return ZMQ_DEALER;
-    case SocketKind::kRouter: return ZMQ_ROUTER;
+    case SocketKind::kPush:
+      return ZMQ_PUSH;
+    case SocketKind::kPull:
+      return ZMQ_PULL;
+    case SocketKind::kPub:
+      return ZMQ_PUB;
+    case SocketKind::kSub:
+      return ZMQ_SUB;
+    case SocketKind::kDealer:
+      return ZMQ_DEALER;
+    case SocketKind::kRouter:
+      return ZMQ_ROUTER;
   }
   return ZMQ_PAIR;
 }
@@ -55,8 +61,8 @@ class ZmqChannel : public Channel {
   void secure(const std::string& endpoint, bool bind, const TransportSecurity& sec) {
     if (bind && !sec.curve())
       KEEL_CHECK(is_local_endpoint(endpoint), "refusing to bind " << endpoint
-                                                  << " in clear: an address beyond loopback needs CURVE keys "
-                                                     "(keel keys generate; then --curve-key and --curve-allow)");
+                                                                  << " in clear: an address beyond loopback needs CURVE keys "
+                                                                     "(keel keys generate; then --curve-key and --curve-allow)");
     if (!sec.curve() || endpoint.rfind("tcp://", 0) != 0) return;
     if (bind) {
       KEEL_CHECK(!sec.allowed.empty(), "binding " << endpoint << " with CURVE needs the client keys it admits (--curve-allow)");
@@ -125,8 +131,10 @@ class InprocChannel : public Channel {
   std::optional<Packet> recv(int timeout_ms) override {
     std::unique_lock<std::mutex> l(in_->mu);
     auto ready = [&] { return !in_->items.empty(); };
-    if (timeout_ms < 0) in_->cv.wait(l, ready);
-    else if (!in_->cv.wait_for(l, std::chrono::milliseconds(timeout_ms), ready)) return std::nullopt;
+    if (timeout_ms < 0)
+      in_->cv.wait(l, ready);
+    else if (!in_->cv.wait_for(l, std::chrono::milliseconds(timeout_ms), ready))
+      return std::nullopt;
     Packet p{"inproc", std::move(in_->items.front())};
     in_->items.pop_front();
     return p;

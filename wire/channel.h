@@ -15,7 +15,7 @@
 namespace keel::wire {
 
 struct Packet {
-  std::string peer;   // routing id of the sender on a ROUTER socket; "" otherwise
+  std::string peer;  // routing id of the sender on a ROUTER socket; "" otherwise
   std::string bytes;
 };
 
@@ -33,7 +33,7 @@ enum class SocketKind { kPush, kPull, kPub, kSub, kDealer, kRouter };
 
 struct SocketOptions {
   int send_timeout_ms = 2000;
-  int high_water_mark = 1000;    // messages queued per peer
+  int high_water_mark = 1000;               // messages queued per peer
   int64_t max_message_bytes = 256ll << 20;  // larger incoming messages drop the connection (ZMQ_MAXMSGSIZE)
   // This socket's keys instead of the process-wide transport_security() (a process talking to
   // servers with different keys; tests playing several peers).

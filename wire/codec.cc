@@ -223,7 +223,8 @@ bool read_body(cs::Envelope::Reader e, Body& body, std::string& err) {
       for (auto p : r.getParts()) s.parts.push_back(get_parts(p));
       s.error = r.getError().cStr();
       if (s.error.empty() && !s.parts.empty() && s.parts.size() != s.scores.size()) {
-        err = "score reply has " + std::to_string(s.parts.size()) + " part lists for " + std::to_string(s.scores.size()) + " scores";
+        err = "score reply has " + std::to_string(s.parts.size()) + " part lists for " + std::to_string(s.scores.size()) +
+              " scores";
         return false;
       }
       body = std::move(s);
@@ -231,7 +232,8 @@ bool read_body(cs::Envelope::Reader e, Body& body, std::string& err) {
     }
     case cs::Envelope::WEIGHT_ANNOUNCE: {
       auto r = e.getWeightAnnounce();
-      body = WeightAnnounce{r.getPolicyVersion(), r.getTotalBytes(), r.getSharedPath().cStr(), r.getChunkCount(), r.getChecksum()};
+      body =
+          WeightAnnounce{r.getPolicyVersion(), r.getTotalBytes(), r.getSharedPath().cStr(), r.getChunkCount(), r.getChecksum()};
       return true;
     }
     case cs::Envelope::WEIGHT_REQUEST: {
@@ -250,8 +252,9 @@ bool read_body(cs::Envelope::Reader e, Body& body, std::string& err) {
         err = "weight chunk of " + std::to_string(d.size()) + " bytes in a blob of " + std::to_string(r.getTotalBytes());
         return false;
       }
-      body = WeightChunk{r.getPolicyVersion(), r.getIndex(), r.getCount(), std::string(reinterpret_cast<const char*>(d.begin()), d.size()),
-                         r.getTotalBytes(), r.getChecksum()};
+      body = WeightChunk{r.getPolicyVersion(), r.getIndex(),
+                         r.getCount(),         std::string(reinterpret_cast<const char*>(d.begin()), d.size()),
+                         r.getTotalBytes(),    r.getChecksum()};
       return true;
     }
     case cs::Envelope::STATS:
@@ -278,8 +281,9 @@ bool read_body(cs::Envelope::Reader e, Body& body, std::string& err) {
 }  // namespace
 
 const char* body_name(const Body& b) {
-  static const char* kNames[] = {"hello", "heartbeat", "rollouts", "score_request", "score_reply", "weight_announce",
-                                 "weight_request", "weight_chunk", "stats", "shutdown", "credit_request", "credit_grant"};
+  static const char* kNames[] = {"hello",       "heartbeat",       "rollouts",       "score_request",
+                                 "score_reply", "weight_announce", "weight_request", "weight_chunk",
+                                 "stats",       "shutdown",        "credit_request", "credit_grant"};
   return kNames[b.index()];
 }
 
@@ -316,13 +320,13 @@ Decoded decode(const void* data, size_t size, const DecodeLimits& limits) {
     // An honest message is read about once; a hostile one whose pointers all alias one large blob
     // would make the copy out of it grow without bound. Capping the words visited at a small
     // multiple of the message's own size bounds what decoding allocates.
-    opts.traversalLimitInWords = std::min<uint64_t>(limits.traversal_limit_words,
-                                                    limits.traversal_per_word * (size / 8) + 1024);
+    opts.traversalLimitInWords = std::min<uint64_t>(limits.traversal_limit_words, limits.traversal_per_word * (size / 8) + 1024);
     opts.nestingLimit = limits.nesting_limit;
     capnp::FlatArrayMessageReader reader(kj::ArrayPtr<const capnp::word>(words, size / 8), opts);
     auto e = reader.getRoot<cs::Envelope>();
     if (e.getVersion() != kWireVersion) {
-      out.error = "wire version " + std::to_string(e.getVersion()) + " (this process speaks " + std::to_string(kWireVersion) + ")";
+      out.error =
+          "wire version " + std::to_string(e.getVersion()) + " (this process speaks " + std::to_string(kWireVersion) + ")";
       return out;
     }
     Message m;

@@ -13,7 +13,7 @@
 namespace keel::wire {
 
 struct DecodeLimits {
-  size_t max_bytes = 256u << 20;           // larger buffers are refused before parsing
+  size_t max_bytes = 256u << 20;               // larger buffers are refused before parsing
   uint64_t traversal_limit_words = 64u << 20;  // Cap'n Proto: total words a reader may visit...
   uint64_t traversal_per_word = 4;             // ...and at most this many per word of the message
   int nesting_limit = 16;

@@ -62,8 +62,10 @@ CurveKeyPair generate_curve_keys() {
 void write_curve_keys(const std::string& prefix, const CurveKeyPair& keys) {
   const auto dir = fs::path(prefix).parent_path();
   if (!dir.empty()) fs::create_directories(dir);
-  write_file_atomically(prefix + ".secret", "# keel CURVE key pair: public, then secret. Keep this file private.\n" +
-                                                keys.public_key + "\n" + keys.secret_key + "\n", 0600);
+  write_file_atomically(
+      prefix + ".secret",
+      "# keel CURVE key pair: public, then secret. Keep this file private.\n" + keys.public_key + "\n" + keys.secret_key + "\n",
+      0600);
   write_file_atomically(prefix + ".pub", keys.public_key + "\n", 0644);
 }
 

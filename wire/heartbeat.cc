@@ -10,7 +10,8 @@ HeartbeatSender::HeartbeatSender(const std::string& endpoint, const std::string&
     auto next = std::chrono::steady_clock::now();
     while (!stop_.load()) {
       if (std::chrono::steady_clock::now() >= next) {
-        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
+        const auto ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
         send_message(*ch, {sender, Heartbeat{static_cast<uint64_t>(ms.count()), version_.load()}});
         next += period;
       }

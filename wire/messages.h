@@ -106,8 +106,8 @@ struct CreditGrant {
   uint32_t retry_ms = 0;     // when refused: ask again after this long
 };
 
-using Body = std::variant<Hello, Heartbeat, RolloutBatch, ScoreRequest, ScoreReply, WeightAnnounce, WeightRequest,
-                          WeightChunk, Stats, Shutdown, CreditRequest, CreditGrant>;
+using Body = std::variant<Hello, Heartbeat, RolloutBatch, ScoreRequest, ScoreReply, WeightAnnounce, WeightRequest, WeightChunk,
+                          Stats, Shutdown, CreditRequest, CreditGrant>;
 
 struct Message {
   std::string sender;

@@ -60,8 +60,8 @@ class ZapHandler {
         client = z85(frames[6]);
         std::lock_guard<std::mutex> lock(mu_);
         const auto d = domains_.find(frames[2]);
-        admit = !client.empty() && d != domains_.end() &&
-                std::find(d->second.begin(), d->second.end(), client) != d->second.end();
+        admit =
+            !client.empty() && d != domains_.end() && std::find(d->second.begin(), d->second.end(), client) != d->second.end();
       }
       if (!admit) {
         ++g_refused;
@@ -69,7 +69,8 @@ class ZapHandler {
                   << (client.empty() ? "" : client + " ") << "from " << (frames.size() > 3 ? frames[3] : "?")
                   << ": key not in the allowed list\n";
       }
-      const std::string reply[] = {"1.0", request_id, admit ? "200" : "400", admit ? "OK" : "key not allowed", admit ? client : "", ""};
+      const std::string reply[] = {
+          "1.0", request_id, admit ? "200" : "400", admit ? "OK" : "key not allowed", admit ? client : "", ""};
       for (size_t i = 0; i < 6; ++i)
         socket_.send(zmq::buffer(reply[i]), i + 1 < 6 ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }

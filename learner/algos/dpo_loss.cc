@@ -14,6 +14,11 @@ DpoLossType parse_dpo_loss_type(const std::string& s) {
   KEEL_FAIL("unknown DPO loss type '" << s << "' (sigmoid, cdpo, robust, hinge, ipo, simpo)");
 }
 
+const char* dpo_loss_type_name(DpoLossType t) {
+  static const char* const kNames[] = {"sigmoid", "cdpo", "robust", "hinge", "ipo", "simpo"};
+  return kNames[static_cast<int>(t)];
+}
+
 DpoLossResult dpo_loss(const PairLogprobs& lp, const DpoConfig& c) {
   namespace F = torch::nn::functional;
   const double beta = c.beta, e = c.label_smoothing;
@@ -28,19 +33,26 @@ DpoLossResult dpo_loss(const PairLogprobs& lp, const DpoConfig& c) {
   auto chosen_ratio = lp.chosen - lp.ref_chosen, rejected_ratio = lp.rejected - lp.ref_rejected;
   auto h = chosen_ratio - rejected_ratio;
   switch (c.type) {
-    case DpoLossType::kSigmoid: r.losses = -F::logsigmoid(beta * h); break;
-    case DpoLossType::kCdpo: r.losses = -(1 - e) * F::logsigmoid(beta * h) - e * F::logsigmoid(-beta * h); break;
+    case DpoLossType::kSigmoid:
+      r.losses = -F::logsigmoid(beta * h);
+      break;
+    case DpoLossType::kCdpo:
+      r.losses = -(1 - e) * F::logsigmoid(beta * h) - e * F::logsigmoid(-beta * h);
+      break;
     case DpoLossType::kRobust:
       KEEL_CHECK(e >= 0 && e < 0.5, "robust DPO needs label smoothing in [0, 0.5), got " << e);
       r.losses = (-(1 - e) * F::logsigmoid(beta * h) + e * F::logsigmoid(-beta * h)) / (1 - 2 * e);
       break;
-    case DpoLossType::kHinge: r.losses = torch::relu(1 - beta * h); break;
+    case DpoLossType::kHinge:
+      r.losses = torch::relu(1 - beta * h);
+      break;
     case DpoLossType::kIpo: {
       auto h_avg = chosen_ratio / lp.chosen_len - rejected_ratio / lp.rejected_len;
       r.losses = (h_avg - 1 / (2 * beta)).pow(2);
       break;
     }
-    case DpoLossType::kSimpo: break;
+    case DpoLossType::kSimpo:
+      break;
   }
   r.chosen_rewards = (beta * chosen_ratio).detach();
   r.rejected_rewards = (beta * rejected_ratio).detach();

@@ -17,6 +17,7 @@ namespace keel {
 
 enum class DpoLossType { kSigmoid, kCdpo, kRobust, kHinge, kIpo, kSimpo };
 DpoLossType parse_dpo_loss_type(const std::string& s);  // sigmoid | cdpo | robust | hinge | ipo | simpo
+const char* dpo_loss_type_name(DpoLossType t);
 
 struct DpoConfig {
   DpoLossType type = DpoLossType::kSigmoid;

@@ -2,7 +2,8 @@
 
 namespace keel {
 
-Advantages gae(const torch::Tensor& rewards, const torch::Tensor& values, const torch::Tensor& mask, double gamma, double lambda) {
+Advantages gae(const torch::Tensor& rewards, const torch::Tensor& values, const torch::Tensor& mask, double gamma,
+               double lambda) {
   const int64_t T = rewards.size(1);
   auto m = mask.to(rewards.scalar_type());
   auto next_value = torch::zeros_like(rewards.select(1, 0));

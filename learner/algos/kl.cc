@@ -17,10 +17,14 @@ KlEstimator parse_kl_estimator(const std::string& s) {
 torch::Tensor kl_estimate(const torch::Tensor& logp, const torch::Tensor& ref_logp, KlEstimator estimator) {
   auto d = logp - ref_logp;
   switch (estimator) {
-    case KlEstimator::kK1: return d;
-    case KlEstimator::kK2: return 0.5 * d.pow(2);
-    case KlEstimator::kK3: return torch::exp(-d) - 1 + d;
-    case KlEstimator::kAbs: return d.abs();
+    case KlEstimator::kK1:
+      return d;
+    case KlEstimator::kK2:
+      return 0.5 * d.pow(2);
+    case KlEstimator::kK3:
+      return torch::exp(-d) - 1 + d;
+    case KlEstimator::kAbs:
+      return d.abs();
   }
   return d;
 }
@@ -37,7 +41,8 @@ torch::Tensor kl_penalized_rewards(const torch::Tensor& kl, const torch::Tensor&
   auto rewards = -beta * kl * m;
   auto last = last_valid_index(mask);
   auto has = last >= 0;
-  auto onehot = torch::zeros_like(rewards).scatter_(1, last.clamp_min(0).unsqueeze(1), 1.0) * has.unsqueeze(1).to(kl.scalar_type());
+  auto onehot =
+      torch::zeros_like(rewards).scatter_(1, last.clamp_min(0).unsqueeze(1), 1.0) * has.unsqueeze(1).to(kl.scalar_type());
   return rewards + onehot * score.to(kl.scalar_type()).unsqueeze(1);
 }
 

@@ -8,9 +8,9 @@
 namespace keel {
 
 struct PolicyLossResult {
-  torch::Tensor loss;      // scalar: masked mean of max(-A r, -A clip(r, 1-eps_low, 1+eps_high))
-  torch::Tensor clipfrac;  // scalar: share of valid tokens where the clipped term was taken
-  torch::Tensor approx_kl; // scalar: 0.5 * mean((logp - logp_old)^2), logged only
+  torch::Tensor loss;       // scalar: masked mean of max(-A r, -A clip(r, 1-eps_low, 1+eps_high))
+  torch::Tensor clipfrac;   // scalar: share of valid tokens where the clipped term was taken
+  torch::Tensor approx_kl;  // scalar: 0.5 * mean((logp - logp_old)^2), logged only
   torch::Tensor ratio_mean;
 };
 

@@ -1,0 +1,46 @@
+// One actor-learner job on this machine, as `keel launch` runs it: the reward service, the learner
+// (`keel ppo` or `keel dpo online`) and N actors, each a process of this binary with its log in
+// <out>/logs/, supervised by core/process_supervisor.h (restarts with backoff; the learner resumes
+// from its last checkpoint, a bounded number of times; a restarted actor gets a new incarnation).
+// Endpoints come from one base port: rollouts +0, weights +1, chunks and credits +2, reward +5.
+// While it runs, a status line from the learner's status.json (learner/run_status.h).
+// Roles split the job over machines (launch/slurm/keel_ppo.sbatch): "actors" runs only this
+// node's actors, ranks actor_rank_base.. of actor_world, against the head's endpoints, until
+// stopped or done_file appears; "head" runs the reward service and the learner.
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "core/process_supervisor.h"
+
+namespace keel {
+
+struct ActorLearnerJobOptions {
+  std::string out = "runs/launch";  // run directory: learner/, logs/, launch.ini
+  std::string init;                 // SFT model: the policy, the reference and the actors' start
+  std::string learner = "ppo";      // ppo | dpo-online
+  std::string reward_kind = "task";
+  std::string host = "127.0.0.1";  // address the learner and reward service bind to
+  int actors = 2;                  // on this machine (0: actors run elsewhere)
+  int base_port = 5555;
+  int threads_per_process = 1;
+  int learner_restarts = 3;
+  std::vector<std::string> learner_args, actor_args, reward_args;  // extra options of each role
+  std::vector<std::string> transport_args;                         // CURVE options every process gets
+  std::string resolved_config;                                     // written to launch.ini with each process's command line
+  std::string role = "all";                                        // all | head (reward + learner) | actors (this node's actors)
+  int actor_rank_base = 0;                                         // rank of this node's first actor
+  int actor_world = 0;                                             // actors over all nodes (0: actors)
+  std::string done_file;                                           // role actors: stop when this file exists
+  void validate() const;
+};
+
+// The processes of the job, in start order (reward, learner, actors).
+std::vector<ChildSpec> actor_learner_processes(const ActorLearnerJobOptions& o);
+
+// Runs the job until the learner finishes (its exit code) or `stop` is set; then ends every process.
+int run_actor_learner_job(const ActorLearnerJobOptions& o, const std::atomic<bool>& stop);
+
+}  // namespace keel
