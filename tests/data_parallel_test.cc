@@ -20,7 +20,8 @@ std::string setup() {
   static std::string dir;
   if (!dir.empty()) return dir;
   dir = test::temp_dir("data_parallel");
-  auto r = test::keel(std::string("tokenizer train --input ") + kCorpus + " --doc-separator % --vocab-size 512 --out " + dir + "/tok");
+  auto r =
+      test::keel(std::string("tokenizer train --input ") + kCorpus + " --doc-separator % --vocab-size 512 --out " + dir + "/tok");
   EXPECT_EQ(r.code, 0) << r.output;
   r = test::keel("model init --tokenizer " + dir + "/tok.model --d-model 64 --n-layer 2 --n-head 2 --out " + dir + "/init");
   EXPECT_EQ(r.code, 0) << r.output;
@@ -33,14 +34,15 @@ std::string setup() {
 
 // Runs `args` as one process with --grad-accum 2 and as two ranks with --grad-accum 1.
 // `models`: the model directories of the run's output to compare ("model", and e.g. "critic").
-void expect_two_ranks_equal_one(const std::string& name, const std::string& args, int port,
+void expect_two_ranks_equal_one(const std::string& name, const std::string& args,
                                 const std::vector<std::string>& models = {"model"}) {
   const std::string dir = setup(), out = test::temp_dir(name);
   auto one = test::keel(args + " --threads 1 --grad-accum 2 --out " + out + "/one");
   ASSERT_EQ(one.code, 0) << one.output;
-  const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2 ";
+  const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(test::free_port_block(1)) + " WORLD_SIZE=2 ";
   test::RunResult r1;
-  std::thread rank1([&] { r1 = test::run(env + "RANK=1 " + test::keel_bin() + " " + args + " --threads 1 --out " + out + "/two"); });
+  std::thread rank1(
+      [&] { r1 = test::run(env + "RANK=1 " + test::keel_bin() + " " + args + " --threads 1 --out " + out + "/two"); });
   auto r0 = test::run(env + "RANK=0 " + test::keel_bin() + " " + args + " --threads 1 --out " + out + "/two");
   rank1.join();
   ASSERT_EQ(r0.code, 0) << r0.output;
@@ -66,39 +68,41 @@ TEST(DataParallel, TwoRanksEqualOneRankForSft) {
   const std::string dir = setup();
   expect_two_ranks_equal_one("dp_sft",
                              "sft --init " + dir + "/init --train-file " + dir +
-                                 "/sft.jsonl --steps 5 --batch-size 4 --seq-len 64 --lr 1e-3 --warmup-steps 0 --eval-every 0",
-                             29631);
+                                 "/sft.jsonl --steps 5 --batch-size 4 --seq-len 64 --lr 1e-3 --warmup-steps 0 --eval-every 0");
 }
 
 TEST(DataParallel, TwoRanksEqualOneRankForDpo) {
   const std::string dir = setup();
   expect_two_ranks_equal_one("dp_dpo",
                              "dpo --init " + dir + "/init --train " + dir +
-                                 "/pairs.h5 --eval-pairs 0 --steps 5 --batch-size 4 --lr 1e-3 --warmup-steps 0 --eval-every 0",
-                             29641);
+                                 "/pairs.h5 --eval-pairs 0 --steps 5 --batch-size 4 --lr 1e-3 --warmup-steps 0 --eval-every 0");
 }
 
 // PPO on the rollouts of a short logged run (`keel ppo --rollouts-from`, the same update batches
 // whatever the number of ranks): 2 ranks each take half of every minibatch.
 TEST(DataParallel, TwoRanksEqualOneRankForPpoWithASeparateCritic) {
   const std::string dir = setup(), run = test::temp_dir("dp_ppo_log");
-  auto r = test::keel("launch --out " + run + " --init " + dir + "/init --actors 1 --base-port 29661 --ppo-args '--updates 2"
-                      " --rollouts-per-update 16 --eval-per-family 2 --eval-samples 1 --rollout-log " + run +
-                      "/rollouts.h5' --actor-args '--batch-prompts 8 --families sort'");
+  auto r = test::keel("launch --out " + run + " --init " + dir + "/init --actors 1 --base-port " +
+                      std::to_string(test::free_port_block(6)) +
+                      " --ppo-args '--updates 2"
+                      " --rollouts-per-update 16 --eval-per-family 2 --eval-samples 1 --rollout-log " +
+                      run + "/rollouts.h5' --actor-args '--batch-prompts 8 --families sort'");
   ASSERT_EQ(r.code, 0) << r.output;
   expect_two_ranks_equal_one("dp_ppo",
-                             "ppo --init " + dir + "/init --rollouts-from " + run + "/rollouts.h5 --updates 2 --rollouts-per-update 16"
-                             " --minibatches 2 --epochs 2 --lr 1e-3 --eval-every 0 --eval-per-family 2 --eval-samples 1"
-                             " --critic separate",
-                             29671, {"model", "critic"});
+                             "ppo --init " + dir + "/init --rollouts-from " + run +
+                                 "/rollouts.h5 --updates 2 --rollouts-per-update 16"
+                                 " --minibatches 2 --epochs 2 --lr 1e-3 --eval-every 0 --eval-per-family 2 --eval-samples 1"
+                                 " --critic separate",
+                             {"model", "critic"});
 }
 
 TEST(DataParallel, ACollectiveWaitingOnADeadRankFailsNamingIt) {
   const std::string dir = setup(), out = test::temp_dir("dp_dead");
   const std::string args = "sft --init " + dir + "/init --train-file " + dir +
                            "/sft.jsonl --steps 100000 --batch-size 4 --seq-len 64 --eval-every 0 --checkpoint-every 0"
-                           " --collective-timeout 10 --threads 1 --out " + out;
-  const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=29651 WORLD_SIZE=2 ";
+                           " --collective-timeout 10 --threads 1 --out " +
+                           out;
+  const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(test::free_port_block(1)) + " WORLD_SIZE=2 ";
   std::thread killer([&] {
     std::this_thread::sleep_for(std::chrono::seconds(8));
     test::run("pkill -9 -f -- '" + out + " --keep-checkpoints 3'");  // rank 1 alone has this option

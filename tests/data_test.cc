@@ -1,4 +1,5 @@
-// Token files, corpora, SFT data and its packing, the task suite, metrics files.
+// Token files, corpora, SFT data and its packing, the task suite, metrics files. Suites
+// *AgainstPython run /usr/bin/python3 (CTest label `reference`).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -182,18 +183,30 @@ TEST(Tasks, SolveCheckAndSplits) {
   EXPECT_NE(make_tasks(TaskSplit::kTrain, 20, 2)[7].prompt, make_tasks(TaskSplit::kTrain, 20, 1)[7].prompt);
 }
 
-TEST(Metrics, JsonlAndTensorBoardEventsCarryTheSameScalars) {
-  const std::string dir = test::temp_dir("metrics");
+// Logs two steps of scalars into `dir` and returns the path of the TensorBoard events file ("" when
+// there is none).
+std::string write_metrics(const std::string& dir) {
   {
     MetricsWriter w(dir);
     w.log(1, {{"train/loss", 2.5}, {"train/lr", 0.001}});
     w.log(2, {{"train/loss", 2.25}});
   }
-  const auto lines = test::read_text(dir + "/metrics.jsonl");
-  EXPECT_NE(lines.find("\"train/loss\":2.25"), std::string::npos) << lines;
   std::string events;
   for (const auto& e : std::filesystem::directory_iterator(dir))
     if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0) events = e.path().string();
+  return events;
+}
+
+TEST(Metrics, JsonlCarriesTheScalarsAndTensorBoardEventsAreWritten) {
+  const std::string dir = test::temp_dir("metrics");
+  EXPECT_FALSE(write_metrics(dir).empty());
+  const auto lines = test::read_text(dir + "/metrics.jsonl");
+  EXPECT_NE(lines.find("\"train/loss\":2.25"), std::string::npos) << lines;
+}
+
+TEST(MetricsAgainstPython, TensorBoardEventsCarryTheSameScalars) {
+  const std::string dir = test::temp_dir("metrics_tfevents");
+  const std::string events = write_metrics(dir);
   ASSERT_FALSE(events.empty());
   auto r = test::python("reference.py tfevents " + events);
   ASSERT_EQ(r.code, 0) << r.output;

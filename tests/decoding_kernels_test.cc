@@ -116,8 +116,7 @@ TEST(SmallProducts, LeaveAutogradLargeBatchesAndOtherTypesToLibTorch) {
 }
 
 // softmax(q kᵀ / sqrt(hd) + bias) v with the kv heads repeated: the plain computation.
-torch::Tensor plain_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                              const torch::Tensor& bias) {
+torch::Tensor plain_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& bias) {
   const int64_t rep = q.size(1) / k.size(1);
   auto kr = k.repeat_interleave(rep, 1), vr = v.repeat_interleave(rep, 1);
   auto scores = torch::matmul(q, kr.transpose(-2, -1)) / std::sqrt(static_cast<double>(q.size(-1))) + bias;
@@ -157,13 +156,13 @@ TEST(DecodeAttention, LeavesPromptsAutogradAndOtherShapesToLibTorch) {
   torch::NoGradGuard ng;
   EXPECT_TRUE(decode_attention_applies(q, k, v, bias));
   EXPECT_FALSE(decode_attention_applies(torch::randn({2, 4, 3, 8}), k, v, torch::zeros({2, 1, 3, 5})));  // a prompt
-  EXPECT_FALSE(decode_attention_applies(q, k, v, torch::zeros({1, 1, 1, 5})));  // bias not per row
+  EXPECT_FALSE(decode_attention_applies(q, k, v, torch::zeros({1, 1, 1, 5})));                           // bias not per row
   EXPECT_FALSE(decode_attention_applies(torch::randn({2, 3, 1, 8}), k, v,
                                         bias));  // 3 heads over 2 kv heads
   EXPECT_FALSE(decode_attention_applies(q, k.transpose(2, 3), v,
                                         bias));  // head dimension not contiguous
-  EXPECT_FALSE(decode_attention_applies(q.to(torch::kDouble), k.to(torch::kDouble), v.to(torch::kDouble),
-                                        bias.to(torch::kDouble)));
+  EXPECT_FALSE(
+      decode_attention_applies(q.to(torch::kDouble), k.to(torch::kDouble), v.to(torch::kDouble), bias.to(torch::kDouble)));
 }
 
 TEST(DrawCategorical, SamplesEachRowsDistribution) {

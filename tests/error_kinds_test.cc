@@ -59,7 +59,11 @@ void write_buffer(const std::string& path, int pairs) {
 }
 
 TEST(ErrorKinds, PlainCheckIsInvalidArgumentWithTheSameMessage) {
-  const auto e = error_of([] { KEEL_CHECK(1 + 1 == 3, "arithmetic is " << "off"); });
+  const auto e =
+      error_of([] {
+        KEEL_CHECK(1 + 1 == 3, "arithmetic is "
+                                   << "off");
+      });
   ASSERT_TRUE(e);
   EXPECT_EQ(e->kind(), ErrorKind::kInvalidArgument);
   const std::string what = e->what();

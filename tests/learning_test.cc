@@ -70,10 +70,11 @@ double mean_accuracy(const nlohmann::json& tasks) {
 TEST(Learning, PretrainBeatsUnigramAndSftLearnsTheTasks) {
   ASSERT_TRUE(std::filesystem::exists(kCorpus)) << "the default corpus is missing: run scripts/setup.sh (package fortunes)";
   const std::string dir = test::temp_dir("learning");
-  auto r = test::keel(std::string("tokenizer train --input ") + kCorpus + " --doc-separator % --vocab-size 4096 --out " + dir + "/tok");
+  auto r = test::keel(std::string("tokenizer train --input ") + kCorpus + " --doc-separator % --vocab-size 4096 --out " + dir +
+                      "/tok");
   ASSERT_EQ(r.code, 0) << r.output;
-  r = test::keel(std::string("data tokenize --input ") + kCorpus + " --doc-separator % --tokenizer " + dir +
-                 "/tok.model --out " + dir + "/data");
+  r = test::keel(std::string("data tokenize --input ") + kCorpus + " --doc-separator % --tokenizer " + dir + "/tok.model --out " +
+                 dir + "/data");
   ASSERT_EQ(r.code, 0) << r.output;
   const double unigram = unigram_baseline(r.output);
   ASSERT_GT(unigram, 5.0) << r.output;
@@ -89,7 +90,8 @@ TEST(Learning, PretrainBeatsUnigramAndSftLearnsTheTasks) {
   ASSERT_EQ(test::keel("tasks export --split train --per-family 4000 --out " + dir + "/train.jsonl").code, 0);
   ASSERT_EQ(test::keel("tasks export --split held-out --per-family 50 --out " + dir + "/held.jsonl").code, 0);
   r = test::keel("sft --init " + dir + "/pre/model --train-file " + dir + "/train.jsonl --eval-file " + dir +
-                 "/held.jsonl --out " + dir + "/sft --seq-len 128 --batch-size 16 --steps 1000 --lr 1.5e-3"
+                 "/held.jsonl --out " + dir +
+                 "/sft --seq-len 128 --batch-size 16 --steps 1000 --lr 1.5e-3"
                  " --warmup-steps 30 --eval-every 500 --checkpoint-every 500 --log-every 100");
   ASSERT_EQ(r.code, 0) << r.output;
 
@@ -105,15 +107,15 @@ TEST(Learning, PretrainBeatsUnigramAndSftLearnsTheTasks) {
   }
 }
 
-
 // On-policy negatives: `keel tasks export --pairs --wrong sampled` takes the SFT model's own wrong
 // answers as the rejected side (a near miss where all its draws were right).
 TEST(Learning, TaskPairsWithTheModelsOwnWrongAnswers) {
   const std::string sft = test::temp_path("learning") + "/sft/model";
-  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors")) << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
+      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
   const std::string dir = test::temp_dir("sampled_pairs");
-  auto r = test::keel("tasks export --pairs --wrong sampled --model " + sft + " --samples 2 --split train --per-family 25 --out " + dir +
-                      "/pairs.jsonl");
+  auto r = test::keel("tasks export --pairs --wrong sampled --model " + sft +
+                      " --samples 2 --split train --per-family 25 --out " + dir + "/pairs.jsonl");
   ASSERT_EQ(r.code, 0) << r.output;
   int found = -1, total = -1;
   const auto at = r.output.find(" prompts got a sampled wrong answer");
@@ -144,13 +146,18 @@ TEST(Learning, TaskPairsWithTheModelsOwnWrongAnswers) {
 TEST(Learning, RewardModelAndDpoOnTaskPairs) {
   const std::string base = test::temp_path("learning");
   const std::string sft = base + "/sft/model";
-  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors")) << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
+      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
   const std::string dir = test::temp_dir("preferences");
   for (const char* wrong : {"random", "mixed"}) {
-    ASSERT_EQ(test::keel(std::string("tasks export --pairs --wrong ") + wrong + " --split train --per-family 4000 --seed 2 --out " + dir +
-                         "/train_" + wrong + ".jsonl").code, 0);
-    ASSERT_EQ(test::keel(std::string("tasks export --pairs --wrong ") + wrong + " --split held-out --per-family 100 --seed 2 --out " +
-                         dir + "/held_" + wrong + ".jsonl").code, 0);
+    ASSERT_EQ(test::keel(std::string("tasks export --pairs --wrong ") + wrong +
+                         " --split train --per-family 4000 --seed 2 --out " + dir + "/train_" + wrong + ".jsonl")
+                  .code,
+              0);
+    ASSERT_EQ(test::keel(std::string("tasks export --pairs --wrong ") + wrong +
+                         " --split held-out --per-family 100 --seed 2 --out " + dir + "/held_" + wrong + ".jsonl")
+                  .code,
+              0);
   }
   for (const char* split : {"train_random", "held_random", "train_mixed", "held_mixed"}) {
     auto r = test::keel(std::string("prefs import --input ") + dir + "/" + split + ".jsonl --tokenizer " + sft + " --out " + dir +
@@ -161,8 +168,9 @@ TEST(Learning, RewardModelAndDpoOnTaskPairs) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("pairs: 400"), std::string::npos) << r.output;
 
-  r = test::keel("reward train --init " + sft + " --train " + dir + "/train_random.h5 --eval-buffer " + dir + "/held_random.h5 --out " +
-                 dir + "/rm --steps 1000 --batch-size 16 --lr 2e-4 --warmup-steps 30 --eval-every 500 --log-every 100 --normalize");
+  r = test::keel("reward train --init " + sft + " --train " + dir + "/train_random.h5 --eval-buffer " + dir +
+                 "/held_random.h5 --out " + dir +
+                 "/rm --steps 1000 --batch-size 16 --lr 2e-4 --warmup-steps 30 --eval-every 500 --log-every 100 --normalize");
   ASSERT_EQ(r.code, 0) << r.output;
   const auto rm_acc = metric_values(dir + "/rm", "eval/accuracy");
   ASSERT_FALSE(rm_acc.empty());
@@ -172,11 +180,13 @@ TEST(Learning, RewardModelAndDpoOnTaskPairs) {
   EXPECT_TRUE(cfg["keel"]["reward_head"].get<bool>());
   EXPECT_NE(cfg["keel"]["reward_norm"]["gain"].get<double>(), 1.0) << "--normalize must store a fitted gain";
 
-  r = test::keel("dpo --init " + sft + " --train " + dir + "/train_mixed.h5 --eval-buffer " + dir + "/held_mixed.h5 --precompute-ref");
+  r = test::keel("dpo --init " + sft + " --train " + dir + "/train_mixed.h5 --eval-buffer " + dir +
+                 "/held_mixed.h5 --precompute-ref");
   ASSERT_EQ(r.code, 0) << r.output;
   r = test::keel("prefs inspect --buffer " + dir + "/train_mixed.h5 --show 0");
   EXPECT_NE(r.output.find("reference log-probs: yes"), std::string::npos) << r.output;
-  r = test::keel("dpo --init " + sft + " --train " + dir + "/train_mixed.h5 --eval-buffer " + dir + "/held_mixed.h5 --out " + dir +
+  r = test::keel("dpo --init " + sft + " --train " + dir + "/train_mixed.h5 --eval-buffer " + dir + "/held_mixed.h5 --out " +
+                 dir +
                  "/dpo --steps 300 --batch-size 16 --lr 2e-5 --beta 0.05 --sft-weight 1.0 --eval-at-start true"
                  " --eval-every 150 --log-every 50");
   ASSERT_EQ(r.code, 0) << r.output;
@@ -192,13 +202,15 @@ TEST(Learning, RewardModelAndDpoOnTaskPairs) {
   EXPECT_GT(mean_accuracy(dpo_tasks), mean_accuracy(sft_tasks)) << "DPO must raise held-out task accuracy above the SFT model's";
 
   // A buffer written by h5py alone (int64 tokens, no text, no cache) trains in keel dpo.
-  r = test::run("/usr/bin/python3 " + test::source_dir() + "/tests/reference/preference_h5.py dump " + dir + "/held_mixed.h5 > " + dir +
-                "/held.json && /usr/bin/python3 -c " +
-                test::shell_quote("import json,sys; d=json.load(open(sys.argv[1])); json.dump(d['pairs'], open(sys.argv[2],'w'))") +
-                " " + dir + "/held.json " + dir + "/pairs.json && /usr/bin/python3 " + test::source_dir() +
-                "/tests/reference/preference_h5.py write " + dir + "/py.h5 " + dir + "/pairs.json");
+  r = test::run(
+      "/usr/bin/python3 " + test::source_dir() + "/tests/reference/preference_h5.py dump " + dir + "/held_mixed.h5 > " + dir +
+      "/held.json && /usr/bin/python3 -c " +
+      test::shell_quote("import json,sys; d=json.load(open(sys.argv[1])); json.dump(d['pairs'], open(sys.argv[2],'w'))") + " " +
+      dir + "/held.json " + dir + "/pairs.json && /usr/bin/python3 " + test::source_dir() +
+      "/tests/reference/preference_h5.py write " + dir + "/py.h5 " + dir + "/pairs.json");
   ASSERT_EQ(r.code, 0) << r.output;
-  r = test::keel("dpo --init " + sft + " --train " + dir + "/py.h5 --eval-pairs 40 --out " + dir + "/dpo_py --steps 2 --log-every 1");
+  r = test::keel("dpo --init " + sft + " --train " + dir + "/py.h5 --eval-pairs 40 --out " + dir +
+                 "/dpo_py --steps 2 --log-every 1");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("360 training pairs"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("computed on the fly"), std::string::npos) << r.output;
@@ -219,7 +231,6 @@ namespace {
 // service killed with SIGKILL (restarted by the launcher; the learner keeps going).
 struct PpoCase {
   int actors;
-  int base_port;
   bool faults;
   bool log_groups;  // actors sample 2 responses per prompt and the learner logs every rollout
   double margin;    // least change of the held-out expected reward over 60 updates (negative: a bounded fall)
@@ -227,10 +238,12 @@ struct PpoCase {
 
 void run_ppo_case(const PpoCase& c) {
   const std::string sft = test::temp_path("learning") + "/sft/model";
-  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors")) << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
+      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
   const std::string dir = test::temp_dir("ppo_" + std::to_string(c.actors));
+  const int base_port = test::free_port_block(6);  // keel launch takes base..base+5
   const std::string cmd = "launch --out " + dir + " --init " + sft + " --actors " + std::to_string(c.actors) + " --base-port " +
-                          std::to_string(c.base_port) +
+                          std::to_string(base_port) +
                           " --ppo-args '--updates 60 --rollouts-per-update 64 --epochs 1 --minibatches 1 --eval-every 60"
                           " --eval-per-family 200 --eval-samples 4 --eval-families sort --lr 5e-5 --kl-coef 0.02" +
                           (c.log_groups ? " --rollout-log " + dir + "/rollouts.h5" : std::string()) +
@@ -238,7 +251,7 @@ void run_ppo_case(const PpoCase& c) {
   std::thread faults;
   if (c.faults) {
     faults = std::thread([&] {
-      const std::string rollouts = "tcp://127.0.0.1:" + std::to_string(c.base_port);
+      const std::string rollouts = "tcp://127.0.0.1:" + std::to_string(base_port);
       std::this_thread::sleep_for(std::chrono::seconds(15));
       auto push = wire::zmq_connect(wire::SocketKind::kPush, rollouts);
       push->send("this is not a rollout batch");
@@ -252,7 +265,7 @@ void run_ppo_case(const PpoCase& c) {
       std::this_thread::sleep_for(std::chrono::seconds(5));
       test::run("pkill -9 -f -- '--rank 0 --world " + std::to_string(c.actors) + " --rollouts " + rollouts + "'");
       std::this_thread::sleep_for(std::chrono::seconds(5));
-      test::run("pkill -9 -f -- 'reward serve --kind task --endpoint tcp://127.0.0.1:" + std::to_string(c.base_port + 5) + "'");
+      test::run("pkill -9 -f -- 'reward serve --kind task --endpoint tcp://127.0.0.1:" + std::to_string(base_port + 5) + "'");
     });
   }
   auto r = test::keel(cmd);
@@ -285,8 +298,8 @@ void run_ppo_case(const PpoCase& c) {
   }
 }
 
-TEST(Learning, PpoThroughLaunchWithTwoActorsAndFaults) { run_ppo_case({2, 6155, true, false, -0.01}); }
-TEST(Learning, PpoThroughLaunchWithOneActor) { run_ppo_case({1, 6255, false, true, 0.005}); }
+TEST(Learning, PpoThroughLaunchWithTwoActorsAndFaults) { run_ppo_case({2, true, false, -0.01}); }
+TEST(Learning, PpoThroughLaunchWithOneActor) { run_ppo_case({1, false, true, 0.005}); }
 
 // Pairs mined from the logged PPO run above (2 responses per prompt, best against worst) train a
 // DPO policy whose held-out reward (exact match of sampled responses at temperature 1, the reward
@@ -356,7 +369,8 @@ class Netns {
       const std::string v = std::string("v") + h;
       s += "ip -n " + learner() + " link add " + v + " type veth peer name eth0 netns " + host(h) + "; ";
       s += "ip -n " + learner() + " link set " + v + " master br0; ip -n " + learner() + " link set " + v + " up; ";
-      s += "ip -n " + host(h) + " addr add 10.77.0." + std::to_string(last++) + "/24 dev eth0; ip -n " + host(h) + " link set eth0 up; ";
+      s += "ip -n " + host(h) + " addr add 10.77.0." + std::to_string(last++) + "/24 dev eth0; ip -n " + host(h) +
+           " link set eth0 up; ";
     }
     auto r = test::run(s);
     why = r.output;
@@ -369,7 +383,8 @@ class Netns {
 
 TEST(Learning, PpoAcrossNetworkNamespacesWithCurveSurvivesLosingAnActorHost) {
   const std::string sft = test::temp_path("learning") + "/sft/model";
-  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors")) << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
+      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
   const std::string dir = test::temp_dir("multihost");
   Netns net;
   std::string why;
@@ -379,7 +394,7 @@ TEST(Learning, PpoAcrossNetworkNamespacesWithCurveSurvivesLosingAnActorHost) {
     ASSERT_EQ(r.code, 0) << r.output;
   }
   const std::string keys = dir + "/keys", ep = "tcp://10.77.0.1:";
-  const int port = 6355;
+  const int port = 6355;  // in the test's own network namespaces, where every port is free
   std::ostringstream learner_cmd;
   learner_cmd << "ip netns exec " << net.learner() << " " << test::keel_bin() << " launch --out " << dir << " --init " << sft
               << " --actors 0 --host 10.77.0.1 --base-port " << port << " --curve-key " << keys << "/server.secret --curve-allow "
@@ -411,7 +426,8 @@ TEST(Learning, PpoAcrossNetworkNamespacesWithCurveSurvivesLosingAnActorHost) {
   ASSERT_EQ(run.version.size(), 20u);
   for (size_t i = 0; i < run.version.size(); ++i) EXPECT_EQ(run.version[i], static_cast<double>(i + 1));
   ASSERT_GE(run.eval_reward.size(), 2u);
-  std::cerr << "PPO across namespaces: held-out sort reward " << run.eval_reward.front() << " -> " << run.eval_reward.back() << "\n";
+  std::cerr << "PPO across namespaces: held-out sort reward " << run.eval_reward.front() << " -> " << run.eval_reward.back()
+            << "\n";
   EXPECT_GE(run.eval_reward.back(), run.eval_reward.front() - 0.05) << "held-out reward collapsed";
 
   const auto log = read_rollout_log(dir + "/rollouts.h5");
@@ -444,16 +460,17 @@ namespace {
 // the undisturbed one-actor run above.
 TEST(Learning, ChaosPpoRunLosesNothingAndCountsNothingTwice) {
   const std::string sft = test::temp_path("learning") + "/sft/model";
-  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors")) << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
+      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
   const auto undisturbed = test::read_ppo_run(test::temp_path("ppo_1") + "/learner/metrics.jsonl");
   ASSERT_FALSE(undisturbed.eval_reward.empty()) << "run Learning.PpoThroughLaunchWithOneActor first";
   const std::string dir = test::temp_dir("chaos");
-  const int port = 6455;
+  const int port = test::free_port_block(6);  // keel launch takes base..base+5
   const std::string rollouts = "tcp://127.0.0.1:" + std::to_string(port);
   const std::string cmd = "launch --out " + dir + " --init " + sft + " --actors 3 --base-port " + std::to_string(port) +
                           " --ppo-args '--updates 20 --rollouts-per-update 64 --eval-every 40 --eval-per-family 100"
-                          " --eval-samples 2 --eval-families sort --lr 5e-5 --kl-coef 0.02 --rollout-log " + dir +
-                          "/rollouts.h5' --actor-args '--batch-prompts 16 --families sort'";
+                          " --eval-samples 2 --eval-families sort --lr 5e-5 --kl-coef 0.02 --rollout-log " +
+                          dir + "/rollouts.h5' --actor-args '--batch-prompts 16 --families sort'";
   std::atomic<bool> done{false};
   int actor_kills = 0;
   bool learner_killed = false;
@@ -466,7 +483,8 @@ TEST(Learning, ChaosPpoRunLosesNothingAndCountsNothingTwice) {
       if (done.load()) break;
       const int rank = static_cast<int>(rng() % 3);
       // "[-]-" matches "--" in the target's command line but not in this shell's own.
-      if (test::run("pkill -9 -f -- '[-]-rank " + std::to_string(rank) + " --world 3 --rollouts " + rollouts + "'").code == 0) ++actor_kills;
+      if (test::run("pkill -9 -f -- '[-]-rank " + std::to_string(rank) + " --world 3 --rollouts " + rollouts + "'").code == 0)
+        ++actor_kills;
       const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (!reward_killed && t > 12) {
         test::run("pkill -9 -f -- 'reward serve [-]-kind task --endpoint tcp://127.0.0.1:" + std::to_string(port + 5) + "'");
@@ -508,7 +526,8 @@ TEST(Learning, ChaosPpoRunLosesNothingAndCountsNothingTwice) {
 
   const auto log = read_rollout_log(dir + "/rollouts.h5");
   std::set<uint64_t> received, trained;
-  for (const auto& row : log.rows) EXPECT_TRUE(received.insert(row.uid).second) << "an actor sent rollout " << row.uid << " twice";
+  for (const auto& row : log.rows)
+    EXPECT_TRUE(received.insert(row.uid).second) << "an actor sent rollout " << row.uid << " twice";
   for (const auto& t : log.trained) {
     EXPECT_TRUE(trained.insert(t.uid).second) << "rollout " << t.uid << " taken for training twice";
     EXPECT_TRUE(received.count(t.uid)) << "trained rollout " << t.uid << " never arrived";
@@ -519,7 +538,8 @@ TEST(Learning, ChaosPpoRunLosesNothingAndCountsNothingTwice) {
 
   ASSERT_GE(run.eval_reward.size(), 2u);
   const double after = run.eval_reward.back(), calm = undisturbed.eval_reward.back();
-  std::cerr << "chaos: held-out sort reward " << run.eval_reward.front() << " -> " << after << " (undisturbed run: " << calm << ")\n";
+  std::cerr << "chaos: held-out sort reward " << run.eval_reward.front() << " -> " << after << " (undisturbed run: " << calm
+            << ")\n";
   EXPECT_NEAR(after, calm, 0.1) << "the disturbed run's reward is outside the noise of the undisturbed one";
   EXPECT_GE(after, run.eval_reward.front() - 0.05);
 }
@@ -536,12 +556,14 @@ namespace {
 // preference buffer) are ordered by score, and the held-out reward does not collapse.
 TEST(Learning, OnlineDpoThroughLaunch) {
   const std::string sft = test::temp_path("learning") + "/sft/model";
-  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors")) << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
+      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
   const std::string dir = test::temp_dir("online_dpo");
-  auto r = test::keel("launch --out " + dir + " --init " + sft + " --learner dpo-online --actors 2 --base-port 6555" +
+  auto r = test::keel("launch --out " + dir + " --init " + sft + " --learner dpo-online --actors 2 --base-port " +
+                      std::to_string(test::free_port_block(6)) +
                       " --ppo-args '--updates 25 --pairs-per-step 8 --eval-every 25 --eval-per-family 100 --eval-samples 2"
-                      " --eval-families sort --lr 1e-5 --beta 0.1 --sft-weight 1.0 --pairs-out " + dir + "/pairs.h5'" +
-                      " --actor-args '--batch-prompts 8 --families sort --group-size 2'");
+                      " --eval-families sort --lr 1e-5 --beta 0.1 --sft-weight 1.0 --pairs-out " +
+                      dir + "/pairs.h5'" + " --actor-args '--batch-prompts 8 --families sort --group-size 2'");
   ASSERT_EQ(r.code, 0) << r.output;
   std::vector<double> versions, rewards;
   std::ifstream f(dir + "/learner/metrics.jsonl");
@@ -557,7 +579,8 @@ TEST(Learning, OnlineDpoThroughLaunch) {
   EXPECT_GE(pairs.size(), 25 * 8);
   for (const auto& p : pairs.read(0, pairs.size())) ASSERT_GT(p.chosen_reward, p.rejected_reward);
   ASSERT_GE(rewards.size(), 2u);
-  std::cerr << "online DPO: " << pairs.size() << " pairs mined; held-out sort reward " << rewards.front() << " -> " << rewards.back() << "\n";
+  std::cerr << "online DPO: " << pairs.size() << " pairs mined; held-out sort reward " << rewards.front() << " -> "
+            << rewards.back() << "\n";
   EXPECT_GE(rewards.back(), rewards.front() - 0.05) << "held-out reward collapsed";
 }
 

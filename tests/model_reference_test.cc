@@ -1,5 +1,6 @@
 // The C++ model against the plain PyTorch reference (tests/reference/models.py) on the same
 // safetensors weights: logits, loss and every gradient, for both families; checkpoints both ways.
+// Every test here runs /usr/bin/python3 with torch: the whole executable has the CTest label `reference`.
 #include <gtest/gtest.h>
 
 #include "core/checkpoint.h"
@@ -12,9 +13,9 @@ double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
 }
 
-class ReferenceTest : public ::testing::TestWithParam<std::string> {};
+class ModelAgainstPython : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(ReferenceTest, LogitsLossAndGradientsMatchPyTorch) {
+TEST_P(ModelAgainstPython, LogitsLossAndGradientsMatchPyTorch) {
   const std::string family = GetParam();
   const std::string dir = test::temp_dir("reference_" + family);
   auto r = test::python("reference.py make-model " + family + " " + dir + "/py 7");
@@ -47,7 +48,7 @@ TEST_P(ReferenceTest, LogitsLossAndGradientsMatchPyTorch) {
   EXPECT_EQ(checked, static_cast<int>(model->named_parameters().size()));
 }
 
-TEST_P(ReferenceTest, LeftPaddedBatchMatchesPyTorch) {
+TEST_P(ModelAgainstPython, LeftPaddedBatchMatchesPyTorch) {
   const std::string family = GetParam();
   const std::string dir = test::temp_dir("reference_pad_" + family);
   ASSERT_EQ(test::python("reference.py make-model " + family + " " + dir + "/py 11").code, 0);
@@ -57,8 +58,10 @@ TEST_P(ReferenceTest, LeftPaddedBatchMatchesPyTorch) {
   auto mask = torch::ones({2, 9}, torch::kBool);
   mask.index_put_({1, torch::indexing::Slice(0, 4)}, false);  // row 1 is left-padded by 4
   auto positions = (mask.to(torch::kLong).cumsum(1) - 1).clamp_min(0);
-  save_safetensors(dir + "/inputs.safetensors", {{"tokens", tokens}, {"targets", torch::full({2, 9}, -100, torch::kLong)},
-                                                 {"positions", positions}, {"key_mask", mask.to(torch::kUInt8)}});
+  save_safetensors(dir + "/inputs.safetensors", {{"tokens", tokens},
+                                                 {"targets", torch::full({2, 9}, -100, torch::kLong)},
+                                                 {"positions", positions},
+                                                 {"key_mask", mask.to(torch::kUInt8)}});
   auto r = test::python("reference.py forward " + dir + "/py " + dir + "/inputs.safetensors " + dir + "/ref.safetensors");
   // All targets are -100, so the reference loss is NaN; only logits are compared.
   ASSERT_EQ(r.code, 0) << r.output;
@@ -68,7 +71,7 @@ TEST_P(ReferenceTest, LeftPaddedBatchMatchesPyTorch) {
   EXPECT_LT(max_abs_diff(logits.masked_select(valid), ref.masked_select(valid)), 1e-4);
 }
 
-TEST_P(ReferenceTest, KeelCheckpointReadsBackInPythonIdentically) {
+TEST_P(ModelAgainstPython, KeelCheckpointReadsBackInPythonIdentically) {
   const std::string family = GetParam();
   const std::string dir = test::temp_dir("roundtrip_" + family);
   ASSERT_EQ(test::python("reference.py make-model " + family + " " + dir + "/py 5").code, 0);
@@ -81,7 +84,7 @@ TEST_P(ReferenceTest, KeelCheckpointReadsBackInPythonIdentically) {
   EXPECT_NE(cfg.find(family == "gpt2" ? "GPT2LMHeadModel" : "LlamaForCausalLM"), std::string::npos);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, ReferenceTest, ::testing::Values("gpt2", "llama"));
+INSTANTIATE_TEST_SUITE_P(Families, ModelAgainstPython, ::testing::Values("gpt2", "llama"));
 
 }  // namespace
 }  // namespace keel

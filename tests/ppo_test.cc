@@ -62,7 +62,6 @@ class FixedRollouts : public RolloutSource {
   Transformer policy_;
 };
 
-
 struct Run {
   Transformer policy{nullptr}, critic{nullptr};
   std::vector<double> value_loss, explained_variance;
@@ -100,7 +99,7 @@ Run run_ppo(const std::string& dir, int64_t updates) {
   t.out_dir = dir;
   ActorLearner runtime(t, policy, builder, source, nowhere, "", "");
   runtime.run();
-  Run r{policy, critic, {}};
+  Run r{policy, critic, {}, {}};
   std::ifstream f(dir + "/metrics.jsonl");
   std::string line;
   while (std::getline(f, line)) {

@@ -1,7 +1,8 @@
 // Preference learning pieces: the HDF5 preference buffer against h5py (both directions), its
 // validation, the shuffled stream, pair mining from a rollout log, JSONL import/export, and the
 // DPO inputs: summed response log-probs against the Python reference model, and cached reference
-// log-probs equal to those computed on the fly.
+// log-probs equal to those computed on the fly. Suites *AgainstPython run /usr/bin/python3 (h5py, torch;
+// CTest label `reference`).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -66,27 +67,19 @@ void expect_same_pair(const PreferencePair& a, const nlohmann::json& b, bool tex
   EXPECT_EQ(a.source, b["source"].get<std::string>());
 }
 
-TEST(PreferenceBuffer, KeelWritesWhatH5pyReads) {
-  const auto dir = test::temp_dir("prefs_keel_to_py");
-  const auto pairs = sample_pairs(37, 500, 3, true);
-  {
-    PreferenceWriter w(dir + "/buf.h5", "sentencepiece:abc", {true, true});
-    for (const auto& p : pairs) w.append(p);
-    EXPECT_FALSE(fs::exists(dir + "/buf.h5")) << "an unfinished atomic writer must not show the final name";
-    w.finish();
-  }
-  EXPECT_FALSE(fs::exists(dir + "/buf.h5.tmp"));
-  auto r = test::run("/usr/bin/python3 " + test::source_dir() + "/tests/reference/preference_h5.py dump " + dir + "/buf.h5");
-  ASSERT_EQ(r.code, 0) << r.output;
-  const auto j = nlohmann::json::parse(r.output);
-  EXPECT_EQ(j["attrs"]["format_version"].get<int>(), 1);
-  EXPECT_EQ(j["attrs"]["format"].get<std::string>(), "keel-preferences");
-  EXPECT_EQ(j["attrs"]["tokenizer"].get<std::string>(), "sentencepiece:abc");
-  EXPECT_EQ(j["dtypes"]["chosen"].get<std::string>(), "int32");
-  ASSERT_EQ(j["pairs"].size(), pairs.size());
-  for (size_t i = 0; i < pairs.size(); ++i) expect_same_pair(pairs[i], j["pairs"][i], true);
+// Writes `pairs` to `path` with text and metadata, through the atomic writer.
+void write_text_buffer(const std::string& path, const std::vector<PreferencePair>& pairs) {
+  PreferenceWriter w(path, "sentencepiece:abc", {true, true});
+  for (const auto& p : pairs) w.append(p);
+  EXPECT_FALSE(fs::exists(path)) << "an unfinished atomic writer must not show the final name";
+  w.finish();
+}
 
-  // And keel reads its own buffer back, in ranges.
+TEST(PreferenceBuffer, KeelReadsItsOwnBufferBackInRanges) {
+  const auto dir = test::temp_dir("prefs_keel_to_keel");
+  const auto pairs = sample_pairs(37, 500, 3, true);
+  write_text_buffer(dir + "/buf.h5", pairs);
+  EXPECT_FALSE(fs::exists(dir + "/buf.h5.tmp"));
   PreferenceReader reader(dir + "/buf.h5");
   EXPECT_EQ(reader.size(), 37);
   EXPECT_TRUE(reader.info().text && reader.info().meta && !reader.info().ref);
@@ -98,14 +91,34 @@ TEST(PreferenceBuffer, KeelWritesWhatH5pyReads) {
   }
 }
 
-TEST(PreferenceBuffer, H5pyWrittenBufferReadsInKeel) {
+TEST(PreferenceBufferAgainstPython, KeelWritesWhatH5pyReads) {
+  const auto dir = test::temp_dir("prefs_keel_to_py");
+  const auto pairs = sample_pairs(37, 500, 3, true);
+  write_text_buffer(dir + "/buf.h5", pairs);
+  auto r = test::run("/usr/bin/python3 " + test::source_dir() + "/tests/reference/preference_h5.py dump " + dir + "/buf.h5");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["attrs"]["format_version"].get<int>(), 1);
+  EXPECT_EQ(j["attrs"]["format"].get<std::string>(), "keel-preferences");
+  EXPECT_EQ(j["attrs"]["tokenizer"].get<std::string>(), "sentencepiece:abc");
+  EXPECT_EQ(j["dtypes"]["chosen"].get<std::string>(), "int32");
+  ASSERT_EQ(j["pairs"].size(), pairs.size());
+  for (size_t i = 0; i < pairs.size(); ++i) expect_same_pair(pairs[i], j["pairs"][i], true);
+}
+
+TEST(PreferenceBufferAgainstPython, H5pyWrittenBufferReadsInKeel) {
   const auto dir = test::temp_dir("prefs_py_to_keel");
   auto pairs = sample_pairs(11, 300, 4, false);
   nlohmann::json js = nlohmann::json::array();
   for (auto& p : pairs) {
     if (std::isnan(p.rejected_reward)) p.rejected_reward = -7.0f;
-    js.push_back({{"prompt", p.prompt}, {"chosen", p.chosen}, {"rejected", p.rejected}, {"chosen_reward", p.chosen_reward},
-                  {"rejected_reward", p.rejected_reward}, {"policy_version", p.policy_version}, {"source", p.source}});
+    js.push_back({{"prompt", p.prompt},
+                  {"chosen", p.chosen},
+                  {"rejected", p.rejected},
+                  {"chosen_reward", p.chosen_reward},
+                  {"rejected_reward", p.rejected_reward},
+                  {"policy_version", p.policy_version},
+                  {"source", p.source}});
   }
   test::write_text(dir + "/pairs.json", js.dump());
   auto r = test::run("/usr/bin/python3 " + test::source_dir() + "/tests/reference/preference_h5.py write " + dir + "/py.h5 " +
@@ -125,13 +138,16 @@ TEST(PreferenceBuffer, H5pyWrittenBufferReadsInKeel) {
   }
 }
 
+// Writes 200 pairs without text or metadata to `path`.
+void write_plain_buffer(const std::string& path) {
+  PreferenceWriter w(path, "", {false, false});
+  for (const auto& p : sample_pairs(200, 100, 5, false)) w.append(p);
+  w.finish();
+}
+
 TEST(PreferenceBuffer, BadBuffersAreClearErrors) {
   const auto dir = test::temp_dir("prefs_bad");
-  {
-    PreferenceWriter w(dir + "/good.h5", "", {false, false});
-    for (const auto& p : sample_pairs(200, 100, 5, false)) w.append(p);
-    w.finish();
-  }
+  write_plain_buffer(dir + "/good.h5");
   EXPECT_NE(test::keel_error_of([&] { PreferenceReader r(dir + "/absent.h5"); }).find("does not exist"), std::string::npos);
   // Truncated: the first half of a valid file.
   const auto bytes = test::read_text(dir + "/good.h5");
@@ -142,6 +158,11 @@ TEST(PreferenceBuffer, BadBuffersAreClearErrors) {
   });
   EXPECT_FALSE(trunc.empty()) << "a truncated buffer must be an error";
   EXPECT_NE(trunc.find("trunc.h5"), std::string::npos) << trunc;
+}
+
+TEST(PreferenceBufferAgainstPython, BuffersEditedByH5pyAreClearErrors) {
+  const auto dir = test::temp_dir("prefs_bad_h5py");
+  write_plain_buffer(dir + "/good.h5");
   // Edits with h5py: a future format version, offsets past the data, a missing dataset.
   auto edit = [&](const std::string& name, const std::string& py) {
     fs::copy_file(dir + "/good.h5", dir + "/" + name);
@@ -218,11 +239,11 @@ LoggedRollout rollout(std::vector<int32_t> prompt, std::vector<int32_t> response
 }
 
 TEST(PairMining, BestAgainstWorstAndAllPairsAboveTheMargin) {
-  const std::vector<LoggedRollout> rows = {
-      rollout({1, 2}, {10}, 0.5f, 3), rollout({7}, {70}, 1.0f),  rollout({1, 2}, {11}, 1.0f, 4),
-      rollout({1, 2}, {12}, 0.0f, 5), rollout({7}, {71}, 1.0f),  // a tie: no pair
-      rollout({8}, {80}, 1.0f),       rollout({8}, {80}, 0.0f),  // equal responses: no pair
-      rollout({9}, {90}, 1.0f),       rollout({9}, {91}, 0.0f, 1, false)};
+  const std::vector<LoggedRollout> rows = {rollout({1, 2}, {10}, 0.5f, 3), rollout({7}, {70}, 1.0f),
+                                           rollout({1, 2}, {11}, 1.0f, 4), rollout({1, 2}, {12}, 0.0f, 5),
+                                           rollout({7}, {71}, 1.0f),                                  // a tie: no pair
+                                           rollout({8}, {80}, 1.0f),       rollout({8}, {80}, 0.0f),  // equal responses: no pair
+                                           rollout({9}, {90}, 1.0f),       rollout({9}, {91}, 0.0f, 1, false)};
   MineReport rep;
   auto best = mine_pairs(rows, {}, &rep);
   ASSERT_EQ(best.size(), 2u);
@@ -320,7 +341,7 @@ TEST(PreferenceJsonl, CommonFormsImportAndExportRoundTrips) {
   EXPECT_NE(rep.problems[1].find("bad.jsonl:3: missing field 'rejected'"), std::string::npos) << rep.problems[1];
 }
 
-TEST(DpoInputs, SummedLogprobsMatchPythonAndCachedReferenceEqualsOnTheFly) {
+TEST(DpoInputsAgainstPython, SummedLogprobsMatchPythonAndCachedReferenceEqualsOnTheFly) {
   const auto dir = test::temp_dir("dpo_inputs");
   auto r = test::python("reference.py make-model gpt2 " + dir + "/model 7");
   ASSERT_EQ(r.code, 0) << r.output;
@@ -378,7 +399,8 @@ TEST(DpoInputs, SummedLogprobsMatchPythonAndCachedReferenceEqualsOnTheFly) {
   EXPECT_NEAR(l_cache, l_model, 1e-5);
   EXPECT_GT(std::abs(l_cache - 9 * std::log(2.0)), 1e-4) << "a perturbed policy must move the loss off log 2";
   DpoObjective without(o, uncached, {}, std::nullopt, 0, V, torch::kCPU);
-  EXPECT_NE(test::keel_error_of([&] { without.loss(policy, *without.batch(0, 0)); }).find("no reference model"), std::string::npos);
+  EXPECT_NE(test::keel_error_of([&] { without.loss(policy, *without.batch(0, 0)); }).find("no reference model"),
+            std::string::npos);
 }
 
 }  // namespace

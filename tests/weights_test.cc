@@ -61,7 +61,10 @@ TEST(SharedWeights, TwoSlotsAndASequenceCounterPerSlot) {
   ASSERT_TRUE(r->newest(&newest));
   EXPECT_EQ(newest, 5u);
   // A layout mismatch is refused before anything is written.
-  EXPECT_NE(test::keel_error_of([&] { w->write(6, {{"a", torch::zeros({2, 2})}}); }).find("differ from the file's layout"), std::string::npos);
+  EXPECT_NE(test::keel_error_of([&] {
+              w->write(6, {{"a", torch::zeros({2, 2})}});
+            }).find("differ from the file's layout"),
+            std::string::npos);
   // The creator removes the file.
   r.reset();
   w.reset();
@@ -70,7 +73,8 @@ TEST(SharedWeights, TwoSlotsAndASequenceCounterPerSlot) {
 
 TEST(SharedWeights, ABadFileIsRefusedNamingTheDefect) {
   const auto dir = test::temp_dir("shared_weights_bad");
-  EXPECT_NE(test::keel_error_of([&] { SharedWeights::open(dir + "/none.weights"); }).find("cannot open shared weights"), std::string::npos);
+  EXPECT_NE(test::keel_error_of([&] { SharedWeights::open(dir + "/none.weights"); }).find("cannot open shared weights"),
+            std::string::npos);
   test::write_text(dir + "/junk.weights", std::string(4096, 'x'));
   EXPECT_NE(test::keel_error_of([&] { SharedWeights::open(dir + "/junk.weights"); }).find("bad magic"), std::string::npos);
   test::write_text(dir + "/short.weights", "KEELSHW1");
@@ -82,7 +86,9 @@ TEST(SharedWeights, ABadFileIsRefusedNamingTheDefect) {
   in.read(head.data(), 1024);
   test::write_text(dir + "/cut.weights", head);
   EXPECT_NE(test::keel_error_of([&] { SharedWeights::open(dir + "/cut.weights"); }).find("outside the file"), std::string::npos);
-  EXPECT_NE(test::keel_error_of([&] { SharedWeights::create(dir + "/no/such/dir/w.weights", sample_tensors(0)); }).find("cannot create"),
+  EXPECT_NE(test::keel_error_of([&] {
+              SharedWeights::create(dir + "/no/such/dir/w.weights", sample_tensors(0));
+            }).find("cannot create"),
             std::string::npos);
 }
 
@@ -105,7 +111,8 @@ torch::Tensor logits_of(Transformer& m) {
 // Polls until `r` has heard `version`, then loads it.
 void receive(WeightReceiver& r, Transformer& m, uint64_t version) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (r.poll(100) < version) ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "version " << version << " never announced";
+  while (r.poll(100) < version)
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "version " << version << " never announced";
   uint64_t v = 0;
   ASSERT_TRUE(r.load_newest(m, &v));
   EXPECT_EQ(v, version);
@@ -122,13 +129,17 @@ TEST(WeightsToActors, BoundCopiedAndChunkedActorsHoldThePublishedVersion) {
     o.chunk_bytes = 1000;  // several chunks
     return o;
   };
-  RolloutService local(options(47621, test::temp_dir("weights_to_actors")), {});
-  RolloutService remote(options(47631, ""), {});
+  const int local_port = test::free_port_block(3), remote_port = test::free_port_block(3);
+  const std::string local_weights = "tcp://127.0.0.1:" + std::to_string(local_port + 1),
+                    local_chunks = "tcp://127.0.0.1:" + std::to_string(local_port + 2);
+  RolloutService local(options(local_port, test::temp_dir("weights_to_actors")), {});
+  RolloutService remote(options(remote_port, ""), {});
   Transformer policy(tiny()), bound(tiny()), copied(tiny()), chunked(tiny());
   policy->init_weights(1);
-  WeightReceiver rb("tcp://127.0.0.1:47622", "tcp://127.0.0.1:47623", "bound");
-  WeightReceiver rc("tcp://127.0.0.1:47622", "tcp://127.0.0.1:47623", "copied", /*bind=*/false);
-  WeightReceiver rn("tcp://127.0.0.1:47632", "tcp://127.0.0.1:47633", "chunked");
+  WeightReceiver rb(local_weights, local_chunks, "bound");
+  WeightReceiver rc(local_weights, local_chunks, "copied", /*bind=*/false);
+  WeightReceiver rn("tcp://127.0.0.1:" + std::to_string(remote_port + 1), "tcp://127.0.0.1:" + std::to_string(remote_port + 2),
+                    "chunked");
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // subscriptions
   auto publish = [&](uint64_t v) {
     local.publish(v, policy);
@@ -184,7 +195,7 @@ TEST(WeightsToActors, BoundCopiedAndChunkedActorsHoldThePublishedVersion) {
   EXPECT_TRUE(torch::equal(logits_of(copied), logits_of(policy)));
 
   // An actor on another host asking this learner for chunks gets a blob built from the region.
-  WeightReceiver far("tcp://127.0.0.1:47622", "tcp://127.0.0.1:47623", "far");
+  WeightReceiver far(local_weights, local_chunks, "far");
   Transformer far_model(tiny());
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   wire::WeightAnnounce a;

@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "tests/support/test_support.h"
 #include "wire/channel.h"
 #include "wire/codec.h"
 #include "wire/heartbeat.h"
@@ -88,8 +89,10 @@ TEST(Wire, BadBuffersAreRejectedWithAReason) {
     std::string junk(static_cast<size_t>(rng() % 256), '\0');
     for (auto& c : junk) c = static_cast<char>(rng());
     auto g = decode(junk.data(), junk.size());
-    if (g.message) EXPECT_FALSE(std::holds_alternative<RolloutBatch>(g.message->body) &&
-                                !std::get<RolloutBatch>(g.message->body).rollouts.empty());
+    if (g.message) {
+      EXPECT_FALSE(std::holds_alternative<RolloutBatch>(g.message->body) &&
+                   !std::get<RolloutBatch>(g.message->body).rollouts.empty());
+    }
   }
   // Misaligned input is read from an aligned copy.
   std::string shifted = " " + good;
@@ -150,9 +153,10 @@ TEST(Wire, ReceiverCountsBadMessagesAndGoesOn) {
 }
 
 TEST(Wire, RouterRepliesReachTheRightDealer) {
-  auto router = zmq_bind(SocketKind::kRouter, "tcp://127.0.0.1:47391");
-  auto a = zmq_connect(SocketKind::kDealer, "tcp://127.0.0.1:47391");
-  auto b = zmq_connect(SocketKind::kDealer, "tcp://127.0.0.1:47391");
+  const std::string ep = "tcp://127.0.0.1:" + std::to_string(test::free_port_block(1));
+  auto router = zmq_bind(SocketKind::kRouter, ep);
+  auto a = zmq_connect(SocketKind::kDealer, ep);
+  auto b = zmq_connect(SocketKind::kDealer, ep);
   ASSERT_TRUE(send_message(*a, {"a", ScoreRequest{1, {}}}));
   ASSERT_TRUE(send_message(*b, {"b", ScoreRequest{2, {}}}));
   ReceiveStats stats;

@@ -21,10 +21,14 @@ namespace {
 
 hid_t pick_type(FuzzedDataProvider& in) {
   switch (in.ConsumeIntegralInRange<int>(0, 9)) {
-    case 0: return H5T_STD_I64LE;
-    case 1: return H5T_IEEE_F32LE;
-    case 2: return H5T_STD_U8LE;
-    default: return H5T_STD_I32LE;
+    case 0:
+      return H5T_STD_I64LE;
+    case 1:
+      return H5T_IEEE_F32LE;
+    case 2:
+      return H5T_STD_U8LE;
+    default:
+      return H5T_STD_I32LE;
   }
 }
 
@@ -67,8 +71,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
   hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (file < 0) return 0;
-  if (in.ConsumeIntegralInRange<int>(0, 9)) keel::h5::set_attr_string(file, "format", in.ConsumeBool() ? "keel-preferences" : in.ConsumeRandomLengthString(16));
-  if (in.ConsumeIntegralInRange<int>(0, 9)) keel::h5::set_attr_int(file, "format_version", in.ConsumeIntegralInRange<int64_t>(-1, 3));
+  if (in.ConsumeIntegralInRange<int>(0, 9))
+    keel::h5::set_attr_string(file, "format", in.ConsumeBool() ? "keel-preferences" : in.ConsumeRandomLengthString(16));
+  if (in.ConsumeIntegralInRange<int>(0, 9))
+    keel::h5::set_attr_int(file, "format_version", in.ConsumeIntegralInRange<int64_t>(-1, 3));
   if (in.ConsumeBool()) keel::h5::set_attr_string(file, "tokenizer", in.ConsumeRandomLengthString(24));
   const int64_t pairs = in.ConsumeIntegralInRange<int64_t>(0, 6);
   const bool with_text = in.ConsumeIntegralInRange<int>(0, 3) == 0;
@@ -78,7 +84,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<int64_t> tokens;
     for (int64_t i = 0; i < total; ++i) tokens.push_back(in.ConsumeIntegralInRange<int64_t>(-2, 70000));
     write_dataset(file, std::string(side) + "/tokens", pick_type(in), tokens);
-    if (in.ConsumeIntegralInRange<int>(0, 19)) write_dataset(file, std::string(side) + "/offsets", H5T_STD_I64LE, offsets(in, pairs, total));
+    if (in.ConsumeIntegralInRange<int>(0, 19))
+      write_dataset(file, std::string(side) + "/offsets", H5T_STD_I64LE, offsets(in, pairs, total));
     if (with_text) {
       const int64_t chars = in.ConsumeIntegralInRange<int64_t>(0, 24);
       std::vector<int64_t> text;

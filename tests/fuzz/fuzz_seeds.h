@@ -24,14 +24,12 @@ inline const char* seed_dir() { return std::getenv("KEEL_FUZZ_SEEDS"); }
 
 // The targets' assertion: a broken invariant prints what broke and aborts, which libFuzzer reports
 // as a crash with the input that caused it (crashes and sanitizer reports fail the run as well).
-#define FUZZ_ASSERT(cond, what)                                           \
-  do {                                                                    \
-    if (!(cond)) {                                                        \
+#define FUZZ_ASSERT(cond, what)                                              \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
       std::fprintf(stderr, "fuzz assertion failed: %s (%s)\n", what, #cond); \
-      std::abort();                                                       \
-    }                                                                     \
+      std::abort();                                                          \
+    }                                                                        \
   } while (0)
 
-namespace keel::fuzz {
-
-}  // namespace keel::fuzz
+namespace keel::fuzz {}  // namespace keel::fuzz

@@ -30,7 +30,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::fclose(f);
   try {
     keel::TokenFile t(path);
-    FUZZ_ASSERT(size >= 64 && static_cast<uint64_t>(t.size()) <= (size - 64) / 2, "an opened token file holds its count of tokens");
+    FUZZ_ASSERT(size >= 64 && static_cast<uint64_t>(t.size()) <= (size - 64) / 2,
+                "an opened token file holds its count of tokens");
     std::vector<int64_t> out(256);
     for (int64_t i = 0; i < t.size(); i += 256) {
       const int64_t n = std::min<int64_t>(256, t.size() - i);

@@ -16,12 +16,18 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   r.score_parts = {{"task", 1.0f}};
   r.prompt = "Sort the words: b a";
   r.response = "a b";
-  const Body bodies[] = {Hello{"actor", 2, "host-a", 1234}, Heartbeat{123456789, 7}, RolloutBatch{{r, r}, 0.7f},
+  const Body bodies[] = {Hello{"actor", 2, "host-a", 1234},
+                         Heartbeat{123456789, 7},
+                         RolloutBatch{{r, r}, 0.7f},
                          ScoreRequest{5, {ScoreItem{"p", "r", {1, 2}, {3}, true}}},
                          ScoreReply{5, {1.0f, 0.0f}, {{{"task", 1.0f}}, {{"task", 0.0f}}}, ""},
-                         WeightAnnounce{9, 1000, "/dev/shm/x", 4, 0xabcdef}, WeightRequest{9, 3},
-                         WeightChunk{9, 3, 4, std::string("\0\1\2\3", 4), 16, 77}, Stats{{{"rollouts_per_s", 12.5f}}}, Shutdown{"done"},
-                         CreditRequest{3, 7, 16}, CreditGrant{3, true, 11, 7, 0}};
+                         WeightAnnounce{9, 1000, "/dev/shm/x", 4, 0xabcdef},
+                         WeightRequest{9, 3},
+                         WeightChunk{9, 3, 4, std::string("\0\1\2\3", 4), 16, 77},
+                         Stats{{{"rollouts_per_s", 12.5f}}},
+                         Shutdown{"done"},
+                         CreditRequest{3, 7, 16},
+                         CreditGrant{3, true, 11, 7, 0}};
   int i = 0;
   for (const auto& b : bodies) keel::fuzz::write_seed("seed-" + std::to_string(i++), encode({"seed", b}));
   return 0;
@@ -36,7 +42,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (d.message) {
     const auto again = encode(*d.message);
     const auto d2 = decode(again.data(), again.size());
-    FUZZ_ASSERT(d2.message && d2.message->body.index() == d.message->body.index(), "a decoded message re-encodes to the same kind");
+    FUZZ_ASSERT(d2.message && d2.message->body.index() == d.message->body.index(),
+                "a decoded message re-encodes to the same kind");
   }
   return 0;
 }

@@ -2,12 +2,18 @@
 
 #include "core/error.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 
@@ -32,6 +38,43 @@ std::string temp_dir(const std::string& name) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
+}
+
+static bool port_is_free(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // No SO_REUSEADDR: a port still in TIME_WAIT counts as taken, as it would for a plain bind.
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+int free_port_block(int count) {
+  constexpr int kLow = 20000, kHigh = 32000, kSpan = kHigh - kLow;
+  if (count < 1 || count > 64)
+    throw std::invalid_argument("free_port_block: count " + std::to_string(count) + " is not in 1..64");
+  static std::mutex mu;
+  // A golden-ratio stride spreads neighbouring process ids far apart in the range.
+  static int next = kLow + static_cast<int>(static_cast<uint64_t>(::getpid()) * 7417u % kSpan);
+  std::lock_guard<std::mutex> lock(mu);
+  for (int scanned = 0; scanned < kSpan;) {
+    if (next + count > kHigh) next = kLow;
+    const int first = next;
+    int free = 0;
+    while (free < count && port_is_free(first + free)) ++free;
+    if (free == count) {
+      next = first + count;
+      return first;
+    }
+    next = first + free + 1;  // past the taken port
+    scanned += free + 1;
+  }
+  throw std::runtime_error("free_port_block: no " + std::to_string(count) + " consecutive free TCP ports on 127.0.0.1 in [" +
+                           std::to_string(kLow) + ", " + std::to_string(kHigh) + ")");
 }
 
 std::string shell_quote(const std::string& s) {

@@ -1,5 +1,8 @@
-// Helpers shared by keel's tests: temporary directories, the source tree, and running the
-// independent references (Debian's /usr/bin/python3 with torch, node) and the keel binary.
+// Helpers shared by keel's tests: temporary directories, the source tree, free TCP ports, and
+// running the independent references (Debian's /usr/bin/python3 with torch, node) and the keel binary.
+// A TEST that runs Python or Node belongs to a suite whose name ends in AgainstPython or AgainstNode
+// (TEST(ReplayAgainstPython, ...)): tests/CMakeLists.txt runs those under the CTest label `reference`,
+// so that the label `unit` needs neither.
 #pragma once
 
 #include <functional>
@@ -7,10 +10,18 @@
 
 namespace keel::test {
 
-std::string source_dir();            // KEEL_SOURCE_DIR
-std::string keel_bin();              // KEEL_BIN: the built keel executable
-std::string temp_dir(const std::string& name);  // a fresh, empty directory for this test
-std::string temp_path(const std::string& name); // where temp_dir(name) is, left as it is
+std::string source_dir();                        // KEEL_SOURCE_DIR
+std::string keel_bin();                          // KEEL_BIN: the built keel executable
+std::string temp_dir(const std::string& name);   // a fresh, empty directory for this test
+std::string temp_path(const std::string& name);  // where temp_dir(name) is, left as it is
+
+// Returns the first of `count` (1..64) consecutive TCP ports on 127.0.0.1 that nothing is bound to
+// now: each is bound once with a plain socket and closed again. Free now is not reserved, so bind
+// them soon. Candidates lie in [20000, 32000), below Linux's ephemeral range (32768-60999) so that
+// no outgoing connection takes one meanwhile, and start at an offset drawn from the process id so
+// that test processes running in parallel rarely meet; one process never gets a port twice.
+// Thread-safe. Throws std::runtime_error when no such block is free.
+int free_port_block(int count);
 
 struct RunResult {
   int code = -1;
