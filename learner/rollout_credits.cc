@@ -43,6 +43,10 @@ wire::CreditGrant CreditLedger::request(const std::string& actor, const wire::Cr
   std::lock_guard<std::mutex> l(mu_);
   ++stats_.requests;
   last_heard_[actor] = now;
+  // An actor asks only once its last batch is sent or abandoned (a discarded batch, a restart):
+  // its older grants end once a batch still on its way has had time to arrive.
+  for (auto& [id, old] : grants_)
+    if (old.actor == actor) old.deadline = std::min(old.deadline, now + seconds(o_.supersede_grace_s));
   wire::CreditGrant g;
   g.request_id = q.request_id;
   g.retry_ms = o_.retry_ms;
@@ -65,8 +69,6 @@ wire::CreditGrant CreditLedger::request(const std::string& actor, const wire::Cr
     ++stats_.refused_version;
     return g;
   }
-  for (auto& [id, old] : grants_)
-    if (old.actor == actor) old.deadline = std::min(old.deadline, now + seconds(o_.supersede_grace_s));
   g.granted = true;
   g.credit_id = ++next_id_;
   grants_[g.credit_id] = Grant{actor, static_cast<int64_t>(q.rollouts), now + seconds(o_.ttl_s)};

@@ -11,7 +11,8 @@
 //    load first (CreditGrant.min_version).
 // A grant lapses when its batch arrives, when its actor is silent for `silent_after_s` (a frozen
 // or dead process: what it was granted goes to the others), after `ttl_s`, or `supersede_grace_s`
-// after the same actor asks again (a restarted actor's old grant).
+// after the same actor asks again, granted or not (an actor asks only when its last batch is sent
+// or abandoned: a batch discarded mid-generation, a restarted actor's old grant).
 // Thread-safe. Time is passed in, so tests drive it with their own clock.
 #pragma once
 

@@ -104,6 +104,21 @@ TEST(Credits, ASilentActorsCreditsLapseAndGoToTheOthers) {
   EXPECT_EQ(s.lapsed, 4);  // three superseded (after their grace) and the last for silence
 }
 
+// An actor whose batch was discarded (the shared weights were rewritten under it) asks again while
+// its own grant still fills the window: that grant ends after the grace, not after the TTL.
+TEST(Credits, AnActorAskingAgainEndsItsOlderGrantAfterTheGrace) {
+  CreditOptions o;
+  o.supersede_grace_s = 2;
+  CreditLedger ledger(o, /*max_staleness=*/0);  // synchronous: the window is the update's 16 rollouts
+  ledger.set_demand(0, 16, 16);
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(ledger.request("actor-0", ask(0, 16), 0, t0).granted);
+  EXPECT_FALSE(ledger.request("actor-0", ask(0, 16), 0, t0 + std::chrono::milliseconds(100)).granted);
+  ledger.heard("actor-0", t0 + std::chrono::seconds(2));
+  EXPECT_EQ(ledger.expire(t0 + std::chrono::seconds(3)), 1);
+  EXPECT_TRUE(ledger.request("actor-0", ask(0, 16), 0, t0 + std::chrono::seconds(3)).granted);
+}
+
 TEST(Credits, TheRolloutServiceGrantsOverItsSocketAndAFrozenActorLosesItsCredit) {
   RolloutServiceOptions o;
   o.rollouts_endpoint = "inproc://cr-rollouts";
@@ -150,18 +165,7 @@ TEST(Credits, TheRolloutServiceGrantsOverItsSocketAndAFrozenActorLosesItsCredit)
   service.stop();
 }
 
-ModelConfig tiny() {
-  ModelConfig c;
-  c.vocab_size = 24;
-  c.d_model = 16;
-  c.n_layer = 1;
-  c.n_head = 2;
-  c.max_positions = 32;
-  c.bos_id = 1;
-  c.eos_id = 2;
-  c.pad_id = 0;
-  return c;
-}
+ModelConfig tiny() { return test::tiny_model_config(); }
 
 // Rollouts with random tokens and a score of the prompt's parity; records the versions asked for.
 class RecordingSource : public RolloutSource {

@@ -586,3 +586,58 @@ TEST(Learning, OnlineDpoThroughLaunch) {
 
 }  // namespace
 }  // namespace keel
+
+namespace keel {
+namespace {
+
+// Liveness under flow control: an actor frozen with SIGSTOP keeps its sockets open but sends
+// nothing, so what it was granted must lapse after --peer-timeout and the other actor carry the
+// run; the reward service frozen for 30 s stalls every actor's scoring, and the run goes on once it
+// resumes. Asserted: the run finishes with versions 1..12 and no gap, and at least 3 versions were
+// published while actor-0 was frozen.
+TEST(Learning, PpoGoesOnPastAFrozenActorAndAFrozenRewardService) {
+  const std::string sft = test::temp_path("learning") + "/sft/model";
+  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
+      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  const std::string dir = test::temp_dir("frozen");
+  const int port = test::free_port_block(6);
+  const std::string rollouts = "tcp://127.0.0.1:" + std::to_string(port);
+  const std::string cmd = "launch --out " + dir + " --init " + sft + " --actors 2 --base-port " + std::to_string(port) +
+                          " --ppo-args '--updates 12 --rollouts-per-update 32 --eval-at-start false --eval-every 0"
+                          " --eval-per-family 20 --eval-samples 1 --eval-families sort --peer-timeout 3'"
+                          " --actor-args '--batch-prompts 16 --families sort'";
+  std::atomic<bool> done{false};
+  size_t frozen_at = 0, thawed_at = 0;
+  auto versions = [&] { return test::read_ppo_run(dir + "/learner/metrics.jsonl").version.size(); };
+  // Waits until `v` versions are published, the run ends, or 120 s pass (the run is stuck).
+  auto wait_for = [&](size_t v) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (!done.load() && versions() < v && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  };
+  std::thread chaos([&] {
+    const std::string actor0 = "'[-]-rank 0 --world 2 --rollouts " + rollouts + "'";
+    const std::string reward = "'reward serve [-]-kind task --endpoint tcp://127.0.0.1:" + std::to_string(port + 5) + "'";
+    wait_for(2);
+    test::run("pkill -STOP -f -- " + actor0);
+    frozen_at = versions();
+    wait_for(frozen_at + 3);
+    test::run("pkill -STOP -f -- " + reward);
+    std::this_thread::sleep_for(std::chrono::seconds(30));
+    test::run("pkill -CONT -f -- " + reward);
+    thawed_at = versions();
+    test::run("pkill -CONT -f -- " + actor0);
+  });
+  auto r = test::keel(cmd);
+  done.store(true);
+  chaos.join();
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto run = test::read_ppo_run(dir + "/learner/metrics.jsonl");
+  ASSERT_EQ(run.version.size(), 12u) << r.output;
+  for (size_t i = 0; i < run.version.size(); ++i) EXPECT_EQ(run.version[i], static_cast<double>(i + 1));
+  std::cerr << "frozen: actor-0 frozen at version " << frozen_at << ", thawed at " << thawed_at << "\n";
+  EXPECT_GE(thawed_at, frozen_at + 3) << "the run must go on while an actor is frozen";
+}
+
+}  // namespace
+}  // namespace keel

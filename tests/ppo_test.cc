@@ -19,18 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-ModelConfig tiny() {
-  ModelConfig c;
-  c.vocab_size = 24;
-  c.d_model = 16;
-  c.n_layer = 1;
-  c.n_head = 2;
-  c.max_positions = 32;
-  c.bos_id = 1;
-  c.eos_id = 2;
-  c.pad_id = 0;
-  return c;
-}
+ModelConfig tiny() { return test::tiny_model_config(); }
 
 // Rollouts that depend only on the version: a prompt [BOS, x], four random response tokens; the
 // score is 1 for a prompt token x >= 13, else 0, so the value of every state is learnable from x.

@@ -175,6 +175,68 @@ bool read_rollout(cs::Rollout::Reader o, Rollout& r, std::string& err) {
   return true;
 }
 
+bool read_rollouts(cs::Envelope::Reader e, Body& body, std::string& err) {
+  RolloutBatch b;
+  b.temperature = e.getRollouts().getTemperature();
+  b.credit_id = e.getRollouts().getCreditId();
+  for (auto o : e.getRollouts().getRollouts()) {
+    Rollout r;
+    if (!read_rollout(o, r, err)) return false;
+    b.rollouts.push_back(std::move(r));
+  }
+  body = std::move(b);
+  return true;
+}
+
+bool read_score_request(cs::Envelope::Reader e, Body& body, std::string& err) {
+  ScoreRequest q;
+  q.request_id = e.getScoreRequest().getRequestId();
+  for (auto o : e.getScoreRequest().getItems()) {
+    ScoreItem it;
+    it.prompt = o.getPrompt().cStr();
+    it.response = o.getResponse().cStr();
+    if (!from_data(o.getPromptTokens(), it.prompt_tokens, "promptTokens", err) ||
+        !from_data(o.getResponseTokens(), it.response_tokens, "responseTokens", err))
+      return false;
+    it.finished = o.getFinished();
+    q.items.push_back(std::move(it));
+  }
+  body = std::move(q);
+  return true;
+}
+
+bool read_score_reply(cs::Envelope::Reader e, Body& body, std::string& err) {
+  auto r = e.getScoreReply();
+  ScoreReply s;
+  s.request_id = r.getRequestId();
+  for (float v : r.getScores()) s.scores.push_back(v);
+  for (auto p : r.getParts()) s.parts.push_back(get_parts(p));
+  s.error = r.getError().cStr();
+  if (s.error.empty() && !s.parts.empty() && s.parts.size() != s.scores.size()) {
+    err = "score reply has " + std::to_string(s.parts.size()) + " part lists for " + std::to_string(s.scores.size()) + " scores";
+    return false;
+  }
+  body = std::move(s);
+  return true;
+}
+
+bool read_weight_chunk(cs::Envelope::Reader e, Body& body, std::string& err) {
+  auto r = e.getWeightChunk();
+  if (r.getCount() == 0 || r.getIndex() >= r.getCount()) {
+    err = "weight chunk index " + std::to_string(r.getIndex()) + " outside count " + std::to_string(r.getCount());
+    return false;
+  }
+  auto d = r.getData();
+  if (d.size() > r.getTotalBytes()) {
+    err = "weight chunk of " + std::to_string(d.size()) + " bytes in a blob of " + std::to_string(r.getTotalBytes());
+    return false;
+  }
+  body = WeightChunk{r.getPolicyVersion(), r.getIndex(),
+                     r.getCount(),         std::string(reinterpret_cast<const char*>(d.begin()), d.size()),
+                     r.getTotalBytes(),    r.getChecksum()};
+  return true;
+}
+
 bool read_body(cs::Envelope::Reader e, Body& body, std::string& err) {
   switch (e.which()) {
     case cs::Envelope::HELLO: {
@@ -187,49 +249,12 @@ bool read_body(cs::Envelope::Reader e, Body& body, std::string& err) {
       body = Heartbeat{r.getTimeMs(), r.getPolicyVersion()};
       return true;
     }
-    case cs::Envelope::ROLLOUTS: {
-      RolloutBatch b;
-      b.temperature = e.getRollouts().getTemperature();
-      b.credit_id = e.getRollouts().getCreditId();
-      for (auto o : e.getRollouts().getRollouts()) {
-        Rollout r;
-        if (!read_rollout(o, r, err)) return false;
-        b.rollouts.push_back(std::move(r));
-      }
-      body = std::move(b);
-      return true;
-    }
-    case cs::Envelope::SCORE_REQUEST: {
-      ScoreRequest q;
-      q.request_id = e.getScoreRequest().getRequestId();
-      for (auto o : e.getScoreRequest().getItems()) {
-        ScoreItem it;
-        it.prompt = o.getPrompt().cStr();
-        it.response = o.getResponse().cStr();
-        if (!from_data(o.getPromptTokens(), it.prompt_tokens, "promptTokens", err) ||
-            !from_data(o.getResponseTokens(), it.response_tokens, "responseTokens", err))
-          return false;
-        it.finished = o.getFinished();
-        q.items.push_back(std::move(it));
-      }
-      body = std::move(q);
-      return true;
-    }
-    case cs::Envelope::SCORE_REPLY: {
-      auto r = e.getScoreReply();
-      ScoreReply s;
-      s.request_id = r.getRequestId();
-      for (float v : r.getScores()) s.scores.push_back(v);
-      for (auto p : r.getParts()) s.parts.push_back(get_parts(p));
-      s.error = r.getError().cStr();
-      if (s.error.empty() && !s.parts.empty() && s.parts.size() != s.scores.size()) {
-        err = "score reply has " + std::to_string(s.parts.size()) + " part lists for " + std::to_string(s.scores.size()) +
-              " scores";
-        return false;
-      }
-      body = std::move(s);
-      return true;
-    }
+    case cs::Envelope::ROLLOUTS:
+      return read_rollouts(e, body, err);
+    case cs::Envelope::SCORE_REQUEST:
+      return read_score_request(e, body, err);
+    case cs::Envelope::SCORE_REPLY:
+      return read_score_reply(e, body, err);
     case cs::Envelope::WEIGHT_ANNOUNCE: {
       auto r = e.getWeightAnnounce();
       body =
@@ -241,22 +266,8 @@ bool read_body(cs::Envelope::Reader e, Body& body, std::string& err) {
       body = WeightRequest{r.getPolicyVersion(), r.getChunk()};
       return true;
     }
-    case cs::Envelope::WEIGHT_CHUNK: {
-      auto r = e.getWeightChunk();
-      if (r.getCount() == 0 || r.getIndex() >= r.getCount()) {
-        err = "weight chunk index " + std::to_string(r.getIndex()) + " outside count " + std::to_string(r.getCount());
-        return false;
-      }
-      auto d = r.getData();
-      if (d.size() > r.getTotalBytes()) {
-        err = "weight chunk of " + std::to_string(d.size()) + " bytes in a blob of " + std::to_string(r.getTotalBytes());
-        return false;
-      }
-      body = WeightChunk{r.getPolicyVersion(), r.getIndex(),
-                         r.getCount(),         std::string(reinterpret_cast<const char*>(d.begin()), d.size()),
-                         r.getTotalBytes(),    r.getChecksum()};
-      return true;
-    }
+    case cs::Envelope::WEIGHT_CHUNK:
+      return read_weight_chunk(e, body, err);
     case cs::Envelope::STATS:
       body = Stats{get_parts(e.getStats().getEntries())};
       return true;

@@ -122,4 +122,17 @@ std::string keel_error_of(const std::function<void()>& f) {
   return "";
 }
 
+ModelConfig tiny_model_config() {
+  ModelConfig c;
+  c.vocab_size = 24;
+  c.d_model = 16;
+  c.n_layer = 1;
+  c.n_head = 2;
+  c.max_positions = 32;
+  c.bos_id = 1;
+  c.eos_id = 2;
+  c.pad_id = 0;
+  return c;
+}
+
 }  // namespace keel::test

@@ -8,6 +8,8 @@
 #include <functional>
 #include <string>
 
+#include "core/model_config.h"
+
 namespace keel::test {
 
 std::string source_dir();                        // KEEL_SOURCE_DIR
@@ -40,5 +42,8 @@ void write_text(const std::string& path, const std::string& text);
 // Runs `f` and returns the message of the KeelError it throws ("" when it throws none; any other
 // exception escapes and fails the test).
 std::string keel_error_of(const std::function<void()>& f);
+
+// A one-layer GPT-2 of width 16 over 24 tokens (bos 1, eos 2, pad 0): the unit tests' policy.
+ModelConfig tiny_model_config();
 
 }  // namespace keel::test
