@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -131,6 +133,37 @@ class Relay {
   std::string seen_;
   std::thread thread_;
 };
+
+// A signal that interrupts a receive (SIGTERM asking an actor or the reward service to stop) is
+// "nothing arrived", not an error: the caller's loop then sees its stop flag.
+TEST(Transport, ASignalDuringAReceiveIsNoMessageNotAnError) {
+  struct sigaction sa {};
+  sa.sa_handler = [](int) {};
+  sa.sa_flags = 0;  // no SA_RESTART: the wait returns EINTR
+  sigemptyset(&sa.sa_mask);
+  struct sigaction old {};
+  ASSERT_EQ(::sigaction(SIGUSR2, &sa, &old), 0);
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(test::free_port_block(1));
+  auto pull = zmq_bind(SocketKind::kPull, endpoint);
+  std::atomic<bool> returned{false}, threw{false};
+  std::thread receiver([&] {
+    ReceiveStats rs;
+    try {
+      EXPECT_FALSE(receive(*pull, 3000, rs).has_value());
+    } catch (const std::exception&) {
+      threw = true;
+    }
+    returned = true;
+  });
+  const pthread_t handle = receiver.native_handle();
+  for (int i = 0; i < 20 && !returned.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ::pthread_kill(handle, SIGUSR2);
+  }
+  receiver.join();
+  ::sigaction(SIGUSR2, &old, nullptr);
+  EXPECT_FALSE(threw.load()) << "an interrupted receive must not throw";
+}
 
 TEST(Transport, KeyFilesRoundTripAndBadOnesAreNamed) {
   const std::string dir = test::temp_dir("transport_keys");

@@ -1,5 +1,7 @@
 #include "wire/channel.h"
 
+#include <cerrno>
+
 #include <condition_variable>
 #include <deque>
 #include <iostream>
@@ -90,6 +92,18 @@ class ZmqChannel : public Channel {
   }
 
   std::optional<Packet> recv(int timeout_ms) override {
+    try {
+      return recv_now(timeout_ms);
+    } catch (const zmq::error_t& e) {
+      // A signal (SIGTERM asking the process to stop) interrupted the wait: nothing arrived; the
+      // caller's loop sees its stop flag. Anything else is the socket's failure.
+      if (e.num() == EINTR) return std::nullopt;
+      throw;
+    }
+  }
+
+ private:
+  std::optional<Packet> recv_now(int timeout_ms) {
     zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
     if (zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms)) <= 0) return std::nullopt;
     Packet p;
@@ -106,7 +120,6 @@ class ZmqChannel : public Channel {
     return p;
   }
 
- private:
   SocketKind kind_;
   zmq::socket_t socket_;
 };
