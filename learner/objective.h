@@ -39,8 +39,9 @@ struct LossResult {
 class Objective {
  public:
   virtual ~Objective() = default;
-  // Micro-batch `micro` of optimizer step `step`. Must depend only on (seed, step, micro) so that
-  // a resumed run sees the same data as an uninterrupted one.
+  // Micro-batch `micro` of optimizer step `step`. Must depend only on (seed, step, micro), and on
+  // the update the actor-learner runtime prepared before the step, so that a resumed run sees the
+  // same data as an uninterrupted one.
   virtual std::unique_ptr<MicroBatch> batch(int64_t step, int64_t micro) = 0;
   virtual LossResult loss(Transformer& model, const MicroBatch& batch) = 0;
   // Models the loss also trains (their gradients come from the same backward pass).
