@@ -18,7 +18,7 @@
 #include "core/sft_data.h"
 #include "core/tasks.h"
 #include "actors/credit_client.h"
-#include "actors/weight_receiver.h"
+#include "wire/weights/receiver.h"
 #include "wire/channel.h"
 
 namespace keel {

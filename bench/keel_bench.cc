@@ -26,7 +26,7 @@
 #include <thread>
 
 #include "actors/sampler.h"
-#include "actors/weight_receiver.h"
+#include "wire/weights/receiver.h"
 #include "core/checkpoint.h"
 #include "core/kernel_isa.h"
 #include "core/linear.h"

@@ -34,7 +34,7 @@ TensorMap model_tensors(Transformer& model);
 void load_weights(Transformer& model, const TensorMap& tensors, const std::string& origin, bool allow_new_heads);
 
 // Makes `model`'s parameters views of `tensors` without copying (e.g. of shared weights; see
-// core/shared_weights.h) when every parameter but a scalar head has a tensor of its name, shape
+// wire/weights/region.h) when every parameter but a scalar head has a tensor of its name, shape
 // and dtype, on the model's device. Returns false, leaving the model unchanged, otherwise. The
 // memory behind `tensors` must outlive the binding and must not be written through the model.
 bool bind_weights(Transformer& model, const TensorMap& tensors);

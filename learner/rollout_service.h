@@ -7,11 +7,9 @@
 //             actors joining late still hear it
 //   chunks    ROUTER, bound: WeightChunk replies to WeightRequest, for actors on other hosts, and
 //             CreditGrant replies to CreditRequest: the flow control of learner/rollout_credits.h
-// publish() (main thread) copies the policy into a SharedWeights region (core/shared_weights.h) that
-// same-host actors copy from, and announces the version. The safetensors blob that actors on other
-// hosts fetch in chunks is built from the region, in the service thread, when the first chunk of
-// a version is asked for; without a region (shared_dir "") publish() builds it at once.
-// A region left behind by a learner that died is removed when a new one is created.
+// publish() (main thread) hands the policy to the WeightSender (wire/weights/sender.h): the
+// region same-host actors read, or the blob other hosts fetch in chunks; announcements and chunk
+// replies go out from the service thread (the protocol: wire/weights/weights.h).
 #pragma once
 
 #include <atomic>
@@ -21,7 +19,6 @@
 #include <thread>
 #include <vector>
 
-#include "core/shared_weights.h"
 #include "learner/rollout_credits.h"
 #include "learner/rollout_source.h"
 #include "learner/weight_publisher.h"
@@ -29,6 +26,7 @@
 #include "replay/rollout_queue.h"
 #include "wire/channel.h"
 #include "wire/heartbeat.h"
+#include "wire/weights/sender.h"
 
 namespace keel {
 
@@ -47,10 +45,8 @@ struct RolloutServiceOptions {
 
 struct RolloutServiceStats {
   wire::ReceiveStats receive;
-  int64_t batches = 0, chunks_served = 0, announcements = 0;
-  uint64_t published_version = 0;
-  double publish_seconds = 0;                 // last publication: copy into the region (or serialise) + queue the announcement
-  int64_t blobs_built = 0;                    // safetensors blobs built for chunk requests
+  int64_t batches = 0;
+  WeightSenderStats weights;
   int64_t peers_alive = 0, peers_silent = 0;  // actors heard within / beyond peer_timeout_s
   CreditStats credits;
 };
@@ -68,13 +64,6 @@ class RolloutService : public RolloutSource, public WeightPublisher {
 
  private:
   void loop();
-  struct Blob {
-    std::string bytes;
-    uint64_t checksum = 0;
-  };
-  // The blob of the announced version (built from the region on first use), or null.
-  std::shared_ptr<const Blob> blob_for(uint64_t version);
-  void serve_chunk(wire::Channel& router, const std::string& peer, const wire::WeightRequest& q);
   void serve_requests(wire::Channel& router, wire::ReceiveStats& rs);
 
   RolloutServiceOptions o_;
@@ -83,19 +72,11 @@ class RolloutService : public RolloutSource, public WeightPublisher {
   std::unique_ptr<RolloutLog> log_;
   std::atomic<bool> stop_{false};
   mutable std::mutex mu_;
-  std::shared_ptr<const Blob> blob_;       // the announced version's safetensors bytes, once built
-  std::shared_ptr<SharedWeights> region_;  // same-host weights (null: none)
-  bool region_failed_ = false;             // no room for a region: chunks only
-  int region_generation_ = 0;
-  wire::WeightAnnounce announce_;
-  bool announce_pending_ = false, announced_once_ = false;
+  WeightSender weights_;
   RolloutServiceStats stats_;
   std::atomic<uint64_t> learner_version_{0};
   std::vector<std::unique_ptr<wire::Channel>> sockets_;  // owned by the thread: pull, pub, router
   std::thread thread_;
 };
-
-// FNV-1a 64 of a byte string (the WeightAnnounce checksum).
-uint64_t weights_checksum(const std::string& bytes);
 
 }  // namespace keel

@@ -13,7 +13,7 @@
 
 #include "core/error.h"
 #include "core/safetensors.h"
-#include "core/shared_weights.h"
+#include "wire/weights/region.h"
 #include "core/token_file.h"
 #include "replay/hdf5_io.h"
 #include "replay/preference_buffer.h"

@@ -6,10 +6,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "actors/weight_receiver.h"
+#include "wire/weights/receiver.h"
 #include "core/checkpoint.h"
 #include "core/error.h"
-#include "core/shared_weights.h"
+#include "wire/weights/region.h"
 #include "learner/rollout_service.h"
 #include "tests/support/test_support.h"
 
@@ -156,7 +156,7 @@ TEST(WeightsToActors, BoundCopiedAndChunkedActorsHoldThePublishedVersion) {
   EXPECT_EQ(rb.bound_loads(), 1);
   EXPECT_EQ(rc.copied_loads(), 1);
   EXPECT_EQ(rn.chunk_loads(), 1);
-  EXPECT_EQ(local.stats().blobs_built, 0) << "no actor asked for chunks: no blob built";
+  EXPECT_EQ(local.stats().weights.blobs_built, 0) << "no actor asked for chunks: no blob built";
 
   // Two more versions: the bound actor's slot is rewritten under it, and it notices.
   auto step = [&] {
@@ -207,7 +207,7 @@ TEST(WeightsToActors, BoundCopiedAndChunkedActorsHoldThePublishedVersion) {
   EXPECT_EQ(v, 5u);
   EXPECT_EQ(far.chunk_loads(), 1);
   EXPECT_TRUE(torch::equal(logits_of(far_model), logits_of(policy)));
-  EXPECT_EQ(local.stats().blobs_built, 1);
+  EXPECT_EQ(local.stats().weights.blobs_built, 1);
 }
 
 }  // namespace

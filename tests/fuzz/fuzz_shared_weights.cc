@@ -1,4 +1,4 @@
-// Any bytes as a shared weights file (core/shared_weights.h): opened and read, or refused with a
+// Any bytes as a shared weights file (wire/weights/region.h): opened and read, or refused with a
 // KeelError. Every view a file yields lies inside the mapping, so summing it never faults.
 #include <unistd.h>
 
@@ -8,7 +8,7 @@
 #include <string>
 
 #include "core/error.h"
-#include "core/shared_weights.h"
+#include "wire/weights/region.h"
 #include "tests/fuzz/fuzz_seeds.h"
 
 namespace {

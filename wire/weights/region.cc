@@ -1,4 +1,4 @@
-#include "core/shared_weights.h"
+#include "wire/weights/region.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

@@ -1,8 +1,8 @@
-// WeightReceiver: an actor's side of weight publication. It hears the learner's WeightAnnounce
-// messages and puts the newest announced version into the actor's model:
+// WeightReceiver: an actor's side of weight publication (the protocol: wire/weights/weights.h).
+// It hears WeightAnnounce messages and puts the newest announced version into the actor's model:
 //   - on the learner's host, a CPU model binds its parameters to the shared-memory slot the
-//     announcement names (core/shared_weights.h): no copy at all. The learner rewrites that slot
-//     only when it publishes two versions later, so after each batch the actor asks
+//     announcement names (wire/weights/region.h): no copy at all. The slot is rewritten only
+//     when two more versions are published (contract point 3), so after each batch the actor asks
 //     unchanged_since_load(); a batch generated across a rewrite is discarded, and from then on
 //     the receiver copies each version into the model's own memory instead;
 //   - a model on a GPU (or with binding off) copies from the slot once;
@@ -15,7 +15,8 @@
 #include <memory>
 #include <string>
 
-#include "core/shared_weights.h"
+#include "wire/weights/region.h"
+#include "wire/weights/weights.h"
 #include "core/transformer.h"
 #include "wire/channel.h"
 #include "wire/messages.h"

@@ -1,4 +1,4 @@
-#include "actors/weight_receiver.h"
+#include "wire/weights/receiver.h"
 
 #include <unistd.h>
 
@@ -6,7 +6,6 @@
 
 #include "core/checkpoint.h"
 #include "core/error.h"
-#include "core/hash.h"
 #include "core/safetensors.h"
 
 namespace keel {
@@ -167,7 +166,7 @@ std::string WeightReceiver::fetch_chunks(const wire::WeightAnnounce& a) {
   std::string out;
   out.reserve(total);
   for (auto& p : parts) out += p;
-  if (out.size() != total || fnv1a64(out) != checksum) {
+  if (out.size() != total || weights_checksum(out) != checksum) {
     std::cerr << name_ << ": weights v" << a.policy_version << " incomplete or corrupt; keeping the current ones\n";
     return "";
   }

@@ -1,0 +1,151 @@
+#include "wire/weights/sender.h"
+
+#include <signal.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "core/error.h"
+#include "core/hash.h"
+
+namespace keel {
+
+uint64_t weights_checksum(const std::string& bytes) { return fnv1a64(bytes); }
+
+namespace {
+
+// Removes <dir>/keel-<pid>-<n>.weights regions whose learner process is gone (killed learners
+// cannot remove their own).
+void remove_dead_regions(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const auto name = e.path().filename().string();
+    long pid = 0;
+    int gen = 0;
+    char tail[16] = {0};
+    if (std::sscanf(name.c_str(), "keel-%ld-%d.%15s", &pid, &gen, tail) != 3 || std::string(tail) != "weights" || pid <= 0)
+      continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == -1 && errno == ESRCH) {
+      std::filesystem::remove(e.path(), ec);
+      if (!ec) std::cerr << "learner: removed " << e.path().string() << ", left by a learner that is gone\n";
+    }
+  }
+}
+
+std::string blob_bytes(const TensorMap& tensors, uint64_t version) {
+  return safetensors_bytes(tensors, {{"policy_version", std::to_string(version)}});
+}
+
+}  // namespace
+
+WeightSender::WeightSender(WeightSenderOptions o) : o_(std::move(o)) {}
+
+WeightSenderStats WeightSender::stats() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return stats_;
+}
+
+std::shared_ptr<SharedWeights> WeightSender::write_region(uint64_t version, const TensorMap& tensors) {
+  std::shared_ptr<SharedWeights> region;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    region = region_;
+  }
+  if (o_.shared_dir.empty() || region_failed_) return nullptr;
+  try {
+    if (!region || !region->matches(tensors)) {
+      remove_dead_regions(o_.shared_dir);
+      region = SharedWeights::create(
+          o_.shared_dir + "/" + o_.run_name + "-" + std::to_string(region_generation_++) + ".weights", tensors);
+      std::cerr << "learner: weights for same-host actors in " << region->path() << " (" << region->file_bytes() / (1 << 20)
+                << " MiB)\n";
+    }
+    region->write(version, tensors);
+    return region;
+  } catch (const KeelError& e) {
+    // No room in shared memory, or a directory that cannot hold the region: chunks still work.
+    // Anything else (tensors that do not fit the region's layout) is a bug and stops the learner.
+    if (e.kind() != ErrorKind::kOutOfSpace && e.kind() != ErrorKind::kIo) throw;
+    std::cerr << "learner: " << e.what() << "; actors will fetch weights in chunks instead\n";
+    region_failed_ = true;
+    return nullptr;
+  }
+}
+
+void WeightSender::publish(uint64_t version, const TensorMap& tensors) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto region = write_region(version, tensors);
+  wire::WeightAnnounce a;
+  a.policy_version = version;
+  std::shared_ptr<const Blob> blob;
+  if (region) {
+    a.shared_path = region->path();
+  } else {
+    auto b = std::make_shared<Blob>();
+    b->bytes = blob_bytes(tensors, version);
+    b->checksum = weights_checksum(b->bytes);
+    a.total_bytes = b->bytes.size();
+    a.chunk_count = static_cast<uint32_t>((b->bytes.size() + o_.chunk_bytes - 1) / o_.chunk_bytes);
+    a.checksum = b->checksum;
+    blob = b;
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  region_ = region;
+  blob_ = blob;
+  announce_ = a;
+  announce_pending_ = true;
+  announced_once_ = true;
+  stats_.published_version = version;
+  stats_.publish_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void WeightSender::announce_if_due(wire::Channel& pub, std::chrono::steady_clock::time_point now) {
+  wire::WeightAnnounce a;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    const bool due = announce_pending_ || (announced_once_ && now - last_announce_ > std::chrono::seconds(1));
+    if (!due) return;
+    a = announce_;
+    announce_pending_ = false;
+    last_announce_ = now;
+    ++stats_.announcements;
+  }
+  wire::send_message(pub, {"learner", a});
+}
+
+std::shared_ptr<const WeightSender::Blob> WeightSender::blob_for(uint64_t version) {
+  std::shared_ptr<const Blob> blob;
+  std::shared_ptr<SharedWeights> region;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!announced_once_ || announce_.policy_version != version) return nullptr;
+    blob = blob_;
+    region = region_;
+  }
+  if (blob || !region) return blob;
+  auto b = std::make_shared<Blob>();
+  if (!region->read(version, [&](const TensorMap& t) { b->bytes = blob_bytes(t, version); }))
+    return nullptr;  // rewritten: a newer one is announced
+  b->checksum = weights_checksum(b->bytes);
+  std::lock_guard<std::mutex> l(mu_);
+  ++stats_.blobs_built;
+  if (announce_.policy_version == version) blob_ = b;
+  return b;
+}
+
+void WeightSender::serve(wire::Channel& router, const std::string& peer, const wire::WeightRequest& q) {
+  auto blob = blob_for(q.policy_version);
+  if (!blob) return;
+  const auto count = static_cast<uint32_t>((blob->bytes.size() + o_.chunk_bytes - 1) / o_.chunk_bytes);
+  if (q.chunk >= count) return;
+  const size_t off = static_cast<size_t>(q.chunk) * o_.chunk_bytes;
+  wire::WeightChunk c{q.policy_version,   q.chunk,       count, blob->bytes.substr(off, o_.chunk_bytes),
+                      blob->bytes.size(), blob->checksum};
+  wire::send_message(router, {"learner", c}, peer);
+  std::lock_guard<std::mutex> l(mu_);
+  ++stats_.chunks_served;
+}
+
+}  // namespace keel

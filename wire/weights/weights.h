@@ -1,0 +1,32 @@
+// The weights path: how a policy version gets from the learner into every actor's model.
+// One module, three parts, all in wire/weights/:
+//   region.h    SharedWeights, the shared-memory file (two slots, a seqlock each) that carries
+//               weights between processes on one host (layout: docs/formats.md)
+//   sender.h    WeightSender, the learner's side: writes the region, announces, serves chunks
+//   receiver.h  WeightReceiver, the actor's side: hears announcements, loads the newest version
+//
+// The contract between them:
+//   1. The learner publishes version v (once the update that made v is checkpointed) by writing
+//      it into slot v % 2 of its region, or, without a region, by serialising it as safetensors.
+//   2. It announces v on the weights PUB socket (wire::WeightAnnounce) at once, and again every
+//      second, naming the region's path (shared_path) or the blob's size, chunk count and
+//      checksum. An announcement may repeat a version with more to say (a restarted learner's
+//      new region); a receiver takes the announcement with the highest version, the latest of equals.
+//   3. The slot of v is rewritten only when v + 2 is published, so a reader that copies (or binds
+//      to) slot v and then finds its sequence counter unchanged holds exactly version v.
+//   4. A receiver that cannot read the region (another host, a broken file) asks the chunks
+//      ROUTER for (v, chunk i) (wire::WeightRequest); the sender answers with chunk i of the
+//      announced version only, so a request for an older version goes unanswered and the
+//      receiver follows the newer announcement. The receiver checks total size and checksum.
+//   5. A model never generates from parts of two versions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace keel {
+
+// FNV-1a 64 of the serialised weights: WeightAnnounce.checksum and WeightChunk.checksum.
+uint64_t weights_checksum(const std::string& bytes);
+
+}  // namespace keel
