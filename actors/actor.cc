@@ -1,5 +1,7 @@
 #include "actors/actor.h"
 
+#include <sstream>
+
 #include <unistd.h>
 
 #include <chrono>
@@ -42,22 +44,20 @@ struct Prompt {
 
 std::vector<Prompt> load_prompts(const ActorOptions& o, const Tokenizer& tok) {
   const auto tmpl = parse_prompt_template(o.prompt_template);
-  std::vector<std::string> texts;
+  std::vector<std::vector<ChatMessage>> conversations;
   if (o.prompts == "tasks") {
-    std::vector<TaskFamily> fams;
-    for (const auto& f : o.task_families) fams.push_back(parse_task_family(f));
-    if (fams.empty()) fams.assign(std::begin(kAllTaskFamilies), std::end(kAllTaskFamilies));
-    for (const auto& t : make_tasks(TaskSplit::kTrain, static_cast<int>(o.tasks_per_family), 11, fams)) texts.push_back(t.prompt);
+    const auto fams = parse_task_families(o.task_families);
+    for (const auto& t : make_tasks(TaskSplit::kTrain, static_cast<int>(o.tasks_per_family), 11, fams))
+      conversations.push_back({{"user", t.prompt}});
   } else {
-    read_jsonl(o.prompts, BadLinePolicy::kSkip, [&](const nlohmann::json& j) {
-      KEEL_CHECK(j.is_object() && j.contains("prompt") && j["prompt"].is_string(), "missing string field 'prompt'");
-      texts.push_back(j["prompt"].get<std::string>());
-    });
+    conversations = load_prompt_jsonl(o.prompts, BadLinePolicy::kSkip);
   }
   std::vector<Prompt> out;
-  for (size_t i = 0; i < texts.size(); ++i)
+  for (size_t i = 0; i < conversations.size(); ++i)
     if (static_cast<int>(i % static_cast<size_t>(o.world)) == o.rank)
-      out.push_back({texts[i], make_sft_example(render_prompt(texts[i], tmpl), "", tok).prompt});
+      // The reward service sees the conversation without the template (a {prompt} line: its text).
+      out.push_back({render_prompt(conversations[i], PromptTemplate::kNone),
+                     make_sft_example(render_prompt(conversations[i], tmpl), "", tok).prompt});
   KEEL_CHECK(!out.empty(), "actor " << o.rank << " has no prompts in its shard");
   return out;
 }
@@ -263,6 +263,15 @@ ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop) {
   o.validate();
   ActorLoop loop(o, stop);
   return loop.run();
+}
+
+std::string describe_actor_stats(const ActorStats& st, int rank) {
+  std::ostringstream os;
+  os << "actor " << rank << ": " << st.batches << " batches, " << st.rollouts << " rollouts, " << st.weight_loads
+     << " weight loads, version " << st.version << ", " << st.seconds_waiting_for_weights << " s of " << st.seconds
+     << " s waiting for weights, " << st.seconds_waiting_for_credit << " s waiting for credit (" << st.credit_refusals
+     << " refusals), " << st.discarded_batches << " batches discarded";
+  return os.str();
 }
 
 }  // namespace keel

@@ -59,6 +59,9 @@ struct ActorStats {
   double seconds = 0;  // the whole run
 };
 
+// One line: what an actor did (printed when it ends).
+std::string describe_actor_stats(const ActorStats& s, int rank);
+
 // Runs until `stop` (SIGINT/SIGTERM) or max_batches.
 ActorStats run_actor(const ActorOptions& o, const std::atomic<bool>& stop);
 

@@ -15,9 +15,7 @@ void HeldOutEvalOptions::validate() const {
 std::function<Scalars(Transformer&)> make_heldout_task_eval(const HeldOutEvalOptions& o, const Tokenizer& tok,
                                                             double temperature) {
   o.validate();
-  std::vector<TaskFamily> fams;
-  for (const auto& f : o.families) fams.push_back(parse_task_family(f));
-  if (fams.empty()) fams.assign(std::begin(kAllTaskFamilies), std::end(kAllTaskFamilies));
+  const auto fams = parse_task_families(o.families);
   auto held = make_tasks(TaskSplit::kHeldOut, o.per_family, 1, fams);
   const auto t = parse_prompt_template(o.prompt_template);
   return [held, t, o, temperature, &tok](Transformer& m) {

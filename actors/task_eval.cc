@@ -1,8 +1,11 @@
 #include "actors/task_eval.h"
 
-#include "actors/sampler.h"
-
 #include <cmath>
+#include <cstdio>
+
+#include "actors/sampler.h"
+#include "core/error.h"
+#include "core/model_loader.h"
 
 namespace keel {
 
@@ -95,6 +98,38 @@ TaskEvalResult expected_task_reward(Transformer& model, const Tokenizer& tok, co
   }
   r.mean_accuracy = r.count.empty() ? 0 : sum / static_cast<double>(r.count.size());
   return r;
+}
+
+TaskEvalResult run_task_eval(const TaskEvalRunOptions& o, torch::Device device) {
+  KEEL_CHECK(o.temperature >= 0, "--temperature must be >= 0, got " << o.temperature);
+  KEEL_CHECK(o.samples >= 1, "--samples must be >= 1, got " << o.samples);
+  KEEL_CHECK(o.split == "train" || o.split == "held-out", "--split must be train or held-out, got '" << o.split << "'");
+  auto [model, tok_file, tok] = load_model_dir(o.model_dir, ModelLoadOptions::on(device));
+  const auto split = o.split == "train" ? TaskSplit::kTrain : TaskSplit::kHeldOut;
+  const auto tasks = make_tasks(split, o.per_family, o.seed, parse_task_families(o.families));
+  const bool sampled = o.temperature > 0;
+  return evaluate_tasks(model, *tok, tasks, parse_prompt_template(o.prompt_template), 32, 24, o.temperature,
+                        sampled ? o.samples : 1, o.seed + 6);
+}
+
+void print_task_eval(const TaskEvalResult& r, std::ostream& table) {
+  char line[96];
+  for (const auto& [fam, acc] : r.accuracy) {
+    std::snprintf(line, sizeof line, "%-12s %6.3f  (%lld tasks)\n", fam.c_str(), acc, static_cast<long long>(r.count.at(fam)));
+    table << line;
+  }
+  std::snprintf(line, sizeof line, "%-12s %6.3f\n", "mean", r.mean_accuracy);
+  table << line;
+}
+
+nlohmann::json task_eval_json(const TaskEvalResult& r, const TaskEvalRunOptions& o) {
+  nlohmann::json j;
+  for (const auto& [fam, acc] : r.accuracy) j["accuracy"][fam] = acc;
+  j["mean_accuracy"] = r.mean_accuracy;
+  j["model"] = o.model_dir;
+  j["temperature"] = o.temperature;
+  j["samples"] = o.temperature > 0 ? o.samples : 1;
+  return j;
 }
 
 }  // namespace keel

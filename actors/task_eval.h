@@ -3,6 +3,8 @@
 #pragma once
 
 #include <map>
+#include <nlohmann/json.hpp>
+#include <ostream>
 #include <string>
 
 #include "core/sft_data.h"
@@ -37,5 +39,21 @@ TaskEvalResult expected_task_reward(Transformer& model, const Tokenizer& tok, co
 std::vector<std::string> sample_wrong_answers(Transformer& model, const Tokenizer& tok, const std::vector<TaskExample>& tasks,
                                               PromptTemplate tmpl, int samples, double temperature, uint64_t seed,
                                               int64_t batch_size = 32, int64_t max_new_tokens = 24);
+
+// `keel eval tasks`: a model directory on built-in tasks, greedy or sampled.
+struct TaskEvalRunOptions {
+  std::string model_dir;
+  std::string split = "held-out";  // train | held-out
+  std::string prompt_template = "chat";
+  int per_family = 100;
+  std::vector<std::string> families;  // none: all
+  uint64_t seed = 1;                  // the tasks' seed; sampling uses seed + 6
+  double temperature = 0;             // 0: greedy
+  int samples = 4;                    // draws per task when temperature > 0
+};
+TaskEvalResult run_task_eval(const TaskEvalRunOptions& o, torch::Device device);
+// The result as a table (one family per line, then the mean) on `table`, and as JSON.
+void print_task_eval(const TaskEvalResult& r, std::ostream& table);
+nlohmann::json task_eval_json(const TaskEvalResult& r, const TaskEvalRunOptions& o);
 
 }  // namespace keel

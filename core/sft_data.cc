@@ -46,20 +46,47 @@ SftExample make_sft_example(const std::string& prompt_text, const std::string& r
   return ex;
 }
 
+namespace {
+// A JSONL record's "messages": a non-empty list of {role, content}, roles checked.
+std::vector<ChatMessage> parse_messages(const nlohmann::json& msgs) {
+  KEEL_CHECK(msgs.is_array() && !msgs.empty(), "'messages' must be a non-empty list");
+  std::vector<ChatMessage> history;
+  for (const auto& m : msgs) {
+    KEEL_CHECK(m.is_object() && m.contains("role") && m["role"].is_string() && m.contains("content") &&
+                   m["content"].is_string(),
+               "a message lacks a string 'role' or 'content'");
+    history.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+    role_label(history.back().role);
+  }
+  return history;
+}
+}  // namespace
+
+std::vector<std::vector<ChatMessage>> load_prompt_jsonl(const std::string& path, BadLinePolicy policy, JsonlReport* report) {
+  std::vector<std::vector<ChatMessage>> out;
+  auto r = read_jsonl(path, policy, [&](const nlohmann::json& j) {
+    KEEL_CHECK(j.is_object(), "line is not a JSON object");
+    if (j.contains("messages")) {
+      auto history = parse_messages(j["messages"]);
+      KEEL_CHECK(history.back().role != "assistant", "the last message of a prompt must not be the assistant's");
+      out.push_back(std::move(history));
+      return;
+    }
+    KEEL_CHECK(j.contains("prompt") && j["prompt"].is_string(), "missing string field 'prompt' (or a 'messages' list)");
+    out.push_back({{"user", j["prompt"].get<std::string>()}});
+  });
+  KEEL_CHECK(!out.empty(), path << " holds no usable prompts");
+  if (report) *report = std::move(r);
+  return out;
+}
+
 std::vector<SftExample> load_sft_jsonl(const std::string& path, const Tokenizer& tok, PromptTemplate tmpl, BadLinePolicy policy,
                                        JsonlReport* report) {
   std::vector<SftExample> out;
   auto r = read_jsonl(path, policy, [&](const nlohmann::json& j) {
     KEEL_CHECK(j.is_object(), "line is not a JSON object");
     if (j.contains("messages")) {
-      const auto& msgs = j["messages"];
-      KEEL_CHECK(msgs.is_array() && !msgs.empty(), "'messages' must be a non-empty list");
-      std::vector<ChatMessage> history;
-      for (const auto& m : msgs) {
-        KEEL_CHECK(m.is_object() && m.contains("role") && m.contains("content"), "a message lacks 'role' or 'content'");
-        history.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
-        role_label(history.back().role);
-      }
+      auto history = parse_messages(j["messages"]);
       KEEL_CHECK(history.back().role == "assistant", "the last message must be the assistant's");
       const std::string response = history.back().content;
       history.pop_back();

@@ -36,6 +36,11 @@ struct SftExample {
 std::vector<SftExample> load_sft_jsonl(const std::string& path, const Tokenizer& tok, PromptTemplate tmpl, BadLinePolicy policy,
                                        JsonlReport* report = nullptr);
 
+// Reads prompts for generation: JSONL of {"prompt": text} (one user turn) or {"messages": [...]}
+// (a conversation that does not end with the assistant's turn). Bad lines follow `policy`.
+std::vector<std::vector<ChatMessage>> load_prompt_jsonl(const std::string& path, BadLinePolicy policy,
+                                                        JsonlReport* report = nullptr);
+
 // Tokenizes one prompt/response pair the same way.
 SftExample make_sft_example(const std::string& prompt_text, const std::string& response, const Tokenizer& tok);
 

@@ -84,6 +84,13 @@ TaskFamily parse_task_family(const std::string& name) {
   KEEL_FAIL("unknown task family '" << name << "' (arithmetic, reverse, sort, count)");
 }
 
+std::vector<TaskFamily> parse_task_families(const std::vector<std::string>& names) {
+  std::vector<TaskFamily> out;
+  for (const auto& n : names) out.push_back(parse_task_family(n));
+  if (out.empty()) out.assign(std::begin(kAllTaskFamilies), std::end(kAllTaskFamilies));
+  return out;
+}
+
 std::vector<TaskExample> make_tasks(TaskSplit split, int per_family, uint64_t seed, const std::vector<TaskFamily>& families) {
   std::vector<std::vector<TaskExample>> by_family;
   for (auto f : families) {

@@ -19,6 +19,8 @@ constexpr TaskFamily kAllTaskFamilies[] = {TaskFamily::kArithmetic, TaskFamily::
 
 const char* task_family_name(TaskFamily f);
 TaskFamily parse_task_family(const std::string& name);
+// The families named (each checked by parse_task_family); none named: all of them.
+std::vector<TaskFamily> parse_task_families(const std::vector<std::string>& names);
 
 enum class TaskSplit { kTrain, kHeldOut };
 

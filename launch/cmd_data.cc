@@ -1,18 +1,10 @@
 // Data commands: tokenizer training and encoding, corpus tokenization, task export.
-#include <torch/torch.h>
-
-#include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
 
-#include "core/model_loader.h"
+#include "actors/task_export.h"
 #include "core/corpus.h"
-#include "core/error.h"
-#include "actors/task_eval.h"
-#include "core/checkpoint.h"
-#include "core/tasks.h"
 #include "core/tokenizer.h"
+#include "core/tokenizer_training.h"
 #include "launch/commands.h"
 #include "launch/options.h"
 
@@ -42,22 +34,7 @@ int cmd_tokenizer_train(const Args& args) {
   // clang-format on
   if (parse_options(args, "tokenizer train", "Trains a SentencePiece model (unk 0, bos 1, eos 2, pad 3).", d).help) return 0;
   corpus.bad_lines = parse_bad_line_policy(bad_lines);
-  corpus.val_fraction = 0;
-  const std::string text = out + ".corpus.txt";
-  {
-    std::ofstream f(text);
-    int64_t docs = 0;
-    for_each_document(corpus, [&](const std::string& doc, bool) {
-      f << doc << (doc.empty() || doc.back() != '\n' ? "\n" : "");
-      ++docs;
-    });
-    KEEL_CHECK(docs > 0, "tokenizer train: the corpus holds no documents");
-    std::cerr << "tokenizer train: " << docs << " documents\n";
-  }
-  sp.inputs = {text};
-  sp.model_prefix = out;
-  train_sentencepiece(sp);
-  std::filesystem::remove(text);
+  std::cerr << "tokenizer train: " << train_tokenizer_on_corpus(corpus, sp, out) << " documents\n";
   std::cout << out << ".model\n";
   return 0;
 }
@@ -100,68 +77,28 @@ int cmd_data_tokenize(const Args& args) {
 }
 
 int cmd_tasks_export(const Args& args) {
-  std::string split = "train", out;
-  int per_family = 1000;
-  bool pairs = false;
-  std::string wrong = "mixed";
-  uint64_t seed = 1;
-  std::vector<std::string> families;
-  std::string model_dir, device = "cpu";
-  int samples = 4, threads = 0;
-  double temperature = 1.0;
+  TaskExportOptions o;
+  std::string out, device = "cpu";
+  int threads = 0;
   po::options_description d("keel tasks export");
   // clang-format off
-  d.add_options()("split", po::value(&split)->default_value(split), "train | held-out")(
-      "per-family", po::value(&per_family)->default_value(per_family), "examples of each family")(
-      "families", po::value(&families)->multitoken(), "families (default all): arithmetic reverse sort count")(
-      "seed", po::value(&seed)->default_value(seed), "generation seed")(
-      "pairs", po::bool_switch(&pairs), "write preference pairs {prompt, chosen, rejected, family}: the right answer against a wrong one")(
-      "wrong", po::value(&wrong)->default_value(wrong),
+  d.add_options()("split", po::value(&o.split)->default_value(o.split), "train | held-out")(
+      "per-family", po::value(&o.per_family)->default_value(o.per_family), "examples of each family")(
+      "families", po::value(&o.families)->multitoken(), "families (default all): arithmetic reverse sort count")(
+      "seed", po::value(&o.seed)->default_value(o.seed), "generation seed")(
+      "pairs", po::bool_switch(&o.pairs), "write preference pairs {prompt, chosen, rejected, family}: the right answer against a wrong one")(
+      "wrong", po::value(&o.wrong)->default_value(o.wrong),
       "--pairs: wrong answers that are near misses (near), random answers of the same shape (random), either (mixed), "
       "or the --model's own wrong answers (sampled; a near miss where all its samples were right)")(
-      "model", po::value(&model_dir), "--wrong sampled: the model whose answers are sampled (an SFT model directory)")(
-      "samples", po::value(&samples)->default_value(samples), "--wrong sampled: draws per prompt")(
-      "temperature", po::value(&temperature)->default_value(temperature), "--wrong sampled: sampling temperature")(
+      "model", po::value(&o.model_dir), "--wrong sampled: the model whose answers are sampled (an SFT model directory)")(
+      "samples", po::value(&o.samples)->default_value(o.samples), "--wrong sampled: draws per prompt")(
+      "temperature", po::value(&o.temperature)->default_value(o.temperature), "--wrong sampled: sampling temperature")(
       "threads", po::value(&threads)->default_value(threads), "--wrong sampled: LibTorch threads (0 = all cores)")(
       "out", po::value(&out)->required(), "output JSONL ({prompt, response, family})");
   // clang-format on
   if (parse_options(args, "tasks export", "Writes built-in tasks as SFT JSONL.", d).help) return 0;
-  KEEL_CHECK(split == "train" || split == "held-out", "--split must be train or held-out");
-  std::vector<TaskFamily> fams;
-  for (const auto& f : families) fams.push_back(parse_task_family(f));
-  if (fams.empty()) fams.assign(std::begin(kAllTaskFamilies), std::end(kAllTaskFamilies));
-  const auto tasks = make_tasks(split == "train" ? TaskSplit::kTrain : TaskSplit::kHeldOut, per_family, seed, fams);
-  std::ofstream f(out);
-  KEEL_CHECK(f, "cannot write " << out);
-  uint64_t i = 0;
-  const bool sampled = wrong == "sampled";
-  const auto kind = sampled ? WrongAnswerKind::kNear : parse_wrong_answer_kind(wrong);
-  std::vector<std::string> own;
-  if (pairs && sampled) {
-    KEEL_CHECK(!model_dir.empty(), "--wrong sampled needs --model");
-    KEEL_CHECK(samples >= 1 && temperature > 0, "--wrong sampled needs --samples >= 1 and --temperature > 0");
-    apply_runtime(threads, device);
-    auto [model, tok_file, tok] = load_model_dir(model_dir);
-    model->eval();
-    torch::NoGradGuard ng;
-    own = sample_wrong_answers(model, *tok, tasks, PromptTemplate::kChat, samples, temperature, seed);
-    const auto found = std::count_if(own.begin(), own.end(), [](const std::string& s) { return !s.empty(); });
-    std::cout << found << " of " << tasks.size() << " prompts got a sampled wrong answer; the rest a near miss\n";
-  }
-  for (const auto& t : tasks) {
-    std::string rejected = sampled && !own[i].empty() ? own[i] : wrong_answer(t.prompt, seed * 7919 + i, kind);
-    ++i;
-    if (pairs)
-      f << nlohmann::json{{"prompt", t.prompt},
-                          {"chosen", t.answer},
-                          {"rejected", rejected},
-                          {"family", task_family_name(t.family)}}
-               .dump()
-        << "\n";
-    else
-      f << nlohmann::json{{"prompt", t.prompt}, {"response", t.answer}, {"family", task_family_name(t.family)}}.dump() << "\n";
-  }
-  std::cout << tasks.size() << " tasks written to " << out << "\n";
+  const auto dev = o.pairs && o.wrong == "sampled" ? apply_runtime(threads, device) : torch::Device(torch::kCPU);
+  std::cout << export_tasks(o, dev, out, std::cout) << " tasks written to " << out << "\n";
   return 0;
 }
 

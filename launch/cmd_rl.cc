@@ -62,10 +62,7 @@ int cmd_actor(const Args& args) {
   apply_transport(transport);
   install_stop_flag();
   const auto st = run_actor(o, g_stop);
-  std::cerr << "actor " << o.rank << ": " << st.batches << " batches, " << st.rollouts << " rollouts, " << st.weight_loads
-            << " weight loads, version " << st.version << ", " << st.seconds_waiting_for_weights << " s of " << st.seconds
-            << " s waiting for weights, " << st.seconds_waiting_for_credit << " s waiting for credit (" << st.credit_refusals
-            << " refusals), " << st.discarded_batches << " batches discarded\n";
+  std::cerr << describe_actor_stats(st, o.rank) << "\n";
   return 0;
 }
 

@@ -88,6 +88,26 @@ TEST(SftData, PromptResponseAndChatFormsFollowTheTemplate) {
   EXPECT_EQ(tok->decode(ex[1].response), "Hello.");
 }
 
+TEST(SftData, PromptFilesTakePromptsOrConversationsThatAwaitTheAssistant) {
+  const std::string dir = test::temp_dir("prompt_jsonl");
+  test::write_text(dir + "/p.jsonl",
+                   "{\"prompt\": \"What is 2+2?\"}\n"
+                   "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": "
+                   "\"Hi\"}]}\n"
+                   "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": "
+                   "\"Hello.\"}]}\n");
+  const auto err = test::keel_error_of([&] { load_prompt_jsonl(dir + "/p.jsonl", BadLinePolicy::kFail); });
+  EXPECT_NE(err.find("p.jsonl:3"), std::string::npos) << err;
+  EXPECT_NE(err.find("must not be the assistant's"), std::string::npos) << err;
+  JsonlReport report;
+  const auto prompts = load_prompt_jsonl(dir + "/p.jsonl", BadLinePolicy::kSkip, &report);
+  ASSERT_EQ(prompts.size(), 2u);
+  EXPECT_EQ(report.problems.size(), 1u);
+  EXPECT_EQ(render_prompt(prompts[0], PromptTemplate::kChat), "User: What is 2+2?\n\nAssistant: ");
+  EXPECT_EQ(render_prompt(prompts[0], PromptTemplate::kNone), "What is 2+2?");
+  EXPECT_EQ(render_prompt(prompts[1], PromptTemplate::kChat), "System: Be brief.\n\nUser: Hi\n\nAssistant: ");
+}
+
 TEST(SftObjective, LossOnlyOnResponseTokensWithOrWithoutPacking) {
   auto tok = gpt2();
   std::vector<SftExample> ex;

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
+#include <sstream>
 
 #include "core/checkpoint.h"
 #include "core/error.h"
@@ -18,6 +19,7 @@
 #include "replay/pair_mining.h"
 #include "replay/preference_buffer.h"
 #include "replay/preference_jsonl.h"
+#include "replay/preference_tools.h"
 #include "replay/preference_stream.h"
 #include "tests/support/test_support.h"
 
@@ -304,16 +306,12 @@ TEST(PreferenceJsonl, CommonFormsImportAndExportRoundTrips) {
   EXPECT_EQ(tok->decode(got[2].prompt), "System: Be brief.\n\nUser: 2+2?\n\nAssistant: ");
   EXPECT_EQ(tok->decode(got[2].chosen), "4");
 
-  // Through a buffer and back to JSONL, then imported again: the same tokens.
-  {
-    PreferenceWriter w(dir + "/buf.h5", tok->identity(), {true, true});
-    for (const auto& p : got) w.append(p);
-    w.finish();
-  }
-  PreferenceReader reader(dir + "/buf.h5");
-  std::string exported;
-  for (const auto& p : reader.read(0, reader.size())) exported += preference_to_json(p, nullptr).dump() + "\n";
-  test::write_text(dir + "/out.jsonl", exported);
+  // Imported into a buffer, exported to JSONL and read again: the same tokens.
+  const auto imported = import_preferences({dir + "/in.jsonl", dir + "/buf.h5"}, *tok);
+  EXPECT_EQ(imported.pairs, 3);
+  EXPECT_EQ(imported.skipped, 0);
+  EXPECT_EQ(export_preferences(dir + "/buf.h5", nullptr, dir + "/out.jsonl"), 3);
+  EXPECT_FALSE(fs::exists(dir + "/out.jsonl.tmp"));
   std::vector<PreferencePair> again;
   read_preference_jsonl(dir + "/out.jsonl", *tok, PromptTemplate::kChat, BadLinePolicy::kFail,
                         [&](PreferencePair&& p) { again.push_back(std::move(p)); });
@@ -323,6 +321,19 @@ TEST(PreferenceJsonl, CommonFormsImportAndExportRoundTrips) {
     EXPECT_EQ(again[i].chosen, got[i].chosen) << i;
     EXPECT_EQ(again[i].rejected, got[i].rejected) << i;
   }
+
+  // A description counts the pairs and their rewards, and shows the first pair's text.
+  std::ostringstream described;
+  describe_preferences(dir + "/buf.h5", nullptr, 1, described);
+  EXPECT_NE(described.str().find("pairs: 3"), std::string::npos) << described.str();
+  EXPECT_NE(described.str().find("pairs with rewards: 1 (chosen reward above rejected: 1)"), std::string::npos) << described.str();
+  EXPECT_NE(described.str().find("[0] {\"chosen\":\"a b\""), std::string::npos) << described.str();
+  EXPECT_EQ(described.str().find("[1]"), std::string::npos) << described.str();
+  // Without stored text and without a tokenizer, export says what to pass.
+  import_preferences({dir + "/in.jsonl", dir + "/notext.h5", PromptTemplate::kChat, BadLinePolicy::kFail, false}, *tok);
+  EXPECT_NE(test::keel_error_of([&] { export_preferences(dir + "/notext.h5", nullptr, dir + "/x.jsonl"); }).find("--tokenizer"),
+            std::string::npos);
+  EXPECT_EQ(export_preferences(dir + "/notext.h5", tok.get(), dir + "/x.jsonl"), 3);
 
   // Malformed lines name file and line; skip counts them.
   test::write_text(dir + "/bad.jsonl", R"({"prompt": "a", "chosen": "b", "rejected": "c"})"
