@@ -103,19 +103,29 @@ TEST(DataParallel, ACollectiveWaitingOnADeadRankFailsNamingIt) {
                            " --collective-timeout 10 --threads 1 --out " +
                            out;
   const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(test::free_port_block(1)) + " WORLD_SIZE=2 ";
+  // Rank 1 dies once the ranks train together (rank 0 has logged a step), mid-collective.
+  std::chrono::steady_clock::time_point killed_at{};
   std::thread killer([&] {
-    std::this_thread::sleep_for(std::chrono::seconds(8));
+    test::wait_until(
+        [&] {
+          std::error_code ec;
+          return std::filesystem::file_size(out + "/metrics.jsonl", ec) > 0 && !ec;
+        },
+        std::chrono::minutes(2));
+    killed_at = std::chrono::steady_clock::now();
     test::run("pkill -9 -f -- '" + out + " --keep-checkpoints 3'");  // rank 1 alone has this option
   });
   test::RunResult r1;
   std::thread rank1([&] { r1 = test::run(env + "RANK=1 " + test::keel_bin() + " " + args + " --keep-checkpoints 3"); });
   const auto start = std::chrono::steady_clock::now();
   auto r0 = test::run(env + "RANK=0 " + test::keel_bin() + " " + args);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto end = std::chrono::steady_clock::now();
   killer.join();
   rank1.join();
   EXPECT_NE(r0.code, 0) << "rank 0 must fail when rank 1 dies";
-  EXPECT_LT(secs, 8 + 10 + 30) << "the failure must come within the collective timeout, not hang";
+  ASSERT_GT(killed_at, start) << "rank 0 never logged a step: " << r0.output;
+  const double secs = std::chrono::duration<double>(end - killed_at).count();
+  EXPECT_LT(secs, 10 + 30) << "the failure must come within the collective timeout after the kill, not hang";
   EXPECT_NE(r0.output.find("rank(s) that did not take part: 1"), std::string::npos) << r0.output;
 }
 

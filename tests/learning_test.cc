@@ -67,36 +67,68 @@ double mean_accuracy(const nlohmann::json& tasks) {
   return sum / static_cast<double>(tasks["accuracy"].size());
 }
 
+// The pipeline every later test starts from: a tokenizer, the tokenized corpus, a pretrained and
+// an SFT model, made once per test process by whichever test needs them first (so that any test
+// runs alone: --gtest_filter picks one and it builds what it needs).
+struct SftPipeline {
+  std::string dir, failure;  // failure: the first step that failed, with its output
+  double unigram = -1, pre_loss = -1;
+  std::string sft() const { return dir + "/sft/model"; }
+};
+
+SftPipeline build_sft_pipeline() {
+  SftPipeline p;
+  p.dir = test::temp_dir("learning");
+  const std::string& dir = p.dir;
+  auto step = [&](const std::string& args) {
+    auto r = test::keel(args);
+    if (r.code != 0 && p.failure.empty()) p.failure = "keel " + args + " failed:\n" + r.output;
+    return r;
+  };
+  step(std::string("tokenizer train --input ") + kCorpus + " --doc-separator % --vocab-size 4096 --out " + dir + "/tok");
+  auto r = step(std::string("data tokenize --input ") + kCorpus + " --doc-separator % --tokenizer " + dir +
+                "/tok.model --out " + dir + "/data");
+  p.unigram = unigram_baseline(r.output);
+  step("pretrain --data " + dir + "/data --tokenizer " + dir + "/tok.model --out " + dir +
+       "/pre --d-model 256 --n-layer 4 --n-head 4 --seq-len 256 --batch-size 8 --steps 300 --lr 2e-3"
+       " --warmup-steps 30 --eval-every 100 --checkpoint-every 100 --log-every 50");
+  if (p.failure.empty()) p.pre_loss = last_eval_loss(dir + "/pre");
+  step("tasks export --split train --per-family 4000 --out " + dir + "/train.jsonl");
+  step("tasks export --split held-out --per-family 50 --out " + dir + "/held.jsonl");
+  step("sft --init " + dir + "/pre/model --train-file " + dir + "/train.jsonl --eval-file " + dir + "/held.jsonl --out " + dir +
+       "/sft --seq-len 128 --batch-size 16 --steps 1000 --lr 1.5e-3"
+       " --warmup-steps 30 --eval-every 500 --checkpoint-every 500 --log-every 100");
+  return p;
+}
+
+const SftPipeline& sft_pipeline() {
+  static const SftPipeline p = build_sft_pipeline();
+  return p;
+}
+
+// The SFT model's greedy held-out task accuracy (eval tasks, 100 per family), evaluated once.
+const nlohmann::json& sft_task_accuracy() {
+  static const nlohmann::json j = eval_tasks(sft_pipeline().sft(), sft_pipeline().dir + "/sft_tasks.json");
+  return j;
+}
+
+// The SFT model's directory; fails the calling test when the pipeline did not finish.
+#define SFT_MODEL_OR_FAIL(var)                                   \
+  const auto& var##_built = sft_pipeline();                   \
+  ASSERT_TRUE(var##_built.failure.empty()) << var##_built.failure; \
+  const std::string var = var##_built.sft()
+
 TEST(Learning, PretrainBeatsUnigramAndSftLearnsTheTasks) {
   ASSERT_TRUE(std::filesystem::exists(kCorpus)) << "the default corpus is missing: run scripts/setup.sh (package fortunes)";
-  const std::string dir = test::temp_dir("learning");
-  auto r = test::keel(std::string("tokenizer train --input ") + kCorpus + " --doc-separator % --vocab-size 4096 --out " + dir +
-                      "/tok");
-  ASSERT_EQ(r.code, 0) << r.output;
-  r = test::keel(std::string("data tokenize --input ") + kCorpus + " --doc-separator % --tokenizer " + dir + "/tok.model --out " +
-                 dir + "/data");
-  ASSERT_EQ(r.code, 0) << r.output;
-  const double unigram = unigram_baseline(r.output);
-  ASSERT_GT(unigram, 5.0) << r.output;
-
-  r = test::keel("pretrain --data " + dir + "/data --tokenizer " + dir + "/tok.model --out " + dir +
-                 "/pre --d-model 256 --n-layer 4 --n-head 4 --seq-len 256 --batch-size 8 --steps 300 --lr 2e-3"
-                 " --warmup-steps 30 --eval-every 100 --checkpoint-every 100 --log-every 50");
-  ASSERT_EQ(r.code, 0) << r.output;
-  const double pre_loss = last_eval_loss(dir + "/pre");
-  std::cerr << "unigram cross-entropy " << unigram << " nats/token; pretrained held-out loss " << pre_loss << "\n";
-  EXPECT_LT(pre_loss, unigram - 0.8);  // measured: 5.59 against 6.80
-
-  ASSERT_EQ(test::keel("tasks export --split train --per-family 4000 --out " + dir + "/train.jsonl").code, 0);
-  ASSERT_EQ(test::keel("tasks export --split held-out --per-family 50 --out " + dir + "/held.jsonl").code, 0);
-  r = test::keel("sft --init " + dir + "/pre/model --train-file " + dir + "/train.jsonl --eval-file " + dir +
-                 "/held.jsonl --out " + dir +
-                 "/sft --seq-len 128 --batch-size 16 --steps 1000 --lr 1.5e-3"
-                 " --warmup-steps 30 --eval-every 500 --checkpoint-every 500 --log-every 100");
-  ASSERT_EQ(r.code, 0) << r.output;
+  const auto& p = sft_pipeline();
+  ASSERT_TRUE(p.failure.empty()) << p.failure;
+  const std::string& dir = p.dir;
+  ASSERT_GT(p.unigram, 5.0);
+  std::cerr << "unigram cross-entropy " << p.unigram << " nats/token; pretrained held-out loss " << p.pre_loss << "\n";
+  EXPECT_LT(p.pre_loss, p.unigram - 0.8);  // measured: 5.59 against 6.80
 
   const auto before = eval_tasks(dir + "/pre/model", dir + "/pre_tasks.json");
-  const auto after = eval_tasks(dir + "/sft/model", dir + "/sft_tasks.json");
+  const auto& after = sft_task_accuracy();
   // Stated bars per family; measured on 2 cores: arithmetic 0.24, count 1.00, reverse 0.91, sort 0.74
   // after SFT, and 0.00 for every family before it.
   const std::map<std::string, double> bar = {{"arithmetic", 0.15}, {"count", 0.9}, {"reverse", 0.8}, {"sort", 0.6}};
@@ -110,9 +142,7 @@ TEST(Learning, PretrainBeatsUnigramAndSftLearnsTheTasks) {
 // On-policy negatives: `keel tasks export --pairs --wrong sampled` takes the SFT model's own wrong
 // answers as the rejected side (a near miss where all its draws were right).
 TEST(Learning, TaskPairsWithTheModelsOwnWrongAnswers) {
-  const std::string sft = test::temp_path("learning") + "/sft/model";
-  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
-      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  SFT_MODEL_OR_FAIL(sft);
   const std::string dir = test::temp_dir("sampled_pairs");
   auto r = test::keel("tasks export --pairs --wrong sampled --model " + sft +
                       " --samples 2 --split train --per-family 25 --out " + dir + "/pairs.jsonl");
@@ -144,10 +174,7 @@ TEST(Learning, TaskPairsWithTheModelsOwnWrongAnswers) {
 // lr 5e-5 / beta 0.1 reached 0.92 preference accuracy but left task accuracy at 0.80). A buffer
 // written by h5py alone trains in keel dpo.
 TEST(Learning, RewardModelAndDpoOnTaskPairs) {
-  const std::string base = test::temp_path("learning");
-  const std::string sft = base + "/sft/model";
-  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
-      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  SFT_MODEL_OR_FAIL(sft);
   const std::string dir = test::temp_dir("preferences");
   for (const char* wrong : {"random", "mixed"}) {
     ASSERT_EQ(test::keel(std::string("tasks export --pairs --wrong ") + wrong +
@@ -196,7 +223,7 @@ TEST(Learning, RewardModelAndDpoOnTaskPairs) {
   std::cerr << "DPO held-out preference accuracy " << acc.front() << " -> " << acc.back() << "\n";
   EXPECT_NEAR(acc.front(), 0.5, 0.1) << "the policy equals its reference at the start: implicit rewards are 0";
   EXPECT_GE(acc.back(), 0.85);
-  const auto sft_tasks = nlohmann::json::parse(test::read_text(base + "/sft_tasks.json"));
+  const auto& sft_tasks = sft_task_accuracy();
   const auto dpo_tasks = eval_tasks(dir + "/dpo/model", dir + "/dpo_tasks.json");
   std::cerr << "held-out task accuracy: SFT " << mean_accuracy(sft_tasks) << ", DPO " << mean_accuracy(dpo_tasks) << "\n";
   EXPECT_GT(mean_accuracy(dpo_tasks), mean_accuracy(sft_tasks)) << "DPO must raise held-out task accuracy above the SFT model's";
@@ -236,10 +263,13 @@ struct PpoCase {
   double margin;    // least change of the held-out expected reward over 60 updates (negative: a bounded fall)
 };
 
-void run_ppo_case(const PpoCase& c) {
-  const std::string sft = test::temp_path("learning") + "/sft/model";
-  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
-      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+struct PpoOutcome {
+  std::string dir;
+  test::RunResult result;
+};
+
+// Runs a case through keel launch (faults injected while it runs).
+PpoOutcome launch_ppo_case(const PpoCase& c, const std::string& sft) {
   const std::string dir = test::temp_dir("ppo_" + std::to_string(c.actors));
   const int base_port = test::free_port_block(6);  // keel launch takes base..base+5
   const std::string cmd = "launch --out " + dir + " --init " + sft + " --actors " + std::to_string(c.actors) + " --base-port " +
@@ -252,7 +282,11 @@ void run_ppo_case(const PpoCase& c) {
   if (c.faults) {
     faults = std::thread([&] {
       const std::string rollouts = "tcp://127.0.0.1:" + std::to_string(base_port);
-      std::this_thread::sleep_for(std::chrono::seconds(15));
+      // Each fault after the learner has published some versions: it is mid-run, whatever the speed.
+      auto after_version = [&](uint64_t v) {
+        test::wait_until([&] { return test::published_versions(dir) >= v; }, std::chrono::minutes(5));
+      };
+      after_version(4);
       auto push = wire::zmq_connect(wire::SocketKind::kPush, rollouts);
       push->send("this is not a rollout batch");
       auto bytes = wire::encode({"intruder", wire::Heartbeat{1, 1}});
@@ -262,16 +296,30 @@ void run_ppo_case(const PpoCase& c) {
           break;
         }
       push->send(bytes);
-      std::this_thread::sleep_for(std::chrono::seconds(5));
+      after_version(6);
       test::run("pkill -9 -f -- '--rank 0 --world " + std::to_string(c.actors) + " --rollouts " + rollouts + "'");
-      std::this_thread::sleep_for(std::chrono::seconds(5));
+      after_version(8);
       test::run("pkill -9 -f -- 'reward serve --kind task --endpoint tcp://127.0.0.1:" + std::to_string(base_port + 5) + "'");
     });
   }
   auto r = test::keel(cmd);
   if (faults.joinable()) faults.join();
+  return {dir, r};
+}
+
+const PpoCase kLoggedPpoCase{1, false, true, 0.005};
+
+// The one-actor run with every rollout logged: a test of its own, and the undisturbed run and
+// the rollout log that later tests compare with or mine. Run once per process.
+const PpoOutcome& logged_ppo_run() {
+  static const PpoOutcome o = launch_ppo_case(kLoggedPpoCase, sft_pipeline().sft());
+  return o;
+}
+
+void check_ppo_case(const PpoCase& c, const PpoOutcome& o) {
+  const auto& r = o.result;
   ASSERT_EQ(r.code, 0) << r.output;
-  const auto run = test::read_ppo_run(dir + "/learner/metrics.jsonl");
+  const auto run = test::read_ppo_run(o.dir + "/learner/metrics.jsonl");
   ASSERT_GE(run.eval_reward.size(), 2u) << r.output;
   ASSERT_EQ(run.version.size(), 60u);
   for (size_t i = 0; i < run.version.size(); ++i) EXPECT_EQ(run.version[i], static_cast<double>(i + 1));  // no gaps or repeats
@@ -298,18 +346,25 @@ void run_ppo_case(const PpoCase& c) {
   }
 }
 
-TEST(Learning, PpoThroughLaunchWithTwoActorsAndFaults) { run_ppo_case({2, true, false, -0.01}); }
-TEST(Learning, PpoThroughLaunchWithOneActor) { run_ppo_case({1, false, true, 0.005}); }
+TEST(Learning, PpoThroughLaunchWithTwoActorsAndFaults) {
+  SFT_MODEL_OR_FAIL(sft);
+  const PpoCase c{2, true, false, -0.01};
+  check_ppo_case(c, launch_ppo_case(c, sft));
+}
+TEST(Learning, PpoThroughLaunchWithOneActor) {
+  SFT_MODEL_OR_FAIL(sft);
+  check_ppo_case(kLoggedPpoCase, logged_ppo_run());
+}
 
 // Pairs mined from the logged PPO run above (2 responses per prompt, best against worst) train a
 // DPO policy whose held-out reward (exact match of sampled responses at temperature 1, the reward
 // PPO optimised) is above the SFT model's, and whose greedy accuracy does not fall.
 // Measured: sampled 0.661 -> 0.689, greedy 0.81 -> 0.845 (800 samples / 200 prompts).
 TEST(Learning, DpoOnPairsMinedFromALoggedPpoRun) {
-  const std::string base = test::temp_path("learning");
-  const std::string sft = base + "/sft/model";
-  const std::string log = test::temp_path("ppo_1") + "/rollouts.h5";
-  ASSERT_TRUE(std::filesystem::exists(log)) << "run Learning.PpoThroughLaunchWithOneActor first";
+  SFT_MODEL_OR_FAIL(sft);
+  const auto& logged = logged_ppo_run();
+  ASSERT_EQ(logged.result.code, 0) << logged.result.output;
+  const std::string log = logged.dir + "/rollouts.h5";
   const std::string dir = test::temp_dir("mined");
   auto r = test::keel("prefs mine --log " + log + " --out " + dir + "/mined.h5");
   ASSERT_EQ(r.code, 0) << r.output;
@@ -382,9 +437,7 @@ class Netns {
 };
 
 TEST(Learning, PpoAcrossNetworkNamespacesWithCurveSurvivesLosingAnActorHost) {
-  const std::string sft = test::temp_path("learning") + "/sft/model";
-  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
-      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  SFT_MODEL_OR_FAIL(sft);
   const std::string dir = test::temp_dir("multihost");
   Netns net;
   std::string why;
@@ -412,7 +465,8 @@ TEST(Learning, PpoAcrossNetworkNamespacesWithCurveSurvivesLosingAnActorHost) {
   };
   std::thread killer([&] {
     for (auto [h, rank] : {std::pair{'a', 0}, {'a', 1}, {'b', 2}}) test::run(actor(h, rank));
-    std::this_thread::sleep_for(std::chrono::seconds(35));
+    // Mid-run, once host B's actor has had time to contribute (asserted below).
+    test::wait_until([&] { return test::published_versions(dir) >= 7; }, std::chrono::minutes(5));
     test::run("for p in $(ip netns pids " + net.host('b') + "); do kill -9 $p; done");  // actor host B is lost
   });
   auto r = test::run(learner_cmd.str());
@@ -459,11 +513,11 @@ namespace {
 // the learner's counter equals the updates' rollouts; the final held-out reward is within noise of
 // the undisturbed one-actor run above.
 TEST(Learning, ChaosPpoRunLosesNothingAndCountsNothingTwice) {
-  const std::string sft = test::temp_path("learning") + "/sft/model";
-  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
-      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
-  const auto undisturbed = test::read_ppo_run(test::temp_path("ppo_1") + "/learner/metrics.jsonl");
-  ASSERT_FALSE(undisturbed.eval_reward.empty()) << "run Learning.PpoThroughLaunchWithOneActor first";
+  SFT_MODEL_OR_FAIL(sft);
+  const auto& logged = logged_ppo_run();
+  ASSERT_EQ(logged.result.code, 0) << logged.result.output;
+  const auto undisturbed = test::read_ppo_run(logged.dir + "/learner/metrics.jsonl");
+  ASSERT_FALSE(undisturbed.eval_reward.empty()) << logged.result.output;
   const std::string dir = test::temp_dir("chaos");
   const int port = test::free_port_block(6);  // keel launch takes base..base+5
   const std::string rollouts = "tcp://127.0.0.1:" + std::to_string(port);
@@ -555,9 +609,7 @@ namespace {
 // and publishes every step. Asserted: every step is published once, the mined pairs (kept in a
 // preference buffer) are ordered by score, and the held-out reward does not collapse.
 TEST(Learning, OnlineDpoThroughLaunch) {
-  const std::string sft = test::temp_path("learning") + "/sft/model";
-  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
-      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  SFT_MODEL_OR_FAIL(sft);
   const std::string dir = test::temp_dir("online_dpo");
   auto r = test::keel("launch --out " + dir + " --init " + sft + " --learner dpo-online --actors 2 --base-port " +
                       std::to_string(test::free_port_block(6)) +
@@ -596,9 +648,7 @@ namespace {
 // resumes. Asserted: the run finishes with versions 1..12 and no gap, and at least 3 versions were
 // published while actor-0 was frozen.
 TEST(Learning, PpoGoesOnPastAFrozenActorAndAFrozenRewardService) {
-  const std::string sft = test::temp_path("learning") + "/sft/model";
-  ASSERT_TRUE(std::filesystem::exists(sft + "/model.safetensors"))
-      << "run Learning.PretrainBeatsUnigramAndSftLearnsTheTasks first";
+  SFT_MODEL_OR_FAIL(sft);
   const std::string dir = test::temp_dir("frozen");
   const int port = test::free_port_block(6);
   const std::string rollouts = "tcp://127.0.0.1:" + std::to_string(port);

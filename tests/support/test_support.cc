@@ -1,7 +1,5 @@
 #include "tests/support/test_support.h"
 
-#include "core/error.h"
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -16,6 +14,10 @@
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
+
+#include "core/error.h"
+#include "learner/run_status.h"
 
 namespace keel::test {
 
@@ -133,6 +135,20 @@ ModelConfig tiny_model_config() {
   c.eos_id = 2;
   c.pad_id = 0;
   return c;
+}
+
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout, std::chrono::milliseconds poll) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(poll);
+  }
+  return true;
+}
+
+uint64_t published_versions(const std::string& launch_out) {
+  const auto s = read_run_status(launch_out + "/learner");
+  return s ? s->version : 0;
 }
 
 }  // namespace keel::test

@@ -5,6 +5,8 @@
 // so that the label `unit` needs neither.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -42,6 +44,14 @@ void write_text(const std::string& path, const std::string& text);
 // Runs `f` and returns the message of the KeelError it throws ("" when it throws none; any other
 // exception escapes and fails the test).
 std::string keel_error_of(const std::function<void()>& f);
+
+// Polls `cond` every `poll` until it holds (true) or `timeout` passes (false): a test waits on
+// the condition it needs, not on a guess of how long that takes.
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout,
+                std::chrono::milliseconds poll = std::chrono::milliseconds(100));
+// The policy versions a run launched with `keel launch --out dir` has published (its learner's
+// status.json; 0 before the first).
+uint64_t published_versions(const std::string& launch_out);
 
 // A one-layer GPT-2 of width 16 over 24 tokens (bos 1, eos 2, pad 0): the unit tests' policy.
 ModelConfig tiny_model_config();
