@@ -31,6 +31,12 @@ void ActorOptions::validate() const {
   KEEL_CHECK(batch_prompts > 0 && group_size > 0, "batch-prompts and group-size must be positive");
   KEEL_CHECK(reward_retries >= 0 && reward_timeout_ms > 0, "bad reward retry settings");
   sampling.validate();
+  // The learner recomputes log-probs under the full softmax at --temperature (learner/sampling_contract.h).
+  KEEL_CHECK(sampling.temperature > 0,
+             "an RL actor needs --temperature > 0: greedy samples have no sampling log-probs for the learner's ratio");
+  KEEL_CHECK(sampling.top_k == 0 && sampling.top_p >= 1.0,
+             "an RL actor samples from the full softmax: --top-k " << sampling.top_k << " / --top-p " << sampling.top_p
+                                                                   << " truncate it, and the learner would refuse the batches");
 }
 
 namespace {
@@ -178,6 +184,10 @@ wire::RolloutBatch ActorLoop::make_batch(const std::vector<const Prompt*>& batch
                                          const wire::ScoreRequest& req, const wire::ScoreReply& reply, uint64_t seed) {
   wire::RolloutBatch rb;
   rb.temperature = static_cast<float>(o_.sampling.temperature);
+  rb.top_k = static_cast<uint32_t>(o_.sampling.top_k);
+  rb.top_p = static_cast<float>(o_.sampling.top_p);
+  rb.group_size = static_cast<uint32_t>(o_.group_size);
+  rb.tokenizer = tok_->identity();
   for (size_t i = 0; i < batch.size(); ++i) {
     wire::Rollout r;
     r.prompt_tokens = batch[i]->tokens;
@@ -191,8 +201,10 @@ wire::RolloutBatch ActorLoop::make_batch(const std::vector<const Prompt*>& batch
     r.finished = samples.finished[i];
     r.prompt = req.items[i].prompt;
     r.response = req.items[i].response;
-    r.group_id = (static_cast<uint64_t>(o_.rank) << 48) | (static_cast<uint64_t>(st_.batches) << 16) |
-                 (i / static_cast<size_t>(o_.group_size));
+    // Unique over actors and their restarts, like the uid: groups are found by this id.
+    const uint64_t group_key[5] = {static_cast<uint64_t>(o_.rank), o_.incarnation, static_cast<uint64_t>(st_.batches),
+                                   i / static_cast<size_t>(o_.group_size), 0x67726f7570ull};
+    r.group_id = fnv1a64(std::string(reinterpret_cast<const char*>(group_key), sizeof group_key));
     const uint64_t key[4] = {static_cast<uint64_t>(o_.rank), o_.incarnation, static_cast<uint64_t>(st_.batches), i};
     r.uid = fnv1a64(std::string(reinterpret_cast<const char*>(key), sizeof key));
     rb.rollouts.push_back(std::move(r));

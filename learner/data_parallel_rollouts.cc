@@ -12,7 +12,13 @@ BroadcastRolloutSource::BroadcastRolloutSource(std::shared_ptr<DataParallel> dp,
 
 std::vector<wire::Rollout> BroadcastRolloutSource::next(size_t n, uint64_t version) {
   std::string bytes;
-  if (lead_) bytes = wire::encode({"learner", wire::RolloutBatch{lead_->next(n, version), 1.0f}});
+  if (lead_) {
+    // Only the rollouts travel: they kept the sampling contract when rank 0's service accepted them
+    // (learner/sampling_contract.h), and every rank trains under the same options.
+    wire::RolloutBatch batch;
+    batch.rollouts = lead_->next(n, version);
+    bytes = wire::encode({"learner", batch});
+  }
   bytes = dp_->broadcast_bytes(bytes);
   wire::DecodeLimits limits;
   limits.max_bytes = bytes.size();

@@ -9,6 +9,7 @@
 #include "learner/algos/masked.h"
 #include "learner/algos/ppo_loss.h"
 #include "learner/algos/rloo.h"
+#include "learner/sampling_contract.h"
 
 namespace keel {
 
@@ -182,6 +183,13 @@ Scalars PpoUpdateBuilder::prepare(uint64_t version, Transformer& /*policy*/) {
   u_.version = version;
   u_.order_epoch = -1;
   torch::Tensor score, ref_logp, values;
+  if (o_.estimator != AdvantageEstimator::kGae) {
+    // Group baselines need each prompt's responses together: found by group_id, not by position.
+    std::vector<wire::Rollout> grouped;
+    grouped.reserve(collected_.size());
+    for (size_t i : group_order(collected_, o_.group_size)) grouped.push_back(std::move(collected_[i]));
+    collected_ = std::move(grouped);
+  }
   fill_batch_tensors(collected_, score, m);
   collected_.clear();
   reference_and_values(ref_logp, values);

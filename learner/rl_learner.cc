@@ -38,6 +38,7 @@ Scalars rollout_side_status(const RolloutService& service) {
           {"replay/dropped_stale", static_cast<double>(rs.dropped_stale)},
           {"replay/trained_share", rs.received > 0 ? static_cast<double>(rs.taken) / static_cast<double>(rs.received) : 0.0},
           {"wire/rejected", static_cast<double>(ss.receive.rejected)},
+          {"replay/refused_batches", static_cast<double>(ss.refused_batches)},
           {"actors/alive", static_cast<double>(ss.peers_alive)},
           {"actors/silent", static_cast<double>(ss.peers_silent)},
           {"credits/granted", static_cast<double>(c.granted)},
@@ -56,10 +57,14 @@ struct RolloutSide {
   RolloutSource* source = nullptr;
   WeightPublisher* publisher = nullptr;
 
-  RolloutSide(RolloutSideOptions o, const std::string& tokenizer_identity, const std::shared_ptr<DataParallel>& dp) {
+  // `contract`: the sampling settings the learner trains under (its tokenizer is added here).
+  RolloutSide(RolloutSideOptions o, SamplingContract contract, const std::string& tokenizer_identity,
+              const std::shared_ptr<DataParallel>& dp) {
     if (o.net.shared_dir == "none") o.net.shared_dir.clear();
     o.replay.drop_stale = !o.keep_stale;
     o.net.tokenizer_identity = tokenizer_identity;
+    contract.tokenizer = tokenizer_identity;
+    o.net.contract = contract;
     o.net.run_name = "keel-" + std::to_string(::getpid());
     if (!dp || dp->rank() == 0) service = std::make_unique<RolloutService>(o.net, o.replay);
     source = service.get();
@@ -82,7 +87,8 @@ struct RolloutSide {
     const auto ss = service->stats();
     const auto rs = service->replay_stats();
     std::cerr << who << ": version " << version << ", " << ss.receive.accepted << " messages accepted, " << ss.receive.rejected
-              << " rejected, " << rs.dropped_stale << " stale rollouts dropped, " << rs.taken << " of " << rs.received
+              << " rejected, " << ss.refused_batches << " batches refused (sampling contract), " << rs.dropped_stale
+              << " stale rollouts dropped, " << rs.taken << " of " << rs.received
               << " received rollouts trained on\n";
     service->stop();
   }
@@ -129,7 +135,7 @@ int run_ppo_learner(PpoLearnerOptions o) {
     if (!dp || dp->rank() == 0) runtime.set_evaluation(make_heldout_task_eval(o.side.eval, *tok, o.ppo.temperature));
     return runtime.run().interrupted ? 3 : 0;
   }
-  RolloutSide side(o.side, tok->identity(), dp);
+  RolloutSide side(o.side, {o.ppo.temperature, static_cast<uint32_t>(o.ppo.group_size)}, tok->identity(), dp);
   ActorLearner runtime(o.train, models.policy, builder, *side.source, *side.publisher, o.run_config, tok_file);
   runtime.set_data_parallel(dp);
   side.attach(runtime, o.side, *tok, o.ppo.temperature);
@@ -148,7 +154,7 @@ int run_online_dpo_learner(OnlineDpoLearnerOptions o) {
   o.dpo.grad_accum = global_micro_batches(o.train, dp);
   if (dp && dp->rank() != 0) o.online.buffer.clear();  // rank 0 alone writes the mined pairs
   OnlineDpoUpdateBuilder builder(o.online, o.dpo, ref, policy->config().pad_id, policy->config().vocab_size, dev);
-  RolloutSide side(o.side, tok->identity(), dp);
+  RolloutSide side(o.side, {o.temperature, static_cast<uint32_t>(o.online.group_size)}, tok->identity(), dp);
   ActorLearner runtime(o.train, policy, builder, *side.source, *side.publisher, o.run_config, tok_file);
   runtime.set_data_parallel(dp);
   side.attach(runtime, o.side, *tok, o.temperature);

@@ -75,6 +75,27 @@ std::vector<wire::Rollout> RolloutService::next(size_t n, uint64_t version) {
 
 void RolloutService::publish(uint64_t version, Transformer& policy) { weights_.publish(version, model_tensors(policy)); }
 
+// A batch that keeps the sampling contract goes to the log and, group by group, to the queue; any
+// other is refused, counted and logged naming what differs.
+void RolloutService::accept(const std::string& sender, wire::RolloutBatch b) {
+  std::string why = contract_violation(b, o_.contract);
+  std::vector<std::vector<wire::Rollout>> groups;
+  if (why.empty()) {
+    if (log_) log_->append(b.rollouts, learner_version_.load());
+    groups = split_groups(std::move(b.rollouts), b.group_size, &why);
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  if (!why.empty()) {
+    ++stats_.refused_batches;
+    if (stats_.refused_batches <= 10 || stats_.refused_batches % 100 == 0)
+      std::cerr << "learner: refused a rollout batch from " << sender << " (" << stats_.refused_batches << " so far): " << why
+                << "\n";
+    return;
+  }
+  for (auto& g : groups) queue_.push(std::move(g));
+  ++stats_.batches;
+}
+
 // Weight chunk and credit requests on the ROUTER socket.
 void RolloutService::serve_requests(wire::Channel& router, wire::ReceiveStats& rs) {
   std::string peer;
@@ -104,10 +125,7 @@ void RolloutService::loop() {
       credits_.heard(m->sender, std::chrono::steady_clock::now());
       if (auto* b = std::get_if<wire::RolloutBatch>(&m->body)) {
         credits_.delivered(m->sender, b->credit_id, std::chrono::steady_clock::now());
-        if (log_) log_->append(b->rollouts, learner_version_.load());
-        for (auto& r : b->rollouts) queue_.push(std::move(r));
-        std::lock_guard<std::mutex> l(mu_);
-        ++stats_.batches;
+        accept(m->sender, std::move(*b));
       }
     }
     serve_requests(router, rs);

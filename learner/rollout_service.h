@@ -21,6 +21,7 @@
 
 #include "learner/rollout_credits.h"
 #include "learner/rollout_source.h"
+#include "learner/sampling_contract.h"
 #include "learner/weight_publisher.h"
 #include "replay/rollout_log.h"
 #include "replay/rollout_queue.h"
@@ -41,11 +42,13 @@ struct RolloutServiceOptions {
   std::string tokenizer_identity;
   double peer_timeout_s = 10;  // an actor not heard from (rollouts or heartbeats) this long is reported silent
   CreditOptions credits;       // its silent_after_s is peer_timeout_s
+  SamplingContract contract;   // what a batch must keep to be trained on (learner/sampling_contract.h)
 };
 
 struct RolloutServiceStats {
   wire::ReceiveStats receive;
-  int64_t batches = 0;
+  int64_t batches = 0;          // accepted
+  int64_t refused_batches = 0;  // broke the sampling contract (or were not whole groups)
   WeightSenderStats weights;
   int64_t peers_alive = 0, peers_silent = 0;  // actors heard within / beyond peer_timeout_s
   CreditStats credits;
@@ -65,6 +68,7 @@ class RolloutService : public RolloutSource, public WeightPublisher {
  private:
   void loop();
   void serve_requests(wire::Channel& router, wire::ReceiveStats& rs);
+  void accept(const std::string& sender, wire::RolloutBatch b);
 
   RolloutServiceOptions o_;
   RolloutQueue queue_;

@@ -1,6 +1,8 @@
-// The learner-side queue of rollouts. Producers (the receive thread) push; the learner takes
-// batches for its current version. A rollout more than max_staleness versions behind the learner
-// is dropped or kept, by config, and counted either way. Thread-safe.
+// The learner-side queue of rollouts, held as whole groups (the responses to one prompt: GRPO and
+// RLOO baselines need every member). Producers (the receive thread) push groups; the learner takes
+// whole groups for its current version. A group more than max_staleness versions behind the
+// learner is dropped or kept, by config, and counted either way (in rollouts); beyond capacity the
+// oldest groups are evicted whole. Thread-safe.
 #pragma once
 
 #include <atomic>
@@ -17,7 +19,7 @@ namespace keel {
 struct ReplayOptions {
   int64_t max_staleness = 1;  // versions a rollout may lag the learner
   bool drop_stale = true;     // false: keep stale rollouts (counted)
-  size_t capacity = 8192;     // oldest rollouts are evicted (counted) beyond this
+  size_t capacity = 8192;     // rollouts held; the oldest groups are evicted (counted) beyond this
 };
 
 struct ReplayStats {
@@ -28,18 +30,22 @@ struct ReplayStats {
 class RolloutQueue {
  public:
   explicit RolloutQueue(ReplayOptions o) : o_(o) {}
-  void push(wire::Rollout r);
-  // Up to `n` rollouts usable at `learner_version`, waiting until n are there, `stop` is set or
-  // timeout_ms passes (then fewer may be returned).
+  // One group (all of one policy version).
+  void push(std::vector<wire::Rollout> group);
+  void push(wire::Rollout r) { push(std::vector<wire::Rollout>{std::move(r)}); }
+  // Whole groups of at most `n` rollouts in all, usable at `learner_version`, waiting until n are
+  // there, `stop` is set or timeout_ms passes (then fewer may be returned). Throws KeelError when
+  // the next group cannot fit into n at all (n not a multiple of the group size).
   std::vector<wire::Rollout> take(size_t n, uint64_t learner_version, int timeout_ms, const std::atomic<bool>& stop);
   ReplayStats stats() const;
-  size_t size() const;
+  size_t size() const;  // rollouts held
 
  private:
   ReplayOptions o_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<wire::Rollout> q_;
+  std::deque<std::vector<wire::Rollout>> q_;
+  size_t held_ = 0;  // rollouts in q_
   ReplayStats stats_;
 };
 

@@ -150,8 +150,10 @@ TEST(Credits, TheRolloutServiceGrantsOverItsSocketAndAFrozenActorLosesItsCredit)
   // actor-1 delivers its batch under the credit: the learner's wait ends.
   wire::RolloutBatch b;
   b.credit_id = later->credit_id;
+  b.group_size = 1;
   for (int i = 0; i < 32; ++i) {
     wire::Rollout r;
+    r.group_id = static_cast<uint64_t>(i);
     r.prompt_tokens = {1, 5};
     r.response_tokens = {6};
     r.logprobs = {-1.0f};

@@ -1,5 +1,7 @@
 #include "wire/codec.h"
 
+#include <cmath>
+
 #include <algorithm>
 
 #include <capnp/message.h>
@@ -62,6 +64,10 @@ struct Encoder {
     auto b = e.initRollouts();
     b.setTemperature(m.temperature);
     b.setCreditId(m.credit_id);
+    b.setTopK(m.top_k);
+    b.setTopP(m.top_p);
+    b.setGroupSize(m.group_size);
+    b.setTokenizer(m.tokenizer);
     auto list = b.initRollouts(static_cast<unsigned>(m.rollouts.size()));
     for (size_t i = 0; i < m.rollouts.size(); ++i) {
       const auto& r = m.rollouts[i];
@@ -177,13 +183,24 @@ bool read_rollout(cs::Rollout::Reader o, Rollout& r, std::string& err) {
 
 bool read_rollouts(cs::Envelope::Reader e, Body& body, std::string& err) {
   RolloutBatch b;
-  b.temperature = e.getRollouts().getTemperature();
-  b.credit_id = e.getRollouts().getCreditId();
-  for (auto o : e.getRollouts().getRollouts()) {
+  const auto in = e.getRollouts();
+  b.temperature = in.getTemperature();
+  b.credit_id = in.getCreditId();
+  b.top_k = in.getTopK();
+  b.top_p = in.getTopP();
+  b.group_size = in.getGroupSize();
+  b.tokenizer = in.getTokenizer().cStr();
+  if (!std::isfinite(b.temperature) || b.temperature < 0) return err = "rollout batch temperature is not a finite value >= 0", false;
+  if (!(b.top_p > 0 && b.top_p <= 1)) return err = "rollout batch top-p is not in (0, 1]", false;
+  for (auto o : in.getRollouts()) {
     Rollout r;
     if (!read_rollout(o, r, err)) return false;
     b.rollouts.push_back(std::move(r));
   }
+  if (b.group_size > 0 && b.rollouts.size() % b.group_size != 0)
+    return err = "rollout batch of " + std::to_string(b.rollouts.size()) + " is not whole groups of " +
+                 std::to_string(b.group_size),
+           false;
   body = std::move(b);
   return true;
 }

@@ -63,6 +63,11 @@ struct RolloutBatch {
   rollouts @0 :List(Rollout);
   temperature @1 :Float32;
   creditId @2 :UInt64;        # the CreditGrant this batch was generated under; 0 = none
+  # The sampling contract: the distribution the log-probs are under, and how the batch is grouped.
+  topK @3 :UInt32;            # 0 = no top-k truncation
+  topP @4 :Float32 = 1.0;     # 1 = no nucleus truncation
+  groupSize @5 :UInt32;       # responses per prompt; consecutive rollouts of one group share groupId; 0 = unknown
+  tokenizer @6 :Text;         # the actor's tokenizer identity ("" = unknown)
 }
 
 struct ScoreItem {

@@ -44,6 +44,11 @@ struct RolloutBatch {
   std::vector<Rollout> rollouts;
   float temperature = 1;
   uint64_t credit_id = 0;  // the grant it was generated under; 0 = none
+  // The sampling contract (keel.capnp): truncation, grouping and tokenizer of the batch.
+  uint32_t top_k = 0;
+  float top_p = 1;
+  uint32_t group_size = 0;  // 0 = unknown
+  std::string tokenizer{};  // identity; "" = unknown
 };
 
 struct ScoreItem {

@@ -1,0 +1,141 @@
+// What keeps RL honest (issue: RL that can be trusted): groups travel and are evicted whole and are
+// found by group_id; a rollout batch that breaks the sampling contract (temperature, truncation,
+// group size, tokenizer) is refused and counted, never trained on.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "actors/actor.h"
+#include "learner/rollout_service.h"
+#include "learner/sampling_contract.h"
+#include "replay/rollout_queue.h"
+#include "tests/support/test_support.h"
+#include "wire/channel.h"
+
+namespace keel {
+namespace {
+
+wire::Rollout member(uint64_t group, uint64_t version, int32_t token) {
+  wire::Rollout r;
+  r.prompt_tokens = {1, token};
+  r.response_tokens = {token, 2};
+  r.logprobs = {-0.5f, -0.25f};
+  r.policy_version = version;
+  r.group_id = group;
+  r.uid = group * 100 + static_cast<uint64_t>(token);
+  return r;
+}
+
+std::vector<wire::Rollout> group(uint64_t id, size_t size, uint64_t version = 0) {
+  std::vector<wire::Rollout> g;
+  for (size_t i = 0; i < size; ++i) g.push_back(member(id, version, static_cast<int32_t>(10 + i)));
+  return g;
+}
+
+TEST(Groups, AQueueThatOverflowsEvictsAndGivesWholeGroups) {
+  std::atomic<bool> stop{false};
+  RolloutQueue q({1, true, 7});  // capacity 7 is not a multiple of G = 3
+  for (uint64_t id = 1; id <= 4; ++id) q.push(group(id, 3));
+  // 12 pushed, room for 7: the two oldest groups go whole (6 rollouts), never a part of one.
+  EXPECT_EQ(q.stats().evicted, 6);
+  EXPECT_EQ(q.size(), 6u);
+  const auto got = q.take(6, 0, 50, stop);
+  ASSERT_EQ(got.size(), 6u);
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].group_id, 3 + i / 3) << i;
+  // A request that is not whole groups is an error naming the group size, not a split group.
+  q.push(group(5, 3));
+  EXPECT_NE(test::keel_error_of([&] { q.take(2, 0, 50, stop); }).find("not whole groups of 3"), std::string::npos);
+}
+
+TEST(Groups, StaleGroupsAreDroppedWhole) {
+  std::atomic<bool> stop{false};
+  RolloutQueue q({1, true, 100});
+  q.push(group(1, 3, /*version=*/0));
+  q.push(group(2, 3, /*version=*/4));
+  const auto got = q.take(3, 4, 50, stop);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got.front().group_id, 2u);
+  EXPECT_EQ(q.stats().dropped_stale, 3);
+}
+
+TEST(Groups, AnUpdateFindsGroupsByIdAndRefusesAnIncompleteOne) {
+  std::vector<wire::Rollout> mixed;
+  for (uint64_t id : {7, 9, 7, 9, 7, 9}) mixed.push_back(member(id, 0, 10));
+  const auto order = group_order(mixed, 3);
+  ASSERT_EQ(order, (std::vector<size_t>{0, 2, 4, 1, 3, 5}));
+  mixed.pop_back();
+  const auto err = test::keel_error_of([&] { group_order(mixed, 3); });
+  EXPECT_NE(err.find("group 9 has 2 rollouts"), std::string::npos) << err;
+}
+
+TEST(Groups, ABatchIsSplitIntoWholeGroupsOrRefused) {
+  std::string why;
+  auto groups = split_groups(group(4, 2), 2, &why);
+  ASSERT_EQ(groups.size(), 1u);
+  EXPECT_TRUE(why.empty());
+  auto bad = group(4, 2);
+  bad.push_back(member(5, 0, 11));  // a group of one where two are promised
+  EXPECT_TRUE(split_groups(bad, 2, &why).empty());
+  EXPECT_NE(why.find("the last group has 1 rollouts, not 2"), std::string::npos) << why;
+  auto torn = group(4, 2);
+  torn[1].group_id = 6;
+  EXPECT_TRUE(split_groups(torn, 2, &why).empty());
+  EXPECT_NE(why.find("group 4 has 1 rollouts"), std::string::npos) << why;
+}
+
+wire::RolloutBatch batch(float temperature, uint32_t group_size) {
+  wire::RolloutBatch b;
+  b.temperature = temperature;
+  b.group_size = group_size;
+  b.tokenizer = "sentencepiece:abc";
+  b.rollouts = group(3, group_size);
+  return b;
+}
+
+TEST(SamplingContract, EachDifferenceIsNamedWithBothValues) {
+  const SamplingContract c{0.7, 2, "sentencepiece:abc"};
+  EXPECT_EQ(contract_violation(batch(0.7f, 2), c), "");
+  EXPECT_NE(contract_violation(batch(1.0f, 2), c).find("sampled at temperature 1, the learner trains at 0.7"), std::string::npos);
+  EXPECT_NE(contract_violation(batch(0.7f, 4), c).find("group size 4, the learner expects 2"), std::string::npos);
+  EXPECT_NE(contract_violation(batch(0.0f, 2), c).find("greedy"), std::string::npos);
+  auto nucleus = batch(0.7f, 2);
+  nucleus.top_p = 0.9f;
+  EXPECT_NE(contract_violation(nucleus, c).find("top-p 0.9"), std::string::npos);
+  auto other = batch(0.7f, 2);
+  other.tokenizer = "sentencepiece:def";
+  EXPECT_NE(contract_violation(other, c).find("tokenizer sentencepiece:def"), std::string::npos);
+}
+
+TEST(SamplingContract, TheRolloutServiceRefusesAndCountsABatchFromAnActorAtAnotherTemperature) {
+  RolloutServiceOptions o;
+  o.rollouts_endpoint = "inproc://contract-rollouts";
+  o.weights_endpoint = "inproc://contract-weights";
+  o.chunks_endpoint = "inproc://contract-chunks";
+  o.shared_dir = "";
+  o.contract = {0.7, 2, "sentencepiece:abc"};
+  RolloutService service(o, ReplayOptions{});
+  auto push = wire::zmq_connect(wire::SocketKind::kPush, o.rollouts_endpoint);
+  wire::send_message(*push, {"actor-0", batch(1.0f, 2)});  // another temperature
+  wire::send_message(*push, {"actor-1", batch(0.7f, 4)});  // another group size
+  wire::send_message(*push, {"actor-2", batch(0.7f, 2)});  // keeps the contract
+  const auto got = service.next(2, 0);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_TRUE(test::wait_until([&] { return service.stats().refused_batches == 2; }, std::chrono::seconds(5)));
+  EXPECT_EQ(service.stats().batches, 1);
+  EXPECT_EQ(service.replay_stats().received, 2) << "refused rollouts never reach the queue";
+  service.stop();
+}
+
+TEST(SamplingContract, AnActorRefusesTruncatedOrGreedySamplingAtStart) {
+  ActorOptions o;
+  o.model_dir = "m";
+  o.sampling.top_p = 0.9;
+  EXPECT_NE(test::keel_error_of([&] { o.validate(); }).find("--top-p 0.9"), std::string::npos);
+  o.sampling.top_p = 1.0;
+  o.sampling.temperature = 0;
+  EXPECT_NE(test::keel_error_of([&] { o.validate(); }).find("--temperature > 0"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace keel
