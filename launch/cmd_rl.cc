@@ -119,7 +119,12 @@ void add_rollout_side_options(po::options_description& d, RolloutSideOptions& o)
   // clang-format on
 }
 
-void add_ppo_options(po::options_description& d, PpoLearnerOptions& o, std::string& estimator, std::string& kl_estimator) {
+// The enumerated choices, as given on the command line.
+struct PpoChoices {
+  std::string estimator = "gae", kl_estimator = "auto", kl_in = "auto";
+};
+
+void add_ppo_options(po::options_description& d, PpoLearnerOptions& o, PpoChoices& c) {
   auto& p = o.ppo;
   // clang-format off
   d.add_options()("init", po::value(&o.init)->required(), "policy to start from (an SFT model directory)")(
@@ -128,7 +133,10 @@ void add_ppo_options(po::options_description& d, PpoLearnerOptions& o, std::stri
       "rollouts-per-update", po::value(&p.rollouts_per_update)->default_value(p.rollouts_per_update), "rollouts per update")(
       "epochs", po::value(&p.epochs)->default_value(p.epochs), "passes over each update's rollouts")(
       "minibatches", po::value(&p.minibatches)->default_value(p.minibatches), "optimizer steps per epoch")(
-      "clip", po::value(&p.clip)->default_value(p.clip), "policy ratio clip")(
+      "clip", po::value(&p.clip)->default_value(p.clip), "policy ratio clip: the ratio stays in [1 - clip, 1 + clip-high]")(
+      "clip-high", po::value(&p.clip_high)->default_value(p.clip_high), "upper ratio clip (0: --clip; above it: clip-higher)")(
+      "dual-clip", po::value(&p.dual_clip)->default_value(p.dual_clip),
+      "above 1: bound the loss of negative advantages by -A * dual-clip (0: off)")(
       "value-clip", po::value(&p.value_clip)->default_value(p.value_clip), "value clip")(
       "vf-coef", po::value(&p.vf_coef)->default_value(p.vf_coef), "value loss coefficient")(
       "gamma", po::value(&p.gamma)->default_value(p.gamma), "discount")(
@@ -137,9 +145,13 @@ void add_ppo_options(po::options_description& d, PpoLearnerOptions& o, std::stri
       "kl-coef", po::value(&p.kl.init)->default_value(p.kl.init), "initial KL coefficient beta")(
       "kl-target", po::value(&p.kl.target)->default_value(p.kl.target), "adaptive KL target (0 = fixed beta)")(
       "kl-horizon", po::value(&p.kl.horizon)->default_value(p.kl.horizon), "adaptive KL horizon")(
-      "kl-estimator", po::value(&kl_estimator)->default_value(kl_estimator), "k1 | k2 | k3 | abs")(
+      "kl-estimator", po::value(&c.kl_estimator)->default_value(c.kl_estimator),
+      "k1 | k2 | k3 | abs | auto (k1 in the reward, k3 as a loss term)")(
+      "kl-in", po::value(&c.kl_in)->default_value(c.kl_in),
+      "where the KL acts: reward (per-token penalty) | loss (beta * KL term) | auto (loss for grpo/dr-grpo, else reward)")(
       "whiten-advantages", po::value(&p.whiten_advantages)->default_value(p.whiten_advantages), "whiten advantages")(
-      "estimator", po::value(&estimator)->default_value(estimator), "gae | grpo | rloo")(
+      "estimator", po::value(&c.estimator)->default_value(c.estimator),
+      "gae | grpo | dr-grpo (no division by the group's std) | rloo")(
       "critic", po::value(&o.critic)->default_value(o.critic),
       "GAE's value model: head (a value head on the policy) | separate (its own model, see --critic-init)")(
       "critic-init", po::value(&o.critic_init),
@@ -156,13 +168,13 @@ void add_ppo_options(po::options_description& d, PpoLearnerOptions& o, std::stri
 
 int cmd_ppo(const Args& args) {
   PpoLearnerOptions o;
-  std::string estimator = "gae", kl_estimator = "k1";
+  PpoChoices choices;
   int threads = 0;
   TransportOptions transport;
   po::options_description d("keel ppo");
   add_train_options(d, o.train);
   add_runtime_options(d, threads, o.device);
-  add_ppo_options(d, o, estimator, kl_estimator);
+  add_ppo_options(d, o, choices);
   add_transport_options(d, transport);
   add_rollout_side_options(d, o.side);
   const auto parsed = parse_options(args, "ppo", "The PPO learner: trains on actors' rollouts, publishes weights.", d);
@@ -170,8 +182,10 @@ int cmd_ppo(const Args& args) {
   apply_runtime(threads, o.device);
   apply_transport(transport);
   install_stop_signal_handlers();
-  o.ppo.estimator = parse_advantage_estimator(estimator);
-  o.ppo.kl_estimator = parse_kl_estimator(kl_estimator);
+  o.ppo.estimator = parse_advantage_estimator(choices.estimator);
+  o.ppo.kl_placement = parse_kl_placement(choices.kl_in, o.ppo.estimator);
+  const bool in_loss = o.ppo.kl_placement == KlPlacement::kLoss;
+  o.ppo.kl_estimator = parse_kl_estimator(choices.kl_estimator == "auto" ? (in_loss ? "k3" : "k1") : choices.kl_estimator);
   o.run_config = parsed.resolved;
   return run_ppo_learner(std::move(o));
 }

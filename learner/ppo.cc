@@ -16,8 +16,33 @@ namespace keel {
 AdvantageEstimator parse_advantage_estimator(const std::string& s) {
   if (s == "gae") return AdvantageEstimator::kGae;
   if (s == "grpo") return AdvantageEstimator::kGrpo;
+  if (s == "dr-grpo") return AdvantageEstimator::kDrGrpo;
   if (s == "rloo") return AdvantageEstimator::kRloo;
-  KEEL_FAIL("unknown advantage estimator '" << s << "' (gae, grpo, rloo)");
+  KEEL_FAIL("unknown advantage estimator '" << s << "' (gae, grpo, dr-grpo, rloo)");
+}
+
+KlPlacement parse_kl_placement(const std::string& s, AdvantageEstimator e) {
+  if (s == "reward") return KlPlacement::kReward;
+  if (s == "loss") return KlPlacement::kLoss;
+  KEEL_CHECK(s == "auto", "--kl-in must be reward, loss or auto, not '" << s << "'");
+  const bool grpo = e == AdvantageEstimator::kGrpo || e == AdvantageEstimator::kDrGrpo;
+  return grpo ? KlPlacement::kLoss : KlPlacement::kReward;
+}
+
+torch::Tensor sequence_advantages(const torch::Tensor& score, const torch::Tensor& kl_seq, double beta_in_reward,
+                                  AdvantageEstimator e, int64_t group_size) {
+  auto reward = score - beta_in_reward * kl_seq;
+  switch (e) {
+    case AdvantageEstimator::kGrpo:
+      return grpo_advantages(reward, group_size);
+    case AdvantageEstimator::kDrGrpo:
+      return grpo_advantages(reward, group_size, 1e-4, /*scale_by_std=*/false);
+    case AdvantageEstimator::kRloo:
+      return rloo_advantages(reward, group_size);
+    case AdvantageEstimator::kGae:
+      break;
+  }
+  KEEL_FAIL("sequence advantages need a critic-free estimator (grpo, dr-grpo, rloo)");
 }
 
 void PpoOptions::validate() const {
@@ -27,12 +52,15 @@ void PpoOptions::validate() const {
   KEEL_CHECK(temperature > 0, "PPO temperature must be positive (log-probs use logits / T)");
   KEEL_CHECK(estimator == AdvantageEstimator::kGae || group_size >= 2, "GRPO and RLOO need group-size >= 2");
   KEEL_CHECK(rollouts_per_update % group_size == 0, "rollouts-per-update must be a multiple of group-size");
+  KEEL_CHECK(clip > 0 && (clip_high == 0 || clip_high >= clip),
+             "--clip must be positive and --clip-high 0 (symmetric) or at least --clip, got " << clip << " / " << clip_high);
+  KEEL_CHECK(dual_clip == 0 || dual_clip > 1, "--dual-clip must be 0 (off) or above 1, got " << dual_clip);
 }
 
 namespace {
 
 struct PpoBatch : MicroBatch {
-  torch::Tensor ids, positions, key_mask, response_mask, old_logp, old_values, advantages, returns;
+  torch::Tensor ids, positions, key_mask, response_mask, old_logp, ref_logp, old_values, advantages, returns;
   int64_t prompt_len = 0;
 };
 
@@ -151,23 +179,25 @@ void PpoUpdateBuilder::advantages(const torch::Tensor& ref_logp, const torch::Te
   auto kl = kl_estimate(u_.old_logp, ref_logp, o_.kl_estimator) * u_.response_mask;
   auto kl_k1_seq = ((u_.old_logp - ref_logp) * u_.response_mask).sum(1);  // the controller's statistic (OAI/TRL)
   const double beta = kl_.value();
+  const double beta_in_reward = o_.kl_placement == KlPlacement::kReward ? beta : 0.0;
+  u_.ref_logp = ref_logp;
   auto score_d = score.to(u_.tokens.device());
   if (o_.estimator == AdvantageEstimator::kGae) {
     u_.old_values = values * u_.response_mask;
-    auto rewards = kl_penalized_rewards(kl, u_.response_mask, score_d, beta);
+    auto rewards = kl_penalized_rewards(kl, u_.response_mask, score_d, beta_in_reward);
     auto a = gae(rewards, u_.old_values, u_.response_mask, o_.gamma, o_.lambda);
     u_.returns = a.returns;
     u_.advantages = o_.whiten_advantages ? masked_whiten(a.advantages, u_.response_mask) : a.advantages;
     m["ppo/explained_variance"] = explained_variance(u_.old_values, u_.returns, u_.response_mask).item<double>();
   } else {
-    // Critic-free: the KL enters the sequence reward (RLOO's form), the group sets the baseline.
-    auto seq_reward = score_d - beta * kl.sum(1);
-    auto seq_adv = o_.estimator == AdvantageEstimator::kGrpo ? grpo_advantages(seq_reward, o_.group_size)
-                                                             : rloo_advantages(seq_reward, o_.group_size);
+    auto seq_adv = sequence_advantages(score_d, kl.sum(1), beta_in_reward, o_.estimator, o_.group_size);
     u_.advantages = seq_adv.unsqueeze(1) * u_.response_mask;
     u_.old_values = torch::zeros_like(u_.advantages);
     u_.returns = torch::zeros_like(u_.advantages);
   }
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, torch::isfinite(u_.advantages).all().item<bool>(),
+                  "non-finite advantages in the update of version " << u_.version
+                                                                    << " (a non-finite score or log-prob): no step taken");
   kl_seq_mean_ = kl_k1_seq.mean().item<double>();
   m["ppo/score_mean"] = score.mean().item<double>();
   m["ppo/kl"] = kl_seq_mean_;
@@ -218,6 +248,7 @@ std::unique_ptr<MicroBatch> PpoUpdateBuilder::batch(int64_t k, int64_t micro) {
   b->key_mask = u_.key_mask.index_select(0, idx);
   b->response_mask = u_.response_mask.index_select(0, idx);
   b->old_logp = u_.old_logp.index_select(0, idx);
+  b->ref_logp = u_.ref_logp.index_select(0, idx);
   b->old_values = u_.old_values.index_select(0, idx);
   b->advantages = u_.advantages.index_select(0, idx);
   b->returns = u_.returns.index_select(0, idx);
@@ -234,9 +265,15 @@ LossResult PpoUpdateBuilder::loss(Transformer& model, const MicroBatch& mb) {
   auto logits = response_logits(model, h, b.prompt_len, R);
   auto logp = token_logprobs(logits, b.ids.narrow(1, b.prompt_len, R), o_.temperature);
   const double n = static_cast<double>(b.units);
-  auto pg = clipped_policy_loss(logp, b.old_logp, b.advantages, b.response_mask, o_.clip, o_.clip);
+  const double clip_high = o_.clip_high > 0 ? o_.clip_high : o_.clip;
+  auto pg = clipped_policy_loss(logp, b.old_logp, b.advantages, b.response_mask, o_.clip, clip_high, o_.dual_clip);
   LossResult r;
   r.sum = pg.loss * n;
+  if (o_.kl_placement == KlPlacement::kLoss) {
+    auto kl = kl_loss(logp, b.ref_logp, b.response_mask, o_.kl_estimator);
+    r.sum = r.sum + kl_.value() * kl * n;
+    r.metrics["ppo/kl_loss"] = kl.item<double>() * n;
+  }
   r.metrics["ppo/pg_loss"] = pg.loss.item<double>() * n;
   r.metrics["ppo/clipfrac"] = pg.clipfrac.item<double>() * n;
   r.metrics["ppo/approx_kl"] = pg.approx_kl.item<double>() * n;

@@ -11,25 +11,46 @@
 #include <string>
 #include <vector>
 
+#include <torch/torch.h>
+
 #include "learner/algos/kl.h"
 #include "learner/update_builder.h"
 
 namespace keel {
 
-enum class AdvantageEstimator { kGae, kGrpo, kRloo };
-AdvantageEstimator parse_advantage_estimator(const std::string& s);  // gae | grpo | rloo
+// kDrGrpo: GRPO without the division by the group's standard deviation (Liu et al. 2025, "Dr.
+// GRPO"); the loss is already a token-level mean over the batch, with no per-response length
+// normalisation.
+enum class AdvantageEstimator { kGae, kGrpo, kDrGrpo, kRloo };
+AdvantageEstimator parse_advantage_estimator(const std::string& s);  // gae | grpo | dr-grpo | rloo
+
+// Where the KL to the reference acts: as a per-token penalty in the reward (PPO, RLOO: Ziegler et
+// al. 2019), or as a loss term beta * KL (GRPO's placement: there it cannot leak into the group
+// normalisation, where a KL folded into the reward would be divided by the group's standard
+// deviation and beta would cancel).
+enum class KlPlacement { kReward, kLoss };
+KlPlacement parse_kl_placement(const std::string& s, AdvantageEstimator e);  // reward | loss | auto (loss for GRPO)
+
+// Critic-free sequence advantages [N*G] from scores [N*G] and summed per-sequence KL [N*G]: the KL
+// enters the sequence reward as -beta_in_reward * kl (0 when the KL is a loss term), the group of
+// G consecutive rows sets the baseline.
+torch::Tensor sequence_advantages(const torch::Tensor& score, const torch::Tensor& kl_seq, double beta_in_reward,
+                                  AdvantageEstimator e, int64_t group_size);
 
 struct PpoOptions {
   int64_t rollouts_per_update = 64;
   int64_t epochs = 2;
   int64_t minibatches = 2;  // optimizer steps per epoch
-  double clip = 0.2;
+  double clip = 0.2;       // ratio kept in [1 - clip, 1 + clip_high]
+  double clip_high = 0;    // 0: clip (symmetric); above clip: "clip-higher" (DAPO, Yu et al. 2025)
+  double dual_clip = 0;    // > 1: the loss of a negative advantage is bounded by -A * dual_clip (Ye et al. 2020)
   double value_clip = 0.2;
   double vf_coef = 0.1;
   double gamma = 1.0;
   double lambda = 0.95;
   double temperature = 1.0;  // the actors' sampling temperature (log-probs use logits / T)
   KlEstimator kl_estimator = KlEstimator::kK1;
+  KlPlacement kl_placement = KlPlacement::kReward;
   AdaptiveKlConfig kl{0.05, 0.0, 10000};  // target 0 = fixed coefficient
   bool whiten_advantages = true;
   AdvantageEstimator estimator = AdvantageEstimator::kGae;
@@ -82,7 +103,7 @@ class PpoUpdateBuilder : public UpdateBuilder {
     uint64_t version = 0;
     torch::Tensor tokens, positions, key_mask;                // [N, L]
     torch::Tensor response_mask;                              // [N, R]
-    torch::Tensor old_logp, old_values, advantages, returns;  // [N, R]
+    torch::Tensor old_logp, ref_logp, old_values, advantages, returns;  // [N, R]
     int64_t prompt_len = 0;                                   // responses start at this column
     std::vector<int64_t> order;                               // row permutation of the current epoch...
     int64_t order_epoch = -1;                                 // ...which is this one (-1: none yet for this update)

@@ -7,6 +7,8 @@
 #include <thread>
 
 #include "actors/actor.h"
+#include "learner/algos/kl.h"
+#include "learner/ppo.h"
 #include "learner/rollout_service.h"
 #include "learner/sampling_contract.h"
 #include "replay/rollout_queue.h"
@@ -135,6 +137,46 @@ TEST(SamplingContract, AnActorRefusesTruncatedOrGreedySamplingAtStart) {
   o.sampling.top_p = 1.0;
   o.sampling.temperature = 0;
   EXPECT_NE(test::keel_error_of([&] { o.validate(); }).find("--temperature > 0"), std::string::npos);
+}
+
+// rlhf-math / issue numbers: a group whose scores are all equal, summed KL [2, 3.5, 1, 2.5].
+TEST(KlPlacement, KlFoldedIntoGrpoRewardsCancelsBetaButAsALossTermEqualScoresGiveZero) {
+  const auto score = torch::tensor({1.0f, 1.0f, 1.0f, 1.0f});
+  const auto kl = torch::tensor({2.0f, 3.5f, 1.0f, 2.5f});
+  const std::vector<float> cancelled = {0.24f, -1.20f, 1.20f, -0.24f};
+  for (double beta : {0.5, 0.05, 0.005}) {
+    // The reward placement: -(KL - mean) / std(KL) whatever beta is (eps 1e-4 shifts beta 0.005 by 2%).
+    const auto in_reward = sequence_advantages(score, kl, beta, AdvantageEstimator::kGrpo, 4);
+    for (int64_t i = 0; i < 4; ++i) EXPECT_NEAR(in_reward[i].item<float>(), cancelled[static_cast<size_t>(i)], 0.03) << beta;
+  }
+  // KL as a loss term: the advantages see only the scores, and equal scores carry no signal.
+  const auto in_loss = sequence_advantages(score, kl, 0.0, AdvantageEstimator::kGrpo, 4);
+  EXPECT_TRUE(torch::equal(in_loss, torch::zeros({4})));
+  EXPECT_EQ(parse_kl_placement("auto", AdvantageEstimator::kGrpo), KlPlacement::kLoss);
+  EXPECT_EQ(parse_kl_placement("auto", AdvantageEstimator::kRloo), KlPlacement::kReward);
+  // Dr. GRPO: the mean is removed, nothing is divided: scores [1, 0, 0, 1] -> [0.5, -0.5, -0.5, 0.5].
+  const auto dr = sequence_advantages(torch::tensor({1.0f, 0.0f, 0.0f, 1.0f}), torch::zeros({4}), 0.0,
+                                      AdvantageEstimator::kDrGrpo, 4);
+  EXPECT_TRUE(torch::allclose(dr, torch::tensor({0.5f, -0.5f, -0.5f, 0.5f})));
+}
+
+// By hand: d = logp - ref = [0.5, -1]; k3 = exp(-d) - 1 + d = [0.106531, 0.718282], mean 0.412406;
+// d(mean k3)/d(logp) = (1 - exp(-d)) / 2 = [0.196735, -0.859141].
+TEST(KlPlacement, TheKlLossTermAndItsGradientMatchHandDerivedNumbers) {
+  auto logp = torch::tensor({{-1.0, -2.0}}, torch::kFloat64).requires_grad_(true);
+  const auto ref = torch::tensor({{-1.5, -1.0}}, torch::kFloat64);
+  const auto mask = torch::ones({1, 2}, torch::kFloat64);
+  auto k3 = kl_loss(logp, ref, mask, KlEstimator::kK3);
+  EXPECT_NEAR(k3.item<double>(), 0.412406, 1e-6);
+  k3.backward();
+  EXPECT_NEAR(logp.grad()[0][0].item<double>(), 0.196735, 1e-6);
+  EXPECT_NEAR(logp.grad()[0][1].item<double>(), -0.859141, 1e-6);
+  EXPECT_NEAR(kl_loss(logp, ref, mask, KlEstimator::kK1).item<double>(), -0.25, 1e-12);
+  // A token the reference finds near-impossible keeps k3 finite (the log-ratio is clamped at 20).
+  const auto far = kl_estimate(torch::tensor({0.0}), torch::tensor({-1000.0}), KlEstimator::kK3);
+  EXPECT_TRUE(torch::isfinite(far).all().item<bool>());
+  const auto near_zero = kl_estimate(torch::tensor({-1000.0}), torch::tensor({0.0}), KlEstimator::kK3);
+  EXPECT_NEAR(near_zero.item<double>() / (std::exp(20.0) - 21.0), 1.0, 1e-6);
 }
 
 }  // namespace

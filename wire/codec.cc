@@ -164,6 +164,8 @@ bool read_rollout(cs::Rollout::Reader o, Rollout& r, std::string& err) {
     err = "rollout has an empty response";
     return false;
   }
+  for (float lp : r.logprobs)
+    if (!std::isfinite(lp) || lp > 1e-3f) return err = "rollout has a log-prob that is not finite or is above 0", false;
   for (int32_t t : r.prompt_tokens)
     if (t < 0) return err = "negative prompt token id", false;
   for (int32_t t : r.response_tokens)
@@ -172,6 +174,7 @@ bool read_rollout(cs::Rollout::Reader o, Rollout& r, std::string& err) {
   r.actor_id = o.getActorId();
   r.seed = o.getSeed();
   r.score = o.getScore();
+  if (!std::isfinite(r.score)) return err = "rollout score is not finite", false;
   r.score_parts = get_parts(o.getScoreParts());
   r.finished = o.getFinished();
   r.prompt = o.getPrompt().cStr();

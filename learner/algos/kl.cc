@@ -1,5 +1,7 @@
 #include "learner/algos/kl.h"
 
+#include "learner/algos/masked.h"
+
 #include <algorithm>
 
 #include "core/error.h"
@@ -15,7 +17,8 @@ KlEstimator parse_kl_estimator(const std::string& s) {
 }
 
 torch::Tensor kl_estimate(const torch::Tensor& logp, const torch::Tensor& ref_logp, KlEstimator estimator) {
-  auto d = logp - ref_logp;
+  // Bounded so that one token the reference finds near-impossible cannot make k3 (exp) infinite.
+  auto d = (logp - ref_logp).clamp(-kMaxLogRatio, kMaxLogRatio);
   switch (estimator) {
     case KlEstimator::kK1:
       return d;
@@ -27,6 +30,10 @@ torch::Tensor kl_estimate(const torch::Tensor& logp, const torch::Tensor& ref_lo
       return d.abs();
   }
   return d;
+}
+
+torch::Tensor kl_loss(const torch::Tensor& logp, const torch::Tensor& ref_logp, const torch::Tensor& mask, KlEstimator estimator) {
+  return masked_mean(kl_estimate(logp, ref_logp, estimator), mask);
 }
 
 torch::Tensor last_valid_index(const torch::Tensor& mask) {

@@ -16,12 +16,20 @@ namespace keel {
 enum class KlEstimator { kK1, kK2, kK3, kAbs };
 KlEstimator parse_kl_estimator(const std::string& s);  // "k1" | "k2" | "k3" | "abs"
 
+// Log-ratios (to the reference, or between policies in the PPO ratio) are clamped to +-this before
+// any exp: a token one model finds near-impossible must not make a loss infinite.
+constexpr double kMaxLogRatio = 20.0;
+
 // Per-token KL estimate [B, T] from behaviour/policy log-probs and reference log-probs.
 torch::Tensor kl_estimate(const torch::Tensor& logp, const torch::Tensor& ref_logp, KlEstimator estimator);
 
 // Per-token rewards [B, T]: -beta * kl on valid tokens, plus score[b] at the last valid token of row b.
 // kl, mask [B, T]; score [B]. A row without valid tokens gets no score.
 torch::Tensor kl_penalized_rewards(const torch::Tensor& kl, const torch::Tensor& mask, const torch::Tensor& score, double beta);
+
+// KL as a loss term (GRPO's placement, Shao et al. 2024 eq. 3 with k3): the masked mean over valid
+// tokens of kl_estimate(logp, ref_logp); differentiable in logp. The caller scales it by beta.
+torch::Tensor kl_loss(const torch::Tensor& logp, const torch::Tensor& ref_logp, const torch::Tensor& mask, KlEstimator estimator);
 
 // Index of the last valid token of each row [B] (-1 for an empty row).
 torch::Tensor last_valid_index(const torch::Tensor& mask);

@@ -1,12 +1,13 @@
 #include "learner/algos/ppo_loss.h"
 
+#include "learner/algos/kl.h"
 #include "learner/algos/masked.h"
 
 namespace keel {
 
 PolicyLossResult clipped_policy_loss(const torch::Tensor& logp, const torch::Tensor& logp_old, const torch::Tensor& advantages,
                                      const torch::Tensor& mask, double clip_low, double clip_high, double dual_clip) {
-  auto log_ratio = logp - logp_old;
+  auto log_ratio = (logp - logp_old).clamp(-kMaxLogRatio, kMaxLogRatio);
   auto ratio = torch::exp(log_ratio);
   auto loss1 = -advantages * ratio;
   auto loss2 = -advantages * torch::clamp(ratio, 1.0 - clip_low, 1.0 + clip_high);
