@@ -57,6 +57,7 @@ LossResult DpoObjective::loss(Transformer& model, const MicroBatch& mb) {
   out.metrics["rewards/accuracies"] = ranked_above(margins);
   out.metrics["logps/chosen"] = in.chosen.detach().sum().item<double>();
   out.metrics["logps/rejected"] = in.rejected.detach().sum().item<double>();
+  out.metrics["pairs/truncated"] = static_cast<double>(b.truncated);  // share of pairs, once averaged
   return out;
 }
 

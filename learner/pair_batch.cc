@@ -13,6 +13,40 @@
 
 namespace keel {
 
+namespace {
+
+// How much of a pair fits in max_len per row. The prompt is cut once for both sides (so chosen and
+// rejected condition on the same tokens): its first token (BOS) stays, then its newest tokens, down
+// to half a row; each response then keeps what fits after the prompt.
+struct PairCut {
+  int64_t prompt_tail = 0;  // newest prompt tokens kept after the first
+  int64_t chosen = 0, rejected = 0;
+  bool truncated = false;
+};
+
+PairCut cut_pair(int64_t prompt, int64_t chosen, int64_t rejected, int64_t max_len) {
+  PairCut c{prompt - 1, chosen, rejected, false};
+  const int64_t longest = std::max(chosen, rejected);
+  if (prompt + longest <= max_len) return c;
+  c.truncated = true;
+  const int64_t prompt_kept = std::min(prompt, std::max(max_len - longest, max_len / 2));
+  c.prompt_tail = prompt_kept - 1;
+  c.chosen = std::min(chosen, max_len - prompt_kept);
+  c.rejected = std::min(rejected, max_len - prompt_kept);
+  return c;
+}
+
+void check_tokens(const PreferencePair& p, int64_t i, int64_t vocab) {
+  KEEL_CHECK(!p.prompt.empty(), "preference pair " << i << " has an empty prompt (it needs at least BOS)");
+  KEEL_CHECK(!p.chosen.empty() && !p.rejected.empty(), "preference pair " << i << " has an empty response");
+  for (const auto* part : {&p.prompt, &p.chosen, &p.rejected})
+    for (int32_t t : *part)
+      KEEL_CHECK(t >= 0 && t < vocab, "pair " << i << " (" << (part == &p.prompt ? "prompt" : part == &p.chosen ? "chosen" : "rejected")
+                                              << "): token id " << t << " outside the vocabulary of " << vocab);
+}
+
+}  // namespace
+
 PairBatch make_pair_batch(const std::vector<PreferencePair>& pairs, int64_t max_len, int64_t pad_id, int64_t vocab,
                           torch::Device device) {
   KEEL_CHECK(!pairs.empty(), "an empty batch of preference pairs");
@@ -26,24 +60,17 @@ PairBatch make_pair_batch(const std::vector<PreferencePair>& pairs, int64_t max_
   std::vector<float> ref(2 * P), rewards(2 * P);
   for (int64_t i = 0; i < P; ++i) {
     const auto& p = pairs[i];
-    KEEL_CHECK(!p.chosen.empty() && !p.rejected.empty(), "preference pair " << i << " has an empty response");
+    check_tokens(p, i, vocab);
+    const auto cut = cut_pair(static_cast<int64_t>(p.prompt.size()), static_cast<int64_t>(p.chosen.size()),
+                              static_cast<int64_t>(p.rejected.size()), max_len);
+    b.truncated += cut.truncated;
     for (int side = 0; side < 2; ++side) {
       const auto& resp = side == 0 ? p.chosen : p.rejected;
-      const char* name = side == 0 ? "chosen" : "rejected";
-      for (const auto* part : {&p.prompt, &resp})
-        for (int32_t t : *part)
-          KEEL_CHECK(t >= 0 && t < vocab,
-                     "pair " << i << " (" << name << "): token id " << t << " outside the vocabulary of " << vocab);
-      auto prompt_n = static_cast<int64_t>(p.prompt.size()), resp_n = static_cast<int64_t>(resp.size());
-      if (prompt_n + resp_n > max_len) {
-        ++b.truncated;
-        prompt_n = std::min(prompt_n, std::max(max_len - resp_n, max_len / 2));
-        resp_n = std::min(resp_n, max_len - prompt_n);
-      }
       auto& row = rows[side * P + i];
-      row.assign(p.prompt.end() - prompt_n, p.prompt.end());
-      row.insert(row.end(), resp.begin(), resp.begin() + resp_n);
-      prompt_len[side * P + i] = prompt_n;
+      row.assign(1, p.prompt.front());
+      row.insert(row.end(), p.prompt.end() - cut.prompt_tail, p.prompt.end());
+      row.insert(row.end(), resp.begin(), resp.begin() + (side == 0 ? cut.chosen : cut.rejected));
+      prompt_len[side * P + i] = 1 + cut.prompt_tail;
       const float r = side == 0 ? p.ref_chosen : p.ref_rejected;
       all_ref = all_ref && !std::isnan(r);
       ref[side * P + i] = r;

@@ -1,7 +1,8 @@
 // Preference pairs as model inputs, shared by reward-model training, DPO and reference
 // precomputation. P pairs become 2P right-padded rows (the P chosen rows, then the P rejected),
-// each prompt + response truncated to max_len: the prompt loses its oldest tokens first (down to
-// half the row), then the response its last ones.
+// each prompt + response truncated to max_len as a pair: the prompt is cut once for both sides
+// (its first token, BOS, kept; then its newest tokens, down to half the row), then each response
+// loses its last tokens, so chosen and rejected always condition on the same prompt.
 #pragma once
 
 #include <functional>
@@ -24,7 +25,7 @@ struct PairBatch : MicroBatch {
   torch::Tensor lengths;    // [2P] float response tokens per row (after truncation)
   torch::Tensor ref;        // [2P] cached reference log-probs, or undefined when a pair lacks them
   torch::Tensor rewards;    // [2P] metadata rewards (NaN when unknown)
-  int64_t truncated = 0;    // rows that were cut to max_len
+  int64_t truncated = 0;    // pairs that were cut to max_len
 };
 
 // Checks token ids against `vocab` (a KeelError names the pair's side and the id).

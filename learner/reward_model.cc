@@ -26,6 +26,7 @@ LossResult RewardObjective::loss(Transformer& model, const MicroBatch& mb) {
   auto bt = bradley_terry_loss(r.narrow(0, 0, P), r.narrow(0, P, P), margin, o_.center_coef);
   LossResult out{bt.loss * static_cast<double>(P), {}};
   out.metrics["accuracy"] = bt.accuracy.item<double>() * static_cast<double>(P);
+  out.metrics["pairs/truncated"] = static_cast<double>(b.truncated);  // share of pairs, once averaged
   out.metrics["rewards/chosen"] = r.narrow(0, 0, P).detach().sum().item<double>();
   out.metrics["rewards/rejected"] = r.narrow(0, P, P).detach().sum().item<double>();
   return out;

@@ -8,6 +8,7 @@
 
 #include "actors/actor.h"
 #include "learner/algos/kl.h"
+#include "learner/pair_batch.h"
 #include "learner/ppo.h"
 #include "learner/rollout_service.h"
 #include "learner/sampling_contract.h"
@@ -177,6 +178,28 @@ TEST(KlPlacement, TheKlLossTermAndItsGradientMatchHandDerivedNumbers) {
   EXPECT_TRUE(torch::isfinite(far).all().item<bool>());
   const auto near_zero = kl_estimate(torch::tensor({-1000.0}), torch::tensor({0.0}), KlEstimator::kK3);
   EXPECT_NEAR(near_zero.item<double>() / (std::exp(20.0) - 21.0), 1.0, 1e-6);
+}
+
+// A long chosen and a short rejected response: the prompt is cut once, so both rows condition on
+// the same prompt tokens, BOS first; the pair is counted once.
+TEST(PairTruncation, BothSidesKeepTheSamePromptAndItsBos) {
+  PreferencePair p;
+  p.prompt = {1, 20, 21, 22, 23, 24, 25, 26};  // BOS then 7 tokens
+  p.chosen = {30, 31, 32, 33, 34, 35, 2};
+  p.rejected = {40, 2};
+  const auto b = make_pair_batch({p}, 12, 0, 64, torch::kCPU);
+  EXPECT_EQ(b.truncated, 1);
+  const auto chosen = b.ids[0], rejected = b.ids[1];
+  // The prompt keeps half the row (12 / 2 = 6, more than 12 - 7) for both rows: BOS and the 5 newest.
+  const std::vector<int64_t> prompt = {1, 22, 23, 24, 25, 26};
+  for (size_t t = 0; t < prompt.size(); ++t) {
+    EXPECT_EQ(chosen[static_cast<int64_t>(t)].item<int64_t>(), prompt[t]) << t;
+    EXPECT_EQ(rejected[static_cast<int64_t>(t)].item<int64_t>(), prompt[t]) << t;
+  }
+  EXPECT_EQ(b.lengths[0].item<float>(), 6.0f);  // the chosen side loses its last token
+  EXPECT_EQ(b.lengths[1].item<float>(), 2.0f);
+  EXPECT_EQ(b.loss_mask[1].sum().item<float>(), 2.0f);
+  EXPECT_EQ(make_pair_batch({p}, 64, 0, 64, torch::kCPU).truncated, 0);
 }
 
 }  // namespace
