@@ -121,7 +121,7 @@ void add_rollout_side_options(po::options_description& d, RolloutSideOptions& o)
 
 // The enumerated choices, as given on the command line.
 struct PpoChoices {
-  std::string estimator = "gae", kl_estimator = "auto", kl_in = "auto";
+  std::string estimator = "gae", kl_estimator = "auto", kl_in = "auto", off_policy = "none", is_level = "token";
 };
 
 void add_ppo_options(po::options_description& d, PpoLearnerOptions& o, PpoChoices& c) {
@@ -151,7 +151,13 @@ void add_ppo_options(po::options_description& d, PpoLearnerOptions& o, PpoChoice
       "where the KL acts: reward (per-token penalty) | loss (beta * KL term) | auto (loss for grpo/dr-grpo, else reward)")(
       "whiten-advantages", po::value(&p.whiten_advantages)->default_value(p.whiten_advantages), "whiten advantages")(
       "estimator", po::value(&c.estimator)->default_value(c.estimator),
-      "gae | grpo | dr-grpo (no division by the group's std) | rloo")(
+      "gae | vtrace (V-trace targets for stale rollouts) | grpo | dr-grpo (no division by the group's std) | rloo")(
+      "off-policy", po::value(&c.off_policy)->default_value(c.off_policy),
+      "none: ratio against the actor's log-probs | decoupled: ratio against the learner's own log-probs at the "
+      "start of the update, each token weighted by the truncated ratio learner / actor (TIS)")(
+      "is-level", po::value(&c.is_level)->default_value(c.is_level), "decoupled: importance weights per token | sequence")(
+      "is-cap", po::value(&p.is_cap)->default_value(p.is_cap), "decoupled: importance weights truncated at this")(
+      "is-mask", po::value(&p.is_mask)->default_value(p.is_mask), "decoupled: weights outside [1/cap, cap] become 0 instead")(
       "critic", po::value(&o.critic)->default_value(o.critic),
       "GAE's value model: head (a value head on the policy) | separate (its own model, see --critic-init)")(
       "critic-init", po::value(&o.critic_init),
@@ -184,6 +190,8 @@ int cmd_ppo(const Args& args) {
   install_stop_signal_handlers();
   o.ppo.estimator = parse_advantage_estimator(choices.estimator);
   o.ppo.kl_placement = parse_kl_placement(choices.kl_in, o.ppo.estimator);
+  o.ppo.off_policy = parse_off_policy_correction(choices.off_policy);
+  o.ppo.is_level = parse_is_level(choices.is_level);
   const bool in_loss = o.ppo.kl_placement == KlPlacement::kLoss;
   o.ppo.kl_estimator = parse_kl_estimator(choices.kl_estimator == "auto" ? (in_loss ? "k3" : "k1") : choices.kl_estimator);
   o.run_config = parsed.resolved;

@@ -15,10 +15,19 @@ namespace keel {
 
 AdvantageEstimator parse_advantage_estimator(const std::string& s) {
   if (s == "gae") return AdvantageEstimator::kGae;
+  if (s == "vtrace") return AdvantageEstimator::kVtrace;
   if (s == "grpo") return AdvantageEstimator::kGrpo;
   if (s == "dr-grpo") return AdvantageEstimator::kDrGrpo;
   if (s == "rloo") return AdvantageEstimator::kRloo;
-  KEEL_FAIL("unknown advantage estimator '" << s << "' (gae, grpo, dr-grpo, rloo)");
+  KEEL_FAIL("unknown advantage estimator '" << s << "' (gae, vtrace, grpo, dr-grpo, rloo)");
+}
+
+bool uses_values(AdvantageEstimator e) { return e == AdvantageEstimator::kGae || e == AdvantageEstimator::kVtrace; }
+
+OffPolicyCorrection parse_off_policy_correction(const std::string& s) {
+  if (s == "none") return OffPolicyCorrection::kNone;
+  if (s == "decoupled") return OffPolicyCorrection::kDecoupled;
+  KEEL_FAIL("--off-policy must be none or decoupled, not '" << s << "'");
 }
 
 KlPlacement parse_kl_placement(const std::string& s, AdvantageEstimator e) {
@@ -40,6 +49,7 @@ torch::Tensor sequence_advantages(const torch::Tensor& score, const torch::Tenso
     case AdvantageEstimator::kRloo:
       return rloo_advantages(reward, group_size);
     case AdvantageEstimator::kGae:
+    case AdvantageEstimator::kVtrace:
       break;
   }
   KEEL_FAIL("sequence advantages need a critic-free estimator (grpo, dr-grpo, rloo)");
@@ -50,7 +60,8 @@ void PpoOptions::validate() const {
   KEEL_CHECK(rollouts_per_update % minibatches == 0,
              "rollouts-per-update " << rollouts_per_update << " is not divisible by minibatches " << minibatches);
   KEEL_CHECK(temperature > 0, "PPO temperature must be positive (log-probs use logits / T)");
-  KEEL_CHECK(estimator == AdvantageEstimator::kGae || group_size >= 2, "GRPO and RLOO need group-size >= 2");
+  KEEL_CHECK(uses_values(estimator) || group_size >= 2, "GRPO and RLOO need group-size >= 2");
+  KEEL_CHECK(is_cap > 1, "--is-cap must be above 1, got " << is_cap);
   KEEL_CHECK(rollouts_per_update % group_size == 0, "rollouts-per-update must be a multiple of group-size");
   KEEL_CHECK(clip > 0 && (clip_high == 0 || clip_high >= clip),
              "--clip must be positive and --clip-high 0 (symmetric) or at least --clip, got " << clip << " / " << clip_high);
@@ -61,6 +72,7 @@ namespace {
 
 struct PpoBatch : MicroBatch {
   torch::Tensor ids, positions, key_mask, response_mask, old_logp, ref_logp, old_values, advantages, returns;
+  torch::Tensor is_weights;  // undefined unless decoupled
   int64_t prompt_len = 0;
 };
 
@@ -82,7 +94,7 @@ PpoUpdateBuilder::PpoUpdateBuilder(PpoOptions o, Transformer policy, Transformer
 }
 
 void PpoUpdateBuilder::use_critic(Transformer critic, double lr_scale) {
-  KEEL_CHECK(o_.estimator == AdvantageEstimator::kGae, "a critic is only used by the GAE estimator");
+  KEEL_CHECK(uses_values(o_.estimator), "a critic is only used by the GAE and V-trace estimators");
   KEEL_CHECK(critic->config().value_head, "the critic model needs a value head");
   KEEL_CHECK(lr_scale > 0, "the critic's learning-rate scale must be positive");
   critic_ = std::move(critic);
@@ -153,11 +165,12 @@ void PpoUpdateBuilder::fill_batch_tensors(const std::vector<wire::Rollout>& roll
   m["ppo/tokens"] = static_cast<double>(u_.key_mask.sum().item<int64_t>());
 }
 
-// Reference log-probs [N, R] and, for GAE, the value model's estimates [N, R] (else undefined).
+// Reference log-probs [N, R], the learner's own (proximal) log-probs u_.prox_logp and, for GAE and
+// V-trace, the value model's estimates [N, R] (else undefined).
 void PpoUpdateBuilder::reference_and_values(torch::Tensor& ref_logp, torch::Tensor& values) {
   torch::NoGradGuard ng;
   const int64_t N = u_.tokens.size(0), P = u_.prompt_len, R = u_.response_mask.size(1);
-  std::vector<torch::Tensor> ref_parts, value_parts;
+  std::vector<torch::Tensor> ref_parts, prox_parts, value_parts;
   const auto targets = u_.tokens.narrow(1, P, R);
   if (critic_) critic_->eval();
   for (int64_t b = 0; b < N; b += 32) {
@@ -165,27 +178,52 @@ void PpoUpdateBuilder::reference_and_values(torch::Tensor& ref_logp, torch::Tens
     ForwardInputs in{u_.tokens.narrow(0, b, n), u_.positions.narrow(0, b, n), u_.key_mask.narrow(0, b, n), {}};
     auto hr = reference_->hidden(in);
     ref_parts.push_back(token_logprobs(response_logits(reference_, hr, P, R), targets.narrow(0, b, n), o_.temperature));
-    if (o_.estimator == AdvantageEstimator::kGae)
-      value_parts.push_back(response_values(critic_ ? critic_ : policy_, in, P, R, nullptr));
+    auto hp = policy_->hidden(in);
+    prox_parts.push_back(token_logprobs(response_logits(policy_, hp, P, R), targets.narrow(0, b, n), o_.temperature));
+    if (uses_values(o_.estimator))
+      value_parts.push_back(critic_ ? response_values(critic_, in, P, R, nullptr) : response_values(policy_, in, P, R, &hp));
   }
   if (critic_) critic_->train();
   ref_logp = torch::cat(ref_parts, 0);
+  u_.prox_logp = torch::cat(prox_parts, 0) * u_.response_mask;
   if (!value_parts.empty()) values = torch::cat(value_parts, 0);
+}
+
+// The actor-learner gap (behaviour mu against the learner's pi_prox on the same tokens) and, for
+// decoupled PPO, the truncated importance weights.
+void PpoUpdateBuilder::off_policy_statistics(Scalars& m) {
+  torch::NoGradGuard ng;
+  const auto gap = (u_.prox_logp - u_.old_logp).abs() * u_.response_mask;
+  m["ppo/logp_gap_mean"] = masked_mean(gap, u_.response_mask).item<double>();
+  m["ppo/logp_gap_max"] = gap.max().item<double>();
+  u_.is_weights = torch::Tensor();
+  if (o_.off_policy != OffPolicyCorrection::kDecoupled) return;
+  auto w = truncated_is_weights(u_.prox_logp, u_.old_logp, u_.response_mask, o_.is_cap, o_.is_level, o_.is_mask);
+  u_.is_weights = w.weights;
+  m["ppo/is_truncated"] = w.truncated_share.item<double>();
 }
 
 void PpoUpdateBuilder::advantages(const torch::Tensor& ref_logp, const torch::Tensor& values, const torch::Tensor& score,
                                   Scalars& m) {
   torch::NoGradGuard ng;
-  auto kl = kl_estimate(u_.old_logp, ref_logp, o_.kl_estimator) * u_.response_mask;
-  auto kl_k1_seq = ((u_.old_logp - ref_logp) * u_.response_mask).sum(1);  // the controller's statistic (OAI/TRL)
+  // Decoupled PPO measures the KL (and so the reward) with the proximal policy's log-probs.
+  const auto& logp = o_.off_policy == OffPolicyCorrection::kDecoupled ? u_.prox_logp : u_.old_logp;
+  auto kl = kl_estimate(logp, ref_logp, o_.kl_estimator) * u_.response_mask;
+  auto kl_k1_seq = ((logp - ref_logp) * u_.response_mask).sum(1);  // the controller's statistic (OAI/TRL)
   const double beta = kl_.value();
   const double beta_in_reward = o_.kl_placement == KlPlacement::kReward ? beta : 0.0;
   u_.ref_logp = ref_logp;
   auto score_d = score.to(u_.tokens.device());
-  if (o_.estimator == AdvantageEstimator::kGae) {
+  if (uses_values(o_.estimator)) {
     u_.old_values = values * u_.response_mask;
     auto rewards = kl_penalized_rewards(kl, u_.response_mask, score_d, beta_in_reward);
-    auto a = gae(rewards, u_.old_values, u_.response_mask, o_.gamma, o_.lambda);
+    Advantages a;
+    if (o_.estimator == AdvantageEstimator::kGae) {
+      a = gae(rewards, u_.old_values, u_.response_mask, o_.gamma, o_.lambda);
+    } else {
+      auto v = vtrace(u_.prox_logp - u_.old_logp, rewards, u_.old_values, u_.response_mask, o_.gamma);
+      a = {v.pg_advantages, v.vs};
+    }
     u_.returns = a.returns;
     u_.advantages = o_.whiten_advantages ? masked_whiten(a.advantages, u_.response_mask) : a.advantages;
     m["ppo/explained_variance"] = explained_variance(u_.old_values, u_.returns, u_.response_mask).item<double>();
@@ -205,7 +243,7 @@ void PpoUpdateBuilder::advantages(const torch::Tensor& ref_logp, const torch::Te
 }
 
 Scalars PpoUpdateBuilder::prepare(uint64_t version, Transformer& /*policy*/) {
-  KEEL_CHECK(o_.estimator != AdvantageEstimator::kGae || critic_ || policy_->config().value_head,
+  KEEL_CHECK(!uses_values(o_.estimator) || critic_ || policy_->config().value_head,
              "PPO with GAE needs a value head on the policy (config keel.value_head) or a separate critic");
   KEEL_CHECK(static_cast<int64_t>(collected_.size()) == o_.rollouts_per_update,
              "a PPO update needs " << o_.rollouts_per_update << " rollouts, it was given " << collected_.size());
@@ -213,7 +251,7 @@ Scalars PpoUpdateBuilder::prepare(uint64_t version, Transformer& /*policy*/) {
   u_.version = version;
   u_.order_epoch = -1;
   torch::Tensor score, ref_logp, values;
-  if (o_.estimator != AdvantageEstimator::kGae) {
+  if (!uses_values(o_.estimator)) {
     // Group baselines need each prompt's responses together: found by group_id, not by position.
     std::vector<wire::Rollout> grouped;
     grouped.reserve(collected_.size());
@@ -223,6 +261,7 @@ Scalars PpoUpdateBuilder::prepare(uint64_t version, Transformer& /*policy*/) {
   fill_batch_tensors(collected_, score, m);
   collected_.clear();
   reference_and_values(ref_logp, values);
+  off_policy_statistics(m);
   advantages(ref_logp, values, score, m);
   return m;
 }
@@ -247,7 +286,10 @@ std::unique_ptr<MicroBatch> PpoUpdateBuilder::batch(int64_t k, int64_t micro) {
   b->positions = u_.positions.index_select(0, idx);
   b->key_mask = u_.key_mask.index_select(0, idx);
   b->response_mask = u_.response_mask.index_select(0, idx);
-  b->old_logp = u_.old_logp.index_select(0, idx);
+  // Decoupled PPO takes the ratio against the proximal policy and weights by pi_prox / mu.
+  const bool decoupled = o_.off_policy == OffPolicyCorrection::kDecoupled;
+  b->old_logp = (decoupled ? u_.prox_logp : u_.old_logp).index_select(0, idx);
+  if (decoupled) b->is_weights = u_.is_weights.index_select(0, idx);
   b->ref_logp = u_.ref_logp.index_select(0, idx);
   b->old_values = u_.old_values.index_select(0, idx);
   b->advantages = u_.advantages.index_select(0, idx);
@@ -266,7 +308,7 @@ LossResult PpoUpdateBuilder::loss(Transformer& model, const MicroBatch& mb) {
   auto logp = token_logprobs(logits, b.ids.narrow(1, b.prompt_len, R), o_.temperature);
   const double n = static_cast<double>(b.units);
   const double clip_high = o_.clip_high > 0 ? o_.clip_high : o_.clip;
-  auto pg = clipped_policy_loss(logp, b.old_logp, b.advantages, b.response_mask, o_.clip, clip_high, o_.dual_clip);
+  auto pg = clipped_policy_loss(logp, b.old_logp, b.advantages, b.response_mask, o_.clip, clip_high, o_.dual_clip, b.is_weights);
   LossResult r;
   r.sum = pg.loss * n;
   if (o_.kl_placement == KlPlacement::kLoss) {
@@ -281,7 +323,7 @@ LossResult PpoUpdateBuilder::loss(Transformer& model, const MicroBatch& mb) {
     torch::NoGradGuard ng;
     r.metrics["ppo/entropy"] = (entropy_from_logits(logits, o_.temperature) * b.response_mask).sum().item<double>();
   }
-  if (o_.estimator == AdvantageEstimator::kGae) {
+  if (uses_values(o_.estimator)) {
     ForwardInputs in{b.ids, b.positions, b.key_mask, {}};
     auto values =
         critic_ ? response_values(critic_, in, b.prompt_len, R, nullptr) : response_values(model, in, b.prompt_len, R, &h);

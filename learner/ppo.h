@@ -14,6 +14,7 @@
 #include <torch/torch.h>
 
 #include "learner/algos/kl.h"
+#include "learner/algos/off_policy.h"
 #include "learner/update_builder.h"
 
 namespace keel {
@@ -21,8 +22,19 @@ namespace keel {
 // kDrGrpo: GRPO without the division by the group's standard deviation (Liu et al. 2025, "Dr.
 // GRPO"); the loss is already a token-level mean over the batch, with no per-response length
 // normalisation.
-enum class AdvantageEstimator { kGae, kGrpo, kDrGrpo, kRloo };
-AdvantageEstimator parse_advantage_estimator(const std::string& s);  // gae | grpo | dr-grpo | rloo
+// kVtrace: V-trace targets and advantages (IMPALA; rlhf-math.md §6) from the value model, with
+// importance ratios pi_prox / mu: GAE's off-policy counterpart for stale rollouts.
+enum class AdvantageEstimator { kGae, kVtrace, kGrpo, kDrGrpo, kRloo };
+AdvantageEstimator parse_advantage_estimator(const std::string& s);  // gae | vtrace | grpo | dr-grpo | rloo
+// GAE and V-trace learn a value model; the others take a group baseline.
+bool uses_values(AdvantageEstimator e);
+
+// How the update treats the gap between the behaviour policy mu (the actor's recorded log-probs)
+// and the learner's policy at the start of the update, pi_prox (recomputed): kNone takes the PPO
+// ratio against mu; kDecoupled takes it against pi_prox and weights each token's loss by truncated
+// importance weights pi_prox / mu (decoupled PPO with TIS; rlhf-math.md §10).
+enum class OffPolicyCorrection { kNone, kDecoupled };
+OffPolicyCorrection parse_off_policy_correction(const std::string& s);  // none | decoupled
 
 // Where the KL to the reference acts: as a per-token penalty in the reward (PPO, RLOO: Ziegler et
 // al. 2019), or as a loss term beta * KL (GRPO's placement: there it cannot leak into the group
@@ -53,6 +65,10 @@ struct PpoOptions {
   KlPlacement kl_placement = KlPlacement::kReward;
   AdaptiveKlConfig kl{0.05, 0.0, 10000};  // target 0 = fixed coefficient
   bool whiten_advantages = true;
+  OffPolicyCorrection off_policy = OffPolicyCorrection::kNone;
+  IsLevel is_level = IsLevel::kToken;  // decoupled: weights per token or per sequence
+  double is_cap = 2.0;                 // decoupled: weights truncated at this (C)
+  bool is_mask = false;                // decoupled: weights outside [1/C, C] become 0 instead
   AdvantageEstimator estimator = AdvantageEstimator::kGae;
   int64_t group_size = 1;  // responses per prompt (GRPO/RLOO need >= 2)
   void validate() const;
@@ -87,6 +103,7 @@ class PpoUpdateBuilder : public UpdateBuilder {
  private:
   void fill_batch_tensors(const std::vector<wire::Rollout>& rollouts, torch::Tensor& score, Scalars& m);
   void reference_and_values(torch::Tensor& ref_logp, torch::Tensor& values);
+  void off_policy_statistics(Scalars& m);
   void advantages(const torch::Tensor& ref_logp, const torch::Tensor& values, const torch::Tensor& score, Scalars& m);
 
   PpoOptions o_;
@@ -103,7 +120,8 @@ class PpoUpdateBuilder : public UpdateBuilder {
     uint64_t version = 0;
     torch::Tensor tokens, positions, key_mask;                // [N, L]
     torch::Tensor response_mask;                              // [N, R]
-    torch::Tensor old_logp, ref_logp, old_values, advantages, returns;  // [N, R]
+    torch::Tensor old_logp, prox_logp, ref_logp, old_values, advantages, returns;  // [N, R]; old = behaviour
+    torch::Tensor is_weights;                                                    // [N, R] decoupled only
     int64_t prompt_len = 0;                                   // responses start at this column
     std::vector<int64_t> order;                               // row permutation of the current epoch...
     int64_t order_epoch = -1;                                 // ...which is this one (-1: none yet for this update)

@@ -100,11 +100,11 @@ struct PpoModels {
 
 PpoModels load_ppo_models(const PpoLearnerOptions& o, const std::string& tokenizer_identity, torch::Device dev) {
   KEEL_CHECK(o.critic == "head" || o.critic == "separate", "--critic must be head or separate, not '" << o.critic << "'");
-  const bool separate_critic = o.ppo.estimator == AdvantageEstimator::kGae && o.critic == "separate";
-  KEEL_CHECK(o.critic_init.empty() || separate_critic, "--critic-init needs --critic separate (and the gae estimator)");
+  const bool separate_critic = uses_values(o.ppo.estimator) && o.critic == "separate";
+  KEEL_CHECK(o.critic_init.empty() || separate_critic, "--critic-init needs --critic separate (and the gae or vtrace estimator)");
   PpoModels m;
   auto policy = ModelLoadOptions::on(dev);
-  policy.value_head = o.ppo.estimator == AdvantageEstimator::kGae && !separate_critic;
+  policy.value_head = uses_values(o.ppo.estimator) && !separate_critic;
   m.policy = load_model_as(o.init, policy);
   m.reference = load_model_as(o.reference.empty() ? o.init : o.reference, ModelLoadOptions::on(dev));
   if (separate_critic) {

@@ -8,6 +8,8 @@
 
 #include "actors/actor.h"
 #include "learner/algos/kl.h"
+#include "learner/algos/off_policy.h"
+#include "learner/algos/ppo_loss.h"
 #include "learner/pair_batch.h"
 #include "learner/ppo.h"
 #include "learner/rollout_service.h"
@@ -200,6 +202,49 @@ TEST(PairTruncation, BothSidesKeepTheSamePromptAndItsBos) {
   EXPECT_EQ(b.lengths[1].item<float>(), 2.0f);
   EXPECT_EQ(b.loss_mask[1].sum().item<float>(), 2.0f);
   EXPECT_EQ(make_pair_batch({p}, 64, 0, 64, torch::kCPU).truncated, 0);
+}
+
+// TV12 (rlhf-math.md §6), derived in tests/reference/rlhf_vectors/vectors_off_policy.py.
+TEST(OffPolicy, VtraceMatchesTv12AndReducesToTheReturnOnPolicy) {
+  auto t = [](std::vector<double> v) { return torch::tensor(v, torch::kFloat64).unsqueeze(0); };
+  const auto r = vtrace_from_discounts(t({0, 0.5, -0.5, -1.0}), t({0.99, 0.99, 0.99, 0.0}), t({0, 0, 0, 1}),
+                                       t({0.5, 0.6, 0.7, 0.8}), torch::tensor({0.3}, torch::kFloat64), 1.0, 1.0, 1.0);
+  const std::vector<double> vs = {0.7840609786141326, 0.7919807864789219, 0.7999805924029514, 0.8735758882342886};
+  const std::vector<double> pg = {0.2840609786141327, 0.19198078647892192, 0.09998059240295146, 0.07357588823428846};
+  for (int64_t i = 0; i < 4; ++i) {
+    EXPECT_NEAR(r.vs[0][i].item<double>(), vs[static_cast<size_t>(i)], 1e-6) << i;
+    EXPECT_NEAR(r.pg_advantages[0][i].item<double>(), pg[static_cast<size_t>(i)], 1e-6) << i;
+  }
+  // On-policy, gamma 1, the row's episode ending at its last valid token: the plain return.
+  const auto mask = torch::tensor({{1.0, 1.0, 1.0, 1.0, 0.0}}, torch::kFloat64);
+  const auto on = vtrace(torch::zeros({1, 5}, torch::kFloat64), t({-0.02, 0.05, -0.01, 1.0, 7.0}),
+                         torch::zeros({1, 5}, torch::kFloat64), mask, 1.0);
+  const std::vector<double> ret = {1.02, 1.04, 0.99, 1.0, 0.0};
+  for (int64_t i = 0; i < 5; ++i) EXPECT_NEAR(on.vs[0][i].item<double>(), ret[static_cast<size_t>(i)], 1e-9) << i;
+}
+
+// TV15, derived in tests/reference/rlhf_vectors/vectors_off_policy.py.
+TEST(OffPolicy, TruncatedImportanceWeightsAndTheDecoupledLossMatchTv15) {
+  const auto prox = torch::tensor({{-1.0, -0.5, -2.0}, {-0.2, -3.0, 0.0}}, torch::kFloat64);
+  const auto mu = torch::tensor({{-1.5, -0.5, -1.0}, {-1.2, -3.1, 0.0}}, torch::kFloat64);
+  const auto mask = torch::tensor({{1.0, 1.0, 1.0}, {1.0, 1.0, 0.0}}, torch::kFloat64);
+  auto expect = [](const torch::Tensor& got, std::vector<std::vector<double>> want) {
+    for (int64_t i = 0; i < 2; ++i)
+      for (int64_t j = 0; j < 3; ++j)
+        EXPECT_NEAR(got[i][j].item<double>(), want[static_cast<size_t>(i)][static_cast<size_t>(j)], 1e-6) << i << "," << j;
+  };
+  const auto token = truncated_is_weights(prox, mu, mask, 2.0, IsLevel::kToken, false);
+  expect(token.weights, {{1.6487212707001282, 1.0, 0.36787944117144233}, {2.0, 1.1051709180756477, 0.0}});
+  EXPECT_NEAR(token.truncated_share.item<double>(), 1.0 / 5, 1e-12);
+  const auto masked = truncated_is_weights(prox, mu, mask, 2.0, IsLevel::kToken, true);
+  expect(masked.weights, {{1.6487212707001282, 1.0, 0.0}, {0.0, 1.1051709180756477, 0.0}});
+  const auto seq = truncated_is_weights(prox, mu, mask, 2.0, IsLevel::kSequence, false);
+  expect(seq.weights, {{0.6065306597126334, 0.6065306597126334, 0.6065306597126334}, {2.0, 2.0, 0.0}});
+  EXPECT_NEAR(seq.truncated_share.item<double>(), 0.5, 1e-12);
+  const auto theta = prox + torch::tensor({{0.1, -0.1, 0.3}, {0.0, 0.2, 0.0}}, torch::kFloat64);
+  const auto adv = torch::tensor({{1.0, -1.0, 1.0}, {-1.0, 1.0, 0.0}}, torch::kFloat64);
+  const auto loss = clipped_policy_loss(theta, prox, adv, mask, 0.2, 0.2, 0, token.weights);
+  EXPECT_NEAR(loss.loss.item<double>(), -0.1369883626902114, 1e-6);
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 namespace keel {
 
 PolicyLossResult clipped_policy_loss(const torch::Tensor& logp, const torch::Tensor& logp_old, const torch::Tensor& advantages,
-                                     const torch::Tensor& mask, double clip_low, double clip_high, double dual_clip) {
+                                     const torch::Tensor& mask, double clip_low, double clip_high, double dual_clip,
+                                     const torch::Tensor& weights) {
   auto log_ratio = (logp - logp_old).clamp(-kMaxLogRatio, kMaxLogRatio);
   auto ratio = torch::exp(log_ratio);
   auto loss1 = -advantages * ratio;
@@ -16,6 +17,7 @@ PolicyLossResult clipped_policy_loss(const torch::Tensor& logp, const torch::Ten
     auto bounded = torch::min(per_token, -advantages * dual_clip);
     per_token = torch::where(advantages < 0, bounded, per_token);
   }
+  if (weights.defined()) per_token = per_token * weights.detach();
   PolicyLossResult r;
   r.loss = masked_mean(per_token, mask);
   r.clipfrac = masked_mean((loss2 > loss1).to(logp.scalar_type()), mask).detach();

@@ -15,9 +15,12 @@ struct PolicyLossResult {
 };
 
 // logp, logp_old, advantages, mask [B, T]. dual_clip > 1 bounds the loss of negative advantages
-// by -A * dual_clip (VERL's dual clip); 0 turns it off.
+// by -A * dual_clip (VERL's dual clip); 0 turns it off. `weights` [B, T] (no gradient), when
+// given, multiply each token's loss: decoupled PPO's truncated importance weights pi_prox / mu,
+// with logp_old then the proximal policy's log-probs (learner/algos/off_policy.h).
 PolicyLossResult clipped_policy_loss(const torch::Tensor& logp, const torch::Tensor& logp_old, const torch::Tensor& advantages,
-                                     const torch::Tensor& mask, double clip_low, double clip_high, double dual_clip = 0);
+                                     const torch::Tensor& mask, double clip_low, double clip_high, double dual_clip = 0,
+                                     const torch::Tensor& weights = {});
 
 struct ValueLossResult {
   torch::Tensor loss;      // scalar: 0.5 * masked mean of max((V - R)^2, (V_clip - R)^2)
