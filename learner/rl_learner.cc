@@ -135,7 +135,8 @@ int run_ppo_learner(PpoLearnerOptions o) {
     if (!dp || dp->rank() == 0) runtime.set_evaluation(make_heldout_task_eval(o.side.eval, *tok, o.ppo.temperature));
     return runtime.run().interrupted ? 3 : 0;
   }
-  RolloutSide side(o.side, {o.ppo.temperature, static_cast<uint32_t>(o.ppo.group_size)}, tok->identity(), dp);
+  const auto groups = uses_values(o.ppo.estimator) ? 0u : static_cast<uint32_t>(o.ppo.group_size);  // 0: any
+  RolloutSide side(o.side, {o.ppo.temperature, groups}, tok->identity(), dp);
   ActorLearner runtime(o.train, models.policy, builder, *side.source, *side.publisher, o.run_config, tok_file);
   runtime.set_data_parallel(dp);
   side.attach(runtime, o.side, *tok, o.ppo.temperature);

@@ -18,7 +18,9 @@ std::string contract_violation(const wire::RolloutBatch& b, const SamplingContra
   else if (std::abs(b.temperature - c.temperature) > 1e-6 * std::max(1.0, c.temperature))
     why << "sampled at temperature " << b.temperature << ", the learner trains at " << c.temperature
         << ": give actors and learner the same --temperature";
-  else if (b.group_size != c.group_size)
+  else if (b.group_size == 0)
+    why << "the batch does not state its group size";
+  else if (c.group_size != 0 && b.group_size != c.group_size)
     why << "group size " << b.group_size << ", the learner expects " << c.group_size
         << ": give actors and learner the same --group-size";
   else if (!c.tokenizer.empty() && !b.tokenizer.empty() && b.tokenizer != c.tokenizer)

@@ -20,7 +20,7 @@ namespace keel {
 
 struct SamplingContract {
   double temperature = 1.0;
-  uint32_t group_size = 1;
+  uint32_t group_size = 1;  // 0: any (a learner with a value model has no use for groups)
   std::string tokenizer{};  // identity; "" = not checked
 };
 

@@ -107,6 +107,8 @@ TEST(SamplingContract, EachDifferenceIsNamedWithBothValues) {
   auto nucleus = batch(0.7f, 2);
   nucleus.top_p = 0.9f;
   EXPECT_NE(contract_violation(nucleus, c).find("top-p 0.9"), std::string::npos);
+  EXPECT_EQ(contract_violation(batch(0.7f, 4), {0.7, 0, "sentencepiece:abc"}), "") << "a learner with a value model takes any group";
+  EXPECT_NE(contract_violation(batch(0.7f, 0), {0.7, 0, ""}).find("does not state its group size"), std::string::npos);
   auto other = batch(0.7f, 2);
   other.tokenizer = "sentencepiece:def";
   EXPECT_NE(contract_violation(other, c).find("tokenizer sentencepiece:def"), std::string::npos);
