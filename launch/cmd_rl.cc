@@ -77,6 +77,8 @@ int cmd_reward_serve(const Args& args) {
   // clang-format off
   d.add_options()("kind", po::value(&scorer.kind)->default_value(scorer.kind), "task | program | model")(
       "program", po::value(&scorer.program), "command of a reward program (kind program; docs/reward_protocol.md)")(
+      "program-timeout-ms", po::value(&scorer.program_timeout_ms)->default_value(scorer.program_timeout_ms),
+      "kind program: deadline of one batch (keep it below the actors' --reward-timeout-ms)")(
       "model", po::value(&scorer.model), "reward-model directory (kind model)")(
       "endpoint", po::value(&o.endpoint)->default_value(o.endpoint), "bind address")(
       "max-batch", po::value(&o.max_batch)->default_value(o.max_batch), "items scored together")(

@@ -7,7 +7,8 @@ std::unique_ptr<Scorer> make_scorer(const ScorerOptions& o) {
   if (o.kind == "task") return make_task_scorer();
   if (o.kind == "program") {
     KEEL_CHECK(!o.program.empty(), "--kind program needs --program");
-    return make_program_scorer(o.program);
+    KEEL_CHECK(o.program_timeout_ms > 0, "--program-timeout-ms must be positive");
+    return make_program_scorer(o.program, o.program_timeout_ms);
   }
   if (o.kind == "model") {
     KEEL_CHECK(!o.model.empty(), "--kind model needs --model");

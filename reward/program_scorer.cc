@@ -1,131 +1,151 @@
 // A reward written as a program: keel writes one JSON object per line to its stdin and reads one
-// JSON object per line from its stdout (docs/reward_protocol.md).
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstring>
+// JSON object per line from its stdout (docs/reward_protocol.md). Every item carries an id; a
+// program that echoes it has its answers matched by id, so a missing, extra or reordered answer
+// fails that batch instead of moving a score onto another response. Writing and reading run
+// together under one deadline per batch; a program that breaks the protocol is stopped (SIGTERM,
+// then SIGKILL to its process group) and started again for the next batch.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
 
 #include "core/error.h"
+#include "reward/child_process.h"
 #include "reward/scorer.h"
 
 namespace keel {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
+size_t count_lines(const std::string& s) { return static_cast<size_t>(std::count(s.begin(), s.end(), '\n')); }
+
+std::vector<std::string> split_lines(const std::string& s) {
+  std::vector<std::string> lines;
+  std::istringstream is(s);
+  for (std::string l; std::getline(is, l);) lines.push_back(l);
+  return lines;
+}
+
+// One answer line: its id (if echoed) and its result. Throws KeelError (kPeer) naming the line.
+std::pair<std::optional<uint64_t>, ScoreResult> parse_answer(const std::string& line, size_t at) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line);
+  } catch (const std::exception&) {
+    KEEL_FAIL_KIND(ErrorKind::kPeer, "reward program answered line " << at + 1 << " of the batch with '" << line.substr(0, 200)
+                                                                     << "', not a JSON object with a number 'score'");
+  }
+  KEEL_CHECK_KIND(ErrorKind::kPeer, j.is_object() && j.contains("score") && j["score"].is_number(),
+                  "reward program answer '" << line.substr(0, 200) << "' lacks a number 'score'");
+  const double v = j["score"].get<double>();
+  KEEL_CHECK_KIND(ErrorKind::kPeer, std::isfinite(v) && std::fabs(v) <= FLT_MAX,
+                  "reward program answer " << at + 1 << " has score " << line.substr(0, 200) << ": not a finite 32-bit number");
+  std::optional<uint64_t> id;
+  if (j.contains("id")) {
+    KEEL_CHECK_KIND(ErrorKind::kPeer, j["id"].is_number_unsigned(), "reward program answer " << at + 1 << " has a bad 'id'");
+    id = j["id"].get<uint64_t>();
+  }
+  ScoreResult r;
+  r.score = static_cast<float>(v);
+  if (j.contains("parts") && j["parts"].is_object())
+    for (auto p = j["parts"].begin(); p != j["parts"].end(); ++p)
+      if (p.value().is_number() && std::isfinite(p.value().get<double>())) r.parts.emplace_back(p.key(), p.value().get<float>());
+  if (r.parts.empty()) r.parts.emplace_back("program", r.score);
+  return {id, std::move(r)};
+}
+
 class ProgramScorer : public Scorer {
  public:
-  ProgramScorer(std::string command, int timeout_ms) : command_(std::move(command)), timeout_ms_(timeout_ms) {
-    ::signal(SIGPIPE, SIG_IGN);  // a dead program must not kill the service
-  }
-  ~ProgramScorer() override { stop(); }
+  ProgramScorer(std::string command, int timeout_ms) : command_(std::move(command)), timeout_ms_(timeout_ms) {}
 
   std::vector<ScoreResult> score(const std::vector<wire::ScoreItem>& items) override {
-    if (pid_ <= 0 || ::waitpid(pid_, nullptr, WNOHANG) != 0) start();
-    std::string out;
-    for (const auto& it : items)
-      out += nlohmann::json{{"prompt", it.prompt}, {"response", it.response}, {"finished", it.finished}}.dump() + "\n";
-    if (!write_all(out)) {
-      stop();
-      KEEL_FAIL_KIND(ErrorKind::kPeer, "reward program '" << command_ << "' is not reading its input (did it exit?)");
+    if (!child_ || !child_->running()) child_ = std::make_unique<ChildProcess>(command_);
+    if (!child_->pending_output().empty()) {
+      // Lines nobody asked for (after the last batch was answered): start clean.
+      std::cerr << "reward: program '" << command_ << "' printed lines after its last answer; restarted\n";
+      child_ = std::make_unique<ChildProcess>(command_);
     }
-    std::vector<ScoreResult> results;
-    for (size_t i = 0; i < items.size(); ++i) {
-      const std::string line = read_line();
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(line);
-      } catch (const std::exception&) {
-        stop();
-        KEEL_FAIL_KIND(ErrorKind::kPeer, "reward program answered line " << i + 1 << " of the batch with '" << line.substr(0, 200)
-                                                                         << "', not a JSON object with a number 'score'");
-      }
-      KEEL_CHECK_KIND(ErrorKind::kPeer, j.is_object() && j.contains("score") && j["score"].is_number(),
-                      "reward program answer '" << line.substr(0, 200) << "' lacks a number 'score'");
-      ScoreResult r;
-      r.score = j["score"].get<float>();
-      if (j.contains("parts") && j["parts"].is_object())
-        for (auto p = j["parts"].begin(); p != j["parts"].end(); ++p)
-          if (p.value().is_number()) r.parts.emplace_back(p.key(), p.value().get<float>());
-      if (r.parts.empty()) r.parts.emplace_back("program", r.score);
-      results.push_back(std::move(r));
+    const uint64_t first = next_id_;
+    next_id_ += items.size();
+    try {
+      return exchange(items, first);
+    } catch (const KeelError&) {
+      child_.reset();  // stopped: SIGTERM, then SIGKILL to its group
+      throw;
     }
-    return results;
   }
 
  private:
-  void start() {
-    stop();
-    int in[2], out[2];
-    KEEL_CHECK_KIND(io_error_kind(errno), ::pipe(in) == 0 && ::pipe(out) == 0, "pipe: " << std::strerror(errno));
-    pid_ = ::fork();
-    KEEL_CHECK_KIND(io_error_kind(errno), pid_ >= 0, "fork: " << std::strerror(errno));
-    if (pid_ == 0) {
-      ::dup2(in[0], 0);
-      ::dup2(out[1], 1);
-      ::close(in[1]);
-      ::close(out[0]);
-      ::execl("/bin/sh", "sh", "-c", command_.c_str(), nullptr);
-      _exit(127);
+  std::vector<ScoreResult> exchange(const std::vector<wire::ScoreItem>& items, uint64_t first) {
+    std::string in;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const auto& it = items[i];
+      in += nlohmann::json{{"id", first + i}, {"prompt", it.prompt}, {"response", it.response}, {"finished", it.finished}}.dump() +
+            "\n";
     }
-    ::close(in[0]);
-    ::close(out[1]);
-    to_ = in[1];
-    from_ = out[0];
-    buffer_.clear();
+    bool eof = false;
+    const auto out = child_->exchange(
+        in, [&](const std::string& o) { return count_lines(o) >= items.size(); },
+        Clock::now() + std::chrono::milliseconds(timeout_ms_), &eof);
+    const auto lines = split_lines(out.substr(0, out.rfind('\n') + 1));
+    if (lines.size() < items.size()) {
+      std::ostringstream why;
+      why << "reward program '" << command_ << "' answered " << lines.size() << " of " << items.size() << " items";
+      if (eof)
+        why << " and closed its output (exited?)";
+      else
+        why << " within the batch deadline of " << timeout_ms_ << " ms";
+      KEEL_FAIL_KIND(ErrorKind::kPeer, why.str());
+    }
+    // A line more than asked for (now or a moment later) means the answers cannot be trusted.
+    std::string extra = out.substr(out.rfind('\n') + 1) + settle();
+    KEEL_CHECK_KIND(ErrorKind::kPeer, lines.size() == items.size() && extra.empty(),
+                    "reward program '" << command_ << "' printed more than one line per item (" << lines.size() << " lines for "
+                                       << items.size() << " items, then '" << extra.substr(0, 80)
+                                       << "'): logs belong on stderr");
+    return match(lines, first);
   }
-  void stop() {
-    if (to_ >= 0) ::close(to_);
-    if (from_ >= 0) ::close(from_);
-    to_ = from_ = -1;
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    pid_ = -1;
+
+  // Output that arrives within a short settling time after the last expected answer.
+  std::string settle() {
+    bool eof = false;
+    return child_->exchange("", [](const std::string& o) { return !o.empty(); },
+                            Clock::now() + std::chrono::milliseconds(20), &eof);
   }
-  bool write_all(const std::string& s) {
-    size_t done = 0;
-    while (done < s.size()) {
-      const ssize_t n = ::write(to_, s.data() + done, s.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return false;
-      done += static_cast<size_t>(n);
+
+  // Answers to items by echoed id, or in order when the program echoes none.
+  std::vector<ScoreResult> match(const std::vector<std::string>& lines, uint64_t first) {
+    std::vector<std::optional<ScoreResult>> by_item(lines.size());
+    size_t with_id = 0;
+    for (size_t k = 0; k < lines.size(); ++k) {
+      auto [id, r] = parse_answer(lines[k], k);
+      if (!id) {
+        by_item[k] = std::move(r);
+        continue;
+      }
+      ++with_id;
+      KEEL_CHECK_KIND(ErrorKind::kPeer, *id >= first && *id < first + lines.size() && !by_item[*id - first],
+                      "reward program answered id " << *id << ", which is not an unanswered item of this batch ("
+                                                    << first << ".." << first + lines.size() - 1 << ")");
+      by_item[*id - first] = std::move(r);
     }
-    return true;
-  }
-  std::string read_line() {
-    while (true) {
-      const auto nl = buffer_.find('\n');
-      if (nl != std::string::npos) {
-        std::string line = buffer_.substr(0, nl);
-        buffer_.erase(0, nl + 1);
-        return line;
-      }
-      pollfd p{from_, POLLIN, 0};
-      const int r = ::poll(&p, 1, timeout_ms_);
-      if (r <= 0) {
-        stop();
-        KEEL_FAIL_KIND(ErrorKind::kPeer, "reward program '" << command_ << "' gave no answer within " << timeout_ms_ << " ms");
-      }
-      char buf[65536];
-      const ssize_t n = ::read(from_, buf, sizeof buf);
-      if (n <= 0) {
-        stop();
-        KEEL_FAIL_KIND(ErrorKind::kPeer, "reward program '" << command_ << "' closed its output (exited?)");
-      }
-      buffer_.append(buf, static_cast<size_t>(n));
-    }
+    KEEL_CHECK_KIND(ErrorKind::kPeer, with_id == 0 || with_id == lines.size(),
+                    "reward program echoed 'id' in " << with_id << " of " << lines.size() << " answers: all or none");
+    std::vector<ScoreResult> out;
+    for (auto& r : by_item) out.push_back(std::move(*r));
+    return out;
   }
 
   std::string command_;
   int timeout_ms_;
-  pid_t pid_ = -1;
-  int to_ = -1, from_ = -1;
-  std::string buffer_;
+  std::unique_ptr<ChildProcess> child_;
+  uint64_t next_id_ = 0;
 };
 
 }  // namespace

@@ -27,8 +27,10 @@ class Scorer {
 };
 
 std::unique_ptr<Scorer> make_task_scorer();
-// `command` runs under /bin/sh -c; it is started on first use and restarted if it dies.
-std::unique_ptr<Scorer> make_program_scorer(const std::string& command, int timeout_ms = 30000);
+// `command` runs under /bin/sh -c; it is started on first use and restarted if it dies or breaks
+// the protocol. `timeout_ms` bounds each batch (writing and reading together); keep it below the
+// actors' --reward-timeout-ms, so that a batch fails before they send it again.
+std::unique_ptr<Scorer> make_program_scorer(const std::string& command, int timeout_ms = 8000);
 // `device`: "cpu" or "cuda". The model directory needs config keel.reward_head = true.
 std::unique_ptr<Scorer> make_model_scorer(const std::string& model_dir, const std::string& device = "cpu");
 
@@ -39,6 +41,7 @@ void apply_missing_eos_penalty(const std::vector<wire::ScoreItem>& items, std::v
 struct ScorerOptions {
   std::string kind = "task";  // task | program | model
   std::string program;        // kind program: the command line of the reward program
+  int program_timeout_ms = 8000;  // kind program: deadline of one batch
   std::string model;          // kind model: a reward-model directory
   std::string device = "cpu";
 };
