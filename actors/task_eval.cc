@@ -56,19 +56,30 @@ TaskEvalResult evaluate_tasks(Transformer& model, const Tokenizer& tok, const st
   cfg.temperature = temperature;
   cfg.max_new_tokens = max_new_tokens;
   const int draws = temperature > 0 ? std::max(1, samples) : 1;
+  std::vector<bool> solved(tasks.size(), false);
   for (int d = 0; d < draws; ++d) {
     const auto responses = task_responses(model, tok, tasks, tmpl, batch_size, cfg, seed, d);
     for (size_t j = 0; j < tasks.size(); ++j) {
       const std::string fam = task_family_name(tasks[j].family);
       r.count[fam]++;
-      correct[fam] += check_task(tasks[j].prompt, responses[j]) ? 1 : 0;
+      const bool right = check_task(tasks[j].prompt, responses[j]);
+      correct[fam] += right ? 1 : 0;
+      solved[j] = solved[j] || right;
     }
+  }
+  std::map<std::string, int64_t> solved_in_family, tasks_in_family;
+  for (size_t j = 0; j < tasks.size(); ++j) {
+    const std::string fam = task_family_name(tasks[j].family);
+    tasks_in_family[fam]++;
+    solved_in_family[fam] += solved[j] ? 1 : 0;
   }
   double sum = 0;
   for (const auto& [fam, n] : r.count) {
     r.accuracy[fam] = static_cast<double>(correct[fam]) / static_cast<double>(n);
+    r.pass_at_k[fam] = static_cast<double>(solved_in_family[fam]) / static_cast<double>(tasks_in_family[fam]);
     sum += r.accuracy[fam];
   }
+  r.k = draws;
   r.mean_accuracy = r.count.empty() ? 0 : sum / static_cast<double>(r.count.size());
   return r;
 }
@@ -120,12 +131,21 @@ void print_task_eval(const TaskEvalResult& r, std::ostream& table) {
   }
   std::snprintf(line, sizeof line, "%-12s %6.3f\n", "mean", r.mean_accuracy);
   table << line;
+  if (r.k > 1)
+    for (const auto& [fam, p] : r.pass_at_k) {
+      std::snprintf(line, sizeof line, "%-12s pass@%d %6.3f\n", fam.c_str(), r.k, p);
+      table << line;
+    }
 }
 
 nlohmann::json task_eval_json(const TaskEvalResult& r, const TaskEvalRunOptions& o) {
   nlohmann::json j;
   for (const auto& [fam, acc] : r.accuracy) j["accuracy"][fam] = acc;
   j["mean_accuracy"] = r.mean_accuracy;
+  if (r.k > 1) {
+    j["k"] = r.k;
+    for (const auto& [fam, p] : r.pass_at_k) j["pass_at_k"][fam] = p;
+  }
   j["model"] = o.model_dir;
   j["temperature"] = o.temperature;
   j["samples"] = o.temperature > 0 ? o.samples : 1;

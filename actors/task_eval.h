@@ -18,6 +18,8 @@ struct TaskEvalResult {
   std::map<std::string, double> accuracy;  // family name -> exact-match accuracy
   std::map<std::string, int64_t> count;
   double mean_accuracy = 0;
+  int k = 1;                                // draws per task
+  std::map<std::string, double> pass_at_k;  // family -> share of tasks with a right answer among the k draws
 };
 
 // Responses (up to max_new_tokens) to `tasks`, checked with check_task(): greedy when

@@ -1,5 +1,7 @@
 #include "learner/online_dpo.h"
 
+#include "learner/sampling_contract.h"
+
 #include "core/error.h"
 #include "replay/pair_mining.h"
 
@@ -31,6 +33,7 @@ int64_t OnlineDpoUpdateBuilder::rollouts_wanted() const {
 }
 
 void OnlineDpoUpdateBuilder::add(std::vector<wire::Rollout> rollouts, uint64_t /*version*/) {
+  group_order(rollouts, o_.group_size);  // whole groups (by group_id) or an error naming the one that is not
   rollouts_ += static_cast<int64_t>(rollouts.size());
   std::vector<LoggedRollout> pending;
   for (auto& r : rollouts) pending.push_back(to_logged(std::move(r)));
