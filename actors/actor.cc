@@ -34,9 +34,9 @@ void ActorOptions::validate() const {
   // The learner recomputes log-probs under the full softmax at --temperature (learner/sampling_contract.h).
   KEEL_CHECK(sampling.temperature > 0,
              "an RL actor needs --temperature > 0: greedy samples have no sampling log-probs for the learner's ratio");
-  KEEL_CHECK(sampling.top_k == 0 && sampling.top_p >= 1.0,
-             "an RL actor samples from the full softmax: --top-k " << sampling.top_k << " / --top-p " << sampling.top_p
-                                                                   << " truncate it, and the learner would refuse the batches");
+  KEEL_CHECK(sampling.top_k == 0 && sampling.top_p >= 1.0, "an RL actor samples from the full softmax: --top-k "
+                                                               << sampling.top_k << " / --top-p " << sampling.top_p
+                                                               << " truncate it, and the learner would refuse the batches");
 }
 
 namespace {

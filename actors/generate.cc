@@ -14,7 +14,8 @@ std::vector<std::string> rendered_prompts(const GenerateOptions& o) {
   std::vector<std::string> texts;
   for (const auto& p : o.prompts) texts.push_back(render_prompt(p, t));
   if (!o.prompts_file.empty())
-    for (const auto& history : load_prompt_jsonl(o.prompts_file, BadLinePolicy::kFail)) texts.push_back(render_prompt(history, t));
+    for (const auto& history : load_prompt_jsonl(o.prompts_file, BadLinePolicy::kFail))
+      texts.push_back(render_prompt(history, t));
   KEEL_CHECK_KIND(ErrorKind::kInvalidArgument, !texts.empty(), "nothing to generate from: give --prompt or --prompts");
   return texts;
 }

@@ -52,8 +52,7 @@ std::vector<ChatMessage> parse_messages(const nlohmann::json& msgs) {
   KEEL_CHECK(msgs.is_array() && !msgs.empty(), "'messages' must be a non-empty list");
   std::vector<ChatMessage> history;
   for (const auto& m : msgs) {
-    KEEL_CHECK(m.is_object() && m.contains("role") && m["role"].is_string() && m.contains("content") &&
-                   m["content"].is_string(),
+    KEEL_CHECK(m.is_object() && m.contains("role") && m["role"].is_string() && m.contains("content") && m["content"].is_string(),
                "a message lacks a string 'role' or 'content'");
     history.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
     role_label(history.back().role);

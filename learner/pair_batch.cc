@@ -41,7 +41,10 @@ void check_tokens(const PreferencePair& p, int64_t i, int64_t vocab) {
   KEEL_CHECK(!p.chosen.empty() && !p.rejected.empty(), "preference pair " << i << " has an empty response");
   for (const auto* part : {&p.prompt, &p.chosen, &p.rejected})
     for (int32_t t : *part)
-      KEEL_CHECK(t >= 0 && t < vocab, "pair " << i << " (" << (part == &p.prompt ? "prompt" : part == &p.chosen ? "chosen" : "rejected")
+      KEEL_CHECK(t >= 0 && t < vocab, "pair " << i << " ("
+                                              << (part == &p.prompt   ? "prompt"
+                                                  : part == &p.chosen ? "chosen"
+                                                                      : "rejected")
                                               << "): token id " << t << " outside the vocabulary of " << vocab);
 }
 
@@ -125,5 +128,7 @@ std::string model_identity(const std::string& model_dir) {
   os << "fnv1a64:" << std::hex << fnv1a64(bytes);
   return os.str();
 }
+
+std::string reference_cache_key(const std::string& model_dir) { return model_identity(model_dir) + " pair-cut-2"; }
 
 }  // namespace keel

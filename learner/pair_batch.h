@@ -40,5 +40,8 @@ torch::Tensor pair_rewards(Transformer& model, const PairBatch& batch);
 
 // A model's identity for cached reference log-probs: FNV-1a of its weights file.
 std::string model_identity(const std::string& model_dir);
+// The key of cached reference log-probs: the model's identity and the version of the pair cut
+// above, so that caches made with another cut are recomputed, not used on other tokens.
+std::string reference_cache_key(const std::string& model_dir);
 
 }  // namespace keel

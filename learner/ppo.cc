@@ -66,6 +66,8 @@ void PpoOptions::validate() const {
   KEEL_CHECK(clip > 0 && (clip_high == 0 || clip_high >= clip),
              "--clip must be positive and --clip-high 0 (symmetric) or at least --clip, got " << clip << " / " << clip_high);
   KEEL_CHECK(dual_clip == 0 || dual_clip > 1, "--dual-clip must be 0 (off) or above 1, got " << dual_clip);
+  KEEL_CHECK(kl_placement != KlPlacement::kLoss || (kl_estimator != KlEstimator::kK1 && kl_estimator != KlEstimator::kAbs),
+             "--kl-in loss needs --kl-estimator k2 or k3: k1's expected gradient as a loss term is zero (and abs's is biased)");
 }
 
 namespace {
@@ -233,9 +235,9 @@ void PpoUpdateBuilder::advantages(const torch::Tensor& ref_logp, const torch::Te
     u_.old_values = torch::zeros_like(u_.advantages);
     u_.returns = torch::zeros_like(u_.advantages);
   }
-  KEEL_CHECK_KIND(ErrorKind::kCorruptData, torch::isfinite(u_.advantages).all().item<bool>(),
-                  "non-finite advantages in the update of version " << u_.version
-                                                                    << " (a non-finite score or log-prob): no step taken");
+  KEEL_CHECK_KIND(
+      ErrorKind::kCorruptData, torch::isfinite(u_.advantages).all().item<bool>(),
+      "non-finite advantages in the update of version " << u_.version << " (a non-finite score or log-prob): no step taken");
   kl_seq_mean_ = kl_k1_seq.mean().item<double>();
   m["ppo/score_mean"] = score.mean().item<double>();
   m["ppo/kl"] = kl_seq_mean_;

@@ -53,9 +53,9 @@ struct PpoOptions {
   int64_t rollouts_per_update = 64;
   int64_t epochs = 2;
   int64_t minibatches = 2;  // optimizer steps per epoch
-  double clip = 0.2;       // ratio kept in [1 - clip, 1 + clip_high]
-  double clip_high = 0;    // 0: clip (symmetric); above clip: "clip-higher" (DAPO, Yu et al. 2025)
-  double dual_clip = 0;    // > 1: the loss of a negative advantage is bounded by -A * dual_clip (Ye et al. 2020)
+  double clip = 0.2;        // ratio kept in [1 - clip, 1 + clip_high]
+  double clip_high = 0;     // 0: clip (symmetric); above clip: "clip-higher" (DAPO, Yu et al. 2025)
+  double dual_clip = 0;     // > 1: the loss of a negative advantage is bounded by -A * dual_clip (Ye et al. 2020)
   double value_clip = 0.2;
   double vf_coef = 0.1;
   double gamma = 1.0;
@@ -118,13 +118,13 @@ class PpoUpdateBuilder : public UpdateBuilder {
   // The prepared update's rollout batch, as tensors [N, *].
   struct UpdateBatch {
     uint64_t version = 0;
-    torch::Tensor tokens, positions, key_mask;                // [N, L]
-    torch::Tensor response_mask;                              // [N, R]
+    torch::Tensor tokens, positions, key_mask;                                     // [N, L]
+    torch::Tensor response_mask;                                                   // [N, R]
     torch::Tensor old_logp, prox_logp, ref_logp, old_values, advantages, returns;  // [N, R]; old = behaviour
-    torch::Tensor is_weights;                                                    // [N, R] decoupled only
-    int64_t prompt_len = 0;                                   // responses start at this column
-    std::vector<int64_t> order;                               // row permutation of the current epoch...
-    int64_t order_epoch = -1;                                 // ...which is this one (-1: none yet for this update)
+    torch::Tensor is_weights;                                                      // [N, R] decoupled only
+    int64_t prompt_len = 0;                                                        // responses start at this column
+    std::vector<int64_t> order;                                                    // row permutation of the current epoch...
+    int64_t order_epoch = -1;  // ...which is this one (-1: none yet for this update)
   } u_;
   double kl_seq_mean_ = 0;
 };

@@ -183,7 +183,7 @@ int run_dpo(DpoRunOptions o) {
   if (o.reference.empty()) o.reference = o.init;
   const auto tok_file = require_tokenizer_file(o.init);
   auto tok = load_tokenizer(tok_file);
-  const std::string ref_id = model_identity(o.reference);
+  const std::string ref_id = reference_cache_key(o.reference);
   if (o.precompute_reference) {
     precompute_reference(o, *tok, ref_id, dev);
     return 0;

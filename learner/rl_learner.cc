@@ -88,8 +88,7 @@ struct RolloutSide {
     const auto rs = service->replay_stats();
     std::cerr << who << ": version " << version << ", " << ss.receive.accepted << " messages accepted, " << ss.receive.rejected
               << " rejected, " << ss.refused_batches << " batches refused (sampling contract), " << rs.dropped_stale
-              << " stale rollouts dropped, " << rs.taken << " of " << rs.received
-              << " received rollouts trained on\n";
+              << " stale rollouts dropped, " << rs.taken << " of " << rs.received << " received rollouts trained on\n";
     service->stop();
   }
 };

@@ -9,6 +9,17 @@
 
 namespace keel {
 
+// Actors whose every batch breaks the sampling contract would otherwise leave the learner waiting
+// forever: after kRefusedBeforeFailing refusals and no accepted batch, the learner stops with the reason.
+void RolloutService::fail_if_every_batch_is_refused() const {
+  constexpr int64_t kRefusedBeforeFailing = 8;
+  std::lock_guard<std::mutex> l(mu_);
+  KEEL_CHECK(stats_.batches > 0 || stats_.refused_batches < kRefusedBeforeFailing,
+             "every rollout batch so far (" << stats_.refused_batches
+                                            << ") breaks the learner's sampling contract, the last from " << last_refusal_
+                                            << " (learner/sampling_contract.h)");
+}
+
 namespace {
 CreditOptions credit_options(CreditOptions c, double peer_timeout_s) {
   c.silent_after_s = peer_timeout_s;
@@ -17,9 +28,7 @@ CreditOptions credit_options(CreditOptions c, double peer_timeout_s) {
 }  // namespace
 
 RolloutService::RolloutService(RolloutServiceOptions o, ReplayOptions replay)
-    : o_(std::move(o)),
-      queue_(replay),
-      credits_(credit_options(o_.credits, o_.peer_timeout_s), replay.max_staleness),
+    : o_(std::move(o)), queue_(replay), credits_(credit_options(o_.credits, o_.peer_timeout_s), replay.max_staleness),
       weights_({o_.shared_dir, o_.run_name, o_.chunk_bytes}) {
   if (!o_.rollout_log.empty()) log_ = std::make_unique<RolloutLog>(o_.rollout_log, o_.tokenizer_identity);
   // Bind here, in the caller's thread, so that a taken port is an error at start.
@@ -63,6 +72,7 @@ std::vector<wire::Rollout> RolloutService::next(size_t n, uint64_t version) {
       for (size_t i = out.size() - got.size(); i < out.size(); ++i) uids.push_back(out[i].uid);
       log_->mark_trained(uids, version + 1);
     }
+    fail_if_every_batch_is_refused();
     if (out.size() < n && std::chrono::steady_clock::now() - last_note > std::chrono::seconds(30)) {
       std::cerr << "learner: waiting for rollouts (" << out.size() << "/" << n << " for version " << version << ")\n";
       last_note = std::chrono::steady_clock::now();
@@ -81,12 +91,16 @@ void RolloutService::accept(const std::string& sender, wire::RolloutBatch b) {
   std::string why = contract_violation(b, o_.contract);
   std::vector<std::vector<wire::Rollout>> groups;
   if (why.empty()) {
-    if (log_) log_->append(b.rollouts, learner_version_.load());
-    groups = split_groups(std::move(b.rollouts), b.group_size, &why);
+    // A learner that takes any group size (GAE, V-trace) needs no groups: each rollout is its own,
+    // so any update size can be filled.
+    const uint32_t size = o_.contract.group_size == 0 ? 1 : b.group_size;
+    groups = split_groups(b.rollouts, size, &why);
   }
+  if (why.empty() && log_) log_->append(b.rollouts, learner_version_.load());
   std::lock_guard<std::mutex> l(mu_);
   if (!why.empty()) {
     ++stats_.refused_batches;
+    last_refusal_ = sender + ": " + why;
     if (stats_.refused_batches <= 10 || stats_.refused_batches % 100 == 0)
       std::cerr << "learner: refused a rollout batch from " << sender << " (" << stats_.refused_batches << " so far): " << why
                 << "\n";

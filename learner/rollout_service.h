@@ -69,6 +69,7 @@ class RolloutService : public RolloutSource, public WeightPublisher {
   void loop();
   void serve_requests(wire::Channel& router, wire::ReceiveStats& rs);
   void accept(const std::string& sender, wire::RolloutBatch b);
+  void fail_if_every_batch_is_refused() const;
 
   RolloutServiceOptions o_;
   RolloutQueue queue_;
@@ -78,6 +79,7 @@ class RolloutService : public RolloutSource, public WeightPublisher {
   mutable std::mutex mu_;
   WeightSender weights_;
   RolloutServiceStats stats_;
+  std::string last_refusal_;  // sender and reason of the last refused batch
   std::atomic<uint64_t> learner_version_{0};
   std::vector<std::unique_ptr<wire::Channel>> sockets_;  // owned by the thread: pull, pub, router
   std::thread thread_;

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <sstream>
-#include <unordered_map>
 
 #include "core/error.h"
 
@@ -32,13 +31,17 @@ std::vector<std::vector<wire::Rollout>> split_groups(std::vector<wire::Rollout> 
   std::vector<std::vector<wire::Rollout>> groups;
   for (auto& r : rollouts) {
     if (groups.empty() || groups.back().size() == group_size) {
+      if (!groups.empty() && groups.back().front().group_id == r.group_id) {
+        *why = "group " + std::to_string(r.group_id) + " has more than " + std::to_string(group_size) + " rollouts";
+        return {};
+      }
       groups.emplace_back();
       groups.back().reserve(group_size);
     }
     auto& g = groups.back();
     if (!g.empty() && (r.group_id != g.front().group_id || r.policy_version != g.front().policy_version)) {
-      *why = "group " + std::to_string(g.front().group_id) + " has " + std::to_string(g.size()) + " rollouts of one version, not " +
-             std::to_string(group_size);
+      *why = "group " + std::to_string(g.front().group_id) + " has " + std::to_string(g.size()) +
+             " rollouts of one version, not " + std::to_string(group_size);
       return {};
     }
     g.push_back(std::move(r));
@@ -51,19 +54,17 @@ std::vector<std::vector<wire::Rollout>> split_groups(std::vector<wire::Rollout> 
 }
 
 std::vector<size_t> group_order(const std::vector<wire::Rollout>& rollouts, int64_t group_size) {
-  std::unordered_map<uint64_t, size_t> slot;
-  std::vector<std::vector<size_t>> groups;
-  for (size_t i = 0; i < rollouts.size(); ++i) {
-    auto [it, fresh] = slot.emplace(rollouts[i].group_id, groups.size());
-    if (fresh) groups.emplace_back();
-    groups[it->second].push_back(i);
-  }
+  // Groups arrive whole and in order (the queue hands out whole groups), so a group is a run of
+  // consecutive rollouts sharing group_id; the same id later on is another group (a resent batch).
   std::vector<size_t> order;
-  for (const auto& g : groups) {
-    KEEL_CHECK(static_cast<int64_t>(g.size()) == group_size, "group " << rollouts[g.front()].group_id << " has " << g.size()
-                                                                      << " rollouts in this update, the group size is "
-                                                                      << group_size);
-    order.insert(order.end(), g.begin(), g.end());
+  for (size_t i = 0; i < rollouts.size();) {
+    size_t end = i + 1;
+    while (end < rollouts.size() && rollouts[end].group_id == rollouts[i].group_id) ++end;
+    KEEL_CHECK(static_cast<int64_t>(end - i) == group_size, "group " << rollouts[i].group_id << " has " << end - i
+                                                                     << " rollouts in this update, the group size is "
+                                                                     << group_size);
+    for (size_t k = i; k < end; ++k) order.push_back(k);
+    i = end;
   }
   return order;
 }

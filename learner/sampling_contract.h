@@ -32,8 +32,9 @@ std::string contract_violation(const wire::RolloutBatch& b, const SamplingContra
 // in `why` (naming the group).
 std::vector<std::vector<wire::Rollout>> split_groups(std::vector<wire::Rollout> rollouts, uint32_t group_size, std::string* why);
 
-// Indices of `rollouts` reordered so that each group_id's rollouts are consecutive, groups in
-// order of first appearance. Throws KeelError naming a group whose size is not `group_size`.
+// The update's groups, checked: runs of consecutive rollouts sharing group_id (the queue hands out
+// whole groups in order), each of exactly `group_size`. Returns the row order (the identity when
+// every run is whole). Throws KeelError naming a group whose size is not `group_size`.
 std::vector<size_t> group_order(const std::vector<wire::Rollout>& rollouts, int64_t group_size);
 
 }  // namespace keel

@@ -14,11 +14,16 @@
 
 namespace keel {
 
+namespace {
+constexpr size_t kMaxOutputBytes = size_t{64} << 20;  // a flooding program fails its batch, not the service's memory
+}  // namespace
+
 ChildProcess::ChildProcess(const std::string& command) {
   ::signal(SIGPIPE, SIG_IGN);  // a dead program must not kill the service
   int in[2], out[2];
-  KEEL_CHECK_KIND(io_error_kind(errno), ::pipe(in) == 0, "pipe: " << std::strerror(errno));
-  if (::pipe(out) != 0) {
+  // Close-on-exec: neither this program nor any other child inherits the other's pipes.
+  KEEL_CHECK_KIND(io_error_kind(errno), ::pipe2(in, O_CLOEXEC) == 0, "pipe: " << std::strerror(errno));
+  if (::pipe2(out, O_CLOEXEC) != 0) {
     const int e = errno;
     ::close(in[0]);
     ::close(in[1]);
@@ -29,10 +34,7 @@ ChildProcess::ChildProcess(const std::string& command) {
     ::setpgid(0, 0);
     ::dup2(in[0], 0);
     ::dup2(out[1], 1);
-    ::close(in[0]);
-    ::close(in[1]);
-    ::close(out[0]);
-    ::close(out[1]);
+    ::close_range(3, ~0U, 0);  // nothing of the service (sockets, other pipes) reaches the program
     ::execl("/bin/sh", "sh", "-c", command.c_str(), nullptr);
     _exit(127);
   }
@@ -54,7 +56,10 @@ ChildProcess::~ChildProcess() { stop(); }
 
 bool ChildProcess::running() {
   if (pid_ <= 0 || exited_) return false;
-  if (::waitpid(pid_, nullptr, WNOHANG) != 0) exited_ = true;
+  // WNOWAIT leaves an exited child a zombie until stop() reaps it: its pid, and so its process
+  // group id, cannot be reused by another process before stop() signals the group.
+  siginfo_t info{};
+  if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != 0) exited_ = true;
   return !exited_;
 }
 
@@ -64,7 +69,7 @@ std::string ChildProcess::exchange(const std::string& in, const std::function<bo
   size_t written = 0;
   *eof = false;
   char buf[65536];
-  while (!done(out)) {
+  while (!done(out) && out.size() < kMaxOutputBytes) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) break;
     pollfd p[2] = {{from_, POLLIN, 0}, {to_, POLLOUT, 0}};
@@ -92,7 +97,7 @@ std::string ChildProcess::exchange(const std::string& in, const std::function<bo
 std::string ChildProcess::pending_output() {
   std::string out;
   char buf[65536];
-  while (true) {
+  while (out.size() < kMaxOutputBytes) {
     const ssize_t got = from_ >= 0 ? ::read(from_, buf, sizeof buf) : -1;
     if (got <= 0) break;
     out.append(buf, static_cast<size_t>(got));
@@ -105,17 +110,16 @@ void ChildProcess::stop(std::chrono::milliseconds grace) {
   if (from_ >= 0) ::close(from_);
   to_ = from_ = -1;
   if (pid_ <= 0) return;
+  // The leader is not reaped before the group is signalled (it stays at least a zombie), so -pid_
+  // is still this program's group.
   ::kill(-pid_, SIGTERM);
   const auto until = std::chrono::steady_clock::now() + grace;
-  while (!exited_ && ::waitpid(pid_, nullptr, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() >= until) {
-      ::kill(-pid_, SIGKILL);  // it ignored SIGTERM: the whole group goes
-      ::waitpid(pid_, nullptr, 0);
-      break;
-    }
+  siginfo_t info{};
+  while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0 &&
+         std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ::kill(-pid_, SIGKILL);  // anything it left behind in its group
+  ::kill(-pid_, SIGKILL);  // it ignored SIGTERM, or left children behind in its group
+  ::waitpid(pid_, nullptr, 0);
   pid_ = -1;
   exited_ = false;
 }

@@ -21,7 +21,8 @@ class ChildProcess {
 
   // True while the process has not exited.
   bool running();
-  // Writes `in` and collects output lines until `done(output)` says so or `deadline` passes, both
+  // Writes `in` and collects output until `done(output)` says so, `deadline` passes or 64 MiB
+  // were read, both
   // concurrently (a program that answers before reading all its input cannot deadlock on full
   // pipes). Returns what was read ("" included). Sets *eof when the child closed its output.
   // Throws nothing; failures show as a short result.
@@ -34,7 +35,7 @@ class ChildProcess {
 
  private:
   pid_t pid_ = -1;
-  bool exited_ = false;  // reaped by running()
+  bool exited_ = false;  // seen by running(), not yet reaped
   int to_ = -1, from_ = -1;
 };
 

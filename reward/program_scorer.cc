@@ -65,12 +65,13 @@ class ProgramScorer : public Scorer {
   ProgramScorer(std::string command, int timeout_ms) : command_(std::move(command)), timeout_ms_(timeout_ms) {}
 
   std::vector<ScoreResult> score(const std::vector<wire::ScoreItem>& items) override {
-    if (!child_ || !child_->running()) child_ = std::make_unique<ChildProcess>(command_);
-    if (!child_->pending_output().empty()) {
+    if (child_ && child_->running() && !child_->pending_output().empty()) {
       // Lines nobody asked for (after the last batch was answered): start clean.
       std::cerr << "reward: program '" << command_ << "' printed lines after its last answer; restarted\n";
-      child_ = std::make_unique<ChildProcess>(command_);
+      child_.reset();
     }
+    if (child_ && !child_->running()) child_.reset();  // stopped (and reaped) before another starts
+    if (!child_) child_ = std::make_unique<ChildProcess>(command_);
     const uint64_t first = next_id_;
     next_id_ += items.size();
     try {
@@ -86,8 +87,9 @@ class ProgramScorer : public Scorer {
     std::string in;
     for (size_t i = 0; i < items.size(); ++i) {
       const auto& it = items[i];
-      in += nlohmann::json{{"id", first + i}, {"prompt", it.prompt}, {"response", it.response}, {"finished", it.finished}}.dump() +
-            "\n";
+      in +=
+          nlohmann::json{{"id", first + i}, {"prompt", it.prompt}, {"response", it.response}, {"finished", it.finished}}.dump() +
+          "\n";
     }
     bool eof = false;
     const auto out = child_->exchange(
@@ -107,16 +109,15 @@ class ProgramScorer : public Scorer {
     std::string extra = out.substr(out.rfind('\n') + 1) + settle();
     KEEL_CHECK_KIND(ErrorKind::kPeer, lines.size() == items.size() && extra.empty(),
                     "reward program '" << command_ << "' printed more than one line per item (" << lines.size() << " lines for "
-                                       << items.size() << " items, then '" << extra.substr(0, 80)
-                                       << "'): logs belong on stderr");
+                                       << items.size() << " items, then '" << extra.substr(0, 80) << "'): logs belong on stderr");
     return match(lines, first);
   }
 
   // Output that arrives within a short settling time after the last expected answer.
   std::string settle() {
     bool eof = false;
-    return child_->exchange("", [](const std::string& o) { return !o.empty(); },
-                            Clock::now() + std::chrono::milliseconds(20), &eof);
+    return child_->exchange(
+        "", [](const std::string& o) { return !o.empty(); }, Clock::now() + std::chrono::milliseconds(20), &eof);
   }
 
   // Answers to items by echoed id, or in order when the program echoes none.
@@ -131,8 +132,8 @@ class ProgramScorer : public Scorer {
       }
       ++with_id;
       KEEL_CHECK_KIND(ErrorKind::kPeer, *id >= first && *id < first + lines.size() && !by_item[*id - first],
-                      "reward program answered id " << *id << ", which is not an unanswered item of this batch ("
-                                                    << first << ".." << first + lines.size() - 1 << ")");
+                      "reward program answered id " << *id << ", which is not an unanswered item of this batch (" << first << ".."
+                                                    << first + lines.size() - 1 << ")");
       by_item[*id - first] = std::move(r);
     }
     KEEL_CHECK_KIND(ErrorKind::kPeer, with_id == 0 || with_id == lines.size(),

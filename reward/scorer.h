@@ -39,10 +39,10 @@ void apply_missing_eos_penalty(const std::vector<wire::ScoreItem>& items, std::v
 
 // Which scorer a reward service runs, as `keel reward serve` names it.
 struct ScorerOptions {
-  std::string kind = "task";  // task | program | model
-  std::string program;        // kind program: the command line of the reward program
+  std::string kind = "task";      // task | program | model
+  std::string program;            // kind program: the command line of the reward program
   int program_timeout_ms = 8000;  // kind program: deadline of one batch
-  std::string model;          // kind model: a reward-model directory
+  std::string model;              // kind model: a reward-model directory
   std::string device = "cpu";
 };
 std::unique_ptr<Scorer> make_scorer(const ScorerOptions& o);

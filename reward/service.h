@@ -1,7 +1,9 @@
 // The reward service: scores batches from many actors at once. Requests arriving on a ROUTER
 // socket are gathered until `max_batch` items are pending or `max_wait_ms` has passed since the
 // oldest pending one, scored in one call, and answered to each sender. A request that cannot be
-// scored gets a reply with `error` set; a malformed message is counted and dropped.
+// scored gets a reply with `error` set; a malformed message is counted and dropped. When a batch
+// that merged several requests fails, each request is scored on its own (within
+// rescore_budget_ms), so one actor's items fail only that actor's request.
 #pragma once
 
 #include <atomic>
@@ -17,6 +19,7 @@ struct RewardServiceOptions {
   int max_batch = 64;                             // items scored together
   int max_wait_ms = 20;                           // longest wait to fill a batch
   float missing_eos_penalty = 0;                  // subtracted from responses that do not end in EOS
+  int rescore_budget_ms = 4000;                   // a failed merged batch is rescored per request within this time
   void validate() const;
 };
 

@@ -86,8 +86,8 @@ SftPipeline build_sft_pipeline() {
     return r;
   };
   step(std::string("tokenizer train --input ") + kCorpus + " --doc-separator % --vocab-size 4096 --out " + dir + "/tok");
-  auto r = step(std::string("data tokenize --input ") + kCorpus + " --doc-separator % --tokenizer " + dir +
-                "/tok.model --out " + dir + "/data");
+  auto r = step(std::string("data tokenize --input ") + kCorpus + " --doc-separator % --tokenizer " + dir + "/tok.model --out " +
+                dir + "/data");
   p.unigram = unigram_baseline(r.output);
   step("pretrain --data " + dir + "/data --tokenizer " + dir + "/tok.model --out " + dir +
        "/pre --d-model 256 --n-layer 4 --n-head 4 --seq-len 256 --batch-size 8 --steps 300 --lr 2e-3"
@@ -113,8 +113,8 @@ const nlohmann::json& sft_task_accuracy() {
 }
 
 // The SFT model's directory; fails the calling test when the pipeline did not finish.
-#define SFT_MODEL_OR_FAIL(var)                                   \
-  const auto& var##_built = sft_pipeline();                   \
+#define SFT_MODEL_OR_FAIL(var)                                     \
+  const auto& var##_built = sft_pipeline();                        \
   ASSERT_TRUE(var##_built.failure.empty()) << var##_built.failure; \
   const std::string var = var##_built.sft()
 

@@ -326,7 +326,8 @@ TEST(PreferenceJsonl, CommonFormsImportAndExportRoundTrips) {
   std::ostringstream described;
   describe_preferences(dir + "/buf.h5", nullptr, 1, described);
   EXPECT_NE(described.str().find("pairs: 3"), std::string::npos) << described.str();
-  EXPECT_NE(described.str().find("pairs with rewards: 1 (chosen reward above rejected: 1)"), std::string::npos) << described.str();
+  EXPECT_NE(described.str().find("pairs with rewards: 1 (chosen reward above rejected: 1)"), std::string::npos)
+      << described.str();
   EXPECT_NE(described.str().find("[0] {\"chosen\":\"a b\""), std::string::npos) << described.str();
   EXPECT_EQ(described.str().find("[1]"), std::string::npos) << described.str();
   // Without stored text and without a tokenizer, export says what to pass.

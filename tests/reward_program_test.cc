@@ -45,7 +45,9 @@ TEST(RewardProgram, NanHugeAndExtraLinesFailTheBatchNamingWhy) {
   EXPECT_FLOAT_EQ(good[1].score, 4.0f);
   EXPECT_NE(test::keel_error_of([&] { s->score({item("nan")}); }).find("not a JSON object"), std::string::npos);
   EXPECT_NE(test::keel_error_of([&] { s->score({item("huge")}); }).find("not a finite 32-bit number"), std::string::npos);
-  EXPECT_NE(test::keel_error_of([&] { s->score({item("extra"), item("5")}); }).find("more than one line per item"),
+  EXPECT_NE(test::keel_error_of([&] {
+              s->score({item("extra"), item("5")});
+            }).find("more than one line per item"),
             std::string::npos);
   // The program was restarted: the next batch is scored right, nothing shifted.
   const auto after = s->score({item("6"), item("7")});
@@ -77,10 +79,11 @@ TEST(RewardProgram, AnswersAreMatchedByEchoedIdInAnyOrder) {
 TEST(RewardProgram, AProgramAnsweringBeforeReadingAMegabyteBatchDoesNotDeadlock) {
   // Each answer is 20 kB and comes right after its line: both pipes fill unless keel reads while
   // it writes.
-  auto s = make_program_scorer(program("early",
-                                       "pad=$(head -c 20000 /dev/zero | tr '\\\\0' x)\n"
-                                       "while IFS= read -r l; do echo \"{\\\"score\\\": 1, \\\"note\\\": \\\"$pad\\\"}\"; done\n"),
-                               20000);
+  auto s =
+      make_program_scorer(program("early",
+                                  "pad=$(head -c 20000 /dev/zero | tr '\\\\0' x)\n"
+                                  "while IFS= read -r l; do echo \"{\\\"score\\\": 1, \\\"note\\\": \\\"$pad\\\"}\"; done\n"),
+                          20000);
   std::vector<wire::ScoreItem> items(100, item(std::string(10000, 'r')));
   const auto t0 = Clock::now();
   const auto r = s->score(items);

@@ -65,12 +65,15 @@ TEST(Groups, StaleGroupsAreDroppedWhole) {
 }
 
 TEST(Groups, AnUpdateFindsGroupsByIdAndRefusesAnIncompleteOne) {
-  std::vector<wire::Rollout> mixed;
-  for (uint64_t id : {7, 9, 7, 9, 7, 9}) mixed.push_back(member(id, 0, 10));
-  const auto order = group_order(mixed, 3);
-  ASSERT_EQ(order, (std::vector<size_t>{0, 2, 4, 1, 3, 5}));
-  mixed.pop_back();
-  const auto err = test::keel_error_of([&] { group_order(mixed, 3); });
+  std::vector<wire::Rollout> groups;
+  for (uint64_t id : {7, 7, 7, 9, 9, 9}) groups.push_back(member(id, 0, 10));
+  ASSERT_EQ(group_order(groups, 3), (std::vector<size_t>{0, 1, 2, 3, 4, 5}));
+  auto torn = groups;
+  std::swap(torn[2], torn[3]);  // 7 7 9 7 9 9: group 7 is cut in two
+  auto err = test::keel_error_of([&] { group_order(torn, 3); });
+  EXPECT_NE(err.find("group 7 has 2 rollouts"), std::string::npos) << err;
+  groups.pop_back();
+  err = test::keel_error_of([&] { group_order(groups, 3); });
   EXPECT_NE(err.find("group 9 has 2 rollouts"), std::string::npos) << err;
 }
 
@@ -87,6 +90,10 @@ TEST(Groups, ABatchIsSplitIntoWholeGroupsOrRefused) {
   torn[1].group_id = 6;
   EXPECT_TRUE(split_groups(torn, 2, &why).empty());
   EXPECT_NE(why.find("group 4 has 1 rollouts"), std::string::npos) << why;
+  auto twice = group(4, 2);
+  for (auto& r : group(4, 2)) twice.push_back(r);  // two adjacent groups under one id
+  EXPECT_TRUE(split_groups(twice, 2, &why).empty());
+  EXPECT_NE(why.find("group 4 has more than 2 rollouts"), std::string::npos) << why;
 }
 
 wire::RolloutBatch batch(float temperature, uint32_t group_size) {
@@ -107,7 +114,8 @@ TEST(SamplingContract, EachDifferenceIsNamedWithBothValues) {
   auto nucleus = batch(0.7f, 2);
   nucleus.top_p = 0.9f;
   EXPECT_NE(contract_violation(nucleus, c).find("top-p 0.9"), std::string::npos);
-  EXPECT_EQ(contract_violation(batch(0.7f, 4), {0.7, 0, "sentencepiece:abc"}), "") << "a learner with a value model takes any group";
+  EXPECT_EQ(contract_violation(batch(0.7f, 4), {0.7, 0, "sentencepiece:abc"}), "")
+      << "a learner with a value model takes any group";
   EXPECT_NE(contract_violation(batch(0.7f, 0), {0.7, 0, ""}).find("does not state its group size"), std::string::npos);
   auto other = batch(0.7f, 2);
   other.tokenizer = "sentencepiece:def";
@@ -131,6 +139,22 @@ TEST(SamplingContract, TheRolloutServiceRefusesAndCountsABatchFromAnActorAtAnoth
   EXPECT_TRUE(test::wait_until([&] { return service.stats().refused_batches == 2; }, std::chrono::seconds(5)));
   EXPECT_EQ(service.stats().batches, 1);
   EXPECT_EQ(service.replay_stats().received, 2) << "refused rollouts never reach the queue";
+  service.stop();
+}
+
+TEST(SamplingContract, ALearnerWhoseEveryBatchIsRefusedStopsNamingWhy) {
+  RolloutServiceOptions o;
+  o.rollouts_endpoint = "inproc://refused-rollouts";
+  o.weights_endpoint = "inproc://refused-weights";
+  o.chunks_endpoint = "inproc://refused-chunks";
+  o.shared_dir = "";
+  o.contract = {1.0, 8, ""};
+  RolloutService service(o, ReplayOptions{});
+  auto push = wire::zmq_connect(wire::SocketKind::kPush, o.rollouts_endpoint);
+  for (int i = 0; i < 8; ++i) wire::send_message(*push, {"actor-0", batch(1.0f, 2)});  // actors left at --group-size 2
+  const auto err = test::keel_error_of([&] { service.next(8, 0); });
+  EXPECT_NE(err.find("every rollout batch so far (8) breaks the learner's sampling contract"), std::string::npos) << err;
+  EXPECT_NE(err.find("actor-0: group size 2, the learner expects 8"), std::string::npos) << err;
   service.stop();
 }
 
@@ -160,8 +184,8 @@ TEST(KlPlacement, KlFoldedIntoGrpoRewardsCancelsBetaButAsALossTermEqualScoresGiv
   EXPECT_EQ(parse_kl_placement("auto", AdvantageEstimator::kGrpo), KlPlacement::kLoss);
   EXPECT_EQ(parse_kl_placement("auto", AdvantageEstimator::kRloo), KlPlacement::kReward);
   // Dr. GRPO: the mean is removed, nothing is divided: scores [1, 0, 0, 1] -> [0.5, -0.5, -0.5, 0.5].
-  const auto dr = sequence_advantages(torch::tensor({1.0f, 0.0f, 0.0f, 1.0f}), torch::zeros({4}), 0.0,
-                                      AdvantageEstimator::kDrGrpo, 4);
+  const auto dr =
+      sequence_advantages(torch::tensor({1.0f, 0.0f, 0.0f, 1.0f}), torch::zeros({4}), 0.0, AdvantageEstimator::kDrGrpo, 4);
   EXPECT_TRUE(torch::allclose(dr, torch::tensor({0.5f, -0.5f, -0.5f, 0.5f})));
 }
 

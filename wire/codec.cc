@@ -193,7 +193,8 @@ bool read_rollouts(cs::Envelope::Reader e, Body& body, std::string& err) {
   b.top_p = in.getTopP();
   b.group_size = in.getGroupSize();
   b.tokenizer = in.getTokenizer().cStr();
-  if (!std::isfinite(b.temperature) || b.temperature < 0) return err = "rollout batch temperature is not a finite value >= 0", false;
+  if (!std::isfinite(b.temperature) || b.temperature < 0)
+    return err = "rollout batch temperature is not a finite value >= 0", false;
   if (!(b.top_p > 0 && b.top_p <= 1)) return err = "rollout batch top-p is not in (0, 1]", false;
   for (auto o : in.getRollouts()) {
     Rollout r;

@@ -32,7 +32,8 @@ torch::Tensor kl_estimate(const torch::Tensor& logp, const torch::Tensor& ref_lo
   return d;
 }
 
-torch::Tensor kl_loss(const torch::Tensor& logp, const torch::Tensor& ref_logp, const torch::Tensor& mask, KlEstimator estimator) {
+torch::Tensor kl_loss(const torch::Tensor& logp, const torch::Tensor& ref_logp, const torch::Tensor& mask,
+                      KlEstimator estimator) {
   return masked_mean(kl_estimate(logp, ref_logp, estimator), mask);
 }
 

@@ -62,8 +62,8 @@ VtraceResult vtrace(const torch::Tensor& log_rhos, const torch::Tensor& rewards,
   auto continues = torch::cat({mask.narrow(1, 1, T - 1), torch::zeros_like(mask.narrow(1, 0, 1))}, 1);
   auto discounts = gamma * continues * mask;
   auto bootstrap = torch::zeros({mask.size(0)}, mask.options());
-  auto r = vtrace_from_discounts(log_rhos * mask, discounts, rewards * mask, values * mask, bootstrap, rho_bar, c_bar,
-                                 rho_pg_bar);
+  auto r =
+      vtrace_from_discounts(log_rhos * mask, discounts, rewards * mask, values * mask, bootstrap, rho_bar, c_bar, rho_pg_bar);
   return {r.vs * mask, r.pg_advantages * mask};
 }
 

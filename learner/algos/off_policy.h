@@ -19,7 +19,7 @@ enum class IsLevel { kToken, kSequence };
 IsLevel parse_is_level(const std::string& s);  // "token" | "sequence"
 
 struct IsWeights {
-  torch::Tensor weights;        // [B, T], 0 where mask is 0; no gradient
+  torch::Tensor weights;          // [B, T], 0 where mask is 0; no gradient
   torch::Tensor truncated_share;  // scalar: share of weighted units (tokens or sequences) truncated or masked
 };
 

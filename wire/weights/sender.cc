@@ -57,8 +57,8 @@ std::shared_ptr<SharedWeights> WeightSender::write_region(uint64_t version, cons
   try {
     if (!region || !region->matches(tensors)) {
       remove_dead_regions(o_.shared_dir);
-      region = SharedWeights::create(
-          o_.shared_dir + "/" + o_.run_name + "-" + std::to_string(region_generation_++) + ".weights", tensors);
+      region = SharedWeights::create(o_.shared_dir + "/" + o_.run_name + "-" + std::to_string(region_generation_++) + ".weights",
+                                     tensors);
       std::cerr << "learner: weights for same-host actors in " << region->path() << " (" << region->file_bytes() / (1 << 20)
                 << " MiB)\n";
     }
