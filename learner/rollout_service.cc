@@ -90,11 +90,12 @@ void RolloutService::publish(uint64_t version, Transformer& policy) { weights_.p
 void RolloutService::accept(const std::string& sender, wire::RolloutBatch b) {
   std::string why = contract_violation(b, o_.contract);
   std::vector<std::vector<wire::Rollout>> groups;
-  if (why.empty()) {
+  if (why.empty() && o_.contract.group_size == 0) {
     // A learner that takes any group size (GAE, V-trace) needs no groups: each rollout is its own,
     // so any update size can be filled.
-    const uint32_t size = o_.contract.group_size == 0 ? 1 : b.group_size;
-    groups = split_groups(b.rollouts, size, &why);
+    for (const auto& r : b.rollouts) groups.push_back({r});
+  } else if (why.empty()) {
+    groups = split_groups(b.rollouts, b.group_size, &why);
   }
   if (why.empty() && log_) log_->append(b.rollouts, learner_version_.load());
   std::lock_guard<std::mutex> l(mu_);

@@ -142,6 +142,25 @@ TEST(SamplingContract, TheRolloutServiceRefusesAndCountsABatchFromAnActorAtAnoth
   service.stop();
 }
 
+TEST(SamplingContract, ALearnerThatTakesAnyGroupSizeFillsAnUpdateOfAnySize) {
+  RolloutServiceOptions o;
+  o.rollouts_endpoint = "inproc://any-rollouts";
+  o.weights_endpoint = "inproc://any-weights";
+  o.chunks_endpoint = "inproc://any-chunks";
+  o.shared_dir = "";
+  o.contract = {1.0, 0, ""};  // GAE: any group size
+  RolloutService service(o, ReplayOptions{});
+  auto push = wire::zmq_connect(wire::SocketKind::kPush, o.rollouts_endpoint);
+  for (uint64_t id : {1, 2}) {
+    wire::RolloutBatch b = batch(1.0f, 3);
+    b.rollouts = group(id, 3);  // groups of 3 sharing their ids
+    wire::send_message(*push, {"actor-0", b});
+  }
+  EXPECT_EQ(service.next(5, 0).size(), 5u) << "5 is not whole groups of 3, and need not be";
+  EXPECT_EQ(service.stats().refused_batches, 0);
+  service.stop();
+}
+
 TEST(SamplingContract, ALearnerWhoseEveryBatchIsRefusedStopsNamingWhy) {
   RolloutServiceOptions o;
   o.rollouts_endpoint = "inproc://refused-rollouts";
