@@ -105,6 +105,17 @@ wire::RolloutBatch batch(float temperature, uint32_t group_size) {
   return b;
 }
 
+// A rollout service on in-process sockets named after `name`, with no shared-memory region.
+RolloutServiceOptions inproc_service(const std::string& name, SamplingContract contract) {
+  RolloutServiceOptions o;
+  o.rollouts_endpoint = "inproc://" + name + "-rollouts";
+  o.weights_endpoint = "inproc://" + name + "-weights";
+  o.chunks_endpoint = "inproc://" + name + "-chunks";
+  o.shared_dir = "";
+  o.contract = std::move(contract);
+  return o;
+}
+
 TEST(SamplingContract, EachDifferenceIsNamedWithBothValues) {
   const SamplingContract c{0.7, 2, "sentencepiece:abc"};
   EXPECT_EQ(contract_violation(batch(0.7f, 2), c), "");
@@ -123,12 +134,7 @@ TEST(SamplingContract, EachDifferenceIsNamedWithBothValues) {
 }
 
 TEST(SamplingContract, TheRolloutServiceRefusesAndCountsABatchFromAnActorAtAnotherTemperature) {
-  RolloutServiceOptions o;
-  o.rollouts_endpoint = "inproc://contract-rollouts";
-  o.weights_endpoint = "inproc://contract-weights";
-  o.chunks_endpoint = "inproc://contract-chunks";
-  o.shared_dir = "";
-  o.contract = {0.7, 2, "sentencepiece:abc"};
+  const auto o = inproc_service("contract", {0.7, 2, "sentencepiece:abc"});
   RolloutService service(o, ReplayOptions{});
   auto push = wire::zmq_connect(wire::SocketKind::kPush, o.rollouts_endpoint);
   wire::send_message(*push, {"actor-0", batch(1.0f, 2)});  // another temperature
@@ -143,12 +149,7 @@ TEST(SamplingContract, TheRolloutServiceRefusesAndCountsABatchFromAnActorAtAnoth
 }
 
 TEST(SamplingContract, ALearnerThatTakesAnyGroupSizeFillsAnUpdateOfAnySize) {
-  RolloutServiceOptions o;
-  o.rollouts_endpoint = "inproc://any-rollouts";
-  o.weights_endpoint = "inproc://any-weights";
-  o.chunks_endpoint = "inproc://any-chunks";
-  o.shared_dir = "";
-  o.contract = {1.0, 0, ""};  // GAE: any group size
+  const auto o = inproc_service("any", {1.0, 0, ""});  // GAE: any group size
   RolloutService service(o, ReplayOptions{});
   auto push = wire::zmq_connect(wire::SocketKind::kPush, o.rollouts_endpoint);
   for (uint64_t id : {1, 2}) {
@@ -162,12 +163,7 @@ TEST(SamplingContract, ALearnerThatTakesAnyGroupSizeFillsAnUpdateOfAnySize) {
 }
 
 TEST(SamplingContract, ALearnerWhoseEveryBatchIsRefusedStopsNamingWhy) {
-  RolloutServiceOptions o;
-  o.rollouts_endpoint = "inproc://refused-rollouts";
-  o.weights_endpoint = "inproc://refused-weights";
-  o.chunks_endpoint = "inproc://refused-chunks";
-  o.shared_dir = "";
-  o.contract = {1.0, 8, ""};
+  const auto o = inproc_service("refused", {1.0, 8, ""});
   RolloutService service(o, ReplayOptions{});
   auto push = wire::zmq_connect(wire::SocketKind::kPush, o.rollouts_endpoint);
   for (int i = 0; i < 8; ++i) wire::send_message(*push, {"actor-0", batch(1.0f, 2)});  // actors left at --group-size 2
