@@ -14,9 +14,9 @@ int64_t train_tokenizer_on_corpus(CorpusOptions corpus, SentencePieceTrainOption
   {
     std::ofstream f(text);
     KEEL_CHECK_KIND(ErrorKind::kIo, f, "cannot write " << text);
-    for_each_document(corpus, [&](const std::string& doc, bool) {
-      f << doc << (doc.empty() || doc.back() != '\n' ? "\n" : "");
-      ++docs;
+    for_each_piece(corpus, [&](const CorpusPiece& p) {
+      f << p.text << (p.text.empty() || p.text.back() != '\n' ? "\n" : "");
+      docs += p.ends_document;
     });
     KEEL_CHECK_KIND(ErrorKind::kIo, f, "write to " << text << " failed");
   }

@@ -56,21 +56,28 @@ int cmd_tokenizer_encode(const Args& args) {
 
 int cmd_data_tokenize(const Args& args) {
   CorpusOptions corpus;
-  std::string bad_lines = "fail", tokenizer, out;
+  std::string bad_lines = "fail", tokenizer, out, split = "auto";
   po::options_description d("keel data tokenize");
   add_corpus_options(d, corpus, bad_lines);
   // clang-format off
   d.add_options()("tokenizer", po::value(&tokenizer)->required(), "tokenizer file or directory")(
       "out", po::value(&out)->required(), "output directory (train.bin, val.bin)")(
-      "val-fraction", po::value(&corpus.val_fraction)->default_value(corpus.val_fraction), "share of documents held out")(
+      "val-fraction", po::value(&corpus.val_fraction)->default_value(corpus.val_fraction),
+      "share held out: of documents, of pieces (paragraph, block), or of each document's text (tail)")(
+      "split", po::value(&split)->default_value(split),
+      "how the held-out part is cut: document | paragraph | block | tail | auto (document; a plain-text file "
+      "without --doc-separator in blocks, so one big file splits as it is)")(
+      "block-chars", po::value(&corpus.block_chars)->default_value(corpus.block_chars),
+      "characters per block (--split block or auto), cut at the next line end")(
       "seed", po::value(&corpus.seed)->default_value(corpus.seed), "seed of the held-out choice");
   // clang-format on
   if (parse_options(args, "data tokenize", "Tokenizes a corpus into memory-mappable token files.", d).help) return 0;
   corpus.bad_lines = parse_bad_line_policy(bad_lines);
+  corpus.split = parse_corpus_split(split);
   auto tok = load_tokenizer(tokenizer);
   const auto s = tokenize_corpus(corpus, *tok, out);
-  std::cout << "files " << s.files << " | train " << s.docs_train << " docs " << s.tokens_train << " tokens | val " << s.docs_val
-            << " docs " << s.tokens_val << " tokens\n";
+  std::cout << "files " << s.files << " | train " << s.docs_train << " pieces " << s.tokens_train << " tokens | val "
+            << s.docs_val << " pieces " << s.tokens_val << " tokens\n";
   std::cout << "unigram cross-entropy of val under train (nats/token): "
             << unigram_cross_entropy(out + "/train.bin", out + "/val.bin") << "\n";
   return 0;

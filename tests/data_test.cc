@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "core/corpus.h"
 #include "core/metrics.h"
@@ -69,6 +70,91 @@ TEST(Corpus, SplitsDocumentsAndSeparatesThemWithEos) {
   for (int64_t i = 0; i < train.size(); ++i) eos += train[i] == tok->specials().eos;
   EXPECT_EQ(eos, s.docs_train);
   EXPECT_EQ(train[train.size() - 1], tok->specials().eos);
+}
+
+// The line numbers of "line N." lines in a token file, per stretch between EOS tokens.
+std::vector<std::vector<int>> numbered_lines(const std::string& path, const Tokenizer& tok) {
+  TokenFile f(path);
+  std::vector<std::vector<int>> stretches(1);
+  std::vector<int32_t> ids;
+  auto close = [&] {
+    std::istringstream text(tok.decode(ids));
+    for (std::string line; std::getline(text, line);)
+      if (line.rfind("line ", 0) == 0) stretches.back().push_back(std::stoi(line.substr(5)));
+    ids.clear();
+  };
+  for (int64_t i = 0; i < f.size(); ++i) {
+    if (f[i] != tok.specials().eos) {
+      ids.push_back(static_cast<int32_t>(f[i]));
+      continue;
+    }
+    close();
+    stretches.emplace_back();
+  }
+  close();
+  if (stretches.back().empty()) stretches.pop_back();
+  return stretches;
+}
+
+// One plain-text file, as users have corpora: split without rewriting it, every line in exactly
+// one part, each part's stretches of consecutive lines closed by EOS where the other part cuts in.
+TEST(Corpus, OneBigFileSplitsByBlockParagraphOrTailWithoutMixingParts) {
+  auto tok = gpt2();
+  const std::string dir = test::temp_dir("corpus_one_file");
+  std::string book;
+  for (int i = 0; i < 400; ++i)
+    book += "line " + std::to_string(i) + ". The rain fell on the quiet town.\n" + (i % 4 == 3 ? "\n" : "");
+  test::write_text(dir + "/book.txt", book);
+  CorpusOptions o;
+  o.inputs = {dir + "/book.txt"};
+  o.val_fraction = 0.1;
+  o.block_chars = 400;  // about 9 lines per block
+  struct Case {
+    CorpusSplit split;
+    int64_t pieces;
+  };
+  for (const Case c : {Case{CorpusSplit::kAuto, 0}, Case{CorpusSplit::kParagraph, 100}, Case{CorpusSplit::kTail, 2}}) {
+    const std::string out = dir + "/out" + std::to_string(static_cast<int>(c.split));
+    o.split = c.split;
+    const auto s = tokenize_corpus(o, *tok, out);
+    if (c.pieces > 0) {
+      EXPECT_EQ(s.docs_train + s.docs_val, c.pieces);
+    }
+    const auto train = numbered_lines(out + "/train.bin", *tok), val = numbered_lines(out + "/val.bin", *tok);
+    std::vector<int> seen(400, 0);
+    for (const auto* part : {&train, &val})
+      for (const auto& stretch : *part) {
+        ASSERT_FALSE(stretch.empty());
+        for (size_t i = 0; i < stretch.size(); ++i) {
+          ++seen[static_cast<size_t>(stretch[i])];
+          if (i > 0) {
+            EXPECT_EQ(stretch[i], stretch[i - 1] + 1) << "a stretch joins text across a gap";
+          }
+        }
+      }
+    for (int n : seen) ASSERT_EQ(n, 1) << "every line in exactly one part";
+    int64_t held = 0;
+    for (const auto& stretch : val) held += static_cast<int64_t>(stretch.size());
+    EXPECT_NEAR(static_cast<double>(held) / 400, 0.1, 0.035) << "split " << static_cast<int>(c.split);
+    if (c.split == CorpusSplit::kTail) {
+      ASSERT_EQ(val.size(), 1u);
+      EXPECT_EQ(val[0].back(), 399);
+    }
+  }
+  // The same seed gives the same held-out part; another seed another one.
+  o.split = CorpusSplit::kBlock;
+  const auto a = (tokenize_corpus(o, *tok, dir + "/s1"), numbered_lines(dir + "/s1/val.bin", *tok));
+  const auto b = (tokenize_corpus(o, *tok, dir + "/s1b"), numbered_lines(dir + "/s1b/val.bin", *tok));
+  o.seed = 7;
+  const auto c = (tokenize_corpus(o, *tok, dir + "/s7"), numbered_lines(dir + "/s7/val.bin", *tok));
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  // Whole-document splitting cannot split one file: the error names the fix.
+  o.split = CorpusSplit::kDocument;
+  const auto err = test::keel_error_of([&] { tokenize_corpus(o, *tok, dir + "/doc"); });
+  EXPECT_NE(err.find("--split block"), std::string::npos) << err;
+  EXPECT_NE(test::keel_error_of([] { parse_corpus_split("pages"); }).find("auto, document, paragraph, block or tail"),
+            std::string::npos);
 }
 
 TEST(SftData, PromptResponseAndChatFormsFollowTheTemplate) {
