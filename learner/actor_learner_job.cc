@@ -61,7 +61,42 @@ void write_launch_ini(const ActorLearnerJobOptions& o, const std::vector<ChildSp
   }
 }
 
+// The value of `--name` in a command line (`--name v` or `--name=v`), the last one winning as in
+// Boost.Program_options; empty when absent.
+std::string arg_value(const std::vector<std::string>& args, const std::string& name) {
+  std::string v;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == name && i + 1 < args.size()) v = args[i + 1];
+    if (args[i].rfind(name + "=", 0) == 0) v = args[i].substr(name.size() + 1);
+  }
+  return v;
+}
+
+bool same_setting(const std::string& a, const std::string& b) {
+  try {
+    return std::stod(a) == std::stod(b);
+  } catch (const std::exception&) {
+    return a == b;
+  }
+}
+
 }  // namespace
+
+std::vector<std::string> actor_args_with_learner_sampling(const ActorLearnerJobOptions& o) {
+  std::vector<std::string> args = o.actor_args;
+  for (const std::string name : {"--temperature", "--group-size"}) {
+    const std::string learner = arg_value(o.learner_args, name), actor = arg_value(o.actor_args, name);
+    if (learner.empty()) continue;
+    if (actor.empty()) {
+      args.insert(args.end(), {name, learner});
+      continue;
+    }
+    KEEL_CHECK(same_setting(learner, actor), "the learner's " << name << " is " << learner << " but the actors' is " << actor
+                                                              << ": the learner would refuse every batch; give both the same "
+                                                              << name << " (or give it to the learner only)");
+  }
+  return args;
+}
 
 std::vector<ChildSpec> actor_learner_processes(const ActorLearnerJobOptions& o) {
   o.validate();
@@ -81,13 +116,14 @@ std::vector<ChildSpec> actor_learner_processes(const ActorLearnerJobOptions& o) 
   }
   if (o.role == "head") return out;
   const int world = o.actor_world > 0 ? o.actor_world : o.actors;
+  const auto actor_args = actor_args_with_learner_sampling(o);
   for (int i = 0; i < o.actors; ++i) {
     const int rank = o.actor_rank_base + i;
     out.push_back(
         child("actor-" + std::to_string(rank),
               {"actor", "--model", o.init, "--rank", std::to_string(rank), "--world", std::to_string(world), "--rollouts",
                e.rollouts, "--weights", e.weights, "--chunks", e.chunks, "--reward", e.reward, "--threads", th},
-              o.actor_args, o));
+              actor_args, o));
     out.back().args.insert(out.back().args.end(), {"--incarnation", "0"});
     out.back().incarnation_arg = static_cast<int>(out.back().args.size()) - 1;
   }

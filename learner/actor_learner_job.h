@@ -37,6 +37,12 @@ struct ActorLearnerJobOptions {
   void validate() const;
 };
 
+// The actors' options with the sampling settings the learner checks rollouts against: the
+// learner's --temperature and --group-size are passed on to actors that do not set them; an
+// actor setting that differs from the learner's is an error naming both (the learner would refuse
+// every batch, learner/sampling_contract.h).
+std::vector<std::string> actor_args_with_learner_sampling(const ActorLearnerJobOptions& o);
+
 // The processes of the job, in start order (reward, learner, actors).
 std::vector<ChildSpec> actor_learner_processes(const ActorLearnerJobOptions& o);
 

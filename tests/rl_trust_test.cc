@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "actors/actor.h"
+#include "learner/actor_learner_job.h"
 #include "learner/algos/kl.h"
 #include "learner/algos/off_policy.h"
 #include "learner/algos/ppo_loss.h"
@@ -184,6 +185,20 @@ TEST(SamplingContract, AnActorRefusesTruncatedOrGreedySamplingAtStart) {
 }
 
 // rlhf-math / issue numbers: a group whose scores are all equal, summed KL [2, 3.5, 1, 2.5].
+TEST(SamplingContract, TheLauncherGivesActorsTheLearnersSettingsAndRefusesADifferentOne) {
+  ActorLearnerJobOptions o;
+  o.learner_args = {"--estimator", "grpo", "--group-size", "8", "--temperature=0.7"};
+  o.actor_args = {"--families", "arithmetic"};
+  const std::vector<std::string> want = {"--families", "arithmetic", "--temperature", "0.7", "--group-size", "8"};
+  EXPECT_EQ(actor_args_with_learner_sampling(o), want);
+  o.actor_args = {"--group-size", "8", "--temperature", "0.70"};  // the same values, spelled otherwise
+  EXPECT_EQ(actor_args_with_learner_sampling(o), o.actor_args);
+  o.init = "sft";
+  o.actor_args = {"--group-size", "4"};
+  const auto err = test::keel_error_of([&] { actor_learner_processes(o); });
+  EXPECT_NE(err.find("--group-size is 8 but the actors' is 4"), std::string::npos) << err;
+}
+
 TEST(KlPlacement, KlFoldedIntoGrpoRewardsCancelsBetaButAsALossTermEqualScoresGiveZero) {
   const auto score = torch::tensor({1.0f, 1.0f, 1.0f, 1.0f});
   const auto kl = torch::tensor({2.0f, 3.5f, 1.0f, 2.5f});
