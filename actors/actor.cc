@@ -46,24 +46,25 @@ using Clock = std::chrono::steady_clock;
 struct Prompt {
   std::string text;             // as given (task prompt), scored by the reward service
   std::vector<int32_t> tokens;  // BOS + templated prompt
+  std::string fields;           // the prompt line's own fields for the reward service ("" for built-in tasks)
 };
 
 std::vector<Prompt> load_prompts(const ActorOptions& o, const Tokenizer& tok) {
-  const auto tmpl = parse_prompt_template(o.prompt_template);
-  std::vector<std::vector<ChatMessage>> conversations;
+  const auto tmpl = resolve_prompt_template(o.prompt_template, o.model_dir);
+  std::vector<PromptRecord> records;
   if (o.prompts == "tasks") {
     const auto fams = parse_task_families(o.task_families);
     for (const auto& t : make_tasks(TaskSplit::kTrain, static_cast<int>(o.tasks_per_family), 11, fams))
-      conversations.push_back({{"user", t.prompt}});
+      records.push_back({{{"user", t.prompt}}, "", ""});
   } else {
-    conversations = load_prompt_jsonl(o.prompts, BadLinePolicy::kSkip);
+    records = load_prompt_records(o.prompts, BadLinePolicy::kSkip);
   }
   std::vector<Prompt> out;
-  for (size_t i = 0; i < conversations.size(); ++i)
+  for (size_t i = 0; i < records.size(); ++i)
     if (static_cast<int>(i % static_cast<size_t>(o.world)) == o.rank)
       // The reward service sees the conversation without the template (a {prompt} line: its text).
-      out.push_back({render_prompt(conversations[i], PromptTemplate::kNone),
-                     make_sft_example(render_prompt(conversations[i], tmpl), "", tok).prompt});
+      out.push_back({render_prompt(records[i].conversation, PromptTemplate::kNone),
+                     prompt_ids(records[i].conversation, tmpl, tok), records[i].line.empty() ? "" : prompt_fields(records[i])});
   KEEL_CHECK(!out.empty(), "actor " << o.rank << " has no prompts in its shard");
   return out;
 }
@@ -246,8 +247,8 @@ bool ActorLoop::one_batch() {
   for (size_t i = 0; i < batch.size(); ++i) {
     auto resp = samples.responses[i];
     if (samples.finished[i] && !resp.empty()) resp.pop_back();  // the EOS is not part of the text
-    req.items.push_back(
-        {batch[i]->text, tok_->decode(resp), batch[i]->tokens, samples.responses[i], static_cast<bool>(samples.finished[i])});
+    req.items.push_back({batch[i]->text, tok_->decode(resp), batch[i]->tokens, samples.responses[i],
+                         static_cast<bool>(samples.finished[i]), batch[i]->fields});
   }
   const auto reply = score(req);
   if (stop_.load()) return false;

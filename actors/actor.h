@@ -31,7 +31,7 @@ struct ActorOptions {
   std::string prompts = "tasks";           // JSONL path, or "tasks" for the built-in suite
   std::vector<std::string> task_families;  // empty = all
   int64_t tasks_per_family = 2000;
-  std::string prompt_template = "chat";
+  std::string prompt_template = "auto";  // core/chat_template.h: a preset, or auto (the model's own)
   int rank = 0, world = 1;
   // How many times this rank was started before (the launcher counts restarts). Mixed into the
   // sampling seed and the rollout uids, so that a restarted actor never repeats the rollouts of an

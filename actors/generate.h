@@ -1,6 +1,8 @@
-// Batch generation for `keel generate`: prompts (given, or a JSONL of {prompt} or {messages}) are
-// rendered with the template, sampled in batches with the KV cache, and written as JSONL lines
-// {prompt, response, finished, response_tokens, logprob}.
+// Batch generation for `keel generate`: prompts (given, or a JSONL of {prompt} or {messages} with
+// any other fields) are rendered with the template, sampled in batches with the KV cache, and
+// written as JSONL, one line per input in input order: the input line's own fields as given (a
+// --prompt: {prompt}), then rendered_prompt (the text after the template), response, finished,
+// response_tokens and logprob (an input field of one of these names is replaced).
 #pragma once
 
 #include <torch/torch.h>
@@ -16,9 +18,9 @@ namespace keel {
 
 struct GenerateOptions {
   std::string model_dir;
-  std::vector<std::string> prompts;  // user texts, one turn each
-  std::string prompts_file;          // JSONL (core/sft_data.h load_prompt_jsonl)
-  std::string prompt_template = "chat";
+  std::vector<std::string> prompts;      // user texts, one turn each
+  std::string prompts_file;              // JSONL (core/sft_data.h load_prompt_jsonl)
+  std::string prompt_template = "auto";  // core/chat_template.h: a preset, or auto (the model's own)
   int64_t batch_size = 16;
   SamplingConfig sampling;  // batch b samples with seed sampling.seed + its first prompt's index
 };

@@ -19,7 +19,7 @@ struct HeldOutEvalOptions {
   int per_family = 50;                // held-out tasks per family
   int samples = 4;                    // sampled responses per task
   std::vector<std::string> families;  // task families (empty = all)
-  std::string prompt_template = "chat";
+  std::string prompt_template = "auto";  // core/chat_template.h: a preset, or auto (the model's own)
   int64_t batch_size = 32;  // prompts decoded together
   int64_t max_new_tokens = 24;
   uint64_t seed = 7;  // of the sampled responses

@@ -18,7 +18,7 @@ std::vector<std::string> task_responses(Transformer& model, const Tokenizer& tok
   for (size_t i = 0; i < tasks.size(); i += static_cast<size_t>(batch_size)) {
     const size_t end = std::min(tasks.size(), i + static_cast<size_t>(batch_size));
     std::vector<std::vector<int32_t>> prompts;
-    for (size_t j = i; j < end; ++j) prompts.push_back(make_sft_example(render_prompt(tasks[j].prompt, tmpl), "", tok).prompt);
+    for (size_t j = i; j < end; ++j) prompts.push_back(prompt_ids({{"user", tasks[j].prompt}}, tmpl, tok));
     cfg.seed = seed + static_cast<uint64_t>(draw) * 1000003ull + i;
     auto s = sample(model, prompts, cfg, tok.specials().eos, tok.specials().pad);
     for (size_t j = i; j < end; ++j) out.push_back(tok.decode(s.responses[j - i]));
@@ -91,7 +91,7 @@ TaskEvalResult expected_task_reward(Transformer& model, const Tokenizer& tok, co
   TaskEvalResult r;
   std::map<std::string, double> total;
   for (const auto& t : tasks) {
-    const auto ex = make_sft_example(render_prompt(t.prompt, tmpl), t.answer, tok);
+    const auto ex = make_chat_example({{"user", t.prompt}}, t.answer, tmpl, tok);
     std::vector<int64_t> ids(ex.prompt.begin(), ex.prompt.end());
     ids.insert(ids.end(), ex.response.begin(), ex.response.end());
     const auto P = static_cast<int64_t>(ex.prompt.size()), R = static_cast<int64_t>(ex.response.size());
@@ -119,7 +119,7 @@ TaskEvalResult run_task_eval(const TaskEvalRunOptions& o, torch::Device device) 
   const auto split = o.split == "train" ? TaskSplit::kTrain : TaskSplit::kHeldOut;
   const auto tasks = make_tasks(split, o.per_family, o.seed, parse_task_families(o.families));
   const bool sampled = o.temperature > 0;
-  return evaluate_tasks(model, *tok, tasks, parse_prompt_template(o.prompt_template), 32, 24, o.temperature,
+  return evaluate_tasks(model, *tok, tasks, resolve_prompt_template(o.prompt_template, o.model_dir), 32, 24, o.temperature,
                         sampled ? o.samples : 1, o.seed + 6);
 }
 

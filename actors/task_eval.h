@@ -46,7 +46,7 @@ std::vector<std::string> sample_wrong_answers(Transformer& model, const Tokenize
 struct TaskEvalRunOptions {
   std::string model_dir;
   std::string split = "held-out";  // train | held-out
-  std::string prompt_template = "chat";
+  std::string prompt_template = "auto";  // core/chat_template.h: a preset, or auto (the model's own)
   int per_family = 100;
   std::vector<std::string> families;  // none: all
   uint64_t seed = 1;                  // the tasks' seed; sampling uses seed + 6

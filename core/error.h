@@ -13,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace keel {
 
@@ -50,31 +51,44 @@ constexpr ErrorKind io_error_kind(int err) {
   return err == ENOSPC || err == EDQUOT || err == ENOMEM ? ErrorKind::kOutOfSpace : ErrorKind::kIo;
 }
 
+// what() is the message for the user; where() is the source location of the check that threw
+// ("core/corpus.cc:108"), for a developer: keel prints it only with KEEL_DEBUG=1 in the environment.
 class KeelError : public std::runtime_error {
  public:
-  explicit KeelError(const std::string& what, ErrorKind kind = ErrorKind::kInvalidArgument)
-      : std::runtime_error(what), kind_(kind) {}
+  explicit KeelError(const std::string& what, ErrorKind kind = ErrorKind::kInvalidArgument, std::string where = "")
+      : std::runtime_error(what), kind_(kind), where_(std::move(where)) {}
   explicit KeelError(const char* what, ErrorKind kind = ErrorKind::kInvalidArgument) : std::runtime_error(what), kind_(kind) {}
 
   ErrorKind kind() const noexcept { return kind_; }
+  const std::string& where() const noexcept { return where_; }
 
  private:
   ErrorKind kind_;
+  std::string where_;
 };
 
 namespace detail {
+// The path below the source tree's top folder: "/src/keel/core/corpus.cc" -> "core/corpus.cc".
+inline std::string source_path(const char* file) {
+  const std::string f = file;
+  for (const char* top :
+       {"/core/", "/learner/", "/actors/", "/reward/", "/replay/", "/wire/", "/launch/", "/tests/", "/bench/"}) {
+    const auto at = f.rfind(top);
+    if (at != std::string::npos) return f.substr(at + 1);
+  }
+  return f;
+}
+
 [[noreturn]] inline void fail(const char* file, int line, const std::string& msg, ErrorKind kind = ErrorKind::kInvalidArgument) {
-  std::ostringstream os;
-  os << msg << " [" << file << ":" << line << "]";
-  throw KeelError(os.str(), kind);
+  throw KeelError(msg, kind, source_path(file) + ":" + std::to_string(line));
 }
 }  // namespace detail
 
 }  // namespace keel
 
 // KEEL_CHECK_KIND(kind, cond, "text " << value): throws KeelError of `kind` (an ErrorKind, e.g.
-// ::keel::ErrorKind::kIo or io_error_kind(errno)) with the streamed message and " [file:line]"
-// when cond is false. `kind` is evaluated before the message, so it may read errno.
+// ::keel::ErrorKind::kIo or io_error_kind(errno)) with the streamed message, and the check's
+// file:line as where(), when cond is false. `kind` is evaluated before the message, so it may read errno.
 #define KEEL_CHECK_KIND(kind, cond, msg)                                    \
   do {                                                                      \
     if (!(cond)) {                                                          \

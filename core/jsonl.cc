@@ -1,5 +1,7 @@
 #include "core/jsonl.h"
 
+#include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -45,6 +47,20 @@ JsonlReport read_jsonl(const std::string& path, BadLinePolicy policy, const std:
     r.problems.push_back(where);
   }
   return r;
+}
+
+void write_jsonl(const std::string& path, const std::vector<nlohmann::json>& rows) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    KEEL_CHECK_KIND(ErrorKind::kIo, f, "cannot write " << tmp);
+    for (const auto& r : rows) f << r.dump() << "\n";
+    f.close();
+    KEEL_CHECK_KIND(io_error_kind(errno), f, "write to " << tmp << " failed");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  KEEL_CHECK_KIND(ErrorKind::kIo, !ec, "cannot rename " << tmp << " to " << path << ": " << ec.message());
 }
 
 }  // namespace keel

@@ -1,6 +1,7 @@
 // JSONL input with exact error locations. A bad line (not JSON, or rejected by the caller's
 // handler) is reported as "<file>:<line>: <reason>"; under kSkip it is counted and logged,
 // under kFail the read stops with a KeelError. Nothing is dropped silently.
+// JSONL output: write_jsonl.
 #pragma once
 
 #include <cstdint>
@@ -23,5 +24,8 @@ struct JsonlReport {
 // Calls `handle` on each non-empty line's JSON value. `handle` throws KeelError to reject a line
 // (its message becomes the reason). Returns what was read; logs skipped lines to stderr.
 JsonlReport read_jsonl(const std::string& path, BadLinePolicy policy, const std::function<void(const nlohmann::json&)>& handle);
+
+// Writes one JSON value per line to `path`, atomically (a temporary file renamed into place).
+void write_jsonl(const std::string& path, const std::vector<nlohmann::json>& rows);
 
 }  // namespace keel

@@ -22,6 +22,40 @@ std::string self_executable() {
 
 int exit_code_of(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
 
+CapturedRun run_captured(const std::string& exe, const std::vector<std::string>& args) {
+  int fds[2];
+  KEEL_CHECK_KIND(io_error_kind(errno), ::pipe2(fds, O_CLOEXEC) == 0, "pipe failed running " << exe);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    KEEL_FAIL_KIND(io_error_kind(errno), "fork failed running " << exe);
+  }
+  if (pid == 0) {
+    ::dup2(fds[1], 1);
+    ::dup2(fds[1], 2);
+    std::vector<char*> argv{const_cast<char*>(exe.c_str())};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(exe.c_str(), argv.data());
+    _exit(127);
+  }
+  ::close(fds[1]);
+  CapturedRun r;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    r.output.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.code = exit_code_of(status);
+  return r;
+}
+
 ProcessSupervisor::ProcessSupervisor(std::string exe, std::string log_dir) : exe_(std::move(exe)), log_dir_(std::move(log_dir)) {}
 
 ProcessSupervisor::~ProcessSupervisor() { shutdown(std::chrono::seconds(10)); }

@@ -51,6 +51,14 @@ class ProcessSupervisor {
   std::vector<Child> children_;
 };
 
+// Runs `exe args...` to completion with stdout and stderr captured together (for short checks,
+// such as a role's options before a job starts). `code` as exit_code_of.
+struct CapturedRun {
+  int code = -1;
+  std::string output;
+};
+CapturedRun run_captured(const std::string& exe, const std::vector<std::string>& args);
+
 // The path of the running executable (/proc/self/exe).
 std::string self_executable();
 // The exit code of a waitpid status: the code, or 128 + the signal.

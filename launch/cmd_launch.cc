@@ -2,8 +2,9 @@
 // actors as supervised processes of this binary on this machine).
 #include <atomic>
 #include <csignal>
-#include <sstream>
+#include <iostream>
 
+#include "core/shell_words.h"
 #include "launch/commands.h"
 #include "launch/options.h"
 #include "learner/actor_learner_job.h"
@@ -14,14 +15,6 @@ namespace {
 
 std::atomic<bool> g_interrupted{false};
 void on_signal(int) { g_interrupted.store(true); }
-
-std::vector<std::string> split_args(const std::string& s) {
-  std::istringstream is(s);
-  std::vector<std::string> out;
-  std::string w;
-  while (is >> w) out.push_back(w);
-  return out;
-}
 
 }  // namespace
 
@@ -43,23 +36,32 @@ int cmd_launch(const Args& args) {
       "learner", po::value(&o.learner)->default_value(o.learner), "ppo | dpo-online (keel dpo online; actors need --group-size 2)")(
       "learner-restarts", po::value(&o.learner_restarts)->default_value(o.learner_restarts),
       "times a learner that dies (killed, crashed) is started again; it resumes from its last checkpoint")(
-      "ppo-args", po::value(&ppo_args)->default_value(ppo_args), "extra options for the learner (keel ppo or keel dpo online)")(
-      "actor-args", po::value(&actor_args)->default_value(actor_args), "extra options for every keel actor")(
-      "reward-args", po::value(&reward_args)->default_value(reward_args), "extra options for keel reward serve")(
+      "ppo-args", po::value(&ppo_args)->default_value(ppo_args),
+      "extra options for the learner (keel ppo or keel dpo online), split with shell quoting; win over [learner]")(
+      "actor-args", po::value(&actor_args)->default_value(actor_args),
+      "extra options for every keel actor, split with shell quoting; win over [actor]")(
+      "reward-args", po::value(&reward_args)->default_value(reward_args),
+      "extra options for keel reward serve, split with shell quoting (--program 'python3 \"my dir/score.py\" --strict'); "
+      "win over [reward]")(
       "role", po::value(&o.role)->default_value(o.role),
       "all | head (reward service and learner) | actors (only this node's actors, against --host's endpoints)")(
       "actor-rank-base", po::value(&o.actor_rank_base)->default_value(o.actor_rank_base), "rank of this node's first actor")(
       "actor-world", po::value(&o.actor_world)->default_value(o.actor_world), "actors over all nodes (0: --actors)")(
       "done-file", po::value(&o.done_file), "role actors: stop the actors when this file appears (the learner's end)");
   // clang-format on
-  const auto parsed = parse_options(args, "launch", "Starts learner, reward service and actors as processes on this machine.", d);
-  if (parsed.help) return 0;
+  const auto parsed = parse_options(args, "launch",
+                                    "Starts learner, reward service and actors as processes on this machine. A --config file "
+                                    "may hold each role's options under [reward], [learner] and [actor] (any option of keel "
+                                    "reward serve, keel ppo or keel dpo online, keel actor; values kept whole).",
+                                    d, job_config_sections(), &o.sections);
+  if (parsed.help && !parsed.check) return 0;
   apply_transport(transport);  // validates the key files before any child starts
-  o.learner_args = split_args(ppo_args);
-  o.actor_args = split_args(actor_args);
-  o.reward_args = split_args(reward_args);
+  o.learner_args = shell_split(ppo_args);
+  o.actor_args = shell_split(actor_args);
+  o.reward_args = shell_split(reward_args);
   o.transport_args = transport.as_args();
   o.resolved_config = parsed.resolved;
+  if (parsed.check) return print_job_commands(o, std::cout);
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   return run_actor_learner_job(o, g_interrupted);

@@ -1,6 +1,8 @@
 // Preference-buffer commands: import JSONL, export JSONL, inspect, mine pairs from a rollout log.
+#include <filesystem>
 #include <iostream>
 
+#include "core/chat_template.h"
 #include "core/tokenizer.h"
 #include "launch/commands.h"
 #include "launch/options.h"
@@ -9,14 +11,14 @@
 namespace keel {
 
 int cmd_prefs_import(const Args& args) {
-  std::string input, tokenizer, out, tmpl = "chat", bad_lines = "fail";
+  std::string input, tokenizer, out, tmpl = "auto", bad_lines = "fail";
   bool no_text = false;
   po::options_description d("keel prefs import");
   // clang-format off
   d.add_options()("input", po::value(&input)->required(), "JSONL: {prompt, chosen, rejected} strings or chat message lists")(
       "tokenizer", po::value(&tokenizer)->required(), "tokenizer file, or a model directory (its tokenizer)")(
       "out", po::value(&out)->required(), "preference buffer (HDF5) to write")(
-      "template", po::value(&tmpl)->default_value(tmpl), "prompt template: chat | none")(
+      "template", po::value(&tmpl)->default_value(tmpl), "chat format: auto (the model's tokenizer_config.json, else chat) | chat | chatml | llama2 | llama3 | zephyr | none")(
       "bad-lines", po::value(&bad_lines)->default_value(bad_lines), "malformed lines: fail | skip")(
       "no-text", po::bool_switch(&no_text), "do not store the original text beside the tokens");
   // clang-format on
@@ -25,7 +27,10 @@ int cmd_prefs_import(const Args& args) {
           .help)
     return 0;
   const auto tok = load_tokenizer(tokenizer);
-  const auto r = import_preferences({input, out, parse_prompt_template(tmpl), parse_bad_line_policy(bad_lines), !no_text}, *tok);
+  const auto r =
+      import_preferences({input, out, resolve_prompt_template(tmpl, std::filesystem::is_directory(tokenizer) ? tokenizer : ""),
+                          parse_bad_line_policy(bad_lines), !no_text},
+                         *tok);
   std::cout << out << ": " << r.pairs << " pairs from " << r.lines << " lines (" << r.skipped << " skipped)\n";
   return 0;
 }

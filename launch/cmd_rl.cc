@@ -43,7 +43,7 @@ int cmd_actor(const Args& args) {
       "prompts", po::value(&o.prompts)->default_value(o.prompts), "JSONL of {prompt}, or 'tasks' (built-in train split)")(
       "families", po::value(&o.task_families)->multitoken(), "built-in task families to use (default all)")(
       "tasks-per-family", po::value(&o.tasks_per_family)->default_value(o.tasks_per_family), "built-in prompts per family")(
-      "template", po::value(&o.prompt_template)->default_value(o.prompt_template), "prompt template: chat | none")(
+      "template", po::value(&o.prompt_template)->default_value(o.prompt_template), "chat format: auto (the model's tokenizer_config.json, else chat) | chat | chatml | llama2 | llama3 | zephyr | none")(
       "rank", po::value(&o.rank)->default_value(o.rank), "this actor's rank (its prompt shard)")(
       "world", po::value(&o.world)->default_value(o.world), "number of actors")(
       "incarnation", po::value(&o.incarnation)->default_value(o.incarnation),
@@ -117,8 +117,23 @@ void add_rollout_side_options(po::options_description& d, RolloutSideOptions& o)
       "eval-per-family", po::value(&o.eval.per_family)->default_value(o.eval.per_family), "held-out tasks per family at eval")(
       "eval-samples", po::value(&o.eval.samples)->default_value(o.eval.samples), "sampled responses per held-out task at eval")(
       "eval-families", po::value(&o.eval.families)->multitoken(), "task families evaluated (default all)")(
-      "template", po::value(&o.eval.prompt_template)->default_value(o.eval.prompt_template), "prompt template of the eval: chat | none");
+      "template", po::value(&o.eval.prompt_template)->default_value(o.eval.prompt_template), "chat format of the eval: auto | chat | chatml | llama2 | llama3 | zephyr | none")(
+      "eval-prompts", po::value(&o.prompt_eval.prompts_file),
+      "held-out prompts of your own task (JSONL {prompt} or {messages}, any other fields go to the reward): eval/reward, "
+      "scored by the reward service; the built-in task families are then evaluated only when --eval-families names them")(
+      "eval-reward", po::value(&o.eval_reward_endpoint), "the reward service that scores --eval-prompts (keel launch sets it)")(
+      "eval-reward-timeout-ms", po::value(&o.eval_reward_timeout_ms)->default_value(o.eval_reward_timeout_ms),
+      "a scoring request of the evaluation unanswered this long skips that evaluation")(
+      "eval-max-new-tokens", po::value(&o.prompt_eval.max_new_tokens)->default_value(o.prompt_eval.max_new_tokens),
+      "longest response to an eval prompt");
   // clang-format on
+}
+
+// The evaluation settings the options share (samples, template), and which evaluations run.
+void resolve_rollout_side_options(RolloutSideOptions& o) {
+  o.prompt_eval.samples = o.eval.samples;
+  o.prompt_eval.prompt_template = o.eval.prompt_template;
+  o.task_eval = o.prompt_eval.prompts_file.empty() || !o.eval.families.empty();
 }
 
 // The enumerated choices, as given on the command line.
@@ -187,6 +202,7 @@ int cmd_ppo(const Args& args) {
   add_rollout_side_options(d, o.side);
   const auto parsed = parse_options(args, "ppo", "The PPO learner: trains on actors' rollouts, publishes weights.", d);
   if (parsed.help) return 0;
+  resolve_rollout_side_options(o.side);
   apply_runtime(threads, o.device);
   apply_transport(transport);
   install_stop_signal_handlers();
@@ -229,6 +245,7 @@ int cmd_dpo_online(const Args& args) {
   const auto parsed =
       parse_options(args, "dpo online", "Online DPO: pairs mined from the actors' fresh rollouts, weights published back.", d);
   if (parsed.help) return 0;
+  resolve_rollout_side_options(o.side);
   apply_runtime(threads, o.device);
   apply_transport(transport);
   install_stop_signal_handlers();

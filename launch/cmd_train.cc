@@ -51,7 +51,7 @@ int cmd_sft(const Args& args) {
   d.add_options()("init", po::value(&o.init)->required(), "model directory to start from (e.g. a pretrain run's model/)")(
       "train-file", po::value(&o.train_file)->required(), "JSONL: {prompt, response} or {messages}")(
       "eval-file", po::value(&o.eval_file), "held-out JSONL of the same form")(
-      "template", po::value(&o.prompt_template)->default_value(o.prompt_template), "prompt template: chat | none")(
+      "template", po::value(&o.prompt_template)->default_value(o.prompt_template), "chat format: auto (the model's tokenizer_config.json, else chat) | chat | chatml | llama2 | llama3 | zephyr | none")(
       "bad-lines", po::value(&o.bad_lines)->default_value(o.bad_lines), "malformed JSONL lines: fail | skip")(
       "packing", po::value(&sft.packing)->default_value(sft.packing), "pack several examples per row")(
       "seq-len", po::value(&sft.seq_len)->default_value(sft.seq_len), "row length")(

@@ -17,6 +17,7 @@ int cmd_pretrain(const Args& args);
 int cmd_sft(const Args& args);
 int cmd_generate(const Args& args);
 int cmd_eval_tasks(const Args& args);
+int cmd_eval_prompts(const Args& args);
 int cmd_model_init(const Args& args);
 int cmd_actor(const Args& args);
 int cmd_reward_serve(const Args& args);
@@ -30,5 +31,6 @@ int cmd_reward_train(const Args& args);
 int cmd_dpo(const Args& args);
 int cmd_keys_generate(const Args& args);
 int cmd_dpo_online(const Args& args);
+int cmd_report(const Args& args);
 
 }  // namespace keel

@@ -1,4 +1,5 @@
 // keel: one binary, many roles. `keel <command> --help` explains each.
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@ const Command kCommands[] = {
     {"sft", keel::cmd_sft, "supervised fine-tuning on prompt/response JSONL"},
     {"generate", keel::cmd_generate, "sample responses from a model"},
     {"eval tasks", keel::cmd_eval_tasks, "held-out exact-match accuracy on the built-in tasks"},
+    {"eval prompts", keel::cmd_eval_prompts, "mean reward on your own held-out prompts, scored by your reward"},
     {"prefs import", keel::cmd_prefs_import, "tokenize preference JSONL into an HDF5 preference buffer"},
     {"prefs export", keel::cmd_prefs_export, "write a preference buffer back as JSONL"},
     {"prefs inspect", keel::cmd_prefs_inspect, "counts, lengths and a few pairs of a preference buffer"},
@@ -36,6 +38,7 @@ const Command kCommands[] = {
     {"ppo", keel::cmd_ppo, "the PPO learner: trains on rollouts from actors, publishes weights"},
     {"keys generate", keel::cmd_keys_generate, "a CURVE key pair for authenticated, encrypted transport"},
     {"launch", keel::cmd_launch, "learner, reward service and N actors on this machine, from one config"},
+    {"report", keel::cmd_report, "one self-contained HTML page of runs: metrics plotted, configs, rollouts"},
 };
 
 void usage() {
@@ -66,6 +69,8 @@ int main(int argc, char** argv) {
       return c.run(keel::Args(args.begin() + static_cast<long>(words), args.end()));
     } catch (const keel::KeelError& e) {
       std::cerr << "keel " << name << ": error: " << e.what() << "\n";
+      if (const char* debug = std::getenv("KEEL_DEBUG"); debug && std::string(debug) == "1" && !e.where().empty())
+        std::cerr << "  (" << keel::error_kind_name(e.kind()) << ", raised at " << e.where() << ")\n";
       return 1;
     } catch (const std::exception& e) {
       std::cerr << "keel " << name << ": error: " << e.what() << "\n";

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -37,42 +38,86 @@ std::string value_text(const boost::any& v) {
 
 }  // namespace
 
-ParsedOptions parse_options(const std::vector<std::string>& args, const std::string& command, const std::string& summary,
-                            po::options_description& desc) {
-  std::string config_file;
-  po::options_description common("Common options");
-  // clang-format off
-  common.add_options()("help,h", "show this help")(
-      "config", po::value(&config_file), "INI file of option = value lines (command-line options win)");
-  // clang-format on
-  po::options_description all;
-  all.add(desc).add(common);
-  po::variables_map vm;
-  ParsedOptions out;
-  try {
-    po::store(po::command_line_parser(args).options(all).run(), vm);
-    if (vm.count("help")) {
-      std::cout << "usage: keel " << command << " [options]\n\n" << summary << "\n\n" << all << "\n";
-      out.help = true;
-      return out;
-    }
-    if (vm.count("config")) {
-      const auto path = vm["config"].as<std::string>();
-      std::ifstream f(path);
-      KEEL_CHECK(f, "cannot open config file " << path);
-      po::store(po::parse_config_file(f, desc, /*allow_unregistered=*/false), vm);
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    KEEL_FAIL("keel " << command << ": " << e.what() << " (see keel " << command << " --help)");
+namespace {
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "[" : ", [") + n + "]";
+  return out;
+}
+
+// Stores a config file's options; with `sections`, the options under [name] headers go to
+// (*sections)[name] as command-line words instead.
+void read_config_file(const std::string& path, const std::string& command, po::options_description& desc,
+                      const std::vector<std::string>& names, ConfigSections* sections, po::variables_map& vm) {
+  std::ifstream f(path);
+  KEEL_CHECK_KIND(ErrorKind::kIo, f, "cannot open config file " << path);
+  const auto parsed = po::parse_config_file(f, desc, /*allow_unregistered=*/sections != nullptr);
+  for (const auto& opt : parsed.options) {
+    if (!opt.unregistered) continue;
+    const auto dot = opt.string_key.find('.');
+    KEEL_CHECK(dot != std::string::npos,
+               "config file " << path << ": unknown option '" << opt.string_key << "' (see keel " << command << " --help)");
+    const std::string section = opt.string_key.substr(0, dot);
+    KEEL_CHECK(std::find(names.begin(), names.end(), section) != names.end(),
+               "config file " << path << ": [" << section << "] is not a section of keel " << command << "; its sections are "
+                              << joined(names));
+    auto& words = (*sections)[section];
+    words.push_back("--" + opt.string_key.substr(dot + 1));
+    words.insert(words.end(), opt.value.begin(), opt.value.end());
   }
+  po::store(parsed, vm);
+}
+
+std::string resolved_text(const std::string& command, const po::options_description& desc, const po::variables_map& vm) {
   std::ostringstream os;
   os << "# keel " << command << "\n";
   for (const auto& opt : desc.options()) {
     const auto& name = opt->long_name();
     if (vm.count(name)) os << name << " = " << value_text(vm[name].value()) << "\n";
   }
-  out.resolved = os.str();
+  return os.str();
+}
+
+}  // namespace
+
+ParsedOptions parse_options(const std::vector<std::string>& args, const std::string& command, const std::string& summary,
+                            po::options_description& desc, const std::vector<std::string>& section_names,
+                            ConfigSections* sections, const po::positional_options_description* positional) {
+  std::string config_file;
+  bool check = false;
+  po::options_description common("Common options");
+  // clang-format off
+  common.add_options()("help,h", "show this help")(
+      "config", po::value(&config_file), "INI file of option = value lines (command-line options win)")(
+      "check-config", po::bool_switch(&check),
+      "check the options (and the --config file), print the resolved configuration and exit without running");
+  // clang-format on
+  po::options_description all;
+  all.add(desc).add(common);
+  po::variables_map vm;
+  ParsedOptions out;
+  try {
+    po::command_line_parser parser(args);
+    parser.options(all);
+    if (positional) parser.positional(*positional);
+    po::store(parser.run(), vm);
+    if (vm.count("help")) {
+      std::cout << "usage: keel " << command << " [options]\n\n" << summary << "\n\n" << all << "\n";
+      out.help = true;
+      return out;
+    }
+    if (vm.count("config")) read_config_file(vm["config"].as<std::string>(), command, desc, section_names, sections, vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    KEEL_FAIL("keel " << command << ": " << e.what() << " (see keel " << command << " --help)");
+  }
+  out.resolved = resolved_text(command, desc, vm);
+  if (check) {
+    std::cout << out.resolved;
+    out.help = out.check = true;
+    return out;
+  }
   std::cerr << out.resolved;
   return out;
 }

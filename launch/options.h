@@ -1,10 +1,11 @@
 // Command-line and INI configuration for every subcommand (Boost.Program_options).
 // Options bind straight into each role's options struct; unknown options are errors; --config FILE
 // reads "key = value" lines (command line wins); the resolved configuration is printed at start
-// and stored with checkpoints.
+// and stored with checkpoints; --check-config prints it and stops before any work.
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -19,13 +20,20 @@ namespace keel {
 namespace po = boost::program_options;
 
 struct ParsedOptions {
-  bool help = false;     // --help was given; usage has been printed
+  bool help = false;     // --help or --check-config was given: usage or the configuration is printed; stop
+  bool check = false;    // it was --check-config
   std::string resolved;  // INI text of every option's final value
 };
 
-// Parses `args` (after the subcommand words). Throws KeelError naming an unknown or bad option.
+// The [section] parts of a --config file, for a command that starts others (keel launch): the
+// options under each header as command-line words ("--key", "value"), values kept whole.
+using ConfigSections = std::map<std::string, std::vector<std::string>>;
+
+// Parses `args` (after the subcommand words). Throws KeelError naming an unknown or bad option,
+// or a config file section that is not one of `section_names` (then `sections` receives them).
 ParsedOptions parse_options(const std::vector<std::string>& args, const std::string& command, const std::string& summary,
-                            po::options_description& desc);
+                            po::options_description& desc, const std::vector<std::string>& section_names = {},
+                            ConfigSections* sections = nullptr, const po::positional_options_description* positional = nullptr);
 
 // Shared option groups.
 void add_model_options(po::options_description& d, ModelConfig& c, std::string& family);

@@ -140,6 +140,7 @@ void ActorLearner::write_status(const Scalars& update, const Scalars& eval) {
   get(update, "replay/trained_share", s.trained_share);
   get(eval, "replay/trained_share", s.trained_share);
   get(eval, "eval/task_reward", s.held_out_reward);
+  get(eval, "eval/reward", s.held_out_reward);  // the user's own prompts, when evaluated
   write_run_status(out_dir_, s);
 }
 

@@ -2,12 +2,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 
 #include "core/error.h"
+#include "core/shell_words.h"
 #include "learner/run_status.h"
 #include "wire/curve.h"
 
@@ -54,11 +56,7 @@ std::string status_line(const std::string& learner_dir) {
 void write_launch_ini(const ActorLearnerJobOptions& o, const std::vector<ChildSpec>& children) {
   std::ofstream f(o.out + "/launch.ini");
   f << o.resolved_config;
-  for (const auto& c : children) {
-    f << "# " << c.name << ": keel";
-    for (const auto& a : c.args) f << " " << a;
-    f << "\n";
-  }
+  for (const auto& c : children) f << "# " << c.name << ": keel " << shell_join(c.args) << "\n";
 }
 
 // The value of `--name` in a command line (`--name v` or `--name=v`), the last one winning as in
@@ -82,10 +80,73 @@ bool same_setting(const std::string& a, const std::string& b) {
 
 }  // namespace
 
+namespace {
+
+// The option names in a list of words ("--key value", "--key=value").
+std::vector<std::string> option_names(const std::vector<std::string>& words) {
+  std::vector<std::string> names;
+  for (const auto& w : words)
+    if (w.rfind("--", 0) == 0)
+      names.push_back(w.substr(2, w.find('=') == std::string::npos ? std::string::npos : w.find('=') - 2));
+  return names;
+}
+
+// Options keel launch gives each role itself, and the launch option that sets them.
+const std::map<std::string, std::map<std::string, std::string>>& launcher_set_options() {
+  static const std::map<std::string, std::map<std::string, std::string>> m = {
+      {"reward", {{"kind", "--reward-kind"}, {"endpoint", "--base-port"}, {"threads", "--threads-per-process"}}},
+      {"learner",
+       {{"init", "--init"},
+        {"out", "--out"},
+        {"rollouts-endpoint", "--base-port"},
+        {"weights-endpoint", "--base-port"},
+        {"chunks-endpoint", "--base-port"},
+        {"eval-reward", "--base-port"},
+        {"threads", "--threads-per-process"}}},
+      {"actor",
+       {{"model", "--init"},
+        {"rank", "--actor-rank-base"},
+        {"world", "--actor-world"},
+        {"rollouts", "--base-port"},
+        {"weights", "--base-port"},
+        {"chunks", "--base-port"},
+        {"reward", "--base-port"},
+        {"threads", "--threads-per-process"},
+        {"incarnation", "(set on each restart)"}}},
+  };
+  return m;
+}
+
+const std::vector<std::string>& pass_through_of(const ActorLearnerJobOptions& o, const std::string& role) {
+  return role == "learner" ? o.learner_args : role == "actor" ? o.actor_args : o.reward_args;
+}
+
+}  // namespace
+
+std::vector<std::string> role_args(const ActorLearnerJobOptions& o, const std::string& role) {
+  const auto& pass = pass_through_of(o, role);
+  const auto given = option_names(pass);
+  std::vector<std::string> out;
+  bool keep = true;
+  if (auto it = o.sections.find(role); it != o.sections.end())
+    for (const auto& w : it->second) {
+      if (w.rfind("--", 0) == 0) keep = std::find(given.begin(), given.end(), option_names({w})[0]) == given.end();
+      if (keep) out.push_back(w);
+    }
+  out.insert(out.end(), pass.begin(), pass.end());
+  const auto& fixed = launcher_set_options().at(role);
+  for (const auto& name : option_names(out))
+    if (auto f = fixed.find(name); f != fixed.end())
+      KEEL_FAIL("the " << role << "'s --" << name << " is set by keel launch itself (" << f->second << "); remove it from the ["
+                       << role << "] section or the pass-through options");
+  return out;
+}
+
 std::vector<std::string> actor_args_with_learner_sampling(const ActorLearnerJobOptions& o) {
-  std::vector<std::string> args = o.actor_args;
+  std::vector<std::string> args = role_args(o, "actor");
+  const auto learner_args = role_args(o, "learner");
   for (const std::string name : {"--temperature", "--group-size"}) {
-    const std::string learner = arg_value(o.learner_args, name), actor = arg_value(o.actor_args, name);
+    const std::string learner = arg_value(learner_args, name), actor = arg_value(args, name);
     if (learner.empty()) continue;
     if (actor.empty()) {
       args.insert(args.end(), {name, learner});
@@ -104,13 +165,14 @@ std::vector<ChildSpec> actor_learner_processes(const ActorLearnerJobOptions& o) 
   const std::string th = std::to_string(o.threads_per_process);
   std::vector<ChildSpec> out;
   if (o.role != "actors") {
-    out.push_back(
-        child("reward", {"reward", "serve", "--kind", o.reward_kind, "--endpoint", e.reward, "--threads", th}, o.reward_args, o));
+    out.push_back(child("reward", {"reward", "serve", "--kind", o.reward_kind, "--endpoint", e.reward, "--threads", th},
+                        role_args(o, "reward"), o));
     std::vector<std::string> learner =
         o.learner == "ppo" ? std::vector<std::string>{"ppo"} : std::vector<std::string>{"dpo", "online"};
-    learner.insert(learner.end(), {"--init", o.init, "--out", o.out + "/learner", "--rollouts-endpoint", e.rollouts,
-                                   "--weights-endpoint", e.weights, "--chunks-endpoint", e.chunks, "--threads", th});
-    out.push_back(child("learner", learner, o.learner_args, o));
+    learner.insert(learner.end(),
+                   {"--init", o.init, "--out", o.out + "/learner", "--rollouts-endpoint", e.rollouts, "--weights-endpoint",
+                    e.weights, "--chunks-endpoint", e.chunks, "--eval-reward", e.reward, "--threads", th});
+    out.push_back(child("learner", learner, role_args(o, "learner"), o));
     out.back().max_restarts = o.learner_restarts;
     out.back().lead = true;
   }
@@ -130,6 +192,30 @@ std::vector<ChildSpec> actor_learner_processes(const ActorLearnerJobOptions& o) 
   return out;
 }
 
+void check_job_options(const ActorLearnerJobOptions& o) {
+  const std::string exe = self_executable();
+  bool actor_checked = false;
+  for (const auto& c : actor_learner_processes(o)) {
+    const bool actor = c.name.rfind("actor-", 0) == 0;
+    if (actor && actor_checked) continue;  // every actor has the same options but its rank
+    actor_checked |= actor;
+    auto args = c.args;
+    args.push_back("--check-config");
+    const auto r = run_captured(exe, args);
+    std::string why = r.output;
+    if (const auto at = why.find("error: "); at != std::string::npos) why = why.substr(at + 7);
+    while (!why.empty() && why.back() == '\n') why.pop_back();
+    KEEL_CHECK(r.code == 0, "the " << (actor ? "actors'" : c.name + "'s") << " options are not valid: " << why
+                                   << "\n  (the command: keel " << shell_join(c.args) << ")");
+  }
+}
+
+int print_job_commands(const ActorLearnerJobOptions& o, std::ostream& out) {
+  check_job_options(o);
+  for (const auto& c : actor_learner_processes(o)) out << c.name << ": keel " << shell_join(c.args) << "\n";
+  return 0;
+}
+
 int run_actor_learner_job(const ActorLearnerJobOptions& o, const std::atomic<bool>& stop) {
   const auto e = endpoints_of(o);
   KEEL_CHECK(wire::is_local_endpoint(e.rollouts) || wire::transport_security().curve(),
@@ -137,8 +223,10 @@ int run_actor_learner_job(const ActorLearnerJobOptions& o, const std::atomic<boo
                        << " is beyond loopback: give CURVE keys (keel keys generate; --curve-key, "
                           "--curve-server-key, --curve-allow) so that no traffic leaves this machine in clear");
   std::filesystem::create_directories(o.out + "/logs");
+  check_job_options(o);
   const auto children = actor_learner_processes(o);
   write_launch_ini(o, children);
+  for (const auto& c : children) std::cerr << "launch: " << c.name << ": keel " << shell_join(c.args) << "\n";
   ProcessSupervisor supervisor(self_executable(), o.out + "/logs");
   for (const auto& c : children) supervisor.add(c);
   std::cerr << "launch: " << o.actors << " local actors, learner on " << e.rollouts << ", logs in " << o.out << "/logs\n";

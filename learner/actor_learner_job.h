@@ -4,12 +4,17 @@
 // from its last checkpoint, a bounded number of times; a restarted actor gets a new incarnation).
 // Endpoints come from one base port: rollouts +0, weights +1, chunks and credits +2, reward +5.
 // While it runs, a status line from the learner's status.json (learner/run_status.h).
+// Each role's options come from its config file section ([reward], [learner], [actor]) and its
+// pass-through args; every process's command line is checked before the start, then printed
+// (shell-quoted) and written to <out>/launch.ini.
 // Roles split the job over machines (launch/slurm/keel_ppo.sbatch): "actors" runs only this
 // node's actors, ranks actor_rank_base.. of actor_world, against the head's endpoints, until
 // stopped or done_file appears; "head" runs the reward service and the learner.
 #pragma once
 
 #include <atomic>
+#include <map>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -27,7 +32,8 @@ struct ActorLearnerJobOptions {
   int base_port = 5555;
   int threads_per_process = 1;
   int learner_restarts = 3;
-  std::vector<std::string> learner_args, actor_args, reward_args;  // extra options of each role
+  std::vector<std::string> learner_args, actor_args, reward_args;  // extra options of each role (win over the sections')
+  std::map<std::string, std::vector<std::string>> sections;        // "learner", "actor", "reward": options from a config file
   std::vector<std::string> transport_args;                         // CURVE options every process gets
   std::string resolved_config;                                     // written to launch.ini with each process's command line
   std::string role = "all";                                        // all | head (reward + learner) | actors (this node's actors)
@@ -37,6 +43,17 @@ struct ActorLearnerJobOptions {
   void validate() const;
 };
 
+// The sections a config file may have, one per role.
+inline const std::vector<std::string>& job_config_sections() {
+  static const std::vector<std::string> names = {"reward", "learner", "actor"};
+  return names;
+}
+
+// A role's extra options: its config section's, then its pass-through args, which win (a section's
+// option that the pass-through also gives is dropped). An option keel launch sets itself (endpoints,
+// --init, --out, ...) is an error naming the launch option to use instead.
+std::vector<std::string> role_args(const ActorLearnerJobOptions& o, const std::string& role);
+
 // The actors' options with the sampling settings the learner checks rollouts against: the
 // learner's --temperature and --group-size are passed on to actors that do not set them; an
 // actor setting that differs from the learner's is an error naming both (the learner would refuse
@@ -45,6 +62,14 @@ std::vector<std::string> actor_args_with_learner_sampling(const ActorLearnerJobO
 
 // The processes of the job, in start order (reward, learner, actors).
 std::vector<ChildSpec> actor_learner_processes(const ActorLearnerJobOptions& o);
+
+// Checks every role's full command line (`keel <role> ... --check-config` in a child process),
+// before anything starts: an unknown option, a bad value or a missing file is an error naming the
+// role and the child's own message.
+void check_job_options(const ActorLearnerJobOptions& o);
+
+// check_job_options, then every process's command line, shell-quoted, one per line; returns 0.
+int print_job_commands(const ActorLearnerJobOptions& o, std::ostream& out);
 
 // Runs the job until the learner finishes (its exit code) or `stop` is set; then ends every process.
 int run_actor_learner_job(const ActorLearnerJobOptions& o, const std::atomic<bool>& stop);

@@ -68,7 +68,7 @@ int run_sft(SftRunOptions o) {
   const torch::Device dev(o.device);
   auto [model, tok_file, tok] = load_model_dir(o.init, ModelLoadOptions::on(dev));
   KEEL_CHECK(model->config().vocab_size == tok->vocab_size(), "tokenizer and model vocabularies differ");
-  const auto t = parse_prompt_template(o.prompt_template);
+  const auto t = resolve_prompt_template(o.prompt_template, o.init);
   const auto policy = parse_bad_line_policy(o.bad_lines);
   auto train_ex = load_sft_jsonl(o.train_file, *tok, t, policy);
   std::vector<SftExample> eval_ex;

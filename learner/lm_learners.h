@@ -38,7 +38,7 @@ int run_pretrain(PretrainRunOptions o);
 struct SftRunOptions {
   std::string init;            // model directory to start from
   std::string train_file, eval_file;  // JSONL {prompt, response} or {messages}
-  std::string prompt_template = "chat";
+  std::string prompt_template = "auto";  // core/chat_template.h: a preset, or auto (the model's own)
   std::string bad_lines = "fail";     // fail | skip
   std::string device = "cpu";
   TrainOptions train;

@@ -4,6 +4,7 @@
 
 #include <iostream>
 
+#include "core/chat_template.h"
 #include "core/model_loader.h"
 #include "core/error.h"
 #include "learner/actor_learner.h"
@@ -25,6 +26,27 @@ TrainOptions actor_learner_train_defaults(const std::string& out_dir) {
   t.log_every = 1;
   t.eval_at_start = true;
   return t;
+}
+
+std::function<Scalars(Transformer&)> make_learner_evaluation(RolloutSideOptions o, const Tokenizer& tok, double temperature,
+                                                             const std::string& model_dir) {
+  o.eval.prompt_template = prompt_template_name(resolve_prompt_template(o.eval.prompt_template, model_dir));
+  o.prompt_eval.prompt_template = o.eval.prompt_template;
+  std::function<Scalars(Transformer&)> tasks, prompts;
+  if (o.task_eval) tasks = make_heldout_task_eval(o.eval, tok, temperature);
+  if (!o.prompt_eval.prompts_file.empty()) {
+    KEEL_CHECK(!o.eval_reward_endpoint.empty(),
+               "--eval-prompts needs the reward service's endpoint (--eval-reward; keel launch gives it)");
+    prompts = make_prompt_eval_metrics(o.prompt_eval, tok, temperature,
+                                       reward_service_scores(o.eval_reward_endpoint, "learner-eval", o.eval_reward_timeout_ms));
+  }
+  return [tasks, prompts](Transformer& m) {
+    Scalars s;
+    if (tasks) s = tasks(m);
+    if (prompts)
+      for (const auto& [k, v] : prompts(m)) s[k] = v;
+    return s;
+  };
 }
 
 namespace {
@@ -77,9 +99,10 @@ struct RolloutSide {
     }
   }
   // Evaluation and status on the rank that owns the service (the loop evaluates there only).
-  void attach(ActorLearner& runtime, const RolloutSideOptions& o, const Tokenizer& tok, double temperature) {
+  void attach(ActorLearner& runtime, const RolloutSideOptions& o, const Tokenizer& tok, double temperature,
+              const std::string& model_dir) {
     if (!service) return;
-    runtime.set_evaluation(make_heldout_task_eval(o.eval, tok, temperature));
+    runtime.set_evaluation(make_learner_evaluation(o, tok, temperature, model_dir));
     runtime.set_status([s = service.get()] { return rollout_side_status(*s); });
   }
   void report(const std::string& who, uint64_t version) {
@@ -131,14 +154,14 @@ int run_ppo_learner(PpoLearnerOptions o) {
     NullPublisher nowhere;
     ActorLearner runtime(o.train, models.policy, builder, source, nowhere, o.run_config, tok_file);
     runtime.set_data_parallel(dp);
-    if (!dp || dp->rank() == 0) runtime.set_evaluation(make_heldout_task_eval(o.side.eval, *tok, o.ppo.temperature));
+    if (!dp || dp->rank() == 0) runtime.set_evaluation(make_learner_evaluation(o.side, *tok, o.ppo.temperature, o.init));
     return runtime.run().interrupted ? 3 : 0;
   }
   const auto groups = uses_values(o.ppo.estimator) ? 0u : static_cast<uint32_t>(o.ppo.group_size);  // 0: any
   RolloutSide side(o.side, {o.ppo.temperature, groups}, tok->identity(), dp);
   ActorLearner runtime(o.train, models.policy, builder, *side.source, *side.publisher, o.run_config, tok_file);
   runtime.set_data_parallel(dp);
-  side.attach(runtime, o.side, *tok, o.ppo.temperature);
+  side.attach(runtime, o.side, *tok, o.ppo.temperature, o.init);
   const auto r = runtime.run();
   side.report("ppo", runtime.version());
   return r.interrupted ? 3 : 0;
@@ -157,7 +180,7 @@ int run_online_dpo_learner(OnlineDpoLearnerOptions o) {
   RolloutSide side(o.side, {o.temperature, static_cast<uint32_t>(o.online.group_size)}, tok->identity(), dp);
   ActorLearner runtime(o.train, policy, builder, *side.source, *side.publisher, o.run_config, tok_file);
   runtime.set_data_parallel(dp);
-  side.attach(runtime, o.side, *tok, o.temperature);
+  side.attach(runtime, o.side, *tok, o.temperature, o.init);
   const auto r = runtime.run();
   side.report("dpo online", runtime.version());
   return r.interrupted ? 3 : 0;

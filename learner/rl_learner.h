@@ -9,6 +9,7 @@
 #include <string>
 
 #include "actors/heldout_eval.h"
+#include "actors/prompt_eval.h"
 #include "learner/dpo.h"
 #include "learner/online_dpo.h"
 #include "learner/ppo.h"
@@ -22,9 +23,18 @@ namespace keel {
 struct RolloutSideOptions {
   RolloutServiceOptions net;
   ReplayOptions replay;
-  bool keep_stale = false;  // keep (and count) rollouts beyond max_staleness
-  HeldOutEvalOptions eval;
+  bool keep_stale = false;           // keep (and count) rollouts beyond max_staleness
+  HeldOutEvalOptions eval;           // the built-in task families
+  bool task_eval = true;             // evaluate on them (off with eval prompts, unless families are named)
+  PromptEvalOptions prompt_eval;     // prompts_file set: the user's held-out prompts (eval/reward)
+  std::string eval_reward_endpoint;  // the reward service that scores the prompt evaluation
+  int eval_reward_timeout_ms = 60000;
 };
+
+// The learner's held-out evaluation: the task families and/or the user's prompts, as configured;
+// an "auto" chat format is the one of `model_dir` (the policy's start).
+std::function<Scalars(Transformer&)> make_learner_evaluation(RolloutSideOptions o, const Tokenizer& tok, double temperature,
+                                                             const std::string& model_dir);
 
 // The defaults of an actor-learner learner's TrainOptions (no warmup or decay, log every update).
 TrainOptions actor_learner_train_defaults(const std::string& out_dir);

@@ -18,7 +18,7 @@ struct RunStatus {
   double rollouts_per_s = NAN;   // last update
   double staleness = NAN;        // mean versions the last update's rollouts lagged
   double trained_share = NAN;    // rollouts trained on / rollouts received, so far
-  double held_out_reward = NAN;  // eval/task_reward at the last evaluation
+  double held_out_reward = NAN;  // eval/reward (the user's prompts) or else eval/task_reward at the last evaluation
 };
 
 void write_run_status(const std::string& out_dir, const RunStatus& s);

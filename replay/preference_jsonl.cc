@@ -43,17 +43,17 @@ PreferencePair parse_preference_json(const nlohmann::json& j, const Tokenizer& t
   KEEL_CHECK(j.contains("rejected"), "missing field 'rejected'");
   const auto& jc = j["chosen"];
   const auto& jr = j["rejected"];
-  std::string rendered, chosen, rejected;
+  std::string chosen, rejected;
+  std::vector<ChatMessage> prompt;
   PreferencePair p;
   if (jc.is_string() && jr.is_string()) {
     KEEL_CHECK(j.contains("prompt") && j["prompt"].is_string(), "missing string field 'prompt' (chosen/rejected are strings)");
     p.prompt_text = j["prompt"].get<std::string>();
-    rendered = render_prompt(p.prompt_text, tmpl);
+    prompt = {{"user", p.prompt_text}};
     chosen = jc.get<std::string>();
     rejected = jr.get<std::string>();
   } else {
     auto c = messages(jc, "chosen"), r = messages(jr, "rejected");
-    std::vector<ChatMessage> prompt;
     if (j.contains("prompt")) {
       if (j["prompt"].is_string())
         prompt = {{"user", j["prompt"].get<std::string>()}};
@@ -78,14 +78,11 @@ PreferencePair parse_preference_json(const nlohmann::json& j, const Tokenizer& t
     KEEL_CHECK(!prompt.empty(), "the prompt has no turns");
     chosen = response_of(c, "chosen");
     rejected = response_of(r, "rejected");
-    rendered = render_prompt(prompt, tmpl);
     p.prompt_text = to_json(prompt).dump();
   }
-  auto ex_c = make_sft_example(rendered, chosen, tok);
-  p.prompt = std::move(ex_c.prompt);
-  p.chosen = std::move(ex_c.response);
-  p.rejected = tok.encode(rejected);
-  p.rejected.push_back(tok.specials().eos);
+  p.prompt = prompt_ids(prompt, tmpl, tok);
+  p.chosen = response_ids(chosen, tmpl, tok);
+  p.rejected = response_ids(rejected, tmpl, tok);
   p.chosen_text = chosen;
   p.rejected_text = rejected;
   auto number = [&](const char* f, float& dst) {

@@ -18,7 +18,7 @@ namespace {
 constexpr size_t kMaxOutputBytes = size_t{64} << 20;  // a flooding program fails its batch, not the service's memory
 }  // namespace
 
-ChildProcess::ChildProcess(const std::string& command) {
+ChildProcess::ChildProcess(const std::string& command, const std::string& stderr_path) {
   ::signal(SIGPIPE, SIG_IGN);  // a dead program must not kill the service
   int in[2], out[2];
   // Close-on-exec: neither this program nor any other child inherits the other's pipes.
@@ -34,6 +34,10 @@ ChildProcess::ChildProcess(const std::string& command) {
     ::setpgid(0, 0);
     ::dup2(in[0], 0);
     ::dup2(out[1], 1);
+    if (!stderr_path.empty()) {
+      const int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+      if (err >= 0) ::dup2(err, 2);
+    }
     ::close_range(3, ~0U, 0);  // nothing of the service (sockets, other pipes) reaches the program
     ::execl("/bin/sh", "sh", "-c", command.c_str(), nullptr);
     _exit(127);

@@ -13,8 +13,9 @@ namespace keel {
 
 class ChildProcess {
  public:
-  // Starts `command` under /bin/sh -c. Throws KeelError (kIo) when pipes or fork fail.
-  explicit ChildProcess(const std::string& command);
+  // Starts `command` under /bin/sh -c, its stderr appended to `stderr_path` (inherited when "").
+  // Throws KeelError (kIo) when pipes or fork fail.
+  explicit ChildProcess(const std::string& command, const std::string& stderr_path = "");
   ~ChildProcess();  // stop()
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;

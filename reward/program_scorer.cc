@@ -6,8 +6,15 @@
 // then SIGKILL to its process group) and started again for the next batch.
 #include <algorithm>
 #include <cfloat>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -60,9 +67,32 @@ std::pair<std::optional<uint64_t>, ScoreResult> parse_answer(const std::string& 
   return {id, std::move(r)};
 }
 
+// One item as the program reads it; the prompt line's own fields, when the actor sent them, under
+// "fields" (so that they never collide with keel's keys).
+std::string item_line(const wire::ScoreItem& it, uint64_t id) {
+  nlohmann::json j{{"id", id}, {"prompt", it.prompt}, {"response", it.response}, {"finished", it.finished}};
+  if (!it.fields.empty()) {
+    auto fields = nlohmann::json::parse(it.fields, nullptr, /*allow_exceptions=*/false);
+    KEEL_CHECK(fields.is_object(), "an item's prompt fields are not a JSON object: " << it.fields.substr(0, 80));
+    j["fields"] = std::move(fields);
+  }
+  return j.dump();
+}
+
 class ProgramScorer : public Scorer {
  public:
-  ProgramScorer(std::string command, int timeout_ms) : command_(std::move(command)), timeout_ms_(timeout_ms) {}
+  ProgramScorer(std::string command, int timeout_ms) : command_(std::move(command)), timeout_ms_(timeout_ms) {
+    char path[] = "/tmp/keel-reward-stderr-XXXXXX";
+    const int fd = ::mkstemp(path);
+    KEEL_CHECK_KIND(io_error_kind(errno), fd >= 0, "cannot create a file for the reward program's stderr in /tmp");
+    ::close(fd);
+    stderr_path_ = path;
+  }
+  ~ProgramScorer() override {
+    child_.reset();
+    forward_stderr();
+    std::remove(stderr_path_.c_str());
+  }
 
   std::vector<ScoreResult> score(const std::vector<wire::ScoreItem>& items) override {
     if (child_ && child_->running() && !child_->pending_output().empty()) {
@@ -71,26 +101,44 @@ class ProgramScorer : public Scorer {
       child_.reset();
     }
     if (child_ && !child_->running()) child_.reset();  // stopped (and reaped) before another starts
-    if (!child_) child_ = std::make_unique<ChildProcess>(command_);
+    if (!child_) child_ = std::make_unique<ChildProcess>(command_, stderr_path_);
     const uint64_t first = next_id_;
     next_id_ += items.size();
     try {
-      return exchange(items, first);
-    } catch (const KeelError&) {
+      auto results = exchange(items, first);
+      forward_stderr();
+      return results;
+    } catch (const KeelError& e) {
       child_.reset();  // stopped: SIGTERM, then SIGKILL to its group
-      throw;
+      forward_stderr();
+      if (last_stderr_.empty()) throw;
+      // What the program said before it failed (a traceback naming a missing field) is the reason.
+      throw KeelError(std::string(e.what()) + "; its stderr ended with: " + last_stderr_, e.kind(), e.where());
     }
   }
 
  private:
+  // Copies what the program wrote to stderr since the last call to this process's stderr (the
+  // service's log), and keeps its last lines for error messages.
+  void forward_stderr() {
+    std::ifstream f(stderr_path_, std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(stderr_read_));
+    std::string fresh((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    stderr_read_ += fresh.size();
+    if (stderr_read_ > (size_t{1} << 20)) {  // a chatty program's file stays small (a line written meanwhile may be lost)
+      ::truncate(stderr_path_.c_str(), 0);
+      stderr_read_ = 0;
+    }
+    last_stderr_.clear();
+    if (fresh.empty()) return;
+    std::cerr << "reward program stderr: " << fresh << (fresh.back() == '\n' ? "" : "\n");
+    while (!fresh.empty() && fresh.back() == '\n') fresh.pop_back();
+    last_stderr_ = fresh.size() > 400 ? "..." + fresh.substr(fresh.size() - 400) : fresh;
+  }
+
   std::vector<ScoreResult> exchange(const std::vector<wire::ScoreItem>& items, uint64_t first) {
     std::string in;
-    for (size_t i = 0; i < items.size(); ++i) {
-      const auto& it = items[i];
-      in +=
-          nlohmann::json{{"id", first + i}, {"prompt", it.prompt}, {"response", it.response}, {"finished", it.finished}}.dump() +
-          "\n";
-    }
+    for (size_t i = 0; i < items.size(); ++i) in += item_line(items[i], first + i) + "\n";
     bool eof = false;
     const auto out = child_->exchange(
         in, [&](const std::string& o) { return count_lines(o) >= items.size(); },
@@ -147,6 +195,8 @@ class ProgramScorer : public Scorer {
   int timeout_ms_;
   std::unique_ptr<ChildProcess> child_;
   uint64_t next_id_ = 0;
+  std::string stderr_path_, last_stderr_;
+  size_t stderr_read_ = 0;
 };
 
 }  // namespace

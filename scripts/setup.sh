@@ -12,7 +12,8 @@ packages=(
   clang libclang-rt-14-dev   # libFuzzer + sanitizers for the fuzz targets (scripts/fuzz.sh)
   iproute2                   # network namespaces of the multi-host test
   slurm-wlm munge            # the single-node Slurm cluster the Slurm script's test starts
-  python3 python3-torch python3-h5py python3-numpy python3-sentencepiece
+  python3 python3-torch python3-h5py python3-numpy python3-sentencepiece python3-jinja2
+  chromium                   # the report test opens keel report's page headless
   fortunes            # the embedded default corpus: /usr/share/games/fortunes
 )
 

@@ -102,6 +102,18 @@ TEST(BadInput, UnknownOptionIsRejectedByName) {
   EXPECT_ERROR_CONTAINS(r.output, "unknown command");
 }
 
+// A user's error names the problem, not the build machine's source tree; KEEL_DEBUG=1 adds the
+// error's kind and where it was raised, for a bug report.
+TEST(BadInput, ErrorsCarryNoSourcePathUnlessDebugging) {
+  const std::string args = "tokenizer train --input /nonexistent/book.txt --out " + test::temp_dir("bad_path") + "/tok";
+  auto r = test::keel(args);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_ERROR_CONTAINS(r.output, "error: corpus input /nonexistent/book.txt does not exist");
+  EXPECT_EQ(r.output.find(".cc:"), std::string::npos) << r.output;
+  r = test::run("KEEL_DEBUG=1 " + test::keel_bin() + " " + args);
+  EXPECT_ERROR_CONTAINS(r.output, "(io, raised at core/corpus.cc:");
+}
+
 TEST(BadInput, SftFileWithNonJsonLineNamesTheLine) {
   const std::string dir = test::temp_dir("bad_sft_cli");
   const auto model = small_model_dir("bad_sft_model");

@@ -2,6 +2,7 @@
 // *AgainstPython run /usr/bin/python3 (CTest label `reference`).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -157,6 +158,29 @@ TEST(Corpus, OneBigFileSplitsByBlockParagraphOrTailWithoutMixingParts) {
             std::string::npos);
 }
 
+// Tokens of a chat format: BOS once at the start, every end of turn the EOS id (where a chat
+// model stops), the answer ending with it; keel's own format unchanged (one text, then EOS).
+TEST(ChatTemplate, TurnsEndWithEosAndThePromptStartsWithOneBos) {
+  auto tok = gpt2();  // BOS = EOS = <|endoftext|> (50256)
+  const int32_t eos = tok->specials().eos;
+  const std::vector<ChatMessage> conv = {{"user", "Hi"}, {"assistant", "Hello"}, {"user", "Sort: b a"}};
+  const auto ml = prompt_ids(conv, PromptTemplate::kChatMl, *tok);
+  EXPECT_EQ(ml.front(), tok->specials().bos);
+  EXPECT_EQ(std::count(ml.begin(), ml.end(), eos), 1 + 3) << "BOS, then each of the three turns' <|im_end|>";
+  const auto l3 = prompt_ids(conv, PromptTemplate::kLlama3, *tok);
+  EXPECT_EQ(std::count(l3.begin(), l3.end(), eos), 1 + 3) << "the template's own BOS only (no second), and three <|eot_id|>";
+  const auto ex = make_chat_example(conv, " a b\n", PromptTemplate::kLlama3, *tok);
+  EXPECT_EQ(ex.response, [&] {
+    auto v = tok->encode("a b");
+    v.push_back(eos);
+    return v;
+  }());
+  EXPECT_EQ(make_chat_example({{"user", "Compute 1 + 2."}}, "3", PromptTemplate::kChat, *tok).prompt,
+            make_sft_example("User: Compute 1 + 2.\n\nAssistant: ", "3", *tok).prompt);
+  EXPECT_NE(test::keel_error_of([] { parse_prompt_template("alpaca"); }).find("chat, none, chatml, llama2, llama3, zephyr"),
+            std::string::npos);
+}
+
 TEST(SftData, PromptResponseAndChatFormsFollowTheTemplate) {
   auto tok = gpt2();
   const std::string dir = test::temp_dir("sft_data");
@@ -308,6 +332,79 @@ TEST(Metrics, JsonlCarriesTheScalarsAndTensorBoardEventsAreWritten) {
   EXPECT_FALSE(write_metrics(dir).empty());
   const auto lines = test::read_text(dir + "/metrics.jsonl");
   EXPECT_NE(lines.find("\"train/loss\":2.25"), std::string::npos) << lines;
+}
+
+// Conversations that exercise each format's rules: a system message or none, one turn or several,
+// whitespace that llama2 and llama3 strip.
+std::vector<std::vector<ChatMessage>> chat_cases() {
+  return {
+      {{"user", "What is 2+2?"}},
+      {{"system", "Be brief."}, {"user", "Hi"}},
+      {{"user", "Hi"}, {"assistant", "Hello. "}, {"user", "  Sort: b a\n"}},
+      {{"system", "You answer in French.\n"}, {"user", "Hello"}, {"assistant", "Bonjour"}, {"user", "Thanks"}},
+  };
+}
+
+TEST(ChatTemplateAgainstPython, EveryPresetRendersWhatJinja2RendersFromTheModelsTemplate) {
+  const std::string dir = test::temp_dir("chat_templates");
+  nlohmann::json cases = nlohmann::json::array();
+  std::vector<std::string> keel;
+  for (const char* name : {"chat", "chatml", "llama2", "llama3", "zephyr"}) {
+    const auto t = parse_prompt_template(name);
+    const std::string bos = t == PromptTemplate::kLlama3 ? "<|begin_of_text|>" : "<s>";
+    for (const auto& conv : chat_cases())
+      for (const bool gen : {true, false}) {
+        nlohmann::json msgs = nlohmann::json::array();
+        for (const auto& m : conv) msgs.push_back({{"role", m.role}, {"content", m.content}});
+        cases.push_back(
+            {{"template", name}, {"messages", msgs}, {"add_generation_prompt", gen}, {"bos_token", bos}, {"eos_token", "</s>"}});
+        keel.push_back(render_chat_text(conv, t, gen, bos, "</s>"));
+      }
+  }
+  test::write_text(dir + "/cases.json", cases.dump());
+  auto r = test::python("chat_templates.py render " + dir + "/cases.json");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto want = nlohmann::json::parse(r.output);
+  ASSERT_EQ(want.size(), keel.size());
+  for (size_t i = 0; i < keel.size(); ++i) {
+    ASSERT_TRUE(want[i].is_string()) << cases[i].dump() << " -> " << want[i].dump();
+    EXPECT_EQ(keel[i], want[i].get<std::string>()) << cases[i].dump();
+  }
+  // A conversation the llama2 format refuses, refused alike.
+  const std::vector<ChatMessage> bad = {{"user", "a"}, {"user", "b"}};
+  test::write_text(
+      dir + "/bad.json",
+      nlohmann::json::array({{{"template", "llama2"},
+                              {"messages", {{{"role", "user"}, {"content", "a"}}, {{"role", "user"}, {"content", "b"}}}},
+                              {"add_generation_prompt", true},
+                              {"bos_token", "<s>"},
+                              {"eos_token", "</s>"}}})
+          .dump());
+  r = test::python("chat_templates.py render " + dir + "/bad.json");
+  ASSERT_NE(nlohmann::json::parse(r.output)[0]["error"].get<std::string>().find("must alternate"), std::string::npos);
+  EXPECT_NE(test::keel_error_of([&] { render_prompt(bad, PromptTemplate::kLlama2); }).find("alternate"), std::string::npos);
+}
+
+// A model directory's tokenizer_config.json names its format: each model's real template string is
+// recognised, another one is an error that names the choices.
+TEST(ChatTemplateAgainstPython, AutoFindsThePresetOfTheModelsChatTemplate) {
+  auto r = test::python("chat_templates.py templates");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto templates = nlohmann::json::parse(r.output);
+  for (const auto& [name, jinja] : templates.items()) {
+    const std::string dir = test::temp_dir("chat_auto_" + name);
+    test::write_text(dir + "/tokenizer_config.json", nlohmann::json{{"chat_template", jinja}, {"bos_token", "<s>"}}.dump(2));
+    if (name == "gemma") {
+      const auto err = test::keel_error_of([&] { resolve_prompt_template("auto", dir); });
+      EXPECT_NE(err.find("none of keel's chat formats (chat, chatml, llama2, llama3, zephyr); give --template"),
+                std::string::npos)
+          << err;
+      continue;
+    }
+    EXPECT_STREQ(prompt_template_name(resolve_prompt_template("auto", dir)), name.c_str());
+  }
+  EXPECT_EQ(resolve_prompt_template("auto", test::temp_dir("chat_auto_none")), PromptTemplate::kChat);
+  EXPECT_EQ(resolve_prompt_template("llama3", ""), PromptTemplate::kLlama3);
 }
 
 TEST(MetricsAgainstPython, TensorBoardEventsCarryTheSameScalars) {

@@ -67,14 +67,14 @@ TEST(ErrorKinds, PlainCheckIsInvalidArgumentWithTheSameMessage) {
   ASSERT_TRUE(e);
   EXPECT_EQ(e->kind(), ErrorKind::kInvalidArgument);
   const std::string what = e->what();
-  EXPECT_EQ(what.rfind("arithmetic is off [", 0), 0u) << what;
-  EXPECT_NE(what.find("error_kinds_test.cc:"), std::string::npos) << what;
+  EXPECT_EQ(what, "arithmetic is off") << "a user's message carries no source path";
+  EXPECT_EQ(e->where().rfind("tests/error_kinds_test.cc:", 0), 0u) << e->where();
   EXPECT_EQ(error_of([] { KEEL_FAIL("no"); })->kind(), ErrorKind::kInvalidArgument);
   EXPECT_FALSE(error_of([] { KEEL_CHECK(true, "never"); }));
   const auto k = error_of([] { KEEL_CHECK_KIND(ErrorKind::kPeer, false, "gone"); });
   ASSERT_TRUE(k);
   EXPECT_EQ(k->kind(), ErrorKind::kPeer);
-  EXPECT_EQ(std::string(k->what()).rfind("gone [", 0), 0u);
+  EXPECT_EQ(std::string(k->what()), "gone");
   EXPECT_EQ(error_of([] { KEEL_FAIL_KIND(ErrorKind::kInternal, "bug"); })->kind(), ErrorKind::kInternal);
   EXPECT_STREQ(error_kind_name(ErrorKind::kCorruptData), "corrupt_data");
   EXPECT_STREQ(error_kind_name(ErrorKind::kOutOfSpace), "out_of_space");

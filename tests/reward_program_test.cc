@@ -136,3 +136,34 @@ TEST(RewardProgram, OneActorsBadItemsFailOnlyItsOwnRequest) {
 
 }  // namespace
 }  // namespace keel
+
+namespace keel {
+namespace {
+
+// Scores 1 when the response equals the prompt line's own "answer" field (sent under "fields");
+// a line without that field makes it fail as a user's script would, with a message on stderr.
+const char* kAnswerChecker =
+    "while IFS= read -r l; do\n"
+    "  case \"$l\" in *'\"answer\":'*) ;; *) echo \"KeyError: 'answer' in $l\" >&2; exit 1;; esac\n"
+    "  a=$(printf '%s' \"$l\" | sed 's/.*\"answer\":\"\\([^\"]*\\)\".*/\\1/')\n"
+    "  r=$(printf '%s' \"$l\" | sed 's/.*\"response\":\"\\([^\"]*\\)\".*/\\1/')\n"
+    "  if [ \"$a\" = \"$r\" ]; then echo '{\"score\": 1}'; else echo '{\"score\": 0}'; fi\n"
+    "done\n";
+
+TEST(RewardProgram, ThePromptLinesFieldsReachTheProgramAndItsStderrReachesTheUser) {
+  auto s = make_program_scorer(program("fields", kAnswerChecker), 3000);
+  wire::ScoreItem right{"Capital of France?", "Paris", {}, {}, true, R"({"answer":"Paris","tag":"geo"})"};
+  wire::ScoreItem wrong{"Capital of Peru?", "Paris", {}, {}, true, R"({"answer":"Lima","tag":"geo"})"};
+  const auto r = s->score({right, wrong});
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_FLOAT_EQ(r[0].score, 1.0f);
+  EXPECT_FLOAT_EQ(r[1].score, 0.0f);
+  wire::ScoreItem lacking{"Capital of Chile?", "Santiago", {}, {}, true, R"({"tag":"geo"})"};
+  const auto err = test::keel_error_of([&] { s->score({lacking}); });
+  EXPECT_NE(err.find("its stderr ended with: KeyError: 'answer'"), std::string::npos) << err;
+  wire::ScoreItem garbled{"p", "x", {}, {}, true, "not json"};
+  EXPECT_NE(test::keel_error_of([&] { s->score({garbled}); }).find("prompt fields are not a JSON object"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace keel

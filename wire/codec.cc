@@ -98,6 +98,7 @@ struct Encoder {
       o.setPromptTokens(as_data(m.items[i].prompt_tokens));
       o.setResponseTokens(as_data(m.items[i].response_tokens));
       o.setFinished(m.items[i].finished);
+      o.setFields(m.items[i].fields);
     }
   }
   void operator()(const ScoreReply& m) {
@@ -220,6 +221,7 @@ bool read_score_request(cs::Envelope::Reader e, Body& body, std::string& err) {
         !from_data(o.getResponseTokens(), it.response_tokens, "responseTokens", err))
       return false;
     it.finished = o.getFinished();
+    it.fields = o.getFields().cStr();
     q.items.push_back(std::move(it));
   }
   body = std::move(q);

@@ -76,6 +76,7 @@ struct ScoreItem {
   promptTokens @2 :Data;      # int32[P], full prompt as the policy saw it
   responseTokens @3 :Data;    # int32[R]
   finished @4 :Bool;
+  fields @5 :Text;            # the prompt line's own fields as a JSON object ("" = none), for reward programs
 }
 
 struct ScoreRequest {

@@ -55,6 +55,7 @@ struct ScoreItem {
   std::string prompt, response;
   std::vector<int32_t> prompt_tokens, response_tokens;
   bool finished = false;
+  std::string fields = {};  // the prompt line's own fields, a JSON object ("" = none)
 };
 
 struct ScoreRequest {

@@ -167,7 +167,48 @@ def seq_logprobs(model_dir, pairs_json):
     print(json.dumps(out))
 
 
+def png_colours(path):
+    """Prints how many distinct RGB colours an 8-bit RGB/RGBA PNG holds (decoded with zlib alone)."""
+    import struct
+    import zlib
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    i, idat, width, height, channels = 8, b"", 0, 0, 0
+    while i < len(data):
+        n, kind = struct.unpack(">I4s", data[i:i + 8])
+        body = data[i + 8:i + 8 + n]
+        if kind == b"IHDR":
+            width, height, depth, colour = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and colour in (2, 6), "only 8-bit RGB or RGBA"
+            channels = 3 if colour == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+        i += 12 + n
+    raw, stride = zlib.decompress(idat), width * channels
+    prev, colours = bytearray(stride), set()
+    for y in range(height):
+        ftype, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for x in range(stride):
+            a = line[x - channels] if x >= channels else 0
+            b, c = prev[x], prev[x - channels] if x >= channels else 0
+            if ftype == 1:
+                line[x] = (line[x] + a) & 255
+            elif ftype == 2:
+                line[x] = (line[x] + b) & 255
+            elif ftype == 3:
+                line[x] = (line[x] + (a + b) // 2) & 255
+            elif ftype == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        for x in range(0, stride, channels * 7):
+            colours.add(bytes(line[x:x + 3]))
+        prev = line
+    print(len(colours))
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"make-model": make_model, "forward": forward, "compare": compare, "sp-encode": sp_encode,
-     "tfevents": tfevents, "seq-logprobs": seq_logprobs}[cmd](*args)
+     "tfevents": tfevents, "seq-logprobs": seq_logprobs, "png_colours": png_colours}[cmd](*args)

@@ -1,0 +1,24 @@
+// Command lines as text, with the POSIX shell's quoting rules: what a user types after
+// `--ppo-args` or writes in a config file splits into the words a shell would give the program,
+// and a command line printed by keel pastes back into a shell unchanged.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace keel {
+
+// Splits at unquoted whitespace. 'single quotes' keep everything literally; "double quotes" keep
+// everything but \" \\ \$ \` (backslash escapes them); outside quotes a backslash keeps the next
+// character. No expansion of variables, globs or substitutions. An unterminated quote or a trailing
+// backslash is an error naming the text.
+std::vector<std::string> shell_split(const std::string& text);
+
+// One word quoted so that a shell (and shell_split) gives it back unchanged: left bare when it holds
+// only safe characters, in single quotes otherwise.
+std::string shell_quote(const std::string& word);
+
+// Words joined by spaces, each quoted as needed.
+std::string shell_join(const std::vector<std::string>& words);
+
+}  // namespace keel
