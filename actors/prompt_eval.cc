@@ -3,6 +3,7 @@
 #include <chrono>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "actors/sampler.h"
 #include "core/error.h"
@@ -132,16 +133,26 @@ ScoreFn reward_service_scores(const std::string& endpoint, const std::string& na
     wire::ScoreRequest req;
     req.request_id = c->next_id++;
     req.items = items;
-    wire::send_message(*c->socket, {name, req});
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (std::chrono::steady_clock::now() < deadline) {
-      auto m = wire::receive(*c->socket, 200, c->stats);
-      auto* r = m ? std::get_if<wire::ScoreReply>(&m->body) : nullptr;
-      if (!r || r->request_id != req.request_id) continue;  // a late answer to an earlier request
-      KEEL_CHECK_KIND(ErrorKind::kPeer, r->error.empty(), "the reward service could not score: " << r->error);
-      return r->scores;
+    std::optional<std::vector<float>> scores;
+    try {
+      KEEL_CHECK_KIND(ErrorKind::kPeer, wire::send_message(*c->socket, {name, req}),
+                      "the reward service at " << endpoint << " is not connected");
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+      while (!scores && std::chrono::steady_clock::now() < deadline) {
+        auto m = wire::receive(*c->socket, 200, c->stats);
+        auto* r = m ? std::get_if<wire::ScoreReply>(&m->body) : nullptr;
+        if (!r || r->request_id != req.request_id) continue;  // a late answer to an earlier request
+        KEEL_CHECK_KIND(ErrorKind::kPeer, r->error.empty(), "the reward service could not score: " << r->error);
+        scores = r->scores;
+      }
+    } catch (const KeelError&) {
+      throw;
+    } catch (const std::exception& e) {  // the socket itself (ZeroMQ): the peer's side of the evaluation
+      KEEL_FAIL_KIND(ErrorKind::kPeer, "talking to the reward service at " << endpoint << ": " << e.what());
     }
-    KEEL_FAIL_KIND(ErrorKind::kPeer, "the reward service at " << endpoint << " did not answer within " << timeout_ms << " ms");
+    KEEL_CHECK_KIND(ErrorKind::kPeer, scores,
+                    "the reward service at " << endpoint << " did not answer within " << timeout_ms << " ms");
+    return *scores;
   };
 }
 
@@ -157,7 +168,9 @@ ScoreFn local_scores(const ScorerOptions& scorer) {
 PromptEvalResult run_offline_prompt_eval(const OfflinePromptEvalOptions& o, const ScorerOptions& scorer, torch::Device device) {
   auto loaded = load_model_dir(o.model_dir, ModelLoadOptions::on(device));
   loaded.model->eval();
-  return make_prompt_eval(o.eval, *loaded.tokenizer, o.temperature, local_scores(scorer))(loaded.model);
+  PromptEvalOptions eval = o.eval;
+  eval.prompt_template = prompt_template_name(resolve_prompt_template(eval.prompt_template, o.model_dir));
+  return make_prompt_eval(eval, *loaded.tokenizer, o.temperature, local_scores(scorer))(loaded.model);
 }
 
 }  // namespace keel

@@ -78,7 +78,7 @@ Pieces render_llama2(const std::vector<ChatMessage>& c) {
     if (m.role == "user") {
       p.push_back({Piece::kBos, ""});
       p.push_back({Piece::kText, "[INST] " + strip(content) + " [/INST]"});
-    } else {
+    } else if (m.role == "assistant") {  // a later system message renders nothing, as in the template
       p.push_back({Piece::kText, " " + strip(content) + " "});
       p.push_back({Piece::kEot, ""});
     }
@@ -198,7 +198,11 @@ PromptTemplate resolve_prompt_template(const std::string& name, const std::strin
   std::ifstream f(path);
   const auto j = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
   KEEL_CHECK_KIND(ErrorKind::kCorruptData, !j.is_discarded(), path << " is not valid JSON");
-  if (!j.is_object() || !j.contains("chat_template") || !j["chat_template"].is_string()) return PromptTemplate::kChat;
+  if (!j.is_object() || !j.contains("chat_template") || j["chat_template"].is_null()) return PromptTemplate::kChat;
+  KEEL_CHECK(j["chat_template"].is_string(), "the chat_template in "
+                                                 << path
+                                                 << " is not one template string (a list of named "
+                                                    "templates?); give --template with the model's chat format");
   const std::string jinja = without_whitespace(j["chat_template"].get<std::string>());
   for (const auto& p : kPresets)
     if (*p.jinja && without_whitespace(p.jinja) == jinja) return p.t;

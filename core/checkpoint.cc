@@ -38,6 +38,11 @@ void save_model(const std::string& dir, Transformer& model, const std::string& t
     const std::string name = ends_with(tokenizer_file, ".json") ? "tokenizer.json" : "tokenizer.model";
     if (fs::absolute(tokenizer_file) != fs::absolute(dir + "/" + name))
       write_file_atomic(dir + "/" + name, read_file(tokenizer_file));
+    // The chat format (and special tokens) the tokenizer is used with travel with it, so that a
+    // model fine-tuned from a chat model is still rendered in that model's format.
+    const auto config = fs::path(tokenizer_file).parent_path() / "tokenizer_config.json";
+    if (fs::exists(config) && fs::absolute(config) != fs::absolute(dir + "/tokenizer_config.json"))
+      write_file_atomic(dir + "/tokenizer_config.json", read_file(config.string()));
   }
 }
 

@@ -17,6 +17,7 @@ std::string model_weights_path(const std::string& dir);  // dir/model.safetensor
 std::string model_config_path(const std::string& dir);   // dir/config.json
 
 // Writes config.json and model.safetensors into `dir` (created if needed); copies `tokenizer_file`
+// (and the tokenizer_config.json beside it, which names the chat format)
 // in beside them when given. Tied lm_head weights are not written (as Hugging Face does).
 void save_model(const std::string& dir, Transformer& model, const std::string& tokenizer_file = "");
 

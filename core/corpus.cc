@@ -129,7 +129,12 @@ void for_each_piece(const CorpusOptions& o, const std::function<void(const Corpu
     if (blank(doc)) return;
     const uint64_t h = mix(mix(o.seed, fnv1a64(path)), static_cast<uint64_t>(index++));
     CorpusSplit mode = o.split;
-    if (mode == CorpusSplit::kAuto) mode = unseparated_plain_text ? CorpusSplit::kBlock : CorpusSplit::kDocument;
+    if (mode == CorpusSplit::kAuto) {
+      // A file short enough to be one block keeps the document rule: a directory of small text
+      // files splits as it always has.
+      const bool blocks = unseparated_plain_text && piece_bounds(doc, CorpusSplit::kBlock, o).size() > 2;
+      mode = blocks ? CorpusSplit::kBlock : CorpusSplit::kDocument;
+    }
     if (mode == CorpusSplit::kDocument)
       fn({doc, static_cast<double>(h % 1000000) < o.val_fraction * 1e6, true});
     else
@@ -164,23 +169,24 @@ void for_each_piece(const CorpusOptions& o, const std::function<void(const Corpu
 
 namespace {
 
-// Appends pieces to the two token files. A piece's EOS is written once the next piece is known:
-// at the end of a document, and where the next piece goes to the other part (a gap in this part).
+// Appends pieces to the two token files. Consecutive pieces of one document that go to the same
+// part are one stretch of the original text, encoded at once (as it would be unsplit); a stretch
+// ends, with EOS, at the end of a document and where the next piece goes to the other part.
 class PartWriter {
  public:
   PartWriter(const Tokenizer& tok, const std::string& out_dir)
       : tok_(tok), eos_(tok.specials().eos), train_(out_dir + "/train.bin", tok.vocab_size(), eos_),
         val_(out_dir + "/val.bin", tok.vocab_size(), eos_) {}
   void add(const CorpusPiece& p, CorpusStats& s) {
-    flush(pending_ends_ || p.held_out != pending_held_out_);
-    pending_ = tok_.encode(p.text);
-    has_pending_ = true;
-    pending_held_out_ = p.held_out;
-    pending_ends_ = p.ends_document;
+    if (open_ && p.held_out != held_out_) flush();
+    stretch_ += p.text;
+    held_out_ = p.held_out;
+    open_ = true;
     (p.held_out ? s.docs_val : s.docs_train)++;
+    if (p.ends_document) flush();
   }
   void finish(CorpusStats& s) {
-    flush(true);
+    if (open_) flush();
     s.tokens_train = train_.count();
     s.tokens_val = val_.count();
     train_.finish();
@@ -188,18 +194,18 @@ class PartWriter {
   }
 
  private:
-  void flush(bool eos) {
-    if (!has_pending_) return;
-    if (eos) pending_.push_back(eos_);
-    (pending_held_out_ ? val_ : train_).append(pending_);
-    pending_.clear();
-    has_pending_ = false;
+  void flush() {
+    auto ids = tok_.encode(stretch_);
+    ids.push_back(eos_);
+    (held_out_ ? val_ : train_).append(ids);
+    stretch_.clear();
+    open_ = false;
   }
   const Tokenizer& tok_;
   int32_t eos_;
   TokenFileWriter train_, val_;
-  std::vector<int32_t> pending_;
-  bool has_pending_ = false, pending_held_out_ = false, pending_ends_ = false;
+  std::string stretch_;
+  bool open_ = false, held_out_ = false;
 };
 
 }  // namespace

@@ -57,7 +57,10 @@ int cmd_actor(const Args& args) {
       "reward-retries", po::value(&o.reward_retries)->default_value(o.reward_retries), "score retries before giving up")(
       "max-batches", po::value(&o.max_batches)->default_value(o.max_batches), "stop after this many batches (0 = never)");
   // clang-format on
-  if (parse_options(args, "actor", "Generates, scores and pushes rollouts with the newest policy.", d).help) return 0;
+  const auto parsed = parse_options(args, "actor", "Generates, scores and pushes rollouts with the newest policy.", d);
+  if (parsed.help && !parsed.check) return 0;
+  o.validate();
+  if (parsed.check) return 0;
   apply_runtime(threads, o.device);
   apply_transport(transport);
   install_stop_flag();
@@ -86,7 +89,10 @@ int cmd_reward_serve(const Args& args) {
       "missing-eos-penalty", po::value(&o.missing_eos_penalty)->default_value(o.missing_eos_penalty),
       "subtracted from responses that do not end in EOS");
   // clang-format on
-  if (parse_options(args, "reward serve", "Scores rollouts for actors, batching requests.", d).help) return 0;
+  const auto parsed = parse_options(args, "reward serve", "Scores rollouts for actors, batching requests.", d);
+  if (parsed.help && !parsed.check) return 0;
+  scorer.validate();
+  if (parsed.check) return 0;
   apply_runtime(threads, scorer.device);
   apply_transport(transport);
   install_stop_flag();
@@ -201,17 +207,19 @@ int cmd_ppo(const Args& args) {
   add_transport_options(d, transport);
   add_rollout_side_options(d, o.side);
   const auto parsed = parse_options(args, "ppo", "The PPO learner: trains on actors' rollouts, publishes weights.", d);
-  if (parsed.help) return 0;
+  if (parsed.help && !parsed.check) return 0;
   resolve_rollout_side_options(o.side);
-  apply_runtime(threads, o.device);
-  apply_transport(transport);
-  install_stop_signal_handlers();
   o.ppo.estimator = parse_advantage_estimator(choices.estimator);
   o.ppo.kl_placement = parse_kl_placement(choices.kl_in, o.ppo.estimator);
   o.ppo.off_policy = parse_off_policy_correction(choices.off_policy);
   o.ppo.is_level = parse_is_level(choices.is_level);
   const bool in_loss = o.ppo.kl_placement == KlPlacement::kLoss;
   o.ppo.kl_estimator = parse_kl_estimator(choices.kl_estimator == "auto" ? (in_loss ? "k3" : "k1") : choices.kl_estimator);
+  o.ppo.validate();
+  if (parsed.check) return 0;
+  apply_runtime(threads, o.device);
+  apply_transport(transport);
+  install_stop_signal_handlers();
   o.run_config = parsed.resolved;
   return run_ppo_learner(std::move(o));
 }
@@ -244,12 +252,13 @@ int cmd_dpo_online(const Args& args) {
   add_rollout_side_options(d, o.side);
   const auto parsed =
       parse_options(args, "dpo online", "Online DPO: pairs mined from the actors' fresh rollouts, weights published back.", d);
-  if (parsed.help) return 0;
+  if (parsed.help && !parsed.check) return 0;
   resolve_rollout_side_options(o.side);
+  o.dpo.loss.type = parse_dpo_loss_type(loss_type);
+  if (parsed.check) return 0;
   apply_runtime(threads, o.device);
   apply_transport(transport);
   install_stop_signal_handlers();
-  o.dpo.loss.type = parse_dpo_loss_type(loss_type);
   o.run_config = parsed.resolved;
   return run_online_dpo_learner(std::move(o));
 }

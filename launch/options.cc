@@ -62,9 +62,9 @@ void read_config_file(const std::string& path, const std::string& command, po::o
     KEEL_CHECK(std::find(names.begin(), names.end(), section) != names.end(),
                "config file " << path << ": [" << section << "] is not a section of keel " << command << "; its sections are "
                               << joined(names));
-    auto& words = (*sections)[section];
+    auto& words = (*sections)[section];  // "--key", "value": one pair per line of the section
     words.push_back("--" + opt.string_key.substr(dot + 1));
-    words.insert(words.end(), opt.value.begin(), opt.value.end());
+    words.push_back(opt.value.empty() ? "" : opt.value.front());
   }
   po::store(parsed, vm);
 }
@@ -113,6 +113,11 @@ ParsedOptions parse_options(const std::vector<std::string>& args, const std::str
     KEEL_FAIL("keel " << command << ": " << e.what() << " (see keel " << command << " --help)");
   }
   out.resolved = resolved_text(command, desc, vm);
+  if (sections)
+    for (const auto& [name, words] : *sections) {
+      out.resolved += "[" + name + "]\n";
+      for (size_t i = 0; i + 1 < words.size(); i += 2) out.resolved += words[i].substr(2) + " = " + words[i + 1] + "\n";
+    }
   if (check) {
     std::cout << out.resolved;
     out.help = out.check = true;

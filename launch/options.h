@@ -26,7 +26,8 @@ struct ParsedOptions {
 };
 
 // The [section] parts of a --config file, for a command that starts others (keel launch): the
-// options under each header as command-line words ("--key", "value"), values kept whole.
+// options under each header as command-line words, in pairs ("--key", "value"), values kept whole
+// (to the end of the line: quotes stay, and as everywhere in Boost's INI files # starts a comment).
 using ConfigSections = std::map<std::string, std::vector<std::string>>;
 
 // Parses `args` (after the subcommand words). Throws KeelError naming an unknown or bad option,

@@ -118,6 +118,7 @@ const std::map<std::string, std::map<std::string, std::string>>& launcher_set_op
 }
 
 const std::vector<std::string>& pass_through_of(const ActorLearnerJobOptions& o, const std::string& role) {
+  KEEL_CHECK_KIND(ErrorKind::kInternal, role == "learner" || role == "actor" || role == "reward", "no role '" << role << "'");
   return role == "learner" ? o.learner_args : role == "actor" ? o.actor_args : o.reward_args;
 }
 
@@ -127,11 +128,11 @@ std::vector<std::string> role_args(const ActorLearnerJobOptions& o, const std::s
   const auto& pass = pass_through_of(o, role);
   const auto given = option_names(pass);
   std::vector<std::string> out;
-  bool keep = true;
   if (auto it = o.sections.find(role); it != o.sections.end())
-    for (const auto& w : it->second) {
-      if (w.rfind("--", 0) == 0) keep = std::find(given.begin(), given.end(), option_names({w})[0]) == given.end();
-      if (keep) out.push_back(w);
+    for (size_t i = 0; i + 1 < it->second.size(); i += 2) {  // ("--key", "value") pairs
+      const auto& key = it->second[i];
+      if (std::find(given.begin(), given.end(), key.substr(2)) != given.end()) continue;
+      out.insert(out.end(), {key, it->second[i + 1]});
     }
   out.insert(out.end(), pass.begin(), pass.end());
   const auto& fixed = launcher_set_options().at(role);

@@ -139,6 +139,15 @@ std::string family_of(const std::string& key) {
   return slash == std::string::npos ? "other" : key.substr(0, slash);
 }
 
+// Families in the order a reader looks for them: losses, held-out results, the RL update, then
+// the plumbing; any other family after these, alphabetically.
+int family_rank(const std::string& family) {
+  static const char* order[] = {"train", "eval", "ppo", "online", "pairs", "replay", "credits", "actors", "wire"};
+  for (int i = 0; i < 9; ++i)
+    if (family == order[i]) return i;
+  return 9;
+}
+
 // The newest checkpoint's resolved configuration, and the launcher's when the run is a job's learner.
 std::string configuration(const Series& s) {
   std::string out;
@@ -205,7 +214,10 @@ ReportSummary write_run_report(const ReportOptions& o) {
     html << "<span style=\"color:" << kColors[i % 8] << "\">&#9632; " << escape(series[i].name) << " (" << series[i].lines
          << " metric lines)</span>";
   html << "</p>\n";
-  for (auto& [family, keys] : families) {
+  std::vector<std::pair<std::string, std::vector<std::string>>> ordered(families.begin(), families.end());
+  std::stable_sort(ordered.begin(), ordered.end(),
+                   [](const auto& a, const auto& b) { return family_rank(a.first) < family_rank(b.first); });
+  for (auto& [family, keys] : ordered) {
     std::sort(keys.begin(), keys.end());
     html << "<h2>" << escape(family) << "</h2>\n<div class=\"plots\">\n";
     for (const auto& k : keys) html << plot(k, series);
@@ -216,7 +228,13 @@ ReportSummary write_run_report(const ReportOptions& o) {
   for (const auto& s : series)
     html << "<h3>" << escape(s.name) << "</h3>\n<pre class=\"config\">" << escape(configuration(s)) << "</pre>\n";
   std::string samples;
-  for (const auto& s : series) samples += rollout_samples(s, o.rollout_samples, sum.rollout_logs);
+  for (const auto& s : series) {
+    try {
+      samples += rollout_samples(s, o.rollout_samples, sum.rollout_logs);
+    } catch (const KeelError& e) {  // a log being written, or damaged: the rest of the report stands
+      samples += "<p>" + escape(s.name) + ": the rollout log could not be read: " + escape(e.what()) + "</p>\n";
+    }
+  }
   if (!samples.empty()) html << "<h2>rollouts</h2>\n" << samples;
   // The browser's own parse of each series (what a test with a headless browser reads back).
   html << "<script>document.querySelectorAll('polyline').forEach(function(p){p.setAttribute('data-drawn', "

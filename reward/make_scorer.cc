@@ -3,18 +3,19 @@
 
 namespace keel {
 
+void ScorerOptions::validate() const {
+  KEEL_CHECK(kind == "task" || kind == "program" || kind == "model",
+             "unknown reward kind '" << kind << "' (task, program, model)");
+  KEEL_CHECK(kind != "program" || !program.empty(), "--kind program needs --program");
+  KEEL_CHECK(kind != "program" || program_timeout_ms > 0, "--program-timeout-ms must be positive");
+  KEEL_CHECK(kind != "model" || !model.empty(), "--kind model needs --model");
+}
+
 std::unique_ptr<Scorer> make_scorer(const ScorerOptions& o) {
+  o.validate();
   if (o.kind == "task") return make_task_scorer();
-  if (o.kind == "program") {
-    KEEL_CHECK(!o.program.empty(), "--kind program needs --program");
-    KEEL_CHECK(o.program_timeout_ms > 0, "--program-timeout-ms must be positive");
-    return make_program_scorer(o.program, o.program_timeout_ms);
-  }
-  if (o.kind == "model") {
-    KEEL_CHECK(!o.model.empty(), "--kind model needs --model");
-    return make_model_scorer(o.model, o.device);
-  }
-  KEEL_FAIL("unknown reward kind '" << o.kind << "' (task, program, model)");
+  if (o.kind == "program") return make_program_scorer(o.program, o.program_timeout_ms);
+  return make_model_scorer(o.model, o.device);
 }
 
 }  // namespace keel

@@ -101,11 +101,13 @@ class ProgramScorer : public Scorer {
       child_.reset();
     }
     if (child_ && !child_->running()) child_.reset();  // stopped (and reaped) before another starts
-    if (!child_) child_ = std::make_unique<ChildProcess>(command_, stderr_path_);
     const uint64_t first = next_id_;
     next_id_ += items.size();
+    std::string in;  // built first: an item keel cannot write fails its batch without touching the program
+    for (size_t i = 0; i < items.size(); ++i) in += item_line(items[i], first + i) + "\n";
+    if (!child_) child_ = std::make_unique<ChildProcess>(command_, stderr_path_);
     try {
-      auto results = exchange(items, first);
+      auto results = exchange(in, items.size(), first);
       forward_stderr();
       return results;
     } catch (const KeelError& e) {
@@ -136,17 +138,15 @@ class ProgramScorer : public Scorer {
     last_stderr_ = fresh.size() > 400 ? "..." + fresh.substr(fresh.size() - 400) : fresh;
   }
 
-  std::vector<ScoreResult> exchange(const std::vector<wire::ScoreItem>& items, uint64_t first) {
-    std::string in;
-    for (size_t i = 0; i < items.size(); ++i) in += item_line(items[i], first + i) + "\n";
+  std::vector<ScoreResult> exchange(const std::string& in, size_t count, uint64_t first) {
     bool eof = false;
     const auto out = child_->exchange(
-        in, [&](const std::string& o) { return count_lines(o) >= items.size(); },
-        Clock::now() + std::chrono::milliseconds(timeout_ms_), &eof);
+        in, [&](const std::string& o) { return count_lines(o) >= count; }, Clock::now() + std::chrono::milliseconds(timeout_ms_),
+        &eof);
     const auto lines = split_lines(out.substr(0, out.rfind('\n') + 1));
-    if (lines.size() < items.size()) {
+    if (lines.size() < count) {
       std::ostringstream why;
-      why << "reward program '" << command_ << "' answered " << lines.size() << " of " << items.size() << " items";
+      why << "reward program '" << command_ << "' answered " << lines.size() << " of " << count << " items";
       if (eof)
         why << " and closed its output (exited?)";
       else
@@ -155,9 +155,9 @@ class ProgramScorer : public Scorer {
     }
     // A line more than asked for (now or a moment later) means the answers cannot be trusted.
     std::string extra = out.substr(out.rfind('\n') + 1) + settle();
-    KEEL_CHECK_KIND(ErrorKind::kPeer, lines.size() == items.size() && extra.empty(),
+    KEEL_CHECK_KIND(ErrorKind::kPeer, lines.size() == count && extra.empty(),
                     "reward program '" << command_ << "' printed more than one line per item (" << lines.size() << " lines for "
-                                       << items.size() << " items, then '" << extra.substr(0, 80) << "'): logs belong on stderr");
+                                       << count << " items, then '" << extra.substr(0, 80) << "'): logs belong on stderr");
     return match(lines, first);
   }
 

@@ -44,6 +44,7 @@ struct ScorerOptions {
   int program_timeout_ms = 8000;  // kind program: deadline of one batch
   std::string model;              // kind model: a reward-model directory
   std::string device = "cpu";
+  void validate() const;  // a known kind with what it needs
 };
 std::unique_ptr<Scorer> make_scorer(const ScorerOptions& o);
 

@@ -69,6 +69,9 @@ TEST(LaunchConfig, ABadSectionOrOptionIsNamedBeforeAnythingStarts) {
   EXPECT_EQ(l.r.code, 1);
   EXPECT_NE(l.r.output.find("the learner's options are not valid"), std::string::npos) << l.r.output;
   EXPECT_NE(l.r.output.find("learning-rate"), std::string::npos) << l.r.output;
+  l = check_launch("launch_cfg_value", "[learner]\nestimator = ppo2\n[reward]\nprogram = python3 s.py\n");
+  EXPECT_EQ(l.r.code, 1);
+  EXPECT_NE(l.r.output.find("ppo2"), std::string::npos) << "a bad value, not only an unknown option\n" << l.r.output;
   l = check_launch("launch_cfg_fixed", "[learner]\nout = elsewhere\n");
   EXPECT_EQ(l.r.code, 1);
   EXPECT_NE(l.r.output.find("the learner's --out is set by keel launch itself (--out)"), std::string::npos) << l.r.output;
