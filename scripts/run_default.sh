@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: installs and builds keel, then runs the pipeline on the
 # fortunes corpus (Debian package "fortunes") and the built-in tasks:
-#   tokenizer -> token files -> pretrain -> SFT -> PPO (keel launch: reward service, learner, 2 actors)
-#   -> held-out task accuracy of each stage -> samples.
-# Everything lands in runs/default (override with KEEL_RUN_DIR). About 15 minutes on 2 cores.
+#   tokenizer -> token files -> pretrain -> SFT -> PPO on arithmetic (keel launch: reward service, learner, 2 actors)
+#   -> held-out task accuracy of each stage -> samples -> an HTML report of the runs.
+# Everything lands in runs/default (override with KEEL_RUN_DIR). About half an hour on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -35,10 +35,12 @@ $keel sft --init "$run/pretrain/model" --train-file "$run/tasks_train.jsonl" --e
   --out "$run/sft" --seq-len 128 --batch-size 16 --steps 1000 --lr 1.5e-3 --warmup-steps 30 \
   --eval-every 500 --checkpoint-every 500 --log-every 100
 
-step "PPO: keel launch with the task-checker reward service, a learner and 2 actors (sort family)"
+# Arithmetic is the family with the most headroom (SFT greedy 0.51 against a pass@8 of 0.82,
+# docs/rl_learning.md); 256 rollouts per update give steps above the noise of 4-token answers.
+step "PPO: keel launch with the task-checker reward service, a learner and 2 actors (arithmetic family)"
 $keel launch --out "$run/ppo" --init "$run/sft/model" --actors 2 \
-  --ppo-args "--updates 20 --rollouts-per-update 64 --eval-every 40 --eval-per-family 100 --eval-families sort --lr 5e-5 --kl-coef 0.02 --rollout-log $run/ppo/rollouts.h5" \
-  --actor-args "--batch-prompts 16 --families sort"
+  --ppo-args "--updates 65 --rollouts-per-update 256 --epochs 1 --minibatches 1 --lr 5e-5 --kl-coef 0.04 --eval-every 65 --eval-per-family 100 --eval-families arithmetic --rollout-log $run/ppo/rollouts.h5" \
+  --actor-args "--batch-prompts 32 --families arithmetic"
 
 step "held-out task accuracy (greedy, 100 per family): pretrained, SFT, PPO"
 $keel eval tasks --model "$run/pretrain/model" --per-family 100 --out "$run/eval_pretrain.json" > /dev/null
@@ -67,5 +69,8 @@ $keel generate --model "$run/ppo/learner/model" --temperature 0 --max-new-tokens
   --prompt "Sort the words: pearl maple cloud" --prompt "Count the words: honey piano lemon ocean" \
   --out "$run/samples.jsonl" 2>/dev/null
 cat "$run/samples.jsonl"
+
+step "report: every stage's metrics, configuration and the last rollouts, in one HTML page"
+$keel report "$run" --out "$run/report.html" --title "keel default job"
 echo
-echo "done: $run (metrics: $run/*/metrics.jsonl; tensorboard --logdir $run)"
+echo "done: $run (open $run/report.html in a browser; metrics: $run/*/metrics.jsonl)"

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "actors/prompt_eval.h"
 #include "core/corpus.h"
 #include "core/metrics.h"
 #include "core/sft_data.h"
@@ -179,6 +180,19 @@ TEST(ChatTemplate, TurnsEndWithEosAndThePromptStartsWithOneBos) {
             make_sft_example("User: Compute 1 + 2.\n\nAssistant: ", "3", *tok).prompt);
   EXPECT_NE(test::keel_error_of([] { parse_prompt_template("alpaca"); }).find("chat, none, chatml, llama2, llama3, zephyr"),
             std::string::npos);
+}
+
+// The held-out prompts of a run are read before it starts: a bad line stops it naming file:line.
+TEST(PromptEval, ABadEvalPromptsLineIsNamedByFileAndLine) {
+  auto tok = gpt2();
+  const std::string dir = test::temp_dir("eval_prompts_bad");
+  test::write_text(dir + "/eval.jsonl", "{\"prompt\": \"2+2?\", \"answer\": \"4\"}\n{\"answer\": \"5\"}\n");
+  PromptEvalOptions o;
+  o.prompts_file = dir + "/eval.jsonl";
+  o.prompt_template = "chat";
+  const auto err = test::keel_error_of(
+      [&] { make_prompt_eval(o, *tok, 1.0, [](const std::vector<wire::ScoreItem>&) { return std::vector<float>{}; }); });
+  EXPECT_NE(err.find("eval.jsonl:2: missing string field 'prompt'"), std::string::npos) << err;
 }
 
 TEST(SftData, PromptResponseAndChatFormsFollowTheTemplate) {
