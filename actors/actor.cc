@@ -31,6 +31,8 @@ void ActorOptions::validate() const {
   KEEL_CHECK(batch_prompts > 0 && group_size > 0, "batch-prompts and group-size must be positive");
   KEEL_CHECK(reward_retries >= 0 && reward_timeout_ms > 0, "bad reward retry settings");
   sampling.validate();
+  KEEL_CHECK(decode_dtype == "float32" || decode_dtype == "bfloat16",
+             "--decode-dtype is float32 or bfloat16, got '" << decode_dtype << "'");
   // The learner recomputes log-probs under the full softmax at --temperature (learner/sampling_contract.h).
   KEEL_CHECK(sampling.temperature > 0,
              "an RL actor needs --temperature > 0: greedy samples have no sampling log-probs for the learner's ratio");
@@ -114,6 +116,7 @@ ActorLoop::ActorLoop(const ActorOptions& o, const std::atomic<bool>& stop)
   tok_ = std::move(loaded.tokenizer);
   model_ = loaded.model;
   model_->eval();
+  if (o.decode_dtype == "bfloat16") model_->set_decode_dtype(torch::kBFloat16);
   prompts_ = load_prompts(o, *tok_);
   std::mt19937_64 order_rng(o.sampling.seed * 7919ull + static_cast<uint64_t>(o.rank));
   std::shuffle(prompts_.begin(), prompts_.end(), order_rng);
@@ -121,7 +124,11 @@ ActorLoop::ActorLoop(const ActorOptions& o, const std::atomic<bool>& stop)
 
 bool ActorLoop::load_newest() {
   uint64_t v = 0;
-  if (!weights_.load_newest(model_, &v)) return false;
+  const auto t0 = Clock::now();
+  const bool loaded = weights_.load_newest(model_, &v);
+  if (loaded && o_.decode_dtype == "bfloat16") model_->set_decode_dtype(torch::kBFloat16);  // copies of the new weights
+  st_.seconds_loading_weights += std::chrono::duration<double>(Clock::now() - t0).count();
+  if (!loaded) return false;
   st_.version = v;
   heartbeat_.set_version(v);
   ++st_.weight_loads;
@@ -235,7 +242,9 @@ bool ActorLoop::one_batch() {
   SamplingConfig sc = o_.sampling;
   sc.seed = o_.sampling.seed + static_cast<uint64_t>(st_.batches) * static_cast<uint64_t>(o_.world) +
             static_cast<uint64_t>(o_.rank) + o_.incarnation * 0x9E3779B97F4A7C15ull;
+  const auto t_sample = Clock::now();
   const auto samples = sample(model_, ids, sc, tok_->specials().eos, tok_->specials().pad);
+  st_.seconds_generating += std::chrono::duration<double>(Clock::now() - t_sample).count();
   if (!weights_.unchanged_since_load()) {
     // The parameters were shared memory that the learner rewrote meanwhile: not one version.
     ++st_.discarded_batches;
@@ -250,12 +259,16 @@ bool ActorLoop::one_batch() {
     req.items.push_back({batch[i]->text, tok_->decode(resp), batch[i]->tokens, samples.responses[i],
                          static_cast<bool>(samples.finished[i]), batch[i]->fields});
   }
+  const auto t_score = Clock::now();
   const auto reply = score(req);
+  st_.seconds_scoring += std::chrono::duration<double>(Clock::now() - t_score).count();
   if (stop_.load()) return false;
   KEEL_CHECK(reply, name_ << ": the reward service did not answer after " << o_.reward_retries << " retries");
   auto rb = make_batch(batch, samples, req, *reply, sc.seed);
   rb.credit_id = *credit;
+  const auto t_push = Clock::now();
   push(rb);
+  st_.seconds_sending += std::chrono::duration<double>(Clock::now() - t_push).count();
   ++st_.batches;
   st_.rollouts += static_cast<int64_t>(rb.rollouts.size());
   return true;
@@ -283,7 +296,9 @@ std::string describe_actor_stats(const ActorStats& st, int rank) {
   os << "actor " << rank << ": " << st.batches << " batches, " << st.rollouts << " rollouts, " << st.weight_loads
      << " weight loads, version " << st.version << ", " << st.seconds_waiting_for_weights << " s of " << st.seconds
      << " s waiting for weights, " << st.seconds_waiting_for_credit << " s waiting for credit (" << st.credit_refusals
-     << " refusals), " << st.discarded_batches << " batches discarded";
+     << " refusals), " << st.discarded_batches << " batches discarded; " << st.seconds_generating << " s generating, "
+     << st.seconds_scoring << " s scoring, " << st.seconds_loading_weights << " s loading weights, " << st.seconds_sending
+     << " s sending";
   return os.str();
 }
 

@@ -46,6 +46,9 @@ struct ActorOptions {
   int reward_retries = 30;  // then the actor exits with an error
   int64_t max_batches = 0;  // 0 = until shutdown
   std::string device = "cpu";
+  // float32 | bfloat16: the weights decoding reads (bfloat16 copies halve the bytes per step; the
+  // learner sees the log-prob gap this causes as ppo/logp_gap_* and corrects it off-policy).
+  std::string decode_dtype = "float32";
   void validate() const;
 };
 
@@ -57,6 +60,9 @@ struct ActorStats {
   double seconds_waiting_for_credit = 0;
   int64_t credit_refusals = 0;
   double seconds = 0;  // the whole run
+  // Where the run's time went besides waiting (seconds): sampling responses, the reward service's
+  // answer, taking new weights into the model, handing rollouts to the learner.
+  double seconds_generating = 0, seconds_scoring = 0, seconds_loading_weights = 0, seconds_sending = 0;
 };
 
 // One line: what an actor did (printed when it ends).

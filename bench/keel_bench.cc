@@ -6,6 +6,7 @@
 //   keel_bench weights  [d L P]       publish policy versions to 2 actor processes (P: shm | shm-copy | chunks), vs memcpy
 //   keel_bench learner_scaling [W d L T B]  the training loop on W Gloo ranks: tokens/s, all-reduce wait share
 //   keel_bench transport [R T]        R rollouts of T tokens: encode, send, receive, decode over loopback TCP
+//   keel_bench bandwidth | decode DIR [B N DTYPE] | check DIR INPUTS REF   at real model sizes (bench/size_bench.h)
 //   keel_bench stream PATH [B K]      one shuffled epoch (blocks of K pairs) of a preference buffer in batches of B pairs:
 //                                     pairs/s, tokens/s, peak RSS (bench/stream_larger_than_ram.sh)
 // bench/reference_bench.py measures the same in Python PyTorch eager; bench/run.sh compares.
@@ -26,6 +27,7 @@
 #include <thread>
 
 #include "actors/sampler.h"
+#include "bench/size_bench.h"
 #include "wire/weights/receiver.h"
 #include "core/checkpoint.h"
 #include "core/kernel_isa.h"
@@ -411,6 +413,12 @@ int main(int argc, char** argv) {
                     arg(argc, argv, 5, 256), arg(argc, argv, 6, 8), 8192, !std::getenv("KEEL_BENCH_NO_OVERLAP"));
   else if (mode == "transport")
     transport(arg(argc, argv, 2, 64), arg(argc, argv, 3, 256));
+  else if (mode == "bandwidth")
+    keel::bench::bandwidth();
+  else if (mode == "decode" && argc > 2)
+    keel::bench::decode(argv[2], arg(argc, argv, 3, 1), arg(argc, argv, 4, 64), argc > 5 ? argv[5] : "float32");
+  else if (mode == "check" && argc > 4)
+    keel::bench::check(argv[2], argv[3], argv[4]);
   else if (mode == "stream" && argc > 2)
     stream(argv[2], arg(argc, argv, 3, 64), arg(argc, argv, 4, 0));
   else {

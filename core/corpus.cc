@@ -217,7 +217,10 @@ CorpusStats tokenize_corpus(const CorpusOptions& o, const Tokenizer& tok, const 
   CorpusStats s;
   s.files = static_cast<int64_t>(list_files(o).size());
   for_each_piece(o, [&](const CorpusPiece& p) { parts.add(p, s); });
-  KEEL_CHECK(s.docs_train > 0, "corpus has no training text");
+  KEEL_CHECK(s.docs_train > 0, "corpus has no training text: all "
+                                   << s.docs_val << " piece(s) drawn for held-out at --val-fraction " << o.val_fraction
+                                   << "; lower --val-fraction, or cut the text finer with "
+                                      "--split block (--block-chars), --split paragraph or --split tail");
   KEEL_CHECK(s.docs_val > 0,
              "corpus has no held-out text: " << s.docs_train << " piece(s), none drawn at --val-fraction " << o.val_fraction
                                              << "; raise --val-fraction, or cut the text finer with "

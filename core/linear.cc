@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <unordered_map>
 #include <utility>
 
 #include "core/error.h"
@@ -16,6 +17,8 @@ namespace keel {
 namespace {
 
 namespace F = torch::nn::functional;
+
+thread_local const DecodeWeights* current_decode_weights = nullptr;
 
 // Vectors of L floats: one register of AVX-512 (16), AVX (8) or SSE (4).
 template <int L>
@@ -46,6 +49,34 @@ inline __attribute__((always_inline)) void store(float* p, Vec<L> v) {
   __builtin_memcpy(p, &v, sizeof v);
 }
 
+// A weight element is float32, or bfloat16 (decoding copies, DecodeWeights) kept as the upper 16
+// bits of a float32: widened in registers, so products still accumulate in float32.
+using Bf16 = uint16_t;
+template <int L>
+struct Halves {
+  typedef uint16_t type __attribute__((vector_size(2 * L)));
+};
+template <int L>
+struct Words {
+  typedef uint32_t type __attribute__((vector_size(4 * L)));
+};
+template <int L>
+inline __attribute__((always_inline)) Vec<L> load(const Bf16* p) {
+  typename Halves<L>::type h;
+  __builtin_memcpy(&h, p, sizeof h);
+  const auto bits = __builtin_convertvector(h, typename Words<L>::type) << 16;
+  Vec<L> v;
+  __builtin_memcpy(&v, &bits, sizeof v);
+  return v;
+}
+inline float to_float(float w) { return w; }
+inline float to_float(Bf16 w) {
+  const uint32_t bits = static_cast<uint32_t>(w) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
 // Register tiles per instruction set: W [K, N] takes rows of x in blocks of kn_rows and 2L output
 // columns; W [N, K] takes rows of x in pairs and L/2 output columns (L accumulators).
 template <int L>
@@ -62,8 +93,8 @@ constexpr int64_t nk_cols() {
 }
 
 // W [K, N]: 2L columns of MR rows; each row segment of W feeds MR rows of x.
-template <int L, int MR>
-inline __attribute__((always_inline)) void kn_tile(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K,
+template <int L, int MR, class W>
+inline __attribute__((always_inline)) void kn_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K,
                                                    const float* bias, float* y, int64_t ldy) {
   Vec<L> acc[MR][2];
   const Vec<L> b0 = bias ? load<L>(bias) : Vec<L>{}, b1 = bias ? load<L>(bias + L) : Vec<L>{};
@@ -111,8 +142,8 @@ inline __attribute__((always_inline)) Vec<L> lane_sums(Vec<L> (&a)[L]) {
 // W [N, K]: L/2 rows of W (output columns) against MR <= 2 rows of x, as dot products along K.
 // The accumulator of output lane p = m * L/2 + j sits at a[bit_reversed(p)], so the reduction
 // tree leaves the sums in output order.
-template <int L, int MR>
-inline __attribute__((always_inline)) void nk_tile(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K,
+template <int L, int MR, class W>
+inline __attribute__((always_inline)) void nk_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K,
                                                    const float* bias, float* y, int64_t ldy, bool prefetch) {
   static_assert(MR == 1 || MR == 2);
   constexpr int NR = L / 2;
@@ -132,48 +163,48 @@ inline __attribute__((always_inline)) void nk_tile(const float* x, int64_t ldx, 
   for (int m = 0; m < MR; ++m)
     for (int j = 0; j < NR; ++j) {
       float v = sums[m * NR + j] + (bias ? bias[j] : 0.0f);
-      for (int64_t k = kv; k < K; ++k) v += x[m * ldx + k] * w[j * ldw + k];
+      for (int64_t k = kv; k < K; ++k) v += x[m * ldx + k] * to_float(w[j * ldw + k]);
       y[m * ldy + j] = v;
     }
 }
 
 // Full tiles [tile_begin, tile_end) of W [K, N]; each tile runs over every row block while its
 // slice of W is in cache.
-template <int L>
-inline __attribute__((always_inline)) void kn_tiles(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K,
+template <int L, class W>
+inline __attribute__((always_inline)) void kn_tiles(const float* x, int64_t ldx, int64_t M, const W* w, int64_t N, int64_t K,
                                                     const float* bias, float* y, int64_t ldy, int64_t tile_begin,
                                                     int64_t tile_end) {
   for (int64_t t = tile_begin; t < tile_end; ++t) {
     const int64_t n0 = t * kn_cols<L>();
     for (int64_t m0 = 0; m0 < M; m0 += kn_rows<L>()) {
       const float* xb = x + m0 * ldx;
-      const float* wt = w + n0;
+      const W* wt = w + n0;
       const float* bt = bias ? bias + n0 : nullptr;
       float* yb = y + m0 * ldy + n0;
       switch (std::min(kn_rows<L>(), M - m0)) {
         case 8:
-          if constexpr (kn_rows<L>() >= 8) kn_tile<L, 8>(xb, ldx, wt, N, K, bt, yb, ldy);
+          if constexpr (kn_rows<L>() >= 8) kn_tile<L, 8, W>(xb, ldx, wt, N, K, bt, yb, ldy);
           break;
         case 7:
-          if constexpr (kn_rows<L>() >= 7) kn_tile<L, 7>(xb, ldx, wt, N, K, bt, yb, ldy);
+          if constexpr (kn_rows<L>() >= 7) kn_tile<L, 7, W>(xb, ldx, wt, N, K, bt, yb, ldy);
           break;
         case 6:
-          if constexpr (kn_rows<L>() >= 6) kn_tile<L, 6>(xb, ldx, wt, N, K, bt, yb, ldy);
+          if constexpr (kn_rows<L>() >= 6) kn_tile<L, 6, W>(xb, ldx, wt, N, K, bt, yb, ldy);
           break;
         case 5:
-          if constexpr (kn_rows<L>() >= 5) kn_tile<L, 5>(xb, ldx, wt, N, K, bt, yb, ldy);
+          if constexpr (kn_rows<L>() >= 5) kn_tile<L, 5, W>(xb, ldx, wt, N, K, bt, yb, ldy);
           break;
         case 4:
-          kn_tile<L, 4>(xb, ldx, wt, N, K, bt, yb, ldy);
+          kn_tile<L, 4, W>(xb, ldx, wt, N, K, bt, yb, ldy);
           break;
         case 3:
-          kn_tile<L, 3>(xb, ldx, wt, N, K, bt, yb, ldy);
+          kn_tile<L, 3, W>(xb, ldx, wt, N, K, bt, yb, ldy);
           break;
         case 2:
-          kn_tile<L, 2>(xb, ldx, wt, N, K, bt, yb, ldy);
+          kn_tile<L, 2, W>(xb, ldx, wt, N, K, bt, yb, ldy);
           break;
         default:
-          kn_tile<L, 1>(xb, ldx, wt, N, K, bt, yb, ldy);
+          kn_tile<L, 1, W>(xb, ldx, wt, N, K, bt, yb, ldy);
           break;
       }
     }
@@ -181,53 +212,63 @@ inline __attribute__((always_inline)) void kn_tiles(const float* x, int64_t ldx,
 }
 
 // Full tiles [tile_begin, tile_end) of W [N, K].
-template <int L>
-inline __attribute__((always_inline)) void nk_tiles(const float* x, int64_t ldx, int64_t M, const float* w, int64_t K,
+template <int L, class W>
+inline __attribute__((always_inline)) void nk_tiles(const float* x, int64_t ldx, int64_t M, const W* w, int64_t K,
                                                     const float* bias, float* y, int64_t ldy, int64_t tile_begin,
                                                     int64_t tile_end) {
   for (int64_t t = tile_begin; t < tile_end; ++t) {
     const int64_t n0 = t * nk_cols<L>();
-    const float* wt = w + n0 * K;
+    const W* wt = w + n0 * K;
     const float* bt = bias ? bias + n0 : nullptr;
     int64_t m0 = 0;
-    for (; m0 + 2 <= M; m0 += 2) nk_tile<L, 2>(x + m0 * ldx, ldx, wt, K, K, bt, y + m0 * ldy + n0, ldy, m0 == 0);
-    if (m0 < M) nk_tile<L, 1>(x + m0 * ldx, ldx, wt, K, K, bt, y + m0 * ldy + n0, ldy, m0 == 0);
+    for (; m0 + 2 <= M; m0 += 2) nk_tile<L, 2, W>(x + m0 * ldx, ldx, wt, K, K, bt, y + m0 * ldy + n0, ldy, m0 == 0);
+    if (m0 < M) nk_tile<L, 1, W>(x + m0 * ldx, ldx, wt, K, K, bt, y + m0 * ldy + n0, ldy, m0 == 0);
   }
 }
 
 // Plain loops for the columns that do not fill a tile.
-void edge_columns(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K, bool w_is_kn, const float* bias,
+template <class W>
+void edge_columns(const float* x, int64_t ldx, int64_t M, const W* w, int64_t N, int64_t K, bool w_is_kn, const float* bias,
                   float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = n_begin; n < n_end; ++n) {
       float v = bias ? bias[n] : 0.0f;
-      for (int64_t k = 0; k < K; ++k) v += x[m * ldx + k] * (w_is_kn ? w[k * N + n] : w[n * K + k]);
+      for (int64_t k = 0; k < K; ++k) v += x[m * ldx + k] * to_float(w_is_kn ? w[k * N + n] : w[n * K + k]);
       y[m * ldy + n] = v;
     }
 }
 
-// The kernels compiled for each instruction set; the set is picked once from the CPU.
+// The kernels compiled for each instruction set, for each weight type; the set is picked once from the CPU.
+template <class W>
+struct KernelsOf {
+  void (*kn)(const float*, int64_t, int64_t, const W*, int64_t, int64_t, const float*, float*, int64_t, int64_t, int64_t);
+  void (*nk)(const float*, int64_t, int64_t, const W*, int64_t, const float*, float*, int64_t, int64_t, int64_t);
+};
 struct Kernels {
   int64_t kn_cols, nk_cols;
-  void (*kn)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, int64_t, int64_t);
-  void (*nk)(const float*, int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t, int64_t);
+  KernelsOf<float> f32;
+  KernelsOf<Bf16> bf16;
 };
-#define KEEL_KERNELS(NAME, TARGET, L)                                                                                    \
-  TARGET void NAME##_kn(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K, const float* bias, \
-                        float* y, int64_t ldy, int64_t t0, int64_t t1) {                                                 \
-    kn_tiles<L>(x, ldx, M, w, N, K, bias, y, ldy, t0, t1);                                                               \
-  }                                                                                                                      \
-  TARGET void NAME##_nk(const float* x, int64_t ldx, int64_t M, const float* w, int64_t K, const float* bias, float* y,  \
-                        int64_t ldy, int64_t t0, int64_t t1) {                                                           \
-    nk_tiles<L>(x, ldx, M, w, K, bias, y, ldy, t0, t1);                                                                  \
-  }                                                                                                                      \
-  constexpr Kernels NAME = {kn_cols<L>(), nk_cols<L>(), NAME##_kn, NAME##_nk};
+#define KEEL_KERNELS_OF(NAME, TARGET, L, W)                                                                                      \
+  TARGET void NAME##_kn(const float* x, int64_t ldx, int64_t M, const W* w, int64_t N, int64_t K, const float* bias, float* y,   \
+                        int64_t ldy, int64_t t0, int64_t t1) {                                                                   \
+    kn_tiles<L, W>(x, ldx, M, w, N, K, bias, y, ldy, t0, t1);                                                                    \
+  }                                                                                                                              \
+  TARGET void NAME##_nk(const float* x, int64_t ldx, int64_t M, const W* w, int64_t K, const float* bias, float* y, int64_t ldy, \
+                        int64_t t0, int64_t t1) {                                                                                \
+    nk_tiles<L, W>(x, ldx, M, w, K, bias, y, ldy, t0, t1);                                                                       \
+  }
+#define KEEL_KERNELS(NAME, TARGET, L)          \
+  KEEL_KERNELS_OF(NAME##F32, TARGET, L, float) \
+  KEEL_KERNELS_OF(NAME##Bf16, TARGET, L, Bf16) \
+  constexpr Kernels NAME = {kn_cols<L>(), nk_cols<L>(), {NAME##F32_kn, NAME##F32_nk}, {NAME##Bf16_kn, NAME##Bf16_nk}};
 #if defined(__x86_64__)
 KEEL_KERNELS(kAvx512Kernels, __attribute__((target("avx512f"))), 16)
 KEEL_KERNELS(kAvx2Kernels, __attribute__((target("avx2,fma"))), 8)
 #endif
 KEEL_KERNELS(kGenericKernels, , 4)
 #undef KEEL_KERNELS
+#undef KEEL_KERNELS_OF
 
 const Kernels& kernels_for(KernelIsa isa) {
   switch (isa) {
@@ -248,19 +289,20 @@ torch::Tensor rows_of(const torch::Tensor& x, int64_t K) {
   return x2.stride(1) == 1 ? x2 : x2.contiguous();
 }
 
-torch::Tensor small_product(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, bool kn) {
-  const int64_t K = x.size(-1), N = kn ? weight.size(1) : weight.size(0);
+// y = x · W (+ bias) with W's elements of type W (float32 or bfloat16 bits).
+template <class W>
+torch::Tensor small_product(const torch::Tensor& x, const W* wp, int64_t N, const torch::Tensor& bias, bool kn,
+                            const KernelsOf<W>& k, int64_t tile) {
+  const int64_t K = x.size(-1);
   auto x2 = rows_of(x, K);
   const int64_t M = x2.size(0), ldx = x2.stride(0);
   auto out_shape = x.sizes().vec();
   out_shape.back() = N;
   auto y = torch::empty({M, N}, x.options());
   const float* xp = x2.data_ptr<float>();
-  const float* wp = weight.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  const Kernels& k = kernels_for(kernel_isa());
-  const int64_t tile = kn ? k.kn_cols : k.nk_cols, tiles = N / tile;
+  const int64_t tiles = N / tile;
   // Enough multiply-adds per task (~64k) that handing tiles to another thread pays.
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K * tile));
   at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) {
@@ -273,7 +315,42 @@ torch::Tensor small_product(const torch::Tensor& x, const torch::Tensor& weight,
   return y.view(out_shape);
 }
 
+// The small-row product with `weight`, or with its decoding copy when the thread has one.
+torch::Tensor small_product(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, bool kn) {
+  const Kernels& k = kernels_for(kernel_isa());
+  const int64_t N = kn ? weight.size(1) : weight.size(0), tile = kn ? k.kn_cols : k.nk_cols;
+  const torch::Tensor copy = current_decode_weights ? current_decode_weights->find(weight) : torch::Tensor();
+  if (copy.defined())
+    return small_product(x, reinterpret_cast<const Bf16*>(copy.data_ptr<at::BFloat16>()), N, bias, kn, k.bf16, tile);
+  return small_product(x, weight.data_ptr<float>(), N, bias, kn, k.f32, tile);
+}
+
 }  // namespace
+
+void DecodeWeights::refresh(const std::vector<torch::Tensor>& weights) {
+  torch::NoGradGuard no_grad;
+  std::unordered_map<const void*, Copy> copies;
+  for (const auto& w : weights) {
+    KEEL_CHECK(w.dim() == 2 && w.scalar_type() == torch::kFloat32 && w.device().is_cpu(),
+               "decoding copies are made of float32 CPU weight matrices, got " << w.sizes() << " " << w.scalar_type());
+    copies[w.unsafeGetTensorImpl()] = {w, w.detach().to(torch::kBFloat16).contiguous()};
+  }
+  copies_ = std::move(copies);
+}
+
+torch::Tensor DecodeWeights::find(const torch::Tensor& weight) const {
+  const auto it = copies_.find(weight.unsafeGetTensorImpl());
+  return it == copies_.end() ? torch::Tensor() : it->second.copy;
+}
+
+int64_t DecodeWeights::bytes() const {
+  int64_t b = 0;
+  for (const auto& [key, c] : copies_) b += static_cast<int64_t>(c.copy.nbytes());
+  return b;
+}
+
+DecodeWeightsScope::DecodeWeightsScope(const DecodeWeights* w) : previous_(current_decode_weights) { current_decode_weights = w; }
+DecodeWeightsScope::~DecodeWeightsScope() { current_decode_weights = previous_; }
 
 bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   // The generic build (SSE, NEON) is not faster than OpenBLAS's own kernels: it runs only when a

@@ -11,6 +11,9 @@
 
 #include <torch/torch.h>
 
+#include <unordered_map>
+#include <vector>
+
 namespace keel {
 
 inline constexpr int64_t kMaxSmallRows = 64;
@@ -23,5 +26,37 @@ torch::Tensor linear_kn(const torch::Tensor& x, const torch::Tensor& weight, con
 
 // Whether x · weight (+ bias) takes the in-place kernels rather than LibTorch (for tests and benchmarks).
 bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
+
+// bfloat16 copies of weight matrices for decoding, which is bound by the bytes of weights each
+// step reads: with a copy in scope (DecodeWeightsScope) the small-row kernels read it instead of
+// the float32 weight, widening each element to float32 in registers, so products still
+// accumulate in float32 (the result equals the float32 product with the weight rounded to
+// bfloat16, up to summation order). Products with more rows (a prompt's prefill) and autograd keep
+// the float32 weights. Copies are taken by refresh(), after every change of the weights.
+class DecodeWeights {
+ public:
+  void refresh(const std::vector<torch::Tensor>& weights);  // float32 CPU matrices; replaces every copy
+  torch::Tensor find(const torch::Tensor& weight) const;    // the copy of `weight`, or undefined
+  int64_t bytes() const;
+
+ private:
+  struct Copy {
+    torch::Tensor weight;  // held so that its address is not reused while it keys the map
+    torch::Tensor copy;
+  };
+  std::unordered_map<const void*, Copy> copies_;
+};
+
+// Makes `weights` (may be null) the copies small-row products on this thread read, until destroyed.
+class DecodeWeightsScope {
+ public:
+  explicit DecodeWeightsScope(const DecodeWeights* weights);
+  ~DecodeWeightsScope();
+  DecodeWeightsScope(const DecodeWeightsScope&) = delete;
+  DecodeWeightsScope& operator=(const DecodeWeightsScope&) = delete;
+
+ private:
+  const DecodeWeights* previous_;
+};
 
 }  // namespace keel

@@ -175,7 +175,7 @@ struct LlamaBlock : torch::nn::Module {
     auto a = attend(q, ks, vs, ctx.bias).transpose(1, 2).reshape({B, T, c.n_head * hd});
     x = x + linear_nk(a, o_proj->weight);
     hs = post_attention_layernorm(x);
-    return x + down_proj(torch::silu(linear_nk(hs, gate_proj->weight)) * linear_nk(hs, up_proj->weight));
+    return x + linear_nk(torch::silu(linear_nk(hs, gate_proj->weight)) * linear_nk(hs, up_proj->weight), down_proj->weight);
   }
   const ModelConfig c;
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -254,6 +254,26 @@ void TransformerImpl::init_weights(uint64_t seed) {
   if (score_) score_->weight.normal_(0.0, 1.0 / std::sqrt(config_.d_model + 1.0));
 }
 
+void TransformerImpl::set_decode_dtype(torch::ScalarType dtype) {
+  KEEL_CHECK(dtype == torch::kFloat32 || dtype == torch::kBFloat16, "decoding weights are float32 or bfloat16, not " << dtype);
+  if (dtype == torch::kFloat32) {
+    decode_weights_.reset();
+    return;
+  }
+  KEEL_CHECK(device().is_cpu(), "bfloat16 decoding copies are for CPU actors; on " << device() << " convert the model instead");
+  // Every matrix a decoding step multiplies by; lookup tables (positions, an untied embedding)
+  // are read a row at a time and stay float32, as do the training heads.
+  std::vector<torch::Tensor> matrices;
+  for (const auto& p : named_parameters()) {
+    const auto& name = p.key();
+    const bool lookup = name == "transformer.wpe.weight" || (lm_head_ && name == "model.embed_tokens.weight");
+    const bool head = name.rfind("value_head.", 0) == 0 || name.rfind("score.", 0) == 0;
+    if (p.value().dim() == 2 && !lookup && !head) matrices.push_back(p.value());
+  }
+  if (!decode_weights_) decode_weights_ = std::make_shared<DecodeWeights>();
+  decode_weights_->refresh(matrices);
+}
+
 KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity) const {
   KEEL_CHECK(capacity <= config_.max_positions || config_.family == Family::kLlama,
              "cache capacity " << capacity << " exceeds max positions " << config_.max_positions);
@@ -268,6 +288,7 @@ KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity) const {
 }
 
 torch::Tensor TransformerImpl::hidden(const ForwardInputs& in, KVCache* cache) {
+  DecodeWeightsScope decode_weights(decode_weights_.get());
   KEEL_CHECK(in.tokens.defined() && in.tokens.dim() == 2, "tokens must be [B, T]");
   const int64_t B = in.tokens.size(0), T = in.tokens.size(1);
   const int64_t past = cache ? cache->length : 0;
@@ -321,6 +342,7 @@ torch::Tensor TransformerImpl::hidden(const ForwardInputs& in, KVCache* cache) {
 }
 
 torch::Tensor TransformerImpl::logits(const torch::Tensor& hidden) {
+  DecodeWeightsScope decode_weights(decode_weights_.get());
   return linear_nk(hidden, lm_head_ ? lm_head_->weight : body_->embedding_weight());
 }
 

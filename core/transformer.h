@@ -34,6 +34,7 @@ struct ForwardInputs {
 
 // Body of one family (embedding, blocks, final norm); defined in transformer.cc.
 class TransformerBody;
+class DecodeWeights;
 
 class TransformerImpl : public torch::nn::Module {
  public:
@@ -55,6 +56,12 @@ class TransformerImpl : public torch::nn::Module {
   // Re-initialises every parameter from `seed` (GPT-2 / Llama conventions; value head zero).
   void init_weights(uint64_t seed);
 
+  // With kBFloat16, decoding steps (products of few rows, core/linear.h) read bfloat16 copies of
+  // the weight matrices, taken now: call again after every change of the weights (an actor, after
+  // each new version). kFloat32 (the default) drops the copies. Training and prefill are unchanged.
+  void set_decode_dtype(torch::ScalarType dtype);
+  torch::ScalarType decode_dtype() const { return decode_weights_ ? torch::kBFloat16 : torch::kFloat32; }
+
   const ModelConfig& config() const { return config_; }
   torch::Device device() const;
 
@@ -64,6 +71,7 @@ class TransformerImpl : public torch::nn::Module {
   torch::nn::Linear lm_head_{nullptr};     // Llama untied only
   torch::nn::Linear value_head_{nullptr};  // "value_head", [1, d] + bias
   torch::nn::Linear score_{nullptr};       // "score", [1, d], no bias
+  std::shared_ptr<DecodeWeights> decode_weights_;
 };
 TORCH_MODULE(Transformer);
 

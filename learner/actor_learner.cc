@@ -60,7 +60,9 @@ void ActorLearner::set_status(std::function<Scalars()> status) { status_ = std::
 
 TrainResult ActorLearner::run() {
   loop_->begin();
-  publisher_.publish(version_, policy_);  // actors start from (or, resumed, return to) this version
+  cycle_start_ = std::chrono::steady_clock::now();
+  // Actors start from (or, resumed, return to) this version.
+  phases_.run("publish", [&] { publisher_.publish(version_, policy_); });
   while (!loop_->done()) {
     collect_and_prepare();
     if (train_update()) return loop_->interrupted();
@@ -75,9 +77,10 @@ void ActorLearner::collect_and_prepare() {
   for (int64_t want = builder_.rollouts_wanted(); want > 0; want = builder_.rollouts_wanted())
     builder_.add(source_.next(static_cast<size_t>(want), version_), version_);
   const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - update_start_).count();
+  phases_.add("wait_rollouts", waited);
   const bool was_training = policy_->is_training();
   policy_->eval();
-  update_metrics_ = builder_.prepare(version_, policy_);
+  phases_.run("prepare", [&] { update_metrics_ = builder_.prepare(version_, policy_); });
   if (was_training) policy_->train();
   update_metrics_[builder_.metric_prefix() + "/wait_seconds"] = waited;
 }
@@ -87,19 +90,21 @@ bool ActorLearner::train_update() {
   while (true) {
     const bool stop = loop_->train_step();
     if (loop_->step() % per_update != 0) {
-      loop_->checkpoint_if_due();
-      loop_->evaluate_if_due();
+      phases_.run("checkpoint", [&] { loop_->checkpoint_if_due(); });
+      phases_.run("eval", [&] { loop_->evaluate_if_due(); });
       if (stop) return true;
       continue;
     }
     // The update is complete: checkpoint, then its metrics, then publication, so that a version is
-    // announced only once a resume would start from it.
-    const Scalars metrics = finish_update();
-    loop_->checkpoint_if_due(builder_.checkpoint_each_update());
+    // announced only once a resume would start from it. Publication and evaluation count in the
+    // next update's time.
+    Scalars metrics = finish_update();
+    phases_.run("checkpoint", [&] { loop_->checkpoint_if_due(builder_.checkpoint_each_update()); });
+    add_phase_seconds(metrics);
     loop_->log(metrics);
     write_status(metrics, {});
-    if (!loop_->done()) publisher_.publish(version_, policy_);
-    loop_->evaluate_if_due();
+    if (!loop_->done()) phases_.run("publish", [&] { publisher_.publish(version_, policy_); });
+    phases_.run("eval", [&] { loop_->evaluate_if_due(); });
     return stop;
   }
 }
@@ -120,6 +125,26 @@ Scalars ActorLearner::finish_update() {
   if (status_)
     for (const auto& [k, v] : status_()) s[k] = v;
   return s;
+}
+
+// Seconds of the update's phases, the training loop's (batch, forward_backward, gradient_sync,
+// optimizer) and the runtime's (publish, eval, wait_rollouts, prepare, checkpoint), as
+// "<prefix>/time/<phase>" (a builder may split "prepare" into "<prefix>/time/prepare/<part>");
+// "cycle" is the whole time since the last update's end and "other" what no phase accounts for.
+void ActorLearner::add_phase_seconds(Scalars& metrics) {
+  const std::string p = builder_.metric_prefix() + "/time/";
+  const auto now = std::chrono::steady_clock::now();
+  const double cycle = std::chrono::duration<double>(now - cycle_start_).count();
+  cycle_start_ = now;
+  Scalars phases = phases_.take(p);
+  for (const auto& [k, v] : loop_->take_phase_seconds(p)) phases[k] += v;
+  double accounted = 0;
+  for (const auto& [k, v] : phases) {
+    metrics[k] = v;
+    accounted += v;
+  }
+  metrics[p + "cycle"] = cycle;
+  metrics[p + "other"] = std::max(0.0, cycle - accounted);
 }
 
 // The status file from an update's metrics or an evaluation's (whichever is given).

@@ -47,6 +47,7 @@ class ActorLearner {
   void collect_and_prepare();
   bool train_update();  // true when a stop was requested
   Scalars finish_update();
+  void add_phase_seconds(Scalars& metrics);
   void write_status(const Scalars& update, const Scalars& eval);
 
   Transformer policy_;
@@ -63,6 +64,8 @@ class ActorLearner {
   RunStatus status_file_;
   Scalars update_metrics_;
   std::chrono::steady_clock::time_point update_start_;
+  std::chrono::steady_clock::time_point cycle_start_ = std::chrono::steady_clock::now();  // the last update's end
+  PhaseTimes phases_;  // the runtime's own phases of the update in progress
 };
 
 }  // namespace keel

@@ -169,7 +169,7 @@ void PpoUpdateBuilder::fill_batch_tensors(const std::vector<wire::Rollout>& roll
 
 // Reference log-probs [N, R], the learner's own (proximal) log-probs u_.prox_logp and, for GAE and
 // V-trace, the value model's estimates [N, R] (else undefined).
-void PpoUpdateBuilder::reference_and_values(torch::Tensor& ref_logp, torch::Tensor& values) {
+void PpoUpdateBuilder::reference_and_values(torch::Tensor& ref_logp, torch::Tensor& values, PhaseTimes& times) {
   torch::NoGradGuard ng;
   const int64_t N = u_.tokens.size(0), P = u_.prompt_len, R = u_.response_mask.size(1);
   std::vector<torch::Tensor> ref_parts, prox_parts, value_parts;
@@ -178,12 +178,21 @@ void PpoUpdateBuilder::reference_and_values(torch::Tensor& ref_logp, torch::Tens
   for (int64_t b = 0; b < N; b += 32) {
     const int64_t n = std::min<int64_t>(32, N - b);
     ForwardInputs in{u_.tokens.narrow(0, b, n), u_.positions.narrow(0, b, n), u_.key_mask.narrow(0, b, n), {}};
-    auto hr = reference_->hidden(in);
-    ref_parts.push_back(token_logprobs(response_logits(reference_, hr, P, R), targets.narrow(0, b, n), o_.temperature));
-    auto hp = policy_->hidden(in);
-    prox_parts.push_back(token_logprobs(response_logits(policy_, hp, P, R), targets.narrow(0, b, n), o_.temperature));
-    if (uses_values(o_.estimator))
+    torch::Tensor hp;
+    {
+      auto timed = times.time("reference_logp");
+      auto hr = reference_->hidden(in);
+      ref_parts.push_back(token_logprobs(response_logits(reference_, hr, P, R), targets.narrow(0, b, n), o_.temperature));
+    }
+    {
+      auto timed = times.time("proximal_logp");
+      hp = policy_->hidden(in);
+      prox_parts.push_back(token_logprobs(response_logits(policy_, hp, P, R), targets.narrow(0, b, n), o_.temperature));
+    }
+    if (uses_values(o_.estimator)) {
+      auto timed = times.time("values");
       value_parts.push_back(critic_ ? response_values(critic_, in, P, R, nullptr) : response_values(policy_, in, P, R, &hp));
+    }
   }
   if (critic_) critic_->train();
   ref_logp = torch::cat(ref_parts, 0);
@@ -260,11 +269,19 @@ Scalars PpoUpdateBuilder::prepare(uint64_t version, Transformer& /*policy*/) {
     for (size_t i : group_order(collected_, o_.group_size)) grouped.push_back(std::move(collected_[i]));
     collected_ = std::move(grouped);
   }
-  fill_batch_tensors(collected_, score, m);
-  collected_.clear();
-  reference_and_values(ref_logp, values);
-  off_policy_statistics(m);
-  advantages(ref_logp, values, score, m);
+  PhaseTimes times;
+  {
+    auto timed = times.time("batch_tensors");
+    fill_batch_tensors(collected_, score, m);
+    collected_.clear();
+  }
+  reference_and_values(ref_logp, values, times);
+  {
+    auto timed = times.time("advantages");
+    off_policy_statistics(m);
+    advantages(ref_logp, values, score, m);
+  }
+  for (const auto& [k, v] : times.take("ppo/time/prepare/")) m[k] = v;
   return m;
 }
 

@@ -13,6 +13,7 @@
 
 #include <torch/torch.h>
 
+#include "core/phase_times.h"
 #include "learner/algos/kl.h"
 #include "learner/algos/off_policy.h"
 #include "learner/update_builder.h"
@@ -102,7 +103,7 @@ class PpoUpdateBuilder : public UpdateBuilder {
 
  private:
   void fill_batch_tensors(const std::vector<wire::Rollout>& rollouts, torch::Tensor& score, Scalars& m);
-  void reference_and_values(torch::Tensor& ref_logp, torch::Tensor& values);
+  void reference_and_values(torch::Tensor& ref_logp, torch::Tensor& values, PhaseTimes& times);
   void off_policy_statistics(Scalars& m);
   void advantages(const torch::Tensor& ref_logp, const torch::Tensor& values, const torch::Tensor& score, Scalars& m);
 

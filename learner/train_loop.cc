@@ -185,10 +185,13 @@ bool TrainLoop::train_step() {
   Run& r = *run_;
   std::vector<std::unique_ptr<MicroBatch>> micro;
   int64_t units = 0, tokens = 0;
-  for (int64_t m = 0; m < o_.grad_accum; ++m) {
-    micro.push_back(objective_.batch(r.state.step, m * r.world + r.rank));
-    units += micro.back()->units;
-    tokens += micro.back()->tokens;
+  {
+    auto timed = phases_.time("batch");
+    for (int64_t m = 0; m < o_.grad_accum; ++m) {
+      micro.push_back(objective_.batch(r.state.step, m * r.world + r.rank));
+      units += micro.back()->units;
+      tokens += micro.back()->tokens;
+    }
   }
   if (dp_) {
     // The step's loss is averaged over the units of every rank's micro-batches.
@@ -200,15 +203,19 @@ bool TrainLoop::train_step() {
   r.opt->zero_grad();
   double loss_sum = 0;
   Scalars extra;
-  for (size_t i = 0; i < micro.size(); ++i) {
-    auto l = objective_.loss(model_, *micro[i]);
-    if (dp_ && o_.overlap_allreduce && i + 1 == micro.size()) dp_->begin_gradient_sync(r.trained);  // overlaps this backward
-    (l.sum / static_cast<double>(units)).backward();
-    loss_sum += l.sum.item<double>();
-    for (const auto& [k, v] : l.metrics) extra[k] += v / static_cast<double>(units);
+  {
+    auto timed = phases_.time("forward_backward");
+    for (size_t i = 0; i < micro.size(); ++i) {
+      auto l = objective_.loss(model_, *micro[i]);
+      if (dp_ && o_.overlap_allreduce && i + 1 == micro.size()) dp_->begin_gradient_sync(r.trained);  // overlaps this backward
+      (l.sum / static_cast<double>(units)).backward();
+      loss_sum += l.sum.item<double>();
+      for (const auto& [k, v] : l.metrics) extra[k] += v / static_cast<double>(units);
+    }
   }
   bool stop = stop_requested();
   if (dp_) {
+    auto timed = phases_.time("gradient_sync");
     if (!o_.overlap_allreduce) dp_->begin_gradient_sync(r.trained);  // everything all-reduced after backward
     dp_->finish_gradient_sync();
     // Reported loss and metrics over all ranks, and one decision about stopping.
@@ -221,14 +228,17 @@ bool TrainLoop::train_step() {
     for (auto& [k, x] : extra) x = t[static_cast<int64_t>(i++)].item<double>();
   }
   double grad_norm = 0;
-  if (o_.grad_clip > 0) {
-    grad_norm = torch::nn::utils::clip_grad_norm_(model_->parameters(), o_.grad_clip);
-    for (auto c : r.companions) torch::nn::utils::clip_grad_norm_(c.model->parameters(), o_.grad_clip);
-  }
   const double lr = lr_at(o_, r.state.step);
-  for (size_t g = 0; g < r.opt->param_groups().size(); ++g)
-    static_cast<torch::optim::AdamWOptions&>(r.opt->param_groups()[g].options()).lr(lr * r.group_lr_scale[g]);
-  r.opt->step();
+  {
+    auto timed = phases_.time("optimizer");
+    if (o_.grad_clip > 0) {
+      grad_norm = torch::nn::utils::clip_grad_norm_(model_->parameters(), o_.grad_clip);
+      for (auto c : r.companions) torch::nn::utils::clip_grad_norm_(c.model->parameters(), o_.grad_clip);
+    }
+    for (size_t g = 0; g < r.opt->param_groups().size(); ++g)
+      static_cast<torch::optim::AdamWOptions&>(r.opt->param_groups()[g].options()).lr(lr * r.group_lr_scale[g]);
+    r.opt->step();
+  }
   r.state.step += 1;
   r.state.tokens_seen += tokens;
   const double loss = loss_sum / static_cast<double>(units);

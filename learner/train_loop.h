@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "core/phase_times.h"
 #include "learner/data_parallel.h"
 #include "learner/objective.h"
 
@@ -82,8 +83,11 @@ class TrainLoop {
   void checkpoint_if_due(bool force = false);  // every checkpoint_every steps before the last, or now
   void evaluate_if_due();                      // every eval_every steps before the last
   void log(const Scalars& s);                  // metrics at the current step (the lead rank writes)
-  TrainResult interrupted();                   // checkpoint now, report the stop
-  TrainResult finish();                        // final evaluation, checkpoint and model
+  // Seconds of the steps since the last call, by phase (batch, forward_backward, gradient_sync,
+  // optimizer), as "<prefix><phase>".
+  Scalars take_phase_seconds(const std::string& prefix) { return phases_.take(prefix); }
+  TrainResult interrupted();  // checkpoint now, report the stop
+  TrainResult finish();       // final evaluation, checkpoint and model
 
  private:
   struct Run;  // state between begin() and the end of the run
@@ -97,6 +101,7 @@ class TrainLoop {
   Objective& objective_;
   std::string run_config_, tokenizer_file_;
   std::unique_ptr<Run> run_;
+  PhaseTimes phases_;
 };
 
 // Installs SIGINT/SIGTERM handlers that ask running loops to checkpoint and stop.

@@ -4,10 +4,13 @@
 //  - the rollout service answering credit requests over a socket, and a frozen actor's credit
 //    going to another actor once it is silent;
 //  - the runtime's order of work: every update's rollouts asked for at the current version, each
-//    version published once, in order, and only after its checkpoint is on disk.
+//    version published once, in order, and only after its checkpoint is on disk;
+//  - every update's time split into its phases.
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
@@ -245,6 +248,62 @@ TEST(ActorLearner, CollectsAtTheCurrentVersionAndPublishesEachVersionOnceAfterIt
   lacking.add(source.next(3, 0), 0);
   EXPECT_EQ(lacking.rollouts_wanted(), 5);
   EXPECT_NE(test::keel_error_of([&] { lacking.prepare(0, policy); }).find("needs 8 rollouts, it was given 3"), std::string::npos);
+}
+
+// Waits `delay` before handing out the recording source's rollouts, or before each publication.
+class SlowSource : public RecordingSource {
+ public:
+  std::vector<wire::Rollout> next(size_t n, uint64_t version) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    return RecordingSource::next(n, version);
+  }
+};
+class SlowPublisher : public WeightPublisher {
+ public:
+  void publish(uint64_t, Transformer&) override { std::this_thread::sleep_for(std::chrono::milliseconds(40)); }
+};
+
+TEST(ActorLearner, EveryUpdateLogsTheSecondsOfEachPhase) {
+  const auto dir = test::temp_dir("actor_learner_phases");
+  Transformer policy(tiny()), reference(tiny());
+  policy->init_weights(3);
+  reference->init_weights(3);
+  PpoOptions o;
+  o.estimator = AdvantageEstimator::kGrpo;
+  o.group_size = 2;
+  o.rollouts_per_update = 8;
+  o.minibatches = 2;
+  PpoUpdateBuilder builder(o, policy, reference, 1, 5);
+  SlowSource source;
+  SlowPublisher publisher;
+  TrainOptions t;
+  t.steps = 3 * o.steps_per_update();
+  t.warmup_steps = 0;
+  t.eval_every = 0;
+  t.checkpoint_every = 0;
+  t.out_dir = dir;
+  ActorLearner(t, policy, builder, source, publisher, "", "").run();
+  std::ifstream f(dir + "/metrics.jsonl");
+  int updates = 0;
+  for (std::string line; std::getline(f, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (!j.contains("ppo/version")) continue;
+    ++updates;
+    auto phase = [&](const std::string& name) { return j.value("ppo/time/" + name, -1.0); };
+    EXPECT_GE(phase("wait_rollouts"), 0.06) << line;
+    EXPECT_GE(phase("publish"), 0.04) << "the publication that began the update: " << line;
+    for (const char* name : {"prepare", "prepare/reference_logp", "prepare/proximal_logp", "prepare/advantages", "batch",
+                             "forward_backward", "optimizer", "checkpoint"})
+      EXPECT_GT(phase(name), 0.0) << name << ": " << line;
+    EXPECT_LE(phase("prepare/reference_logp") + phase("prepare/proximal_logp"), phase("prepare")) << line;
+    double phases = 0;
+    for (const char* name :
+         {"publish", "eval", "wait_rollouts", "prepare", "batch", "forward_backward", "optimizer", "checkpoint"})
+      phases += phase(name);
+    EXPECT_LE(phases, phase("cycle") + 1e-6) << "the phases do not overlap: " << line;
+    EXPECT_NEAR(phases + phase("other"), phase("cycle"), 1e-6) << line;
+  }
+  EXPECT_EQ(updates, 3);
 }
 
 }  // namespace

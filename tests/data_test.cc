@@ -147,11 +147,18 @@ TEST(Corpus, OneBigFileSplitsByBlockParagraphOrTailWithoutMixingParts) {
   o.split = CorpusSplit::kBlock;
   const auto a = (tokenize_corpus(o, *tok, dir + "/s1"), numbered_lines(dir + "/s1/val.bin", *tok));
   const auto b = (tokenize_corpus(o, *tok, dir + "/s1b"), numbered_lines(dir + "/s1b/val.bin", *tok));
-  o.seed = 7;
-  const auto c = (tokenize_corpus(o, *tok, dir + "/s7"), numbered_lines(dir + "/s7/val.bin", *tok));
   EXPECT_EQ(a, b);
-  EXPECT_NE(a, c);
-  // Whole-document splitting cannot split one file: the error names the fix.
+  // A seed picks one of 10 systematic samples here (every 10th block from an offset): two seeds
+  // agree one time in ten, so look for a difference among five.
+  bool another = false;
+  for (uint64_t seed = 2; seed <= 6 && !another; ++seed) {
+    o.seed = seed;
+    const std::string out = dir + "/s" + std::to_string(seed);
+    another = (tokenize_corpus(o, *tok, out), numbered_lines(out + "/val.bin", *tok)) != a;
+  }
+  EXPECT_TRUE(another) << "seeds 2..6 all held out what seed 1 did";
+  // Whole-document splitting cannot split one file: the error names the fix (whichever side the
+  // one document was drawn for: the draw hashes the file's path, a temporary directory here).
   o.split = CorpusSplit::kDocument;
   const auto err = test::keel_error_of([&] { tokenize_corpus(o, *tok, dir + "/doc"); });
   EXPECT_NE(err.find("--split block"), std::string::npos) << err;

@@ -1,6 +1,7 @@
 // The decoding step's own kernels against LibTorch: the in-place small-row products (core/linear.h)
-// equal OpenBLAS's F::linear / addmm, decode_attention equals the plain attention, and
-// draw_categorical samples each row's distribution.
+// equal OpenBLAS's F::linear / addmm, with float32 weights or their bfloat16 decoding copies,
+// decode_attention equals the plain attention, and draw_categorical samples each row's
+// distribution.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
@@ -12,6 +13,7 @@
 #include "core/decode_attention.h"
 #include "core/kernel_isa.h"
 #include "core/linear.h"
+#include "core/transformer.h"
 #include "tests/support/test_support.h"
 
 namespace keel {
@@ -62,6 +64,67 @@ TEST(SmallProducts, EqualLibTorchInBothWeightLayoutsWithAndWithoutBiasInEveryIns
       EXPECT_LT(relative_diff(linear_kn(x, w_kn), torch::mm(x, w_kn)), 2e-6);
     }
   });
+}
+
+// A bfloat16 copy in scope: the product equals the float32 product with the weight rounded to
+// bfloat16 (the products accumulate in float32), not the product with the float32 weight.
+TEST(SmallProducts, ReadTheBfloat16CopyInScopeAsTheWeightRoundedToBfloat16InEveryInstructionSet) {
+  c10::InferenceMode inference;
+  torch::manual_seed(4);
+  in_every_instruction_set([] {
+    for (const auto& c : kCases) {
+      auto x = torch::randn({c.M, c.K});
+      auto w_nk = torch::randn({c.N, c.K}), w_kn = torch::randn({c.K, c.N}), bias = torch::randn({c.N});
+      auto rounded = [](const torch::Tensor& w) { return w.to(torch::kBFloat16).to(torch::kFloat32); };
+      SCOPED_TRACE("M " + std::to_string(c.M) + " K " + std::to_string(c.K) + " N " + std::to_string(c.N));
+      DecodeWeights copies;
+      copies.refresh({w_nk, w_kn});
+      EXPECT_EQ(copies.bytes(), 2 * (w_nk.numel() + w_kn.numel()));
+      const auto plain_nk = linear_nk(x, w_nk, bias), plain_kn = linear_kn(x, w_kn, bias);
+      DecodeWeightsScope scope(&copies);
+      EXPECT_LT(relative_diff(linear_nk(x, w_nk, bias), F::linear(x, rounded(w_nk), bias)), 2e-6);
+      EXPECT_LT(relative_diff(linear_kn(x, w_kn, bias), torch::addmm(bias, x, rounded(w_kn))), 2e-6);
+      if (c.K >= 16) {
+        EXPECT_GT(relative_diff(linear_nk(x, w_nk, bias), plain_nk), 1e-5) << "the copy was not read";
+        EXPECT_GT(relative_diff(linear_kn(x, w_kn, bias), plain_kn), 1e-5) << "the copy was not read";
+      }
+      // A weight without a copy keeps its float32 product.
+      auto other = torch::randn({c.N, c.K});
+      EXPECT_LT(relative_diff(linear_nk(x, other), F::linear(x, other)), 2e-6);
+    }
+  });
+}
+
+// A model decoding from bfloat16 copies gives the logits of its twin with every weight matrix
+// rounded to bfloat16 (Llama with an untied head, so that the embedding, a lookup table kept in
+// float32, is the same in both), and its own float32 logits again once the dtype is float32.
+// GPT-2 ties the head to the embedding: its bfloat16 logits stay within bfloat16's rounding.
+TEST(SmallProducts, AModelWithBfloat16DecodingWeightsDecodesAsItsRoundedTwin) {
+  c10::InferenceMode inference;
+  for (auto family : {Family::kLlama, Family::kGpt2}) {
+    auto c = test::tiny_model_config();
+    c.family = family;
+    c.tie_embeddings = family == Family::kGpt2;
+    Transformer model(c), twin(c);
+    model->init_weights(5);
+    twin->init_weights(5);
+    for (auto& p : twin->named_parameters())
+      if (p.value().dim() == 2 && p.key() != "model.embed_tokens.weight")
+        p.value().copy_(p.value().to(torch::kBFloat16).to(torch::kFloat32));
+    auto tokens = torch::randint(3, c.vocab_size, {4, 1}, torch::kLong);
+    auto logits_of = [&](Transformer& m) { return m->logits(m->hidden({tokens, {}, {}, {}})); };
+    const auto f32 = logits_of(model);
+    model->set_decode_dtype(torch::kBFloat16);
+    EXPECT_EQ(model->decode_dtype(), torch::kBFloat16);
+    const auto bf16 = logits_of(model);
+    if (family == Family::kLlama) {
+      EXPECT_LT(relative_diff(bf16, logits_of(twin)), 1e-5);
+    }
+    EXPECT_GT(relative_diff(bf16, f32), 1e-5) << "the copies were not read";
+    EXPECT_LT(relative_diff(bf16, f32), 3e-2);
+    model->set_decode_dtype(torch::kFloat32);
+    EXPECT_EQ(relative_diff(logits_of(model), f32), 0.0);
+  }
 }
 
 TEST(SmallProducts, TakeStridedRowsAndBatchedShapesAndGiveTheSameBitsOnAnyThreadCount) {

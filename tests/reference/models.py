@@ -102,11 +102,11 @@ def forward(w, cfg, tokens, positions=None, key_mask=None):
     return fn(w, cfg, tokens, positions, key_mask)
 
 
-def random_weights(cfg, seed):
-    """Random weights in Hugging Face naming; larger than init scale so that errors show."""
+def random_weights(cfg, seed, scale=0.08):
+    """Random weights in Hugging Face naming; by default larger than init scale so that errors show."""
     g = torch.Generator().manual_seed(seed)
 
-    def rnd(*shape, std=0.08):
+    def rnd(*shape, std=scale):
         return torch.randn(*shape, generator=g) * std
 
     def norm_w(n):
@@ -161,3 +161,13 @@ LLAMA_CONFIG = {
     "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "hidden_act": "silu",
     "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "tie_word_embeddings": False,
 }
+
+
+# The smallest real shapes (issue 14): GPT-2 small and a Llama-style model with grouped-query
+# attention (SmolLM-135M's shape), written with init-scale random weights for the size benchmarks.
+GPT2_124M_CONFIG = dict(GPT2_CONFIG, vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024, n_ctx=1024,
+                        bos_token_id=50256, eos_token_id=50256, pad_token_id=50256)
+LLAMA_135M_CONFIG = dict(LLAMA_CONFIG, vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, intermediate_size=1536, max_position_embeddings=2048, rms_norm_eps=1e-5,
+                         tie_word_embeddings=True)
+CONFIGS = {"gpt2": GPT2_CONFIG, "llama": LLAMA_CONFIG, "gpt2-124m": GPT2_124M_CONFIG, "llama-135m": LLAMA_135M_CONFIG}

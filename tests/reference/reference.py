@@ -1,6 +1,9 @@
 """Reference computations for keel's tests (Debian's python3-torch; never used at run time).
 
-  reference.py make-model FAMILY DIR SEED        write config.json + model.safetensors (HF names)
+  reference.py make-model FAMILY DIR SEED        write config.json + model.safetensors (HF names);
+                                                 FAMILY gpt2 | llama (tiny, test scale) or gpt2-124m |
+                                                 llama-135m (real shapes, init-scale weights)
+  reference.py logits DIR INPUTS OUT             logits of INPUTS["tokens"], no gradients
   reference.py forward DIR INPUTS OUT            logits, mean loss and its gradients for INPUTS
   reference.py compare DIR_A DIR_B               exit 0 iff both model dirs hold identical tensors
   reference.py sp-encode MODEL TEXTS_JSON        SentencePiece ids, JSON list per text
@@ -21,11 +24,19 @@ import safetensors_io  # noqa: E402
 
 
 def make_model(family, out, seed):
-    cfg = dict(models.GPT2_CONFIG if family == "gpt2" else models.LLAMA_CONFIG)
+    cfg = dict(models.CONFIGS[family])
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
-    safetensors_io.save(os.path.join(out, "model.safetensors"), models.random_weights(cfg, int(seed)), {"format": "pt"})
+    scale = 0.08 if family in ("gpt2", "llama") else 0.02
+    safetensors_io.save(os.path.join(out, "model.safetensors"), models.random_weights(cfg, int(seed), scale), {"format": "pt"})
+
+
+@torch.no_grad()
+def logits(model_dir, inputs_path, out_path):
+    cfg, w = load_dir(model_dir)
+    tokens = safetensors_io.load(inputs_path)["tokens"].long()
+    safetensors_io.save(out_path, {"logits": models.forward({k: v.float() for k, v in w.items()}, cfg, tokens)})
 
 
 def load_dir(d):
@@ -210,5 +221,5 @@ def png_colours(path):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"make-model": make_model, "forward": forward, "compare": compare, "sp-encode": sp_encode,
+    {"make-model": make_model, "logits": logits, "forward": forward, "compare": compare, "sp-encode": sp_encode,
      "tfevents": tfevents, "seq-logprobs": seq_logprobs, "png_colours": png_colours}[cmd](*args)

@@ -1,0 +1,116 @@
+#include "bench/size_bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "actors/sampler.h"
+#include "core/model_loader.h"
+#include "core/safetensors.h"
+
+namespace keel::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Least of `reps` timings of f: the run least disturbed by the rest of the machine.
+template <class F>
+double best_of(int reps, F&& f) {
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    const auto t = Clock::now();
+    f();
+    best = std::min(best, seconds_since(t));
+  }
+  return best;
+}
+
+// Bytes a decoding step reads from the weights: every parameter except the rows of lookup tables
+// (GPT-2's position table; an embedding table the LM head does not share), of which a step reads
+// one row per sequence; weight matrices at 2 bytes an element when decoding reads bfloat16 copies.
+double weight_bytes_per_step(Transformer& model) {
+  double bytes = 0;
+  const bool untied = model->named_parameters().contains("lm_head.weight");
+  const bool bf16 = model->decode_dtype() == torch::kBFloat16;
+  for (const auto& p : model->named_parameters()) {
+    const auto& name = p.key();
+    if (name == "transformer.wpe.weight" || (untied && name == "model.embed_tokens.weight")) continue;
+    const bool matrix = p.value().dim() == 2;
+    bytes += static_cast<double>(p.value().numel()) * (bf16 && matrix ? 2.0 : 4.0);
+  }
+  return bytes;
+}
+
+}  // namespace
+
+void bandwidth() {
+  const int64_t n = int64_t{1} << 28;  // 1 GiB of float32, far beyond every cache
+  auto a = torch::ones({n}), b = torch::empty({n});
+  b.copy_(a);
+  const double read = best_of(5, [&] { a.sum().item<float>(); });
+  const double copy = best_of(5, [&] { b.copy_(a); });
+  const double bytes = static_cast<double>(n) * 4;
+  std::printf("{\"bench\": \"bandwidth\", \"impl\": \"keel\", \"threads\": %d, \"read_gbs\": %.2f, \"copy_gbs\": %.2f}\n",
+              torch::get_num_threads(), bytes / read / 1e9, 2 * bytes / copy / 1e9);
+}
+
+void decode(const std::string& dir, int64_t batch, int64_t new_tokens, const std::string& dtype) {
+  auto model = load_model_as(dir, {});
+  if (dtype == "bfloat16") model->set_decode_dtype(torch::kBFloat16);
+  const auto& c = model->config();
+  const int64_t prompt_len = 16;
+  std::mt19937 rng(1);
+  std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(batch));
+  for (auto& p : prompts)
+    for (int64_t i = 0; i < prompt_len; ++i) p.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size)));
+  SamplingConfig s;
+  s.temperature = 1.0;
+  s.stop_at_eos = false;
+  auto run = [&](int64_t n) {
+    s.max_new_tokens = n;
+    return best_of(n > 1 ? 2 : 3, [&] { sample(model, prompts, s, -1, 0); });
+  };
+  run(2);                                // first touch of the weights and the allocator
+  const double prefill = run(1);         // the prompt's forward pass and one sampled token
+  const double total = run(new_tokens);  // the same and new_tokens - 1 decoding steps
+  const double step = (total - prefill) / static_cast<double>(new_tokens - 1);
+  const double context = static_cast<double>(prompt_len) + static_cast<double>(new_tokens) / 2;  // mean keys per step
+  const double kv_bytes = 2.0 * static_cast<double>(c.n_layer * c.kv_heads() * (c.d_model / c.n_head) * batch) * context *
+                          static_cast<double>(torch::elementSize(model->parameters().front().scalar_type()));
+  std::printf(
+      "{\"bench\": \"decode\", \"impl\": \"keel\", \"model\": \"%s\", \"dtype\": \"%s\", \"batch\": %lld, "
+      "\"new_tokens\": %lld, \"seconds\": %.4f, \"tokens_per_s\": %.2f, \"step_s\": %.5f, \"weight_bytes\": %.0f, "
+      "\"kv_bytes\": %.0f}\n",
+      dir.c_str(), dtype.c_str(), static_cast<long long>(batch), static_cast<long long>(new_tokens), total,
+      static_cast<double>(batch * new_tokens) / total, step, weight_bytes_per_step(model), kv_bytes);
+}
+
+void check(const std::string& dir, const std::string& inputs, const std::string& ref) {
+  torch::NoGradGuard no_grad;
+  auto model = load_model_as(dir, {});
+  model->eval();
+  const auto tokens = load_safetensors(inputs).at("tokens").to(torch::kLong);
+  const auto want = load_safetensors(ref).at("logits");
+  const auto full = model->logits(model->hidden({tokens, {}, {}, {}}));
+  const int64_t T = tokens.size(1), half = T / 2;
+  auto cache = model->make_cache(tokens.size(0), T);
+  double cached = (model->logits(model->hidden({tokens.slice(1, 0, half), {}, {}, {}}, &cache)) - full.slice(1, 0, half))
+                      .abs()
+                      .max()
+                      .item<double>();
+  for (int64_t t = half; t < T; ++t) {
+    const auto step = model->logits(model->hidden({tokens.slice(1, t, t + 1), {}, {}, {}}, &cache));
+    cached = std::max(cached, (step - full.slice(1, t, t + 1)).abs().max().item<double>());
+  }
+  std::printf(
+      "{\"bench\": \"check\", \"impl\": \"keel\", \"model\": \"%s\", \"max_abs_vs_python\": %.3g, "
+      "\"max_abs_cached_vs_full\": %.3g, \"max_abs_logit\": %.3g}\n",
+      dir.c_str(), (full - want).abs().max().item<double>(), cached, want.abs().max().item<double>());
+}
+
+}  // namespace keel::bench

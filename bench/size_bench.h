@@ -1,0 +1,21 @@
+// Measurements at real model sizes (issue 14), run by keel_bench and compared by bench/size.sh:
+//   bandwidth               the machine's memory bandwidth: read (a sum) and copy, GB/s
+//   decode DIR B N [DTYPE]  KV-cached sampling of N new tokens for B prompts of 16 tokens with the
+//                           model in DIR, decoding weights float32 or bfloat16: tokens/s, time of
+//                           one decoding step, bytes it reads
+//   check DIR INPUTS REF    keel's logits for INPUTS["tokens"] against REF["logits"] (Python's), and
+//                           KV-cached decoding (prefill half, then one token at a time) against
+//                           keel's full recomputation: max |difference|
+// Each prints one JSON line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace keel::bench {
+
+void bandwidth();
+void decode(const std::string& dir, int64_t batch, int64_t new_tokens, const std::string& dtype);
+void check(const std::string& dir, const std::string& inputs, const std::string& ref);
+
+}  // namespace keel::bench
