@@ -12,6 +12,6 @@ cd build
 ctest -L unit --output-on-failure --no-tests=error
 ctest -L reference --output-on-failure --no-tests=error
 cd ..
-bash scripts/fuzz.sh "${KEEL_FUZZ_SECONDS:-30}"  # every decoder of untrusted bytes, briefly
+bash scripts/fuzz.sh "${KEEL_FUZZ_SECONDS:-10}"  # every decoder of untrusted bytes, briefly (bench/fuzz.sh: longer)
 cd build
 ctest -L integration --output-on-failure --no-tests=error

@@ -604,36 +604,39 @@ TEST(Learning, ChaosPpoRunLosesNothingAndCountsNothingTwice) {
 namespace keel {
 namespace {
 
-// Online DPO as a mode of the actor-learner loop (`keel launch --learner dpo-online`): actors sample
-// two responses per prompt, the learner mines best-against-worst pairs from fresh groups, trains
-// and publishes every step. Asserted: every step is published once, the mined pairs (kept in a
-// preference buffer) are ordered by score, and the held-out reward does not collapse.
-TEST(Learning, OnlineDpoThroughLaunch) {
+// Online DPO as a mode of the actor-learner loop (`keel launch --learner dpo-online`) on arithmetic,
+// the family with the most headroom: actors sample 8 responses for each prompt, the learner mines
+// best-against-worst pairs from fresh groups (32 per step), trains and publishes every step.
+// Asserted: every step is published once, the mined pairs (kept in a preference buffer) are
+// ordered by score, and the exact held-out expected reward rises by the margin.
+TEST(Learning, OnlineDpoRaisesTheHeldOutArithmeticReward) {
   SFT_MODEL_OR_FAIL(sft);
   const std::string dir = test::temp_dir("online_dpo");
   auto r = test::keel("launch --out " + dir + " --init " + sft + " --learner dpo-online --actors 2 --base-port " +
                       std::to_string(test::free_port_block(6)) +
-                      " --ppo-args '--updates 25 --pairs-per-step 8 --eval-every 25 --eval-per-family 100 --eval-samples 2"
-                      " --eval-families sort --lr 1e-5 --beta 0.1 --sft-weight 1.0 --pairs-out " +
-                      dir + "/pairs.h5'" + " --actor-args '--batch-prompts 8 --families sort --group-size 2'");
+                      " --ppo-args '--updates 60 --pairs-per-step 32 --group-size 8 --eval-every 60 --eval-per-family 100"
+                      " --eval-samples 4 --eval-families arithmetic --lr 2e-5 --beta 0.1 --sft-weight 1.0 --pairs-out " +
+                      dir + "/pairs.h5'" + " --actor-args '--batch-prompts 8 --families arithmetic'");
   ASSERT_EQ(r.code, 0) << r.output;
-  std::vector<double> versions, rewards;
+  std::vector<double> versions, expected;
   std::ifstream f(dir + "/learner/metrics.jsonl");
   std::string line;
   while (std::getline(f, line)) {
     auto j = nlohmann::json::parse(line);
     if (j.contains("online/version")) versions.push_back(j["online/version"].get<double>());
-    if (j.contains("eval/task_reward")) rewards.push_back(j["eval/task_reward"].get<double>());
+    if (j.contains("eval/expected_reward")) expected.push_back(j["eval/expected_reward"].get<double>());
   }
-  ASSERT_EQ(versions.size(), 25u);
+  ASSERT_EQ(versions.size(), 60u);
   for (size_t i = 0; i < versions.size(); ++i) EXPECT_EQ(versions[i], static_cast<double>(i + 1));
   PreferenceReader pairs(dir + "/pairs.h5");
-  EXPECT_GE(pairs.size(), 25 * 8);
+  EXPECT_GE(pairs.size(), 60 * 16);  // 32 a step unless a step gave up waiting for untied groups
   for (const auto& p : pairs.read(0, pairs.size())) ASSERT_GT(p.chosen_reward, p.rejected_reward);
-  ASSERT_GE(rewards.size(), 2u);
-  std::cerr << "online DPO: " << pairs.size() << " pairs mined; held-out sort reward " << rewards.front() << " -> "
-            << rewards.back() << "\n";
-  EXPECT_GE(rewards.back(), rewards.front() - 0.05) << "held-out reward collapsed";
+  ASSERT_EQ(expected.size(), 2u);
+  std::cerr << "online DPO: " << pairs.size() << " pairs mined; held-out arithmetic expected reward " << expected.front()
+            << " -> " << expected.back() << "\n";
+  // Measured from 0.398 with these settings: +0.072 (a 60-step run of the same SFT model) and +0.074
+  // in this test; lr 5e-5 gave +0.087. Asserted at about 40% of it.
+  EXPECT_GE(expected.back(), expected.front() + 0.03) << "online DPO must raise the held-out reward within 60 steps";
 }
 
 // The group methods on arithmetic, the family with the most headroom (the SFT model's greedy

@@ -165,8 +165,9 @@ LLAMA_CONFIG = {
 
 # The smallest real shapes (issue 14): GPT-2 small and a Llama-style model with grouped-query
 # attention (SmolLM-135M's shape), written with init-scale random weights for the size benchmarks.
-GPT2_124M_CONFIG = dict(GPT2_CONFIG, vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024, n_ctx=1024,
-                        bos_token_id=50256, eos_token_id=50256, pad_token_id=50256)
+GPT2_124M_CONFIG = {k: v for k, v in dict(GPT2_CONFIG, vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024,
+                                            n_ctx=1024, bos_token_id=50256, eos_token_id=50256).items()
+                    if k != "pad_token_id"}  # as GPT-2's own config: no padding token
 LLAMA_135M_CONFIG = dict(LLAMA_CONFIG, vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
                          num_key_value_heads=3, intermediate_size=1536, max_position_embeddings=2048, rms_norm_eps=1e-5,
                          tie_word_embeddings=True)
