@@ -209,27 +209,37 @@ class RecordingPublisher : public WeightPublisher {
   std::string dir_;
 };
 
+// GRPO on groups of 2, 8 rollouts an update in 2 minibatches; the runtime's tests train 3 updates.
+PpoOptions grpo_pairs() {
+  PpoOptions o;
+  o.estimator = AdvantageEstimator::kGrpo;
+  o.group_size = 2;
+  o.rollouts_per_update = 8;
+  o.minibatches = 2;
+  return o;
+}
+TrainOptions three_updates(const PpoOptions& o, const std::string& dir) {
+  TrainOptions t;
+  t.steps = 3 * o.steps_per_update();
+  t.warmup_steps = 0;
+  t.eval_every = 0;
+  t.checkpoint_every = 0;
+  t.out_dir = dir;
+  return t;
+}
+
 TEST(ActorLearner, CollectsAtTheCurrentVersionAndPublishesEachVersionOnceAfterItsCheckpoint) {
   const auto dir = test::temp_dir("actor_learner_order");
   Transformer policy(tiny()), reference(tiny());
   policy->init_weights(3);
   reference->init_weights(3);
-  PpoOptions o;
-  o.estimator = AdvantageEstimator::kGrpo;
-  o.group_size = 2;
-  o.rollouts_per_update = 8;
+  PpoOptions o = grpo_pairs();
   o.epochs = 1;
-  o.minibatches = 2;
   PpoUpdateBuilder builder(o, policy, reference, 1, 5);
   RecordingSource source;
   RecordingPublisher publisher(dir);
-  TrainOptions t;
-  t.steps = 3 * o.steps_per_update();
+  TrainOptions t = three_updates(o, dir);
   t.lr = 1e-3;
-  t.warmup_steps = 0;
-  t.eval_every = 0;
-  t.checkpoint_every = 0;
-  t.out_dir = dir;
   ActorLearner runtime(t, policy, builder, source, publisher, "", "");
   const auto r = runtime.run();
   EXPECT_EQ(r.final_step, 6);
@@ -268,20 +278,11 @@ TEST(ActorLearner, EveryUpdateLogsTheSecondsOfEachPhase) {
   Transformer policy(tiny()), reference(tiny());
   policy->init_weights(3);
   reference->init_weights(3);
-  PpoOptions o;
-  o.estimator = AdvantageEstimator::kGrpo;
-  o.group_size = 2;
-  o.rollouts_per_update = 8;
-  o.minibatches = 2;
+  const PpoOptions o = grpo_pairs();
   PpoUpdateBuilder builder(o, policy, reference, 1, 5);
   SlowSource source;
   SlowPublisher publisher;
-  TrainOptions t;
-  t.steps = 3 * o.steps_per_update();
-  t.warmup_steps = 0;
-  t.eval_every = 0;
-  t.checkpoint_every = 0;
-  t.out_dir = dir;
+  const TrainOptions t = three_updates(o, dir);
   ActorLearner(t, policy, builder, source, publisher, "", "").run();
   std::ifstream f(dir + "/metrics.jsonl");
   int updates = 0;
