@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/threads.h"
+#include "learner/data_parallel.h"
 #include "wire/curve.h"
 
 namespace keel {
@@ -220,6 +221,12 @@ torch::Device apply_runtime(int threads, const std::string& device) {
     KEEL_FAIL("bad --device '" << device << "' (cpu, cuda or cuda:N)");
   }
   KEEL_CHECK(!dev.is_cuda() || torch::cuda::is_available(), "--device " << device << ": this LibTorch has no CUDA device");
+  if (dev.is_cuda() && !dev.has_index()) {
+    // Data-parallel ranks on one node each take their own GPU (LOCAL_RANK, or Slurm's SLURM_LOCALID).
+    const auto env = distributed_env_from_environment();
+    const auto gpus = static_cast<int>(torch::cuda::device_count());
+    if (env.enabled()) dev = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % gpus));
+  }
   return dev;
 }
 

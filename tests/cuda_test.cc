@@ -1,0 +1,150 @@
+// The CUDA path gives the CPU path's numbers: forward, KV-cached decoding, sampling with behaviour
+// log-probs, one optimizer step, and the NCCL data-parallel group's collectives. Built only with
+// KEEL_USE_CUDA; every test skips when no CUDA device is present (run it on a GPU machine:
+// DEVELOPERS.md, "Building on a GPU machine").
+#include <gtest/gtest.h>
+
+#include "actors/sampler.h"
+#include "core/transformer.h"
+#include "learner/data_parallel.h"
+
+namespace keel {
+namespace {
+
+#define KEEL_REQUIRE_CUDA() \
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device"
+
+ModelConfig small_config(Family f) {
+  ModelConfig c;
+  c.family = f;
+  c.vocab_size = 97;
+  c.d_model = 64;
+  c.n_layer = 2;
+  c.n_head = 4;
+  c.n_kv_head = f == Family::kLlama ? 2 : 0;
+  c.max_positions = 64;
+  c.tie_embeddings = f == Family::kGpt2;
+  c.eos_id = 2;
+  c.pad_id = 3;
+  return c;
+}
+
+Transformer make_model(Family f, torch::Device dev) {
+  Transformer m(small_config(f));
+  m->init_weights(42);
+  {
+    torch::NoGradGuard ng;
+    torch::manual_seed(7);
+    for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.05);  // livelier than init
+  }
+  m->to(dev);
+  m->eval();
+  return m;
+}
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kCPU) - b.to(torch::kCPU)).abs().max().item<double>();
+}
+
+// LibTorch leaves TF32 off for float32 products (allow_tf32 defaults to false): the comparisons
+// are at float32 precision.
+class CudaTest : public ::testing::TestWithParam<Family> {};
+
+TEST_P(CudaTest, ForwardEqualsCpu) {
+  KEEL_REQUIRE_CUDA();
+  auto cpu = make_model(GetParam(), torch::kCPU);
+  auto gpu = make_model(GetParam(), torch::kCUDA);
+  torch::NoGradGuard ng;
+  auto tokens = torch::randint(0, 97, {3, 20}, torch::kLong);
+  auto a = cpu->logits(cpu->hidden({tokens, {}, {}, {}}));
+  auto b = gpu->logits(gpu->hidden({tokens.cuda(), {}, {}, {}}));
+  EXPECT_TRUE(b.is_cuda());
+  EXPECT_LT(max_diff(a, b), 1e-4);
+}
+
+TEST_P(CudaTest, CachedDecodingEqualsFullRecomputation) {
+  KEEL_REQUIRE_CUDA();
+  auto m = make_model(GetParam(), torch::kCUDA);
+  torch::NoGradGuard ng;
+  auto tokens = torch::randint(0, 97, {2, 12}, torch::kLong).cuda();
+  auto full = m->logits(m->hidden({tokens, {}, {}, {}}));
+  auto cache = m->make_cache(2, 16);
+  std::vector<torch::Tensor> parts = {m->logits(m->hidden({tokens.narrow(1, 0, 5), {}, {}, {}}, &cache))};
+  for (int64_t t = 5; t < 12; ++t) parts.push_back(m->logits(m->hidden({tokens.narrow(1, t, 1), {}, {}, {}}, &cache)));
+  EXPECT_LT(max_diff(torch::cat(parts, 1), full), 1e-4);
+}
+
+TEST_P(CudaTest, SampledLogprobsEqualTheCpuRecomputation) {
+  KEEL_REQUIRE_CUDA();
+  auto gpu = make_model(GetParam(), torch::kCUDA);
+  auto cpu = make_model(GetParam(), torch::kCPU);
+  const std::vector<std::vector<int32_t>> prompts = {{5, 6, 7}, {8, 9, 10, 11, 12}};
+  SamplingConfig cfg;
+  cfg.temperature = 0.8;
+  cfg.max_new_tokens = 10;
+  cfg.stop_at_eos = false;
+  auto s = sample(gpu, prompts, cfg, 2, 3);
+  torch::NoGradGuard ng;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::vector<int64_t> seq(prompts[i].begin(), prompts[i].end());
+    seq.insert(seq.end(), s.responses[i].begin(), s.responses[i].end());
+    auto t = torch::tensor(seq).unsqueeze(0);
+    auto logits = cpu->logits(cpu->hidden({t, {}, {}, {}}));
+    const int64_t p = static_cast<int64_t>(prompts[i].size()), n = static_cast<int64_t>(s.responses[i].size());
+    auto lp = token_logprobs(logits.narrow(1, p - 1, n), t.narrow(1, p, n), cfg.temperature).squeeze(0);
+    auto recorded = torch::tensor(s.logprobs[i]);
+    ASSERT_EQ(n, cfg.max_new_tokens);
+    EXPECT_LT(max_diff(lp, recorded), 1e-4) << "row " << i;
+  }
+}
+
+TEST_P(CudaTest, OneAdamWStepEqualsCpu) {
+  KEEL_REQUIRE_CUDA();
+  std::vector<Transformer> models = {make_model(GetParam(), torch::kCPU), make_model(GetParam(), torch::kCUDA)};
+  auto tokens = torch::randint(0, 97, {4, 16}, torch::kLong);
+  std::vector<double> losses;
+  for (auto& m : models) {
+    m->train();
+    const auto dev = m->device();
+    torch::optim::AdamW opt(m->parameters(), torch::optim::AdamWOptions(1e-2));
+    auto logits = m->logits(m->hidden({tokens.narrow(1, 0, 15).to(dev), {}, {}, {}}));
+    auto loss = summed_cross_entropy(logits, tokens.narrow(1, 1, 15).to(dev)) / 60.0;
+    loss.backward();
+    opt.step();
+    losses.push_back(loss.item<double>());
+  }
+  EXPECT_NEAR(losses[0], losses[1], 1e-4);
+  auto a = models[0]->named_parameters(), b = models[1]->named_parameters();
+  for (const auto& p : a) EXPECT_LT(max_diff(p.value(), b[p.key()]), 1e-4) << p.key();
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, CudaTest, ::testing::Values(Family::kGpt2, Family::kLlama),
+                         [](const auto& info) { return info.param == Family::kGpt2 ? "Gpt2" : "Llama"; });
+
+// A one-rank NCCL group runs every collective the training loop uses; sums over one rank are
+// the inputs themselves.
+TEST(CudaDataParallel, NcclGroupOfOneRankRunsEveryCollective) {
+  KEEL_REQUIRE_CUDA();
+  DistributedEnv env;
+  env.world = 1;
+  env.master_port = 29731;
+  DataParallel dp(env, std::chrono::seconds(60), torch::kCUDA);
+  auto sum = dp.allreduce_sum(torch::tensor({1.5, -2.0}, torch::kFloat64));
+  EXPECT_DOUBLE_EQ(sum[0].item<double>(), 1.5);
+  EXPECT_DOUBLE_EQ(sum[1].item<double>(), -2.0);
+  EXPECT_EQ(dp.broadcast_bytes("weights v3"), "weights v3");
+  auto m = make_model(Family::kLlama, torch::kCUDA);
+  dp.broadcast_parameters(m);
+  auto tokens = torch::randint(0, 97, {2, 8}, torch::kLong).cuda();
+  dp.begin_gradient_sync({m});
+  summed_cross_entropy(m->logits(m->hidden({tokens, {}, {}, {}})), tokens).backward();
+  std::vector<torch::Tensor> before;
+  for (auto& p : m->parameters()) before.push_back(p.grad().clone());
+  dp.finish_gradient_sync();
+  auto params = m->parameters();
+  for (size_t i = 0; i < params.size(); ++i) EXPECT_LT(max_diff(params[i].grad(), before[i]), 1e-6) << i;
+  dp.barrier();
+}
+
+}  // namespace
+}  // namespace keel
