@@ -16,7 +16,10 @@
 
 namespace keel {
 
-inline constexpr int64_t kMaxSmallRows = 64;
+// Measured on 2 cores (AVX-512): at 8 rows the kernels here beat OpenBLAS (d 256: 3.1 against 4.3
+// ms a decoding step; d 768: 69 against 92 ms), at 16 rows and more OpenBLAS wins (d 768: 86
+// against 138 ms at 16 rows, 102 against 232 at 32; d 256: 7.8 against 9.4 ms at 32).
+inline constexpr int64_t kMaxSmallRows = 8;
 
 // y[..., N] = x[..., K] · Wᵀ (+ bias), W stored [N, K] (torch::nn::Linear, the tied LM head).
 torch::Tensor linear_nk(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});

@@ -156,21 +156,18 @@ TEST(OwnTask, OneTextFileToAReportThroughLaunchConfigAndTheRlStageBeatsSft) {
             << " -> " << greedy.back() << ", three-digit " << three_digit.front() << " -> " << three_digit.back() << "\n";
   // RL sharpens what SFT left between its greedy and its sampled answers: with a pretrained model that
   // has learned to count, the SFT model answers every held-out number right greedily but samples the
-  // right answer 0.81 of the time, and GRPO on the training numbers raised that to 0.892 in 40
-  // updates (0.902 in 60) and, in this test, 0.808 to 0.881: 39-43% of the headroom; asserted: at
-  // least 20% of it (800 sampled draws,
-  // standard error about 0.015). This toy pretraining is chaotic, though: the step at which a
-  // 2-layer model learns to count varies from run to run (500 to over 1200 steps), and a model
-  // that learned it fully took the question format in SFT worse (held-out 0.01). Without
-  // headroom (greedy within 0.1 of sampled) the RL stage must only keep what SFT reached.
+  // right answer 0.8075 of the time, and GRPO on the training numbers raised that to 0.881 and 0.88
+  // in this test (0.892 in 40 updates, 0.902 in 60, in a run outside it): 37-43% of the headroom;
+  // asserted: at least 20% of it (800 sampled draws, standard error about 0.015). Pretraining,
+  // tokenizer and SFT are deterministic for the seed (the same 0.8075 in every run), but this toy's
+  // pretraining is chaotic across seeds and settings: the step at which a 2-layer model learns to
+  // count varies from 500 to over 1200, and a model that learned it fully took the question format
+  // in SFT worse (held-out 0.01). A build whose rounding sends pretraining elsewhere fails here,
+  // naming that, rather than passing on a weaker claim.
   const double headroom = greedy.front() - reward.front();
-  if (headroom >= 0.1) {
-    EXPECT_GE(reward.back(), reward.front() + 0.2 * headroom) << "the RL stage must raise the held-out reward above SFT's";
-  } else {
-    std::cerr << "own task: the SFT model left no headroom (greedy " << greedy.front() << ", sampled " << reward.front()
-              << "): pretraining did not learn to count in this run\n";
-    EXPECT_GE(reward.back(), reward.front() - 0.06) << "the RL stage lost the SFT model's held-out reward";
-  }
+  EXPECT_GE(headroom, 0.1) << "the SFT model left no headroom for RL (greedy " << greedy.front() << ", sampled " << reward.front()
+                           << "): pretraining did not learn to count as it does for this seed";
+  EXPECT_GE(reward.back(), reward.front() + 0.2 * headroom) << "the RL stage must raise the held-out reward above SFT's";
   // The same evaluation offline, for any model directory, scored in process by the same program.
   auto offline = test::keel("eval prompts --model " + dir + "/rl/learner/model --prompts " + dir +
                             "/eval.jsonl --reward-kind program --reward-program " +
