@@ -261,7 +261,7 @@ namespace {
 // SFT model of the test above, on the sort family, every rollout logged (the actor samples 2
 // responses per prompt). What holds and is asserted: every update is made and published once
 // (versions 1..60, no gaps or repeats), the KL to the reference stays in its band, the sampled
-// held-out reward does not fall, and the exact held-out expected reward rises (MARGIN below).
+// held-out reward does not fall, and the exact held-out expected reward rises by the margin below.
 // The faults (bad messages, killed actors, reward service and learner) are the chaos test's.
 struct PpoOutcome {
   std::string dir;
