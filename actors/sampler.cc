@@ -6,6 +6,7 @@
 #include <mutex>
 #include <vector>
 
+#include "actors/continuous_sampler.h"
 #include "core/error.h"
 
 namespace keel {
@@ -15,6 +16,41 @@ void SamplingConfig::validate() const {
   KEEL_CHECK(top_k >= 0, "top-k must be >= 0, got " << top_k);
   KEEL_CHECK(top_p > 0 && top_p <= 1, "top-p must be in (0, 1], got " << top_p);
   KEEL_CHECK(max_new_tokens > 0, "max-new-tokens must be positive, got " << max_new_tokens);
+  KEEL_CHECK(slots >= 0, "decode-slots must be >= 0 (0 = the whole batch at once), got " << slots);
+}
+
+std::vector<int64_t> response_limits(const std::vector<int64_t>& max_new, size_t prompts, const SamplingConfig& cfg) {
+  if (max_new.empty()) return std::vector<int64_t>(prompts, cfg.max_new_tokens);
+  KEEL_CHECK(max_new.size() == prompts, max_new.size() << " response-length bounds for " << prompts << " prompts");
+  for (size_t i = 0; i < max_new.size(); ++i)
+    KEEL_CHECK(max_new[i] > 0 && max_new[i] <= cfg.max_new_tokens, "prompt " << i << ": response bound " << max_new[i]
+                                                                             << " outside 1.." << cfg.max_new_tokens
+                                                                             << " (max-new-tokens)");
+  return max_new;
+}
+
+std::pair<torch::Tensor, torch::Tensor> choose_tokens(const torch::Tensor& logits, const SamplingConfig& cfg,
+                                                      at::Generator& gen) {
+  const double temp = cfg.temperature > 0 ? cfg.temperature : 1.0;
+  auto logp = torch::log_softmax(logits / temp, -1);
+  torch::Tensor next;
+  if (cfg.temperature == 0) {
+    next = logits.argmax(-1);
+  } else {
+    auto probs = logp.exp();
+    if (cfg.top_k > 0 && cfg.top_k < probs.size(1)) {
+      auto kth = std::get<0>(probs.topk(cfg.top_k, -1)).select(1, cfg.top_k - 1).unsqueeze(1);
+      probs = probs.masked_fill(probs < kth, 0.0);
+    }
+    if (cfg.top_p < 1.0) {
+      auto [sorted, idx] = probs.sort(-1, /*descending=*/true);
+      auto mass_before = sorted.cumsum(-1) - sorted;
+      sorted.masked_fill_(mass_before > cfg.top_p * sorted.sum(-1, true), 0.0);
+      probs = torch::zeros_like(probs).scatter_(1, idx, sorted);
+    }
+    next = draw_categorical(probs, gen);
+  }
+  return {next, logp.gather(1, next.unsqueeze(1)).squeeze(1)};
 }
 
 // Inverts each row's cumulative sum at one uniform number. torch::multinomial draws an exponential
@@ -72,8 +108,10 @@ torch::Tensor draw_categorical(const torch::Tensor& probs, at::Generator& gen) {
 }
 
 Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& cfg, int32_t eos,
-               int32_t pad) {
+               int32_t pad, const std::vector<int64_t>& max_new) {
   cfg.validate();
+  const auto limits = response_limits(max_new, prompts.size(), cfg);
+  if (cfg.slots > 0) return sample_continuous(model, prompts, cfg, eos, pad, limits);
   // Inference mode skips autograd bookkeeping on every op: most of a small model's decoding time.
   c10::InferenceMode inference;
   const bool was_training = model->is_training();
@@ -89,32 +127,14 @@ Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prom
   auto padded = left_pad(prompts, pad >= 0 ? pad : 0);
   auto cache = model->make_cache(B, padded.tokens.size(1) + cfg.max_new_tokens);
   auto h = model->hidden({padded.tokens.to(dev), padded.positions.to(dev), padded.key_mask.to(dev), {}}, &cache);
+  out.prefill_rows = B;
   auto logits = model->logits(h.select(1, h.size(1) - 1)).to(torch::kCPU, torch::kFloat32);  // [B, V]
   auto next_pos = padded.positions.select(1, padded.positions.size(1) - 1) + 1;              // [B]
   // Sampling runs on the CPU with its own generator, so results do not depend on the device.
   auto gen = at::detail::createCPUGenerator(cfg.seed);
   std::vector<bool> done(prompts.size(), false);
   for (int64_t step = 0; step < cfg.max_new_tokens; ++step) {
-    const double temp = cfg.temperature > 0 ? cfg.temperature : 1.0;
-    auto logp = torch::log_softmax(logits / temp, -1);
-    torch::Tensor next;
-    if (cfg.temperature == 0) {
-      next = logits.argmax(-1);
-    } else {
-      auto probs = logp.exp();
-      if (cfg.top_k > 0 && cfg.top_k < probs.size(1)) {
-        auto kth = std::get<0>(probs.topk(cfg.top_k, -1)).select(1, cfg.top_k - 1).unsqueeze(1);
-        probs = probs.masked_fill(probs < kth, 0.0);
-      }
-      if (cfg.top_p < 1.0) {
-        auto [sorted, idx] = probs.sort(-1, /*descending=*/true);
-        auto mass_before = sorted.cumsum(-1) - sorted;
-        sorted.masked_fill_(mass_before > cfg.top_p * sorted.sum(-1, true), 0.0);
-        probs = torch::zeros_like(probs).scatter_(1, idx, sorted);
-      }
-      next = draw_categorical(probs, gen);
-    }
-    auto chosen_logp = logp.gather(1, next.unsqueeze(1)).squeeze(1);
+    auto [next, chosen_logp] = choose_tokens(logits, cfg, gen);
     auto nx = next.accessor<int64_t, 1>();
     auto lp = chosen_logp.accessor<float, 1>();
     bool all_done = true;
@@ -122,14 +142,13 @@ Samples sample(Transformer& model, const std::vector<std::vector<int32_t>>& prom
       if (done[b]) continue;
       out.responses[b].push_back(static_cast<int32_t>(nx[b]));
       out.logprobs[b].push_back(lp[b]);
-      if (cfg.stop_at_eos && nx[b] == eos) {
-        done[b] = true;
-        out.finished[b] = true;
-      }
+      if (cfg.stop_at_eos && nx[b] == eos) out.finished[b] = true;
+      done[b] = out.finished[b] || static_cast<int64_t>(out.responses[b].size()) >= limits[b];
       all_done = all_done && done[b];
     }
     if (all_done || step + 1 == cfg.max_new_tokens) break;
     h = model->hidden({next.unsqueeze(1).to(dev), next_pos.unsqueeze(1).to(dev), {}, {}}, &cache);
+    ++out.steps;
     logits = model->logits(h.select(1, 0)).to(torch::kCPU, torch::kFloat32);
     next_pos = next_pos + 1;
   }

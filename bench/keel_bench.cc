@@ -1,12 +1,15 @@
 // keel_bench: speed of keel's model on this machine, printed as one JSON line per measurement.
 //   keel_bench sgemm                  measured float32 matrix-product peak (GFLOP/s)
-//   keel_bench train    [d L T B V]   pretrain step (forward, backward, AdamW): tokens/s, model GFLOP/s
+//   keel_bench train    [d L T B V C] pretrain step (forward, backward, AdamW): tokens/s, model GFLOP/s, peak RSS;
+//                                     C = 1: with activation checkpointing
 //   keel_bench linear [M]             the decoding step's products with M rows: LibTorch against keel's kernels
 //   keel_bench generate [d L B N]     KV-cached sampling of N new tokens for B prompts: tokens/s
-//   keel_bench weights  [d L P]       publish policy versions to 2 actor processes (P: shm | shm-copy | chunks), vs memcpy
+//   keel_bench weights  [d L P V]     publish policy versions to 2 actor processes (P: shm | shm-copy | chunks), vs memcpy;
+//                                     how long an actor's load takes (its pause in generation)
 //   keel_bench learner_scaling [W d L T B]  the training loop on W Gloo ranks: tokens/s, all-reduce wait share
 //   keel_bench transport [R T]        R rollouts of T tokens: encode, send, receive, decode over loopback TCP
-//   keel_bench bandwidth | decode DIR [B N DTYPE] | check DIR INPUTS REF   at real model sizes (bench/size_bench.h)
+//   keel_bench bandwidth | decode DIR [B N DTYPE] | continuous DIR [S P G] | check DIR INPUTS REF
+//                                     at real model sizes (bench/size_bench.h)
 //   keel_bench stream PATH [B K]      one shuffled epoch (blocks of K pairs) of a preference buffer in batches of B pairs:
 //                                     pairs/s, tokens/s, peak RSS (bench/stream_larger_than_ram.sh)
 // bench/reference_bench.py measures the same in Python PyTorch eager; bench/run.sh compares.
@@ -74,10 +77,11 @@ void sgemm() {
   std::printf("{\"bench\": \"sgemm\", \"impl\": \"keel\", \"gflops\": %.1f}\n", 2.0 * n * n * n * reps / s / 1e9);
 }
 
-void train(int64_t d, int64_t L, int64_t T, int64_t B, int64_t V) {
+void train(int64_t d, int64_t L, int64_t T, int64_t B, int64_t V, bool checkpointing) {
   const double rss0 = max_rss_mb();
   const auto c = gpt2_config(d, L, T, V);
   keel::Transformer model(c);
+  model->set_activation_checkpointing(checkpointing);
   torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(1e-4).weight_decay(0.1));
   auto tokens = torch::randint(0, V, {B, T}, torch::kLong), targets = torch::randint(0, V, {B, T}, torch::kLong);
   auto step = [&] {
@@ -96,9 +100,9 @@ void train(int64_t d, int64_t L, int64_t T, int64_t B, int64_t V) {
   std::printf(
       "{\"bench\": \"train\", \"impl\": \"keel\", \"d\": %lld, \"layers\": %lld, \"seq\": %lld, \"batch\": %lld, "
       "\"vocab\": %lld, \"step_s\": %.4f, \"tokens_per_s\": %.1f, \"model_gflops\": %.1f, \"peak_rss_mb\": %.1f, "
-      "\"rss_growth_mb\": %.1f}\n",
+      "\"rss_growth_mb\": %.1f, \"activation_checkpointing\": %s}\n",
       (long long)d, (long long)L, (long long)T, (long long)B, (long long)V, s, B * T / s, flops / s / 1e9, max_rss_mb(),
-      max_rss_mb() - rss0);
+      max_rss_mb() - rss0, checkpointing ? "true" : "false");
 }
 
 void generate(int64_t d, int64_t L, int64_t B, int64_t N) {
@@ -190,11 +194,15 @@ void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool
         r.poll(100);
         if ((any && !r.has_newer(have)) || (!any && r.poll(0) == 0 && !r.has_newer(0))) continue;
         uint64_t v = 0;
+        const auto load0 = Clock::now();
         if (!r.load_newest(model, &v)) continue;
         have = v;
         any = true;
-        const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-        int64_t msg[2] = {static_cast<int64_t>(v), ns};
+        const auto now = Clock::now();
+        const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+        // The time the actor spends in load_newest: how long it would stop generating.
+        const int64_t load_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - load0).count();
+        int64_t msg[3] = {static_cast<int64_t>(v), ns, load_ns};
         if (::write(pipes[i][1], msg, sizeof msg) != sizeof msg) std::abort();
       }
       std::_Exit(0);
@@ -209,18 +217,20 @@ void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool
   o.run_name = "keel-" + std::to_string(::getpid());
   keel::RolloutService service(o, {});
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // subscribers connected
+  std::vector<double> total, publish, load;
   auto wait_for = [&](uint64_t version) {
-    int64_t last = 0;
+    int64_t last = 0, slowest_load = 0;
     for (int i = 0; i < actors; ++i) {
-      int64_t msg[2] = {0, 0};
+      int64_t msg[3] = {0, 0, 0};
       do {
         if (::read(pipes[i][0], msg, sizeof msg) != sizeof msg) std::abort();
       } while (msg[0] < static_cast<int64_t>(version));
       last = std::max(last, msg[1]);
+      slowest_load = std::max(slowest_load, msg[2]);
     }
+    load.push_back(static_cast<double>(slowest_load) / 1e9);
     return last;
   };
-  std::vector<double> total, publish;
   for (int v = 1; v <= versions; ++v) {
     {
       torch::NoGradGuard ng;
@@ -237,21 +247,24 @@ void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool
   // The first version maps fresh pages in every process; later ones are the steady state.
   std::sort(total.begin() + 1, total.end());
   std::sort(publish.begin() + 1, publish.end());
+  std::sort(load.begin() + 1, load.end());
   size_t bytes = 0;
   for (const auto& [k, t] : keel::model_tensors(policy)) bytes += t.numel() * t.element_size();
   const double copy = memcpy_seconds(bytes), median = total[1 + (total.size() - 1) / 2];
   std::printf(
       "{\"bench\": \"weights\", \"impl\": \"keel\", \"path\": \"%s\", \"params\": %lld, \"bytes\": %zu, "
-      "\"first_version_s\": %.4f, \"publish_s\": %.4f, \"publish_to_2_actors_s\": %.4f, \"memcpy_s\": %.5f, "
-      "\"ratio_to_memcpy\": %.2f}\n",
+      "\"first_version_s\": %.4f, \"publish_s\": %.4f, \"publish_to_2_actors_s\": %.4f, \"actor_load_s\": %.4f, "
+      "\"memcpy_s\": %.5f, \"ratio_to_memcpy\": %.2f, \"actor_load_to_memcpy\": %.2f, \"gb_per_s\": %.2f}\n",
       shared_dir.empty() ? "chunks over loopback TCP"
       : bind             ? "shared memory, actors bound to it"
                          : "shared memory, actors copy",
-      (long long)c.num_parameters(), bytes, total[0], publish[1 + (publish.size() - 1) / 2], median, copy, median / copy);
+      (long long)c.num_parameters(), bytes, total[0], publish[1 + (publish.size() - 1) / 2], median,
+      load[1 + (load.size() - 1) / 2], copy, median / copy, load[1 + (load.size() - 1) / 2] / copy,
+      static_cast<double>(bytes) / median / 1e9);
 }
 
-void weights(int64_t d, int64_t L, const std::string& path) {
-  const auto c = gpt2_config(d, L, 256, 8192);
+void weights(int64_t d, int64_t L, const std::string& path, int64_t V) {
+  const auto c = gpt2_config(d, L, 256, V);
   weights_run(c, path == "chunks" ? "" : "/dev/shm", path == "shm", 47501);
 }
 
@@ -401,13 +414,13 @@ int main(int argc, char** argv) {
     sgemm();
   else if (mode == "train")
     train(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), arg(argc, argv, 4, 256), arg(argc, argv, 5, 8),
-          arg(argc, argv, 6, 8192));
+          arg(argc, argv, 6, 8192), arg(argc, argv, 7, 0) != 0);
   else if (mode == "linear")
     linear(arg(argc, argv, 2, 8));
   else if (mode == "generate")
     generate(arg(argc, argv, 2, 256), arg(argc, argv, 3, 4), arg(argc, argv, 4, 8), arg(argc, argv, 5, 128));
   else if (mode == "weights")
-    weights(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), argc > 4 ? argv[4] : "shm");
+    weights(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), argc > 4 ? argv[4] : "shm", arg(argc, argv, 5, 8192));
   else if (mode == "learner_scaling")
     learner_scaling(static_cast<int>(arg(argc, argv, 2, 2)), arg(argc, argv, 3, 512), arg(argc, argv, 4, 8),
                     arg(argc, argv, 5, 256), arg(argc, argv, 6, 8), 8192, !std::getenv("KEEL_BENCH_NO_OVERLAP"));
@@ -417,14 +430,17 @@ int main(int argc, char** argv) {
     keel::bench::bandwidth();
   else if (mode == "decode" && argc > 2)
     keel::bench::decode(argv[2], arg(argc, argv, 3, 1), arg(argc, argv, 4, 64), argc > 5 ? argv[5] : "float32");
+  else if (mode == "continuous" && argc > 2)
+    keel::bench::continuous(argv[2], arg(argc, argv, 3, 32), arg(argc, argv, 4, 16), arg(argc, argv, 5, 8));
   else if (mode == "check" && argc > 4)
     keel::bench::check(argv[2], argv[3], argv[4]);
   else if (mode == "stream" && argc > 2)
     stream(argv[2], arg(argc, argv, 3, 64), arg(argc, argv, 4, 0));
   else {
     std::fprintf(stderr,
-                 "usage: keel_bench sgemm | train [d L T B V] | generate [d L B N] | weights [d L shm|shm-copy|chunks] | "
-                 "learner_scaling [W d L T B] | transport [R T] | stream PATH [B K]\n");
+                 "usage: keel_bench sgemm | train [d L T B V C] | generate [d L B N] | weights [d L shm|shm-copy|chunks V] | "
+                 "learner_scaling [W d L T B] | transport [R T] | stream PATH [B K] | "
+                 "bandwidth | decode DIR [B N DTYPE] | continuous DIR [S P G] | check DIR INPUTS REF\n");
     return 2;
   }
   return 0;

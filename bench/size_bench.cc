@@ -90,6 +90,63 @@ void decode(const std::string& dir, int64_t batch, int64_t new_tokens, const std
       static_cast<double>(batch * new_tokens) / total, step, weight_bytes_per_step(model), kv_bytes);
 }
 
+namespace {
+
+// Response bounds with a long tail: round(exp(N(ln 20, 1))) clamped to 1..256 (median 20, mean
+// about 33, 1 in 20 above 100), one per response; the responses end there (no EOS).
+std::vector<int64_t> long_tailed_lengths(size_t n) {
+  std::mt19937 rng(7);
+  std::lognormal_distribution<double> len(std::log(20.0), 1.0);
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < n; ++i) out.push_back(std::clamp<int64_t>(std::llround(len(rng)), 1, 256));
+  return out;
+}
+
+}  // namespace
+
+void continuous(const std::string& dir, int64_t slots, int64_t prompts, int64_t group) {
+  auto model = load_model_as(dir, {});
+  const auto& c = model->config();
+  std::mt19937 rng(1);
+  std::vector<std::vector<int32_t>> work;  // `group` copies of each prompt, consecutive
+  for (int64_t i = 0; i < prompts; ++i) {
+    std::vector<int32_t> p;
+    for (int j = 0; j < 16; ++j) p.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size)));
+    for (int64_t g = 0; g < group; ++g) work.push_back(p);
+  }
+  const auto limits = long_tailed_lengths(work.size());
+  SamplingConfig s;
+  s.stop_at_eos = false;
+  s.max_new_tokens = *std::max_element(limits.begin(), limits.end());
+  int64_t useful = 0, static_steps = 0;
+  for (auto l : limits) useful += l;
+  auto t = Clock::now();  // static batching: `slots` responses at a time, each batch until its longest ends
+  for (size_t i = 0; i < work.size(); i += static_cast<size_t>(slots)) {
+    const size_t end = std::min(work.size(), i + static_cast<size_t>(slots));
+    std::vector<std::vector<int32_t>> batch(work.begin() + static_cast<long>(i), work.begin() + static_cast<long>(end));
+    std::vector<int64_t> bound(limits.begin() + static_cast<long>(i), limits.begin() + static_cast<long>(end));
+    static_steps += sample(model, batch, s, -1, 0, bound).steps;
+  }
+  const double static_s = seconds_since(t);
+  s.slots = slots;
+  t = Clock::now();
+  const auto cont = sample(model, work, s, -1, 0, limits);
+  const double cont_s = seconds_since(t);
+  auto sorted = limits;
+  std::sort(sorted.begin(), sorted.end());
+  std::printf(
+      "{\"bench\": \"continuous\", \"impl\": \"keel\", \"model\": \"%s\", \"slots\": %lld, \"responses\": %zu, \"group\": %lld, "
+      "\"length_mean\": %.1f, \"length_median\": %lld, \"length_p90\": %lld, \"length_max\": %lld, \"useful_tokens\": %lld, "
+      "\"static_s\": %.2f, \"static_steps\": %lld, \"static_tokens_per_s\": %.1f, \"continuous_s\": %.2f, "
+      "\"continuous_steps\": %lld, \"continuous_prefill_rows\": %lld, \"continuous_tokens_per_s\": %.1f, \"ratio\": %.2f}\n",
+      dir.c_str(), static_cast<long long>(slots), work.size(), static_cast<long long>(group),
+      static_cast<double>(useful) / static_cast<double>(work.size()), static_cast<long long>(sorted[sorted.size() / 2]),
+      static_cast<long long>(sorted[sorted.size() * 9 / 10]), static_cast<long long>(sorted.back()),
+      static_cast<long long>(useful), static_s, static_cast<long long>(static_steps), static_cast<double>(useful) / static_s,
+      cont_s, static_cast<long long>(cont.steps), static_cast<long long>(cont.prefill_rows), static_cast<double>(useful) / cont_s,
+      static_s / cont_s);
+}
+
 void check(const std::string& dir, const std::string& inputs, const std::string& ref) {
   torch::NoGradGuard no_grad;
   auto model = load_model_as(dir, {});

@@ -3,6 +3,10 @@
 //   decode DIR B N [DTYPE]  KV-cached sampling of N new tokens for B prompts of 16 tokens with the
 //                           model in DIR, decoding weights float32 or bfloat16: tokens/s, time of
 //                           one decoding step, bytes it reads
+//   continuous DIR S P G    P prompts of 16 tokens, G responses each, with long-tailed lengths
+//                           (size_bench.cc: median 20, mean ~33, up to 256): static batching S
+//                           responses at a time against continuous batching over S rows; useful
+//                           tokens/s of both
 //   check DIR INPUTS REF    keel's logits for INPUTS["tokens"] against REF["logits"] (Python's), and
 //                           KV-cached decoding (prefill half, then one token at a time) against
 //                           keel's full recomputation: max |difference|
@@ -16,6 +20,7 @@ namespace keel::bench {
 
 void bandwidth();
 void decode(const std::string& dir, int64_t batch, int64_t new_tokens, const std::string& dtype);
+void continuous(const std::string& dir, int64_t slots, int64_t prompts, int64_t group);
 void check(const std::string& dir, const std::string& inputs, const std::string& ref);
 
 }  // namespace keel::bench

@@ -1,7 +1,9 @@
 #include "core/transformer.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "core/activation_checkpoint.h"
 #include "core/decode_attention.h"
 #include "core/error.h"
 #include "core/linear.h"
@@ -48,15 +50,6 @@ torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, c
   return torch::matmul(torch::softmax(scores, -1), v);
 }
 
-// Appends k/v of the new tokens to the cache and returns all filled slots.
-std::pair<torch::Tensor, torch::Tensor> cache_append(KVCache* cache, int64_t layer, torch::Tensor k, torch::Tensor v) {
-  if (!cache) return {k, v};
-  const int64_t past = cache->length, t = k.size(2);
-  cache->k[layer].narrow(2, past, t).copy_(k);
-  cache->v[layer].narrow(2, past, t).copy_(v);
-  return {cache->k[layer].narrow(2, 0, past + t), cache->v[layer].narrow(2, 0, past + t)};
-}
-
 torch::Tensor rotate_half(const torch::Tensor& x) {
   const int64_t h = x.size(-1) / 2;
   return torch::cat({-x.narrow(-1, h, h), x.narrow(-1, 0, h)}, -1);
@@ -69,7 +62,43 @@ struct AttnContext {
   torch::Tensor bias;      // [B|1, 1, T, S]
   torch::Tensor cos, sin;  // [B, 1, T, hd]
   KVCache* cache = nullptr;
+  torch::Tensor rows, write_slots;  // per-row cache: row b's new token goes to slot write_slots[b]
+  int64_t span = 0;                 // per-row cache: slots attended to after the write
+  bool checkpoint_blocks = false;   // activation checkpointing (core/activation_checkpoint.h)
 };
+
+namespace {
+
+// One block's forward, checkpointed when asked for and gradients flow into it.
+template <class Block>
+torch::Tensor run_block(const std::shared_ptr<Block>& block, const torch::Tensor& x, int64_t layer, AttnContext& ctx) {
+  if (!ctx.checkpoint_blocks || !torch::GradMode::is_enabled() || !x.requires_grad() || ctx.cache)
+    return block->forward(x, layer, ctx);
+  // By value: the recomputation runs during backward, after this forward pass has returned.
+  return checkpointed([block, layer, saved = ctx](const torch::Tensor& in) mutable { return block->forward(in, layer, saved); },
+                      x);
+}
+
+}  // namespace
+
+namespace {
+
+// Appends k/v of the new tokens to the cache and returns all filled slots.
+std::pair<torch::Tensor, torch::Tensor> cache_append(AttnContext& ctx, int64_t layer, torch::Tensor k, torch::Tensor v) {
+  KVCache* cache = ctx.cache;
+  if (!cache) return {k, v};
+  if (ctx.write_slots.defined()) {  // one token per row, each at its own slot: k [B, KV, 1, hd]
+    cache->k[layer].transpose(1, 2).index_put_({ctx.rows, ctx.write_slots}, k.select(2, 0));
+    cache->v[layer].transpose(1, 2).index_put_({ctx.rows, ctx.write_slots}, v.select(2, 0));
+    return {cache->k[layer].narrow(2, 0, ctx.span), cache->v[layer].narrow(2, 0, ctx.span)};
+  }
+  const int64_t past = cache->length, t = k.size(2);
+  cache->k[layer].narrow(2, past, t).copy_(k);
+  cache->v[layer].narrow(2, past, t).copy_(v);
+  return {cache->k[layer].narrow(2, 0, past + t), cache->v[layer].narrow(2, 0, past + t)};
+}
+
+}  // namespace
 
 class TransformerBody : public torch::nn::Module {
  public:
@@ -94,7 +123,7 @@ struct Gpt2Block : torch::nn::Module {
   torch::Tensor forward(torch::Tensor x, int64_t layer, AttnContext& ctx) {
     const int64_t B = x.size(0), T = x.size(1), H = c.n_head, hd = c.head_dim();
     auto qkv = c_attn(ln_1(x)).view({B, T, 3, H, hd}).permute({2, 0, 3, 1, 4});
-    auto [k, v] = cache_append(ctx.cache, layer, qkv[1], qkv[2]);
+    auto [k, v] = cache_append(ctx, layer, qkv[1], qkv[2]);
     auto a = attend(qkv[0], k, v, ctx.bias).transpose(1, 2).reshape({B, T, c.d_model});
     x = x + attn_proj(a);
     return x + mlp_proj(torch::gelu(c_fc(ln_2(x)), "tanh"));
@@ -119,7 +148,7 @@ class Gpt2Body : public TransformerBody {
   }
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& positions, AttnContext& ctx) override {
     auto x = wte(tokens) + wpe(positions);
-    for (size_t i = 0; i < blocks.size(); ++i) x = blocks[i]->forward(x, static_cast<int64_t>(i), ctx);
+    for (size_t i = 0; i < blocks.size(); ++i) x = run_block(blocks[i], x, static_cast<int64_t>(i), ctx);
     return ln_f(x);
   }
   torch::Tensor embedding_weight() override { return wte->weight; }
@@ -171,7 +200,7 @@ struct LlamaBlock : torch::nn::Module {
     auto v = linear_nk(hs, v_proj->weight).view({B, T, c.kv_heads(), hd}).transpose(1, 2);
     q = q * ctx.cos + rotate_half(q) * ctx.sin;
     k = k * ctx.cos + rotate_half(k) * ctx.sin;
-    auto [ks, vs] = cache_append(ctx.cache, layer, k, v);
+    auto [ks, vs] = cache_append(ctx, layer, k, v);
     auto a = attend(q, ks, vs, ctx.bias).transpose(1, 2).reshape({B, T, c.n_head * hd});
     x = x + linear_nk(a, o_proj->weight);
     hs = post_attention_layernorm(x);
@@ -204,7 +233,7 @@ class LlamaBody : public TransformerBody {
     auto x = embed_tokens(tokens);
     ctx.cos = emb.cos().to(x.scalar_type());
     ctx.sin = emb.sin().to(x.scalar_type());
-    for (size_t i = 0; i < blocks.size(); ++i) x = blocks[i]->forward(x, static_cast<int64_t>(i), ctx);
+    for (size_t i = 0; i < blocks.size(); ++i) x = run_block(blocks[i], x, static_cast<int64_t>(i), ctx);
     return norm(x);
   }
   torch::Tensor embedding_weight() override { return embed_tokens->weight; }
@@ -274,7 +303,7 @@ void TransformerImpl::set_decode_dtype(torch::ScalarType dtype) {
   decode_weights_->refresh(matrices);
 }
 
-KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity) const {
+KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity, bool per_row) const {
   KEEL_CHECK(capacity <= config_.max_positions || config_.family == Family::kLlama,
              "cache capacity " << capacity << " exceeds max positions " << config_.max_positions);
   auto w = body_->parameters().front();
@@ -284,7 +313,52 @@ KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity) const {
     c.v.push_back(torch::zeros({batch, config_.kv_heads(), capacity, config_.head_dim()}, w.options()));
   }
   c.key_mask = torch::zeros({batch, capacity}, torch::dtype(torch::kBool).device(w.device()));
+  if (per_row) c.row_length.assign(static_cast<size_t>(batch), 0);
   return c;
+}
+
+void cache_take_prefix(KVCache& cache, int64_t row, const KVCache& prefix, int64_t src_row, int64_t from, int64_t n) {
+  KEEL_CHECK(cache.per_row() && !prefix.per_row(), "cache_take_prefix copies a shared-layout prefill into a per-row cache");
+  KEEL_CHECK(row >= 0 && row < static_cast<int64_t>(cache.row_length.size()), "cache row " << row << " out of range");
+  KEEL_CHECK(n > 0 && n <= cache.capacity() && from >= 0 && from + n <= prefix.length,
+             "prefix of " << n << " tokens from slot " << from << " does not fit (prefix " << prefix.length << " slots, cache "
+                          << cache.capacity() << ")");
+  for (size_t l = 0; l < cache.k.size(); ++l) {
+    cache.k[l][row].narrow(1, 0, n).copy_(prefix.k[l][src_row].narrow(1, from, n));
+    cache.v[l][row].narrow(1, 0, n).copy_(prefix.v[l][src_row].narrow(1, from, n));
+  }
+  cache.key_mask[row].fill_(false);
+  cache.key_mask[row].narrow(0, 0, n).fill_(true);
+  cache.row_length[static_cast<size_t>(row)] = n;
+  cache.length = *std::max_element(cache.row_length.begin(), cache.row_length.end());
+}
+
+// One decoding step on a per-row cache: row b writes slot row_length[b] and attends to its own
+// filled slots; the span is the longest row's, shorter rows mask the rest.
+torch::Tensor TransformerImpl::per_row_step(const ForwardInputs& in, KVCache& cache) {
+  const int64_t B = in.tokens.size(0);
+  const auto dev = in.tokens.device();
+  KEEL_CHECK(in.tokens.size(1) == 1 && in.positions.defined() && !in.key_mask.defined(),
+             "a per-row KV cache takes one token per row with its position ids and no key mask");
+  const int64_t S = *std::max_element(cache.row_length.begin(), cache.row_length.end()) + 1;
+  KEEL_CHECK(S <= cache.capacity(), "KV cache overflow: a row needs slot " << S - 1 << " of capacity " << cache.capacity());
+  if (config_.family == Family::kGpt2)
+    KEEL_CHECK(in.positions.max().item<int64_t>() < config_.max_positions,
+               "position " << in.positions.max().item<int64_t>() << " beyond n_positions " << config_.max_positions);
+  AttnContext ctx;
+  ctx.cache = &cache;
+  ctx.rows = torch::arange(B, torch::dtype(torch::kLong).device(dev));
+  ctx.write_slots = torch::tensor(cache.row_length, torch::kLong).to(dev);
+  ctx.span = S;
+  cache.key_mask.index_put_({ctx.rows, ctx.write_slots}, true);
+  const auto wdtype = body_->embedding_weight().scalar_type();
+  const double neg = (wdtype == torch::kHalf) ? -1e4 : -1e9;
+  ctx.bias = torch::zeros({B, 1, 1, S}, torch::dtype(wdtype).device(dev))
+                 .masked_fill_(cache.key_mask.narrow(1, 0, S).logical_not().view({B, 1, 1, S}), neg);
+  auto h = body_->forward(in.tokens, in.positions, ctx);
+  for (auto& n : cache.row_length) ++n;
+  cache.length = S;
+  return h;
 }
 
 torch::Tensor TransformerImpl::hidden(const ForwardInputs& in, KVCache* cache) {
@@ -293,10 +367,11 @@ torch::Tensor TransformerImpl::hidden(const ForwardInputs& in, KVCache* cache) {
   const int64_t B = in.tokens.size(0), T = in.tokens.size(1);
   const int64_t past = cache ? cache->length : 0;
   const auto dev = in.tokens.device();
-  KEEL_CHECK(!cache || past + T <= cache->capacity(),
-             "KV cache overflow: " << past << " + " << T << " > capacity " << cache->capacity());
   KEEL_CHECK(!cache || cache->key_mask.size(0) == B, "KV cache batch " << cache->key_mask.size(0) << " != " << B);
   KEEL_CHECK(!(cache && in.segments.defined()), "packed segments cannot be combined with a KV cache");
+  if (cache && cache->per_row()) return per_row_step(in, *cache);
+  KEEL_CHECK(!cache || past + T <= cache->capacity(),
+             "KV cache overflow: " << past << " + " << T << " > capacity " << cache->capacity());
 
   auto positions = in.positions.defined()
                        ? in.positions
@@ -311,6 +386,7 @@ torch::Tensor TransformerImpl::hidden(const ForwardInputs& in, KVCache* cache) {
   const double neg = (wdtype == torch::kHalf) ? -1e4 : -1e9;  // finite: a fully padded row stays NaN-free
   AttnContext ctx;
   ctx.cache = cache;
+  ctx.checkpoint_blocks = activation_checkpointing_;
   if (cache && T == 1 && !in.key_mask.defined()) {
     // One decoding step: every filled slot is in the past; only padding is masked.
     cache->key_mask.select(1, past).fill_(true);

@@ -17,12 +17,24 @@
 namespace keel {
 
 // Keys and values of earlier positions for incremental decoding, preallocated to a capacity.
+// Two layouts. Shared (the default): every row's tokens go to the same slots, `length` of them
+// (left padding lines prompts up). Per row (continuous batching): row b holds its own sequence in
+// slots 0 .. row_length[b]-1, so one row can start a new sequence while the others go on; such a
+// cache takes prompts through cache_take_prefix and then one token per row per step.
 struct KVCache {
   std::vector<torch::Tensor> k, v;  // per layer [B, kv_heads, capacity, head_dim]
   torch::Tensor key_mask;           // [B, capacity] bool: true where the slot holds a real token
-  int64_t length = 0;               // slots filled so far
+  int64_t length = 0;               // shared: slots filled so far; per row: the longest row's
+  std::vector<int64_t> row_length;  // per row: each row's filled slots; empty in the shared layout
   int64_t capacity() const { return key_mask.defined() ? key_mask.size(1) : 0; }
+  bool per_row() const { return !row_length.empty(); }
 };
+
+// Per-row caches: row `row` of `cache` takes `n` tokens of row `src_row` of a shared-layout
+// `prefix` (its slots from .. from+n-1, e.g. a left-padded prefill's real tokens) as its slots
+// 0 .. n-1; whatever the row held before is masked out. Several rows may take the same prefix
+// (the responses of one prompt share its prefill).
+void cache_take_prefix(KVCache& cache, int64_t row, const KVCache& prefix, int64_t src_row, int64_t from, int64_t n);
 
 // One forward pass. Optional tensors may be left undefined.
 struct ForwardInputs {
@@ -41,7 +53,9 @@ class TransformerImpl : public torch::nn::Module {
   explicit TransformerImpl(const ModelConfig& config);
 
   // Final-norm hidden states [B, T, d]. With a cache the T tokens attend to its filled slots
-  // and their keys/values are appended (cache->length grows by T).
+  // and their keys/values are appended (cache->length grows by T). With a per-row cache T is 1:
+  // row b's token goes to slot row_length[b] and attends to that row's slots only; `positions`
+  // are required (the row's own position ids).
   torch::Tensor hidden(const ForwardInputs& in, KVCache* cache = nullptr);
   torch::Tensor logits(const torch::Tensor& hidden);  // [B, T, V]
   torch::Tensor value(const torch::Tensor& hidden);   // [B, T]; requires config.value_head
@@ -50,8 +64,9 @@ class TransformerImpl : public torch::nn::Module {
   // Stores a reward normalisation (written to config.json with the model).
   void set_reward_norm(double gain, double bias);
 
-  // An empty cache for `batch` sequences of up to `capacity` tokens, on this model's device/dtype.
-  KVCache make_cache(int64_t batch, int64_t capacity) const;
+  // An empty cache for `batch` sequences of up to `capacity` tokens, on this model's device/dtype;
+  // `per_row` chooses the per-row layout (continuous batching).
+  KVCache make_cache(int64_t batch, int64_t capacity, bool per_row = false) const;
 
   // Re-initialises every parameter from `seed` (GPT-2 / Llama conventions; value head zero).
   void init_weights(uint64_t seed);
@@ -62,16 +77,25 @@ class TransformerImpl : public torch::nn::Module {
   void set_decode_dtype(torch::ScalarType dtype);
   torch::ScalarType decode_dtype() const { return decode_weights_ ? torch::kBFloat16 : torch::kFloat32; }
 
+  // With `on`, training forward passes (autograd on, no cache) keep only each block's input and
+  // recompute the block during backward (core/activation_checkpoint.h): less memory, one more
+  // forward pass of the blocks. Gradients are those of the plain pass.
+  void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
+  bool activation_checkpointing() const { return activation_checkpointing_; }
+
   const ModelConfig& config() const { return config_; }
   torch::Device device() const;
 
  private:
+  torch::Tensor per_row_step(const ForwardInputs& in, KVCache& cache);
+
   ModelConfig config_;
   std::shared_ptr<TransformerBody> body_;
   torch::nn::Linear lm_head_{nullptr};     // Llama untied only
   torch::nn::Linear value_head_{nullptr};  // "value_head", [1, d] + bias
   torch::nn::Linear score_{nullptr};       // "score", [1, d], no bias
   std::shared_ptr<DecodeWeights> decode_weights_;
+  bool activation_checkpointing_ = false;
 };
 TORCH_MODULE(Transformer);
 

@@ -158,6 +158,9 @@ void add_train_options(po::options_description& d, TrainOptions& o) {
       "keep-checkpoints", po::value(&o.keep_checkpoints)->default_value(o.keep_checkpoints), "checkpoints kept")(
       "log-every", po::value(&o.log_every)->default_value(o.log_every), "steps between metric lines")(
       "seed", po::value(&o.seed)->default_value(o.seed), "seed of initialisation and data order")(
+      "activation-checkpointing", po::value(&o.activation_checkpointing)->default_value(o.activation_checkpointing),
+      "keep only each block's input in the forward pass and recompute the block in backward: less memory, about a "
+      "quarter more time")(
       "resume", po::value(&o.resume)->default_value(o.resume), "resume from the run directory's latest checkpoint")(
       "collective-timeout", po::value(&o.collective_timeout_s)->default_value(o.collective_timeout_s),
       "data-parallel runs (WORLD_SIZE > 1): seconds before a collective waiting on a rank fails");
@@ -178,6 +181,9 @@ void add_sampling_options(po::options_description& d, SamplingConfig& s) {
       "top-p", po::value(&s.top_p)->default_value(s.top_p), "nucleus mass (1 = off)")(
       "max-new-tokens", po::value(&s.max_new_tokens)->default_value(s.max_new_tokens), "response length bound")(
       "stop-at-eos", po::value(&s.stop_at_eos)->default_value(s.stop_at_eos), "end a response at EOS")(
+      "decode-slots", po::value(&s.slots)->default_value(s.slots),
+      "rows decoded at once (0 = the whole batch until its longest response ends); fewer rows than responses "
+      "turns on continuous batching: a row whose response ends takes the next prompt")(
       "seed", po::value(&s.seed)->default_value(s.seed), "sampling seed");
   // clang-format on
 }

@@ -119,6 +119,7 @@ void TrainLoop::begin() {
     r.trained.push_back(c.model);
     lr_scales.push_back(c.lr_scale);
   }
+  for (auto& m : r.trained) m->set_activation_checkpointing(o_.activation_checkpointing);
   r.opt = make_optimizer(o_, r.trained, lr_scales, r.group_lr_scale);
   const std::string resume_from = o_.resume ? latest_checkpoint(o_.out_dir) : "";
   if (!resume_from.empty()) {

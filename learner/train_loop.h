@@ -40,6 +40,9 @@ struct TrainOptions {
   bool resume = true;                 // continue from out_dir/checkpoints/latest when present
   double collective_timeout_s = 300;  // data-parallel runs: a collective waiting longer fails
   bool overlap_allreduce = true;      // data-parallel runs: all-reduce gradients during the last backward
+  // Keep only each block's input during the forward pass and recompute the block in backward
+  // (core/activation_checkpoint.h): a smaller peak for one more forward pass of the blocks.
+  bool activation_checkpointing = false;
   void validate() const;
 };
 

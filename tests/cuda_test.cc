@@ -7,6 +7,7 @@
 #include "actors/sampler.h"
 #include "core/transformer.h"
 #include "learner/data_parallel.h"
+#include "support/test_support.h"
 
 namespace keel {
 namespace {
@@ -14,31 +15,9 @@ namespace {
 #define KEEL_REQUIRE_CUDA() \
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device"
 
-ModelConfig small_config(Family f) {
-  ModelConfig c;
-  c.family = f;
-  c.vocab_size = 97;
-  c.d_model = 64;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_kv_head = f == Family::kLlama ? 2 : 0;
-  c.max_positions = 64;
-  c.tie_embeddings = f == Family::kGpt2;
-  c.eos_id = 2;
-  c.pad_id = 3;
-  return c;
-}
-
 Transformer make_model(Family f, torch::Device dev) {
-  Transformer m(small_config(f));
-  m->init_weights(42);
-  {
-    torch::NoGradGuard ng;
-    torch::manual_seed(7);
-    for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.05);  // livelier than init
-  }
+  auto m = test::lively_model(f, 97, 64);
   m->to(dev);
-  m->eval();
   return m;
 }
 

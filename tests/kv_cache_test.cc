@@ -3,33 +3,12 @@
 
 #include "actors/sampler.h"
 #include "core/transformer.h"
+#include "support/test_support.h"
 
 namespace keel {
 namespace {
 
-ModelConfig small_config(Family f) {
-  ModelConfig c;
-  c.family = f;
-  c.vocab_size = 61;
-  c.d_model = 32;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_kv_head = f == Family::kLlama ? 2 : 0;
-  c.max_positions = 64;
-  c.tie_embeddings = f == Family::kGpt2;
-  c.eos_id = 2;
-  c.pad_id = 3;
-  return c;
-}
-
-Transformer make_model(Family f) {
-  Transformer m(small_config(f));
-  m->init_weights(42);
-  torch::NoGradGuard ng;
-  for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.05);  // livelier than init
-  m->eval();
-  return m;
-}
+Transformer make_model(Family f) { return test::lively_model(f, 61, 32); }
 
 double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 

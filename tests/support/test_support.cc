@@ -137,6 +137,26 @@ ModelConfig tiny_model_config() {
   return c;
 }
 
+Transformer lively_model(Family family, int64_t vocab, int64_t d, uint64_t seed) {
+  ModelConfig c;
+  c.family = family;
+  c.vocab_size = vocab;
+  c.d_model = d;
+  c.n_layer = 2;
+  c.n_head = 4;
+  c.n_kv_head = family == Family::kLlama ? 2 : 0;
+  c.max_positions = 64;
+  c.tie_embeddings = family == Family::kGpt2;
+  c.eos_id = 2;
+  c.pad_id = 3;
+  Transformer m(c);
+  m->init_weights(seed);  // seeds LibTorch's generator, which the perturbation continues
+  torch::NoGradGuard ng;
+  for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.05);
+  m->eval();
+  return m;
+}
+
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout, std::chrono::milliseconds poll) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!cond()) {

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "core/model_config.h"
+#include "core/transformer.h"
 
 namespace keel::test {
 
@@ -55,5 +56,10 @@ uint64_t published_versions(const std::string& launch_out);
 
 // A one-layer GPT-2 of width 16 over 24 tokens (bos 1, eos 2, pad 0): the unit tests' policy.
 ModelConfig tiny_model_config();
+
+// A two-layer model of `family` (4 heads; Llama with 2 key/value heads; 64 positions; eos 2,
+// pad 3) over `vocab` tokens at width `d`, initialised from `seed` and perturbed so that its
+// logits are far from uniform; in eval mode on the CPU. The decoding tests' model.
+Transformer lively_model(Family family, int64_t vocab, int64_t d, uint64_t seed = 42);
 
 }  // namespace keel::test
