@@ -31,6 +31,7 @@ class ContinuousBatch {
   const Prefill& prefill_for(size_t run, size_t runs_wanted);
   void record(size_t row, int64_t token, float logp);  // frees the row when its response ends
   void step();                                         // one decoding step of the busy rows
+  void drop_idle_rows();  // once no prompt is left: rows without a response stop being computed
 
   Transformer& model_;
   const std::vector<std::vector<int32_t>>& prompts_;
@@ -165,11 +166,32 @@ void ContinuousBatch::step() {
   }
 }
 
+// At the end of the work the rows empty one by one; a step costs about as much per row as per
+// busy row, so when half of them idle the cache keeps only the busy ones (one copy of those).
+void ContinuousBatch::drop_idle_rows() {
+  if (next_prompt_ < prompts_.size()) return;
+  std::vector<int64_t> busy;
+  for (size_t r = 0; r < row_prompt_.size(); ++r)
+    if (row_prompt_[r] >= 0) busy.push_back(static_cast<int64_t>(r));
+  if (busy.empty() || 2 * busy.size() > row_prompt_.size()) return;
+  cache_keep_rows(cache_, busy);
+  std::vector<int64_t> prompt, token, pos;
+  for (int64_t r : busy) {
+    prompt.push_back(row_prompt_[static_cast<size_t>(r)]);
+    token.push_back(row_token_[static_cast<size_t>(r)]);
+    pos.push_back(row_pos_[static_cast<size_t>(r)]);
+  }
+  row_prompt_ = prompt;
+  row_token_ = token;
+  row_pos_ = pos;
+}
+
 Samples ContinuousBatch::run() {
   admit();
   while (std::any_of(row_prompt_.begin(), row_prompt_.end(), [](int64_t p) { return p >= 0; })) {
     step();
     admit();
+    drop_idle_rows();
   }
   return std::move(out_);
 }

@@ -3,7 +3,9 @@
 // ends (static batching, actors/sampler.h). Identical consecutive prompts (the G responses of one
 // prompt in a GRPO group) are prefilled once: each row that takes the prompt copies the prefill's
 // keys and values into its own slots of a per-row KV cache (core/transformer.h), so the prompt's
-// forward pass runs once per group while every row decodes on its own afterwards.
+// forward pass runs once per group while every row decodes on its own afterwards. When no prompt
+// is left and half of the rows idle, the cache keeps only the busy rows, so the last responses do
+// not pay for a full batch.
 //
 // Every response's behaviour log-probs are those of its own computation, under the same
 // SamplingConfig contract as static batching; only the interleaving of rows differs, so the

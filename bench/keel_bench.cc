@@ -86,7 +86,7 @@ void train(int64_t d, int64_t L, int64_t T, int64_t B, int64_t V, bool checkpoin
   auto tokens = torch::randint(0, V, {B, T}, torch::kLong), targets = torch::randint(0, V, {B, T}, torch::kLong);
   auto step = [&] {
     opt.zero_grad();
-    auto loss = keel::summed_cross_entropy(model->logits(model->hidden({tokens, {}, {}, {}})), targets) / (B * T);
+    auto loss = model->summed_cross_entropy_of(model->hidden({tokens, {}, {}, {}}), targets) / (B * T);
     loss.backward();
     opt.step();
   };

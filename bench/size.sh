@@ -46,7 +46,8 @@ for r in rows:
         print(f"bandwidth ({r['impl']}, {r['threads']} threads): read {r['read_gbs']} GB/s, copy {r['copy_gbs']} GB/s")
     if r["bench"] == "check":
         print(f"{r['model'].split('/')[-1]}: logits vs Python max |diff| {r['max_abs_vs_python']:.2g}, "
-              f"KV-cached vs full {r['max_abs_cached_vs_full']:.2g} (largest logit {r['max_abs_logit']:.3g})")
+              f"KV-cached vs full {r['max_abs_cached_vs_full']:.2g}, continuous-batched log-probs vs full "
+              f"{r['max_abs_continuous_logp_vs_full']:.2g} (largest logit {r['max_abs_logit']:.3g})")
 print("| model | batch | keel weights | keel tok/s | Python tok/s | ratio | keel step | bytes/step | roofline share | bf16 / f32 |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 dec = [r for r in rows if r["bench"] == "decode"]

@@ -9,7 +9,8 @@
 //                           tokens/s of both
 //   check DIR INPUTS REF    keel's logits for INPUTS["tokens"] against REF["logits"] (Python's), and
 //                           KV-cached decoding (prefill half, then one token at a time) against
-//                           keel's full recomputation: max |difference|
+//                           keel's full recomputation, and continuous-batched sampling's log-probs
+//                           against a full recomputation: max |difference|
 // Each prints one JSON line.
 #pragma once
 

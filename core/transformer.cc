@@ -5,6 +5,7 @@
 
 #include "core/activation_checkpoint.h"
 #include "core/decode_attention.h"
+#include "core/fused_cross_entropy.h"
 #include "core/error.h"
 #include "core/linear.h"
 
@@ -333,6 +334,20 @@ void cache_take_prefix(KVCache& cache, int64_t row, const KVCache& prefix, int64
   cache.length = *std::max_element(cache.row_length.begin(), cache.row_length.end());
 }
 
+void cache_keep_rows(KVCache& cache, const std::vector<int64_t>& rows) {
+  KEEL_CHECK(cache.per_row() && !rows.empty(), "cache_keep_rows keeps some rows of a per-row cache");
+  auto idx = torch::tensor(rows, torch::kLong).to(cache.key_mask.device());
+  for (size_t l = 0; l < cache.k.size(); ++l) {
+    cache.k[l] = cache.k[l].index_select(0, idx);
+    cache.v[l] = cache.v[l].index_select(0, idx);
+  }
+  cache.key_mask = cache.key_mask.index_select(0, idx);
+  std::vector<int64_t> kept;
+  for (int64_t r : rows) kept.push_back(cache.row_length.at(static_cast<size_t>(r)));
+  cache.row_length = kept;
+  cache.length = *std::max_element(kept.begin(), kept.end());
+}
+
 // One decoding step on a per-row cache: row b writes slot row_length[b] and attends to its own
 // filled slots; the span is the longest row's, shorter rows mask the rest.
 torch::Tensor TransformerImpl::per_row_step(const ForwardInputs& in, KVCache& cache) {
@@ -420,6 +435,15 @@ torch::Tensor TransformerImpl::hidden(const ForwardInputs& in, KVCache* cache) {
 torch::Tensor TransformerImpl::logits(const torch::Tensor& hidden) {
   DecodeWeightsScope decode_weights(decode_weights_.get());
   return linear_nk(hidden, lm_head_ ? lm_head_->weight : body_->embedding_weight());
+}
+
+torch::Tensor TransformerImpl::summed_cross_entropy_of(const torch::Tensor& hidden, const torch::Tensor& targets,
+                                                       int64_t block_rows) {
+  if (!activation_checkpointing_ || !torch::GradMode::is_enabled() || !hidden.requires_grad())
+    return summed_cross_entropy(logits(hidden), targets);
+  const int64_t rows = block_rows > 0 ? block_rows : std::max<int64_t>(1, (int64_t{1} << 24) / config_.vocab_size);
+  return fused_linear_cross_entropy(hidden.reshape({-1, hidden.size(-1)}),
+                                    lm_head_ ? lm_head_->weight : body_->embedding_weight(), targets.reshape({-1}), rows);
 }
 
 torch::Tensor TransformerImpl::value(const torch::Tensor& hidden) {

@@ -36,6 +36,10 @@ struct KVCache {
 // (the responses of one prompt share its prefill).
 void cache_take_prefix(KVCache& cache, int64_t row, const KVCache& prefix, int64_t src_row, int64_t from, int64_t n);
 
+// Per-row caches: keeps only `rows` (in that order; row i of the result is rows[i] before), so
+// that decoding steps stop paying for rows that have nothing left to do. Copies what it keeps.
+void cache_keep_rows(KVCache& cache, const std::vector<int64_t>& rows);
+
 // One forward pass. Optional tensors may be left undefined.
 struct ForwardInputs {
   torch::Tensor tokens;     // [B, T] int64
@@ -58,7 +62,12 @@ class TransformerImpl : public torch::nn::Module {
   // are required (the row's own position ids).
   torch::Tensor hidden(const ForwardInputs& in, KVCache* cache = nullptr);
   torch::Tensor logits(const torch::Tensor& hidden);  // [B, T, V]
-  torch::Tensor value(const torch::Tensor& hidden);   // [B, T]; requires config.value_head
+  // summed_cross_entropy(logits(hidden), targets). With activation checkpointing on (and
+  // autograd), the head and the loss run fused in blocks of rows (core/fused_cross_entropy.h),
+  // so that a step never holds the whole [B, T, V] logits, their log-softmax and gradient;
+  // `block_rows` rows per block (0: about 16M logits a block).
+  torch::Tensor summed_cross_entropy_of(const torch::Tensor& hidden, const torch::Tensor& targets, int64_t block_rows = 0);
+  torch::Tensor value(const torch::Tensor& hidden);  // [B, T]; requires config.value_head
   // [B, T] = reward_gain * score(hidden) + reward_bias; requires config.reward_head.
   torch::Tensor reward(const torch::Tensor& hidden);
   // Stores a reward normalisation (written to config.json with the model).

@@ -4,7 +4,7 @@ namespace keel {
 
 LossResult lm_loss(Transformer& model, const LmBatch& b) {
   auto h = model->hidden(b.inputs);
-  return {summed_cross_entropy(model->logits(h), b.targets), {}};
+  return {model->summed_cross_entropy_of(h, b.targets), {}};
 }
 
 }  // namespace keel

@@ -111,11 +111,17 @@ void RolloutService::accept(const std::string& sender, wire::RolloutBatch b) {
   ++stats_.batches;
 }
 
-// Weight chunk and credit requests on the ROUTER socket.
+// Weight chunk and credit requests on the ROUTER socket: every one waiting (up to a bound, so
+// that rollouts are not starved), since an actor fetching weights keeps several chunks in flight.
 void RolloutService::serve_requests(wire::Channel& router, wire::ReceiveStats& rs) {
+  for (int i = 0; i < 32; ++i)
+    if (!serve_request(router, rs)) return;
+}
+
+bool RolloutService::serve_request(wire::Channel& router, wire::ReceiveStats& rs) {
   std::string peer;
   auto m = wire::receive(router, 0, rs, &peer);
-  if (!m) return;
+  if (!m) return false;
   const auto now = std::chrono::steady_clock::now();
   credits_.heard(m->sender, now);
   if (auto* q = std::get_if<wire::WeightRequest>(&m->body)) weights_.serve(router, peer, *q);
@@ -123,6 +129,7 @@ void RolloutService::serve_requests(wire::Channel& router, wire::ReceiveStats& r
     const auto grant = credits_.request(m->sender, *c, static_cast<int64_t>(queue_.size()), now);
     wire::send_message(router, {"learner", grant}, peer);
   }
+  return true;
 }
 
 void RolloutService::loop() {

@@ -68,6 +68,7 @@ class RolloutService : public RolloutSource, public WeightPublisher {
  private:
   void loop();
   void serve_requests(wire::Channel& router, wire::ReceiveStats& rs);
+  bool serve_request(wire::Channel& router, wire::ReceiveStats& rs);  // false: none was waiting
   void accept(const std::string& sender, wire::RolloutBatch b);
   void fail_if_every_batch_is_refused() const;
 

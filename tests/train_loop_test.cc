@@ -1,5 +1,6 @@
 // The shared training loop: schedule, accumulation normalised by the step's total units,
-// and checkpoints that hold everything a resume needs.
+// activation checkpointing that leaves the run unchanged, and checkpoints that hold everything a
+// resume needs.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -82,6 +83,28 @@ TEST(TrainLoop, AccumulationEqualsOneBigBatch) {
     EXPECT_LT((t - result[2].at(name)).abs().max().item<double>(), 5e-5) << name;
     EXPECT_LT((t - result[4].at(name)).abs().max().item<double>(), 5e-5) << name;
   }
+}
+
+// --activation-checkpointing changes memory, not the run: three steps give the same weights.
+TEST(TrainLoop, ActivationCheckpointingGivesTheSameWeights) {
+  std::map<bool, TensorMap> result;
+  for (bool checkpoint : {false, true}) {
+    Transformer m(tiny());
+    m->init_weights(3);
+    FixedObjective obj(2);
+    TrainOptions o;
+    o.steps = 3;
+    o.grad_accum = 2;
+    o.warmup_steps = 0;
+    o.lr = 1e-2;
+    o.eval_every = 0;
+    o.activation_checkpointing = checkpoint;
+    o.out_dir = test::temp_dir(std::string("ckpt-") + (checkpoint ? "on" : "off"));
+    TrainLoop(o, m, obj, "", "").run();
+    EXPECT_EQ(m->activation_checkpointing(), checkpoint);
+    result[checkpoint] = model_tensors(m);
+  }
+  for (const auto& [name, t] : result[false]) EXPECT_LT((t - result[true].at(name)).abs().max().item<double>(), 5e-5) << name;
 }
 
 TEST(TrainLoop, CheckpointHoldsModelOptimizerStateAndConfig) {

@@ -138,31 +138,55 @@ bool WeightReceiver::load_newest(Transformer& model, uint64_t* version) {
   return false;  // the region holds no announced version yet: try again before the next batch
 }
 
+// Chunk 0 says how many chunks there are, the blob's size and its checksum; then up to
+// kChunksInFlight requests are outstanding at a time, so the transfer is not one round trip per
+// chunk. A chunk missing after a timeout is asked for again, up to three times in all.
 std::string WeightReceiver::fetch_chunks(const wire::WeightAnnounce& a) {
-  // Chunk 0 says how many chunks there are, the blob's size and its checksum.
+  constexpr uint32_t kChunksInFlight = 8;
+  constexpr int kTimeoutMs = 5000, kAttempts = 3;
   std::vector<std::string> parts;
-  uint32_t count = 1;
+  std::vector<bool> have;  // empty until the first chunk tells the count
+  uint32_t count = 1, next = 0, in_flight = 0, received = 0;
   uint64_t total = 0, checksum = 0;
-  for (uint32_t i = 0; i < count; ++i) {
-    bool ok = false;
-    for (int attempt = 0; attempt < 3 && !ok; ++attempt) {
-      wire::send_message(*dealer_, {name_, wire::WeightRequest{a.policy_version, i}});
-      if (auto m = wire::receive(*dealer_, 5000, stats_))
-        if (auto* c = std::get_if<wire::WeightChunk>(&m->body))
-          if (c->policy_version == a.policy_version && c->index == i &&
-              (i == 0 || (c->count == count && c->total_bytes == total && c->checksum == checksum))) {
-            if (i == 0) {
-              count = c->count;
-              total = c->total_bytes;
-              checksum = c->checksum;
-              parts.resize(count);
-            }
-            parts[i] = std::move(c->data);
-            ok = true;
-          }
+  auto fill = [&] {  // requests for missing chunks from `next` on, up to the window
+    for (; next < count && in_flight < kChunksInFlight; ++next)
+      if (!have[next]) {
+        wire::send_message(*dealer_, {name_, wire::WeightRequest{a.policy_version, next}});
+        ++in_flight;
+      }
+  };
+  for (int attempt = 0; attempt < kAttempts && received < count; ++attempt) {
+    next = 0;
+    in_flight = 0;
+    if (have.empty()) {
+      wire::send_message(*dealer_, {name_, wire::WeightRequest{a.policy_version, 0}});
+      in_flight = next = 1;
+    } else {
+      fill();
     }
-    if (!ok) return "";
+    while (received < count) {
+      auto m = wire::receive(*dealer_, kTimeoutMs, stats_);
+      if (!m) break;  // a lost request or chunk: the next attempt asks again
+      auto* c = std::get_if<wire::WeightChunk>(&m->body);
+      if (!c || c->policy_version != a.policy_version || c->index >= (have.empty() ? 1 : count)) continue;
+      if (have.empty()) {  // chunk 0 fixes the blob's shape
+        count = c->count;
+        total = c->total_bytes;
+        checksum = c->checksum;
+        parts.resize(count);
+        have.assign(count, false);
+      } else if (c->count != count || c->total_bytes != total || c->checksum != checksum) {
+        continue;
+      }
+      if (have[c->index]) continue;
+      parts[c->index] = std::move(c->data);
+      have[c->index] = true;
+      ++received;
+      if (in_flight > 0) --in_flight;
+      fill();
+    }
   }
+  if (received < count || count == 0) return "";
   std::string out;
   out.reserve(total);
   for (auto& p : parts) out += p;
