@@ -30,20 +30,41 @@ TensorMap model_tensors(Transformer& model) {
   return out;
 }
 
+namespace {
+
+// The files a tokenizer path stands for (load_tokenizer, core/tokenizer.h), each with its name in
+// a model directory: a file itself, or a directory's tokenizer.model, tokenizer.json, or
+// vocab.json + merges.txt; and the tokenizer_config.json beside them, if any.
+std::vector<std::pair<fs::path, std::string>> tokenizer_files(const std::string& path) {
+  std::vector<std::pair<fs::path, std::string>> out;
+  fs::path dir = fs::path(path).parent_path();
+  if (fs::is_directory(path)) {
+    dir = path;
+    for (const char* n : {"tokenizer.model", "tokenizer.json"})
+      if (out.empty() && fs::exists(dir / n)) out.push_back({dir / n, n});
+    if (out.empty())
+      for (const char* n : {"vocab.json", "merges.txt"}) out.push_back({dir / n, n});
+  } else {
+    out.push_back({path, ends_with(path, ".json") ? "tokenizer.json" : "tokenizer.model"});
+  }
+  // The chat format (and special tokens) the tokenizer is used with travel with it, so that a
+  // model fine-tuned from a chat model is still rendered in that model's format.
+  if (fs::exists(dir / "tokenizer_config.json")) out.push_back({dir / "tokenizer_config.json", "tokenizer_config.json"});
+  return out;
+}
+
+void copy_tokenizer(const std::string& tokenizer, const std::string& dir) {
+  for (const auto& [from, name] : tokenizer_files(tokenizer))
+    if (fs::absolute(from) != fs::absolute(dir + "/" + name)) write_file_atomic(dir + "/" + name, read_file(from.string()));
+}
+
+}  // namespace
+
 void save_model(const std::string& dir, Transformer& model, const std::string& tokenizer_file) {
   fs::create_directories(dir);
   save_safetensors(model_weights_path(dir), model_tensors(model), {{"format", "pt"}});
   write_file_atomic(model_config_path(dir), model->config().to_hf_json());
-  if (!tokenizer_file.empty()) {
-    const std::string name = ends_with(tokenizer_file, ".json") ? "tokenizer.json" : "tokenizer.model";
-    if (fs::absolute(tokenizer_file) != fs::absolute(dir + "/" + name))
-      write_file_atomic(dir + "/" + name, read_file(tokenizer_file));
-    // The chat format (and special tokens) the tokenizer is used with travel with it, so that a
-    // model fine-tuned from a chat model is still rendered in that model's format.
-    const auto config = fs::path(tokenizer_file).parent_path() / "tokenizer_config.json";
-    if (fs::exists(config) && fs::absolute(config) != fs::absolute(dir + "/tokenizer_config.json"))
-      write_file_atomic(dir + "/tokenizer_config.json", read_file(config.string()));
-  }
+  if (!tokenizer_file.empty()) copy_tokenizer(tokenizer_file, dir);
 }
 
 ModelConfig load_model_config(const std::string& dir) {

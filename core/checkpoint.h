@@ -16,9 +16,11 @@ inline constexpr const char* kModelConfigFile = "config.json";
 std::string model_weights_path(const std::string& dir);  // dir/model.safetensors
 std::string model_config_path(const std::string& dir);   // dir/config.json
 
-// Writes config.json and model.safetensors into `dir` (created if needed); copies `tokenizer_file`
-// (and the tokenizer_config.json beside it, which names the chat format)
-// in beside them when given. Tied lm_head weights are not written (as Hugging Face does).
+// Writes config.json and model.safetensors into `dir` (created if needed); copies the tokenizer
+// beside them when given: `tokenizer_file` is a path load_tokenizer takes (a tokenizer.model or
+// tokenizer.json file, or a directory holding one, or vocab.json + merges.txt), and the
+// tokenizer_config.json beside it (which names the chat format) comes too. Tied lm_head weights
+// are not written (as Hugging Face does).
 void save_model(const std::string& dir, Transformer& model, const std::string& tokenizer_file = "");
 
 ModelConfig load_model_config(const std::string& dir);

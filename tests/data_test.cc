@@ -12,6 +12,7 @@
 #include "core/corpus.h"
 #include "core/metrics.h"
 #include "core/sft_data.h"
+#include "core/checkpoint.h"
 #include "core/tasks.h"
 #include "core/token_file.h"
 #include "learner/lm_batch.h"
@@ -27,6 +28,19 @@ std::unique_ptr<Tokenizer> gpt2() {
   std::filesystem::copy_file(src + "/encoder.json", dir + "/vocab.json");
   std::filesystem::copy_file(src + "/vocab.bpe", dir + "/merges.txt");
   return load_tokenizer(dir);
+}
+
+// A model saved with a vocab.json + merges.txt tokenizer carries both files: its directory loads
+// the same tokenizer (it once got a broken tokenizer.model holding nothing).
+TEST(ModelDirectory, TakesAByteLevelBpeTokenizerDirectory) {
+  auto tok = gpt2();
+  const std::string dir = test::temp_dir("gpt2_model");
+  Transformer m(test::tiny_model_config());
+  save_model(dir, m, test::temp_path("gpt2_tok"));
+  ASSERT_EQ(model_tokenizer_file(dir), dir);
+  auto again = load_tokenizer(model_tokenizer_file(dir));
+  EXPECT_EQ(again->identity(), tok->identity());
+  EXPECT_EQ(again->encode("Sort: b a"), tok->encode("Sort: b a"));
 }
 
 TEST(TokenFile, RoundTripsIdsAndHeader) {

@@ -108,10 +108,10 @@ TEST(Wire, BadBuffersAreRejectedWithAReason) {
 TEST(Wire, WrongVersionIsRejected) {
   auto bytes = encode({"a", Heartbeat{1, 2}});
   // The envelope's version is its first data field: patch it in the encoded struct.
-  // Find the encoded version (little-endian 1) right after the root pointer and segment table.
+  // Find the encoded version (little-endian kWireVersion) right after the root pointer and segment table.
   bool patched = false;
   for (size_t i = 16; i + 2 <= bytes.size() && !patched; i += 8) {
-    if (bytes[i] == 1 && bytes[i + 1] == 0) {
+    if (bytes[i] == kWireVersion && bytes[i + 1] == 0) {
       bytes[i] = 7;
       patched = true;
     }

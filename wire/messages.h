@@ -10,7 +10,7 @@
 namespace keel::wire {
 
 // Bumped when a change to keel.capnp alters the meaning of existing fields.
-constexpr uint16_t kWireVersion = 1;
+constexpr uint16_t kWireVersion = 2;  // 2: the weights checksum hashes 64-bit words
 
 using ScoreParts = std::vector<std::pair<std::string, float>>;
 

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -12,7 +13,19 @@
 
 namespace keel {
 
-uint64_t weights_checksum(const std::string& bytes) { return fnv1a64(bytes); }
+// One multiply per 8 bytes: the byte-wise FNV-1a ran at 0.5 GB/s here and bounded a chunked
+// transfer of a 500 MB model. Each step is a bijection of the running value for a fixed word, so
+// any single changed word (or byte) changes the result.
+uint64_t weights_checksum(const std::string& bytes) {
+  uint64_t h = 1469598103934665603ull;
+  const size_t words = bytes.size() / 8;
+  for (size_t i = 0; i < words; ++i) {
+    uint64_t w;
+    std::memcpy(&w, bytes.data() + 8 * i, sizeof w);
+    h = (h ^ w) * 1099511628211ull;
+  }
+  return fnv1a64(std::string_view(bytes).substr(8 * words), h);
+}
 
 namespace {
 

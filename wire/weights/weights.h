@@ -26,7 +26,8 @@
 
 namespace keel {
 
-// FNV-1a 64 of the serialised weights: WeightAnnounce.checksum and WeightChunk.checksum.
+// FNV-1a 64 over the serialised weights' little-endian 64-bit words, then their last (size mod 8)
+// bytes: WeightAnnounce.checksum and WeightChunk.checksum (wire version 2; 1 hashed every byte).
 uint64_t weights_checksum(const std::string& bytes);
 
 }  // namespace keel
