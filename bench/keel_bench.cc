@@ -174,6 +174,33 @@ double memcpy_seconds(size_t bytes) {
   return seconds_since(t);
 }
 
+// One actor process of weights_run: takes every version up to `versions`, and for each writes
+// {version, time it had it, seconds spent in load_newest} to `pipe_fd`. Exits the process.
+[[noreturn]] void weights_actor(const keel::ModelConfig& c, bool bind, int ports, int i, int versions, int pipe_fd) {
+  keel::set_threads(1);
+  keel::Transformer model(c);
+  keel::WeightReceiver r("tcp://127.0.0.1:" + std::to_string(ports + 1), "tcp://127.0.0.1:" + std::to_string(ports + 2),
+                         "bench-actor-" + std::to_string(i), bind);
+  uint64_t have = 0;
+  bool any = false;
+  while (!any || have < static_cast<uint64_t>(versions)) {
+    r.poll(100);
+    if ((any && !r.has_newer(have)) || (!any && r.poll(0) == 0 && !r.has_newer(0))) continue;
+    uint64_t v = 0;
+    const auto load0 = Clock::now();
+    if (!r.load_newest(model, &v)) continue;
+    have = v;
+    any = true;
+    const auto now = Clock::now();
+    const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+    // The time the actor spends in load_newest: how long it would stop generating.
+    const int64_t load_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - load0).count();
+    int64_t msg[3] = {static_cast<int64_t>(v), ns, load_ns};
+    if (::write(pipe_fd, msg, sizeof msg) != sizeof msg) std::abort();
+  }
+  std::_Exit(0);
+}
+
 // Two actor processes (one thread each, as on this 2-core machine) wait for announcements and load
 // every new version; the learner (this process) publishes versions 1..N. Time per version: from the
 // start of publish() to the moment the slower actor has the version in its parameters.
@@ -183,30 +210,7 @@ void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool
   int pipes[actors][2];
   for (int i = 0; i < actors; ++i) {
     if (::pipe(pipes[i]) != 0) std::abort();
-    if (::fork() == 0) {  // an actor
-      keel::set_threads(1);
-      keel::Transformer model(c);
-      keel::WeightReceiver r("tcp://127.0.0.1:" + std::to_string(ports + 1), "tcp://127.0.0.1:" + std::to_string(ports + 2),
-                             "bench-actor-" + std::to_string(i), bind);
-      uint64_t have = 0;
-      bool any = false;
-      while (!any || have < static_cast<uint64_t>(versions)) {
-        r.poll(100);
-        if ((any && !r.has_newer(have)) || (!any && r.poll(0) == 0 && !r.has_newer(0))) continue;
-        uint64_t v = 0;
-        const auto load0 = Clock::now();
-        if (!r.load_newest(model, &v)) continue;
-        have = v;
-        any = true;
-        const auto now = Clock::now();
-        const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
-        // The time the actor spends in load_newest: how long it would stop generating.
-        const int64_t load_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - load0).count();
-        int64_t msg[3] = {static_cast<int64_t>(v), ns, load_ns};
-        if (::write(pipes[i][1], msg, sizeof msg) != sizeof msg) std::abort();
-      }
-      std::_Exit(0);
-    }
+    if (::fork() == 0) weights_actor(c, bind, ports, i, versions, pipes[i][1]);  // never returns
   }
   keel::Transformer policy(c);
   keel::RolloutServiceOptions o;

@@ -133,7 +133,7 @@ bool send_garbage(const std::string& rollouts) {
   push->send("this is not a rollout batch");
   auto bytes = wire::encode({"intruder", wire::Heartbeat{1, 1}});
   for (size_t i = 16; i + 2 <= bytes.size(); i += 8)
-    if (bytes[i] == 1 && bytes[i + 1] == 0) {
+    if (bytes[i] == wire::kWireVersion && bytes[i + 1] == 0) {
       bytes[i] = 9;  // the envelope's version field
       break;
     }
