@@ -2,7 +2,7 @@
 //   keel_bench sgemm                  measured float32 matrix-product peak (GFLOP/s)
 //   keel_bench train    [d L T B V C] pretrain step (forward, backward, AdamW): tokens/s, model GFLOP/s, peak RSS;
 //                                     C = 1: with activation checkpointing
-//   keel_bench linear [M]             the decoding step's products with M rows: LibTorch against keel's kernels
+//   keel_bench linear [M [small|gpt2|llama]]  the decoding step's products with M rows: LibTorch against keel's kernels
 //   keel_bench generate [d L B N]     KV-cached sampling of N new tokens for B prompts: tokens/s
 //   keel_bench weights  [d L P V]     publish policy versions to 2 actor processes (P: shm | shm-copy | chunks), vs memcpy;
 //                                     how long an actor's load takes (its pause in generation)
@@ -128,7 +128,7 @@ void generate(int64_t d, int64_t L, int64_t B, int64_t N) {
 // The decoding step's products (M rows): LibTorch (OpenBLAS) against keel's in-place kernels, with
 // the weights in cache (one copy) and cold (copies cycled through 64 MiB or more, as in a model
 // whose weights exceed the cache).
-void linear(int64_t M) {
+void linear(int64_t M, const std::string& size) {
   c10::InferenceMode inference;
   // KEEL_BENCH_ISA=0|1|2 measures the generic, AVX2 or AVX-512 build of the kernels.
   if (const char* isa = std::getenv("KEEL_BENCH_ISA")) keel::limit_kernel_isa(static_cast<keel::KernelIsa>(std::atoi(isa)));
@@ -138,14 +138,30 @@ void linear(int64_t M) {
     int64_t K, N;
     bool kn;
   };
-  const Shape shapes[] = {{"c_attn", 256, 768, true},      {"attn.c_proj", 256, 256, true}, {"c_fc", 256, 1024, true},
-                          {"mlp.c_proj", 1024, 256, true}, {"lm_head", 256, 8192, false},   {"q_proj", 512, 512, false}};
-  for (const auto& s : shapes) {
+  const std::vector<Shape> small = {{"c_attn", 256, 768, true},    {"attn.c_proj", 256, 256, true},
+                                    {"c_fc", 256, 1024, true},     {"mlp.c_proj", 1024, 256, true},
+                                    {"lm_head", 256, 8192, false}, {"q_proj", 512, 512, false}};
+  // GPT-2 small's products (Conv1D, [K, N]) and SmolLM-135M's (Linear, [N, K]), each with its tied head.
+  const std::vector<Shape> gpt2 = {{"c_attn", 768, 2304, true},
+                                   {"attn.c_proj", 768, 768, true},
+                                   {"c_fc", 768, 3072, true},
+                                   {"mlp.c_proj", 3072, 768, true},
+                                   {"lm_head", 768, 50257, false}};
+  const std::vector<Shape> llama = {{"q_proj", 576, 576, false},
+                                    {"k_proj", 576, 192, false},
+                                    {"gate_proj", 576, 1536, false},
+                                    {"down_proj", 1536, 576, false},
+                                    {"lm_head", 576, 49152, false}};
+  for (const auto& s : size == "gpt2" ? gpt2 : size == "llama" ? llama : small) {
     auto x = torch::randn({M, s.K});
     auto b = torch::randn({s.N});
     const int64_t copies = std::max<int64_t>(2, (int64_t{64} << 20) / (s.K * s.N * 4));
     std::vector<torch::Tensor> ws;
     for (int64_t i = 0; i < copies; ++i) ws.push_back(s.kn ? torch::randn({s.K, s.N}) : torch::randn({s.N, s.K}));
+    // KEEL_BENCH_BF16=1: keel's kernels read bfloat16 copies of the weights (a bf16 actor's decoding).
+    keel::DecodeWeights halves;
+    if (std::getenv("KEEL_BENCH_BF16")) s.kn ? halves.refresh({}, ws) : halves.refresh(ws);
+    keel::DecodeWeightsScope scope(std::getenv("KEEL_BENCH_BF16") ? &halves : nullptr);
     auto ref = [&](const torch::Tensor& w) { return s.kn ? torch::addmm(b, x, w) : torch::nn::functional::linear(x, w, b); };
     auto ours = [&](const torch::Tensor& w) { return s.kn ? keel::linear_kn(x, w, b) : keel::linear_nk(x, w, b); };
     auto time = [&](auto f, int64_t n) {
@@ -161,8 +177,8 @@ void linear(int64_t M) {
         "{\"bench\": \"linear\", \"impl\": \"keel\", \"shape\": \"%s\", \"M\": %lld, \"K\": %lld, \"N\": %lld, "
         "\"hot_libtorch_us\": %.1f, \"hot_keel_us\": %.1f, \"cold_libtorch_us\": %.1f, \"cold_keel_us\": %.1f, "
         "\"cold_keel_GBps\": %.1f, \"max_diff\": %.2g, \"isa\": \"%s\"}\n",
-        s.name, (long long)M, (long long)s.K, (long long)s.N, hot_ref, hot, cold_ref, cold, s.K * s.N * 4 / cold / 1e3, diff,
-        isa_names[static_cast<int>(keel::kernel_isa())]);
+        s.name, (long long)M, (long long)s.K, (long long)s.N, hot_ref, hot, cold_ref, cold,
+        s.K * s.N * (std::getenv("KEEL_BENCH_BF16") ? 2 : 4) / cold / 1e3, diff, isa_names[static_cast<int>(keel::kernel_isa())]);
   }
 }
 
@@ -420,7 +436,7 @@ int main(int argc, char** argv) {
     train(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), arg(argc, argv, 4, 256), arg(argc, argv, 5, 8),
           arg(argc, argv, 6, 8192), arg(argc, argv, 7, 0) != 0);
   else if (mode == "linear")
-    linear(arg(argc, argv, 2, 8));
+    linear(arg(argc, argv, 2, 8), argc > 3 ? argv[3] : "small");
   else if (mode == "generate")
     generate(arg(argc, argv, 2, 256), arg(argc, argv, 3, 4), arg(argc, argv, 4, 8), arg(argc, argv, 5, 128));
   else if (mode == "weights")

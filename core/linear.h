@@ -16,9 +16,10 @@
 
 namespace keel {
 
-// Measured on 2 cores (AVX-512): at 8 rows the kernels here beat OpenBLAS (d 256: 3.1 against 4.3
-// ms a decoding step; d 768: 69 against 92 ms), at 16 rows and more OpenBLAS wins (d 768: 86
-// against 138 ms at 16 rows, 102 against 232 at 32; d 256: 7.8 against 9.4 ms at 32).
+// Whole GPT-2-small decoding steps on 2 threads (AVX2): at 16 rows these kernels and OpenBLAS are
+// within noise of each other (55 against 58 ms), at 32 even (98 against 97 ms); at 8 and fewer the
+// kernels win (1.7-1.8x per product at d 768). Above 8 rows OpenBLAS keeps them, and the row panels
+// of W [K, N] stay within L1 (core/linear.cc).
 inline constexpr int64_t kMaxSmallRows = 8;
 
 // y[..., N] = x[..., K] · Wᵀ (+ bias), W stored [N, K] (torch::nn::Linear, the tied LM head).
@@ -35,11 +36,17 @@ bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, cons
 // the float32 weight, widening each element to float32 in registers, so products still
 // accumulate in float32 (the result equals the float32 product with the weight rounded to
 // bfloat16, up to summation order). Products with more rows (a prompt's prefill) and autograd keep
-// the float32 weights. Copies are taken by refresh(), after every change of the weights.
+// the float32 weights. Copies are taken by refresh(), after every change of the weights. Copies of
+// [K, N] weights are kept transposed to [N, K]: the dot products along K widen a whole vector of
+// halves per multiply, where the row panels of [K, N] ran compute-bound on the widening (GPT-2
+// small on AVX2: no faster than float32).
 class DecodeWeights {
  public:
-  void refresh(const std::vector<torch::Tensor>& weights);  // float32 CPU matrices; replaces every copy
-  torch::Tensor find(const torch::Tensor& weight) const;    // the copy of `weight`, or undefined
+  // Float32 CPU matrices stored [N, K] (`nk`: torch::nn::Linear, the tied head) and [K, N] (`kn`:
+  // GPT-2's Conv1D); replaces every copy.
+  void refresh(const std::vector<torch::Tensor>& nk, const std::vector<torch::Tensor>& kn = {});
+  // The copy of `weight` ([N, K] whichever layout `weight` has), or undefined.
+  torch::Tensor find(const torch::Tensor& weight) const;
   int64_t bytes() const;
 
  private:

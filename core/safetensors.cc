@@ -80,6 +80,12 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
 }
 
 std::string safetensors_bytes(const TensorMap& tensors, const Metadata& metadata) {
+  std::string out;
+  safetensors_bytes_into(out, tensors, metadata);
+  return out;
+}
+
+void safetensors_bytes_into(std::string& out, const TensorMap& tensors, const Metadata& metadata) {
   json header = json::object();
   std::vector<torch::Tensor> data;
   int64_t offset = 0;
@@ -94,13 +100,12 @@ std::string safetensors_bytes(const TensorMap& tensors, const Metadata& metadata
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::string h = header.dump();
   h.append((8 - h.size() % 8) % 8, ' ');  // align the data section to 8 bytes
-  std::string out(8, '\0');
+  out.assign(8, '\0');                    // keeps the capacity out had
   const uint64_t hl = h.size();
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((hl >> (8 * i)) & 0xff);
   out += h;
   out.reserve(out.size() + offset);
   for (const auto& t : data) out.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
-  return out;
 }
 
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata) {
@@ -114,7 +119,12 @@ TensorMap load_safetensors(const std::string& path, Metadata* metadata) {
   return parse_safetensors(read_file(path), path, metadata);
 }
 
-TensorMap parse_safetensors(const std::string& bytes, const std::string& path, Metadata* metadata) {
+namespace {
+
+// Parses and checks the header of safetensors `bytes`; each tensor's data is handed to `take`
+// (name, dtype, shape, first byte, byte count), which makes the tensor.
+template <class Take>
+TensorMap parse_tensors(const std::string& bytes, const std::string& path, Metadata* metadata, Take take) {
   KEEL_CHECK_KIND(ErrorKind::kCorruptData, bytes.size() >= 8,
                   path << ": truncated safetensors file (" << bytes.size() << " bytes, no header)");
   uint64_t hl = 0;
@@ -164,15 +174,38 @@ TensorMap parse_safetensors(const std::string& bytes, const std::string& path, M
     KEEL_CHECK_KIND(ErrorKind::kCorruptData, static_cast<uint64_t>(numel * d->size) == en - b,
                     where << " shape " << e["shape"] << " needs " << numel * d->size << " bytes, offsets give " << en - b);
     spans.emplace_back(b, en);
-    auto t = torch::empty(shape, torch::dtype(d->type));
-    std::memcpy(t.data_ptr(), base + b, en - b);
-    out[it.key()] = t;
+    out[it.key()] = take(d->type, shape, base + b, en - b);
   }
   std::sort(spans.begin(), spans.end());
   for (size_t i = 1; i < spans.size(); ++i)
     KEEL_CHECK_KIND(ErrorKind::kCorruptData, spans[i].first >= spans[i - 1].second,
                     path << ": tensors overlap in the data section");
   return out;
+}
+
+}  // namespace
+
+TensorMap parse_safetensors(const std::string& bytes, const std::string& path, Metadata* metadata) {
+  return parse_tensors(bytes, path, metadata,
+                       [](torch::ScalarType type, const std::vector<int64_t>& shape, const char* data, uint64_t n) {
+                         auto t = torch::empty(shape, torch::dtype(type));
+                         std::memcpy(t.data_ptr(), data, n);
+                         return t;
+                       });
+}
+
+TensorMap safetensors_views(std::shared_ptr<const std::string> bytes, const std::string& path, Metadata* metadata) {
+  return parse_tensors(
+      *bytes, path, metadata, [&](torch::ScalarType type, const std::vector<int64_t>& shape, const char* data, uint64_t n) {
+        if (reinterpret_cast<uintptr_t>(data) % torch::elementSize(type) != 0) {  // another writer's unaligned layout: a copy
+          auto t = torch::empty(shape, torch::dtype(type));
+          std::memcpy(t.data_ptr(), data, n);
+          return t;
+        }
+        // Every view holds the buffer; it is freed with the last of them.
+        return torch::from_blob(
+            const_cast<char*>(data), shape, [keep = bytes](void*) mutable { keep.reset(); }, torch::dtype(type));
+      });
 }
 
 }  // namespace keel

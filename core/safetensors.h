@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <map>
+#include <memory>
 #include <string>
 
 namespace keel {
@@ -15,8 +16,12 @@ using Metadata = std::map<std::string, std::string>;
 
 // The bytes of a safetensors file holding `tensors` (what save_safetensors writes).
 std::string safetensors_bytes(const TensorMap& tensors, const Metadata& metadata = {});
+// The same into `out`, whose memory is reused (a sender that serialises every version).
+void safetensors_bytes_into(std::string& out, const TensorMap& tensors, const Metadata& metadata = {});
 // Parses safetensors bytes; `origin` names them in errors.
 TensorMap parse_safetensors(const std::string& bytes, const std::string& origin, Metadata* metadata = nullptr);
+// The same checks, but the tensors are views into `bytes` (no copy), which they keep alive.
+TensorMap safetensors_views(std::shared_ptr<const std::string> bytes, const std::string& origin, Metadata* metadata = nullptr);
 
 // Safetensors dtype names ("F32", "BF16", ...): throws KeelError for a dtype it has no name for;
 // parse returns false for an unknown name.

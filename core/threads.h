@@ -7,4 +7,9 @@ namespace keel {
 // Returns the count in force.
 int set_threads(int n);
 
+// The threads one at::parallel_for in keel's own code spreads its work over: the intra-op thread
+// count when keel is compiled with OpenMP, 1 when it is not (at::parallel_for is inline and runs
+// serially in a translation unit built without OpenMP, which a build must not do).
+int parallel_for_threads();
+
 }  // namespace keel

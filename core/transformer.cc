@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_set>
 
 #include "core/activation_checkpoint.h"
 #include "core/decode_attention.h"
@@ -293,15 +294,18 @@ void TransformerImpl::set_decode_dtype(torch::ScalarType dtype) {
   KEEL_CHECK(device().is_cpu(), "bfloat16 decoding copies are for CPU actors; on " << device() << " convert the model instead");
   // Every matrix a decoding step multiplies by; lookup tables (positions, an untied embedding)
   // are read a row at a time and stay float32, as do the training heads.
-  std::vector<torch::Tensor> matrices;
+  std::vector<torch::Tensor> nk, kn;
+  std::unordered_set<const void*> conv1d;  // GPT-2's [K, N] weights
+  for (const auto& m : modules(/*include_self=*/false))
+    if (const auto* c = m->as<Conv1DImpl>()) conv1d.insert(c->weight.unsafeGetTensorImpl());
   for (const auto& p : named_parameters()) {
     const auto& name = p.key();
     const bool lookup = name == "transformer.wpe.weight" || (lm_head_ && name == "model.embed_tokens.weight");
     const bool head = name.rfind("value_head.", 0) == 0 || name.rfind("score.", 0) == 0;
-    if (p.value().dim() == 2 && !lookup && !head) matrices.push_back(p.value());
+    if (p.value().dim() == 2 && !lookup && !head) (conv1d.count(p.value().unsafeGetTensorImpl()) ? kn : nk).push_back(p.value());
   }
   if (!decode_weights_) decode_weights_ = std::make_shared<DecodeWeights>();
-  decode_weights_->refresh(matrices);
+  decode_weights_->refresh(nk, kn);
 }
 
 KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity, bool per_row) const {

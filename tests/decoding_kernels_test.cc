@@ -13,6 +13,7 @@
 #include "core/decode_attention.h"
 #include "core/kernel_isa.h"
 #include "core/linear.h"
+#include "core/threads.h"
 #include "core/transformer.h"
 #include "tests/support/test_support.h"
 
@@ -78,7 +79,7 @@ TEST(SmallProducts, ReadTheBfloat16CopyInScopeAsTheWeightRoundedToBfloat16InEver
       auto rounded = [](const torch::Tensor& w) { return w.to(torch::kBFloat16).to(torch::kFloat32); };
       SCOPED_TRACE("M " + std::to_string(c.M) + " K " + std::to_string(c.K) + " N " + std::to_string(c.N));
       DecodeWeights copies;
-      copies.refresh({w_nk, w_kn});
+      copies.refresh({w_nk}, {w_kn});
       EXPECT_EQ(copies.bytes(), 2 * (w_nk.numel() + w_kn.numel()));
       const auto plain_nk = linear_nk(x, w_nk, bias), plain_kn = linear_kn(x, w_kn, bias);
       DecodeWeightsScope scope(&copies);
@@ -152,6 +153,17 @@ TEST(SmallProducts, TakeStridedRowsAndBatchedShapesAndGiveTheSameBitsOnAnyThread
   auto two = linear_nk(x, big);
   at::set_num_threads(threads);
   EXPECT_TRUE(torch::equal(one, two));
+}
+
+TEST(SmallProducts, SpreadOverEveryIntraOpThread) {
+  // at::parallel_for runs serially in code compiled without OpenMP: keel's kernels once ran on
+  // one thread of two that way, at half the memory bandwidth, with every result still right.
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  EXPECT_EQ(parallel_for_threads(), 2) << "keel's kernels run on one thread: build keel with OpenMP (CMakeLists.txt)";
+  at::set_num_threads(1);
+  EXPECT_EQ(parallel_for_threads(), 1);
+  at::set_num_threads(threads);
 }
 
 TEST(SmallProducts, LeaveAutogradLargeBatchesAndOtherTypesToLibTorch) {

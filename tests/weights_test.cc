@@ -182,8 +182,16 @@ TEST(WeightsToActors, BoundCopiedAndChunkedActorsHoldThePublishedVersion) {
   // of asking for chunks of a version the learner no longer serves.
   step();
   publish(4);
+  // The chunked actor receives into the buffer of version 1, which its model no longer uses, then
+  // into version 3's: each version whole although the buffers are reused.
+  receive(rn, chunked, 4);
+  EXPECT_TRUE(torch::equal(logits_of(chunked), logits_of(policy)));
   step();
   publish(5);
+  receive(rn, chunked, 5);
+  EXPECT_TRUE(torch::equal(logits_of(chunked), logits_of(policy)));
+  EXPECT_EQ(rn.chunk_loads(), 4);
+  EXPECT_EQ(rn.reused_buffers(), 2);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // both announced (rc does not listen yet)
   const auto t0 = std::chrono::steady_clock::now();
   uint64_t v5 = 0;

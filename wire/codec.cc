@@ -129,7 +129,9 @@ struct Encoder {
     b.setPolicyVersion(m.policy_version);
     b.setIndex(m.index);
     b.setCount(m.count);
-    b.setData(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(m.data.data()), m.data.size()));
+    // Referenced, not copied: the bytes are copied once, when the message is flattened.
+    b.adoptData(capnp::Orphanage::getForMessageContaining(b).referenceExternalData(
+        capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(m.data.data()), m.data.size())));
     b.setTotalBytes(m.total_bytes);
     b.setChecksum(m.checksum);
   }

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstring>
 #include <iostream>
 
 #include "core/checkpoint.h"
@@ -122,11 +123,16 @@ bool WeightReceiver::load_newest(Transformer& model, uint64_t* version) {
         continue;
       }
     }
-    std::string bytes = fetch_chunks(a);
-    if (!bytes.empty()) {
-      own_parameters(model);
-      load_weights(model, parse_safetensors(bytes, "weights v" + std::to_string(a.policy_version)),
-                   "weights v" + std::to_string(a.policy_version), /*allow_new_heads=*/true);
+    if (auto blob = fetch_chunks(a)) {
+      const std::string origin = "weights v" + std::to_string(a.policy_version);
+      const auto views = safetensors_views(blob, origin);
+      // A CPU model takes the received tensors as its parameters (nobody rewrites them): no copy.
+      if (model->device().is_cpu() && bind_weights(model, views)) {
+        bound_region_.reset();
+      } else {
+        own_parameters(model);
+        load_weights(model, views, origin, /*allow_new_heads=*/true);
+      }
       ++chunk_loads_;
       *version = a.policy_version;
       return true;
@@ -138,63 +144,94 @@ bool WeightReceiver::load_newest(Transformer& model, uint64_t* version) {
   return false;  // the region holds no announced version yet: try again before the next batch
 }
 
+namespace {
+
+// The blob a chunked transfer fills: every chunk is copied once, straight to its place.
+struct ChunkedBlob {
+  uint32_t count = 0, received = 0;
+  uint64_t chunk_bytes = 0, total = 0, checksum = 0;  // chunk_bytes: the size of every chunk but the last
+  std::shared_ptr<std::string> bytes;
+  std::vector<bool> have;
+
+  bool started() const { return count > 0; }
+  // Chunk 0 fixes the blob's shape; false for a shape no sender makes. `spare` (may be null): a
+  // buffer nothing else holds, reused so that its pages are not faulted in and zeroed again for every version.
+  bool start(const wire::WeightChunk& c, std::shared_ptr<std::string> spare) {
+    if (c.count == 0 || c.data.empty() || c.total_bytes == 0) return false;
+    const uint64_t len = c.count == 1 ? c.total_bytes : c.data.size();
+    if (c.total_bytes > uint64_t{c.count} * len || c.total_bytes <= uint64_t{c.count - 1} * len) return false;
+    count = c.count, chunk_bytes = len, total = c.total_bytes, checksum = c.checksum;
+    bytes = spare ? std::move(spare) : std::make_shared<std::string>();
+    bytes->resize(total);
+    have.assign(count, false);
+    return true;
+  }
+  // Copies chunk c into place; false for a chunk of another shape, or one already had.
+  bool take(const wire::WeightChunk& c) {
+    if (c.count != count || c.total_bytes != total || c.checksum != checksum || c.index >= count || have[c.index]) return false;
+    const uint64_t off = uint64_t{c.index} * chunk_bytes, want = std::min(chunk_bytes, total - off);
+    if (c.data.size() != want) return false;
+    std::memcpy(bytes->data() + off, c.data.data(), want);
+    have[c.index] = true;
+    ++received;
+    return true;
+  }
+};
+
+}  // namespace
+
 // Chunk 0 says how many chunks there are, the blob's size and its checksum; then up to
 // kChunksInFlight requests are outstanding at a time, so the transfer is not one round trip per
 // chunk. A chunk missing after a timeout is asked for again, up to three times in all.
-std::string WeightReceiver::fetch_chunks(const wire::WeightAnnounce& a) {
+std::shared_ptr<const std::string> WeightReceiver::fetch_chunks(const wire::WeightAnnounce& a) {
   constexpr uint32_t kChunksInFlight = 8;
   constexpr int kTimeoutMs = 5000, kAttempts = 3;
-  std::vector<std::string> parts;
-  std::vector<bool> have;  // empty until the first chunk tells the count
-  uint32_t count = 1, next = 0, in_flight = 0, received = 0;
-  uint64_t total = 0, checksum = 0;
+  ChunkedBlob blob;
+  uint32_t next = 0, in_flight = 0;
   auto fill = [&] {  // requests for missing chunks from `next` on, up to the window
-    for (; next < count && in_flight < kChunksInFlight; ++next)
-      if (!have[next]) {
+    for (; next < blob.count && in_flight < kChunksInFlight; ++next)
+      if (!blob.have[next]) {
         wire::send_message(*dealer_, {name_, wire::WeightRequest{a.policy_version, next}});
         ++in_flight;
       }
   };
-  for (int attempt = 0; attempt < kAttempts && received < count; ++attempt) {
+  for (int attempt = 0; attempt < kAttempts && (!blob.started() || blob.received < blob.count); ++attempt) {
     next = 0;
     in_flight = 0;
-    if (have.empty()) {
+    if (!blob.started()) {
       wire::send_message(*dealer_, {name_, wire::WeightRequest{a.policy_version, 0}});
       in_flight = next = 1;
     } else {
       fill();
     }
-    while (received < count) {
+    while (!blob.started() || blob.received < blob.count) {
       auto m = wire::receive(*dealer_, kTimeoutMs, stats_);
       if (!m) break;  // a lost request or chunk: the next attempt asks again
       auto* c = std::get_if<wire::WeightChunk>(&m->body);
-      if (!c || c->policy_version != a.policy_version || c->index >= (have.empty() ? 1 : count)) continue;
-      if (have.empty()) {  // chunk 0 fixes the blob's shape
-        count = c->count;
-        total = c->total_bytes;
-        checksum = c->checksum;
-        parts.resize(count);
-        have.assign(count, false);
-      } else if (c->count != count || c->total_bytes != total || c->checksum != checksum) {
-        continue;
-      }
-      if (have[c->index]) continue;
-      parts[c->index] = std::move(c->data);
-      have[c->index] = true;
-      ++received;
+      if (!c || c->policy_version != a.policy_version) continue;
+      if (!blob.started() && (c->index != 0 || !blob.start(*c, spare_blob()))) continue;
+      if (!blob.take(*c)) continue;
       if (in_flight > 0) --in_flight;
       fill();
     }
   }
-  if (received < count || count == 0) return "";
-  std::string out;
-  out.reserve(total);
-  for (auto& p : parts) out += p;
-  if (out.size() != total || weights_checksum(out) != checksum) {
-    std::cerr << name_ << ": weights v" << a.policy_version << " incomplete or corrupt; keeping the current ones\n";
-    return "";
+  if (!blob.started() || blob.received < blob.count) return nullptr;
+  if (weights_checksum(*blob.bytes) != blob.checksum) {
+    std::cerr << name_ << ": weights v" << a.policy_version << " corrupt (checksum); keeping the current ones\n";
+    return nullptr;
   }
-  return out;
+  if (blobs_[0] != blob.bytes && blobs_[1] != blob.bytes)
+    (blobs_[0].use_count() == 1 || !blobs_[0] ? blobs_[0] : blobs_[1]) = blob.bytes;
+  return blob.bytes;
+}
+
+std::shared_ptr<std::string> WeightReceiver::spare_blob() {
+  for (auto& b : blobs_)
+    if (b && b.use_count() == 1) {  // neither the model's parameters nor a load hold it
+      ++reused_buffers_;
+      return b;
+    }
+  return nullptr;
 }
 
 }  // namespace keel

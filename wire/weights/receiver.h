@@ -6,8 +6,9 @@
 //     unchanged_since_load(); a batch generated across a rewrite is discarded, and from then on
 //     the receiver copies each version into the model's own memory instead;
 //   - a model on a GPU (or with binding off) copies from the slot once;
-//   - on another host, it fetches the safetensors blob in chunks (WeightRequest / WeightChunk)
-//     and checks its size and checksum.
+//   - on another host, it fetches the safetensors blob in chunks (WeightRequest / WeightChunk),
+//     each copied once into one buffer, checks its size and checksum, and a CPU model takes the
+//     buffer's tensors as its parameters (a GPU model copies them).
 // A model never generates from parts of two versions.
 #pragma once
 
@@ -44,6 +45,7 @@ class WeightReceiver {
   int64_t bound_loads() const { return bound_loads_; }
   int64_t copied_loads() const { return copied_loads_; }
   int64_t chunk_loads() const { return chunk_loads_; }
+  int64_t reused_buffers() const { return reused_buffers_; }  // chunk loads into an earlier version's buffer
 
  private:
   enum class Shared { kLoaded, kUnavailable, kTorn };
@@ -51,7 +53,9 @@ class WeightReceiver {
   bool bind_shared(const wire::WeightAnnounce& a, Transformer& model);
   Shared copy_shared(const wire::WeightAnnounce& a, Transformer& model);
   void own_parameters(Transformer& model);  // before copying into a bound model
-  std::string fetch_chunks(const wire::WeightAnnounce& a);
+  // The announced version's safetensors blob, whole and checked; null when it could not be had.
+  std::shared_ptr<const std::string> fetch_chunks(const wire::WeightAnnounce& a);
+  std::shared_ptr<std::string> spare_blob();  // a received blob nothing uses any more, or null
 
   std::unique_ptr<wire::Channel> sub_, dealer_;
   std::string name_;
@@ -61,9 +65,10 @@ class WeightReceiver {
   wire::ReceiveStats stats_;
   std::shared_ptr<SharedWeights> region_;        // the region of the newest announcement, if on this host
   std::string unusable_path_;                    // a region that failed to open or load: chunks instead
-  std::shared_ptr<SharedWeights> bound_region_;  // what the model's parameters point into (null: own memory)
+  std::shared_ptr<SharedWeights> bound_region_;  // the region the parameters point into (null: own memory or a received blob)
   uint64_t bound_version_ = 0, bound_token_ = 0;
-  int64_t bound_loads_ = 0, copied_loads_ = 0, chunk_loads_ = 0;
+  int64_t bound_loads_ = 0, copied_loads_ = 0, chunk_loads_ = 0, reused_buffers_ = 0;
+  std::shared_ptr<std::string> blobs_[2];  // received blobs: the one the model may use, one to reuse
 };
 
 }  // namespace keel

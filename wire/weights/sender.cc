@@ -47,8 +47,8 @@ void remove_dead_regions(const std::string& dir) {
   }
 }
 
-std::string blob_bytes(const TensorMap& tensors, uint64_t version) {
-  return safetensors_bytes(tensors, {{"policy_version", std::to_string(version)}});
+void blob_bytes(std::string& out, const TensorMap& tensors, uint64_t version) {
+  safetensors_bytes_into(out, tensors, {{"policy_version", std::to_string(version)}});
 }
 
 }  // namespace
@@ -96,8 +96,8 @@ void WeightSender::publish(uint64_t version, const TensorMap& tensors) {
   if (region) {
     a.shared_path = region->path();
   } else {
-    auto b = std::make_shared<Blob>();
-    b->bytes = blob_bytes(tensors, version);
+    auto b = fresh_blob();
+    blob_bytes(b->bytes, tensors, version);
     b->checksum = weights_checksum(b->bytes);
     a.total_bytes = b->bytes.size();
     a.chunk_count = static_cast<uint32_t>((b->bytes.size() + o_.chunk_bytes - 1) / o_.chunk_bytes);
@@ -106,6 +106,7 @@ void WeightSender::publish(uint64_t version, const TensorMap& tensors) {
   }
   std::lock_guard<std::mutex> l(mu_);
   region_ = region;
+  spare_blob_ = std::move(blob_);
   blob_ = blob;
   announce_ = a;
   announce_pending_ = true;
@@ -128,6 +129,18 @@ void WeightSender::announce_if_due(wire::Channel& pub, std::chrono::steady_clock
   wire::send_message(pub, {"learner", a});
 }
 
+std::shared_ptr<WeightSender::Blob> WeightSender::fresh_blob() {
+  std::shared_ptr<const Blob> spare;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    spare = std::move(spare_blob_);
+  }
+  // The previous version's blob, once no chunk reply holds it: its pages are mapped already, where
+  // a new 500 MB string is faulted in and zeroed page by page.
+  if (spare && spare.use_count() == 1) return std::const_pointer_cast<Blob>(spare);
+  return std::make_shared<Blob>();
+}
+
 std::shared_ptr<const WeightSender::Blob> WeightSender::blob_for(uint64_t version) {
   std::shared_ptr<const Blob> blob;
   std::shared_ptr<SharedWeights> region;
@@ -138,8 +151,8 @@ std::shared_ptr<const WeightSender::Blob> WeightSender::blob_for(uint64_t versio
     region = region_;
   }
   if (blob || !region) return blob;
-  auto b = std::make_shared<Blob>();
-  if (!region->read(version, [&](const TensorMap& t) { b->bytes = blob_bytes(t, version); }))
+  auto b = fresh_blob();
+  if (!region->read(version, [&](const TensorMap& t) { blob_bytes(b->bytes, t, version); }))
     return nullptr;  // rewritten: a newer one is announced
   b->checksum = weights_checksum(b->bytes);
   std::lock_guard<std::mutex> l(mu_);

@@ -61,9 +61,11 @@ class WeightSender {
 
   WeightSenderOptions o_;
   mutable std::mutex mu_;
-  std::shared_ptr<const Blob> blob_;       // the announced version's safetensors bytes, once built
-  std::shared_ptr<SharedWeights> region_;  // same-host weights (null: none)
-  bool region_failed_ = false;             // no room for a region: chunks only
+  std::shared_ptr<Blob> fresh_blob();       // an empty blob, reusing the spare's memory when free
+  std::shared_ptr<const Blob> blob_;        // the announced version's safetensors bytes, once built
+  std::shared_ptr<const Blob> spare_blob_;  // the previous version's, for its memory
+  std::shared_ptr<SharedWeights> region_;   // same-host weights (null: none)
+  bool region_failed_ = false;              // no room for a region: chunks only
   int region_generation_ = 0;
   wire::WeightAnnounce announce_;
   bool announce_pending_ = false, announced_once_ = false;
