@@ -4,7 +4,7 @@
 //                                     C = 1: with activation checkpointing
 //   keel_bench linear [M [small|gpt2|llama]]  the decoding step's products with M rows: LibTorch against keel's kernels
 //   keel_bench generate [d L B N]     KV-cached sampling of N new tokens for B prompts: tokens/s
-//   keel_bench weights  [d L P V]     publish policy versions to 2 actor processes (P: shm | shm-copy | chunks), vs memcpy;
+//   keel_bench weights  [d L P V A]   publish policy versions to A (2) actor processes (P: shm | shm-copy | chunks), vs memcpy;
 //                                     how long an actor's load takes (its pause in generation)
 //   keel_bench learner_scaling [W d L T B]  the training loop on W Gloo ranks: tokens/s, all-reduce wait share
 //   keel_bench transport [R T]        R rollouts of T tokens: encode, send, receive, decode over loopback TCP
@@ -217,15 +217,15 @@ double memcpy_seconds(size_t bytes) {
   std::_Exit(0);
 }
 
-// Two actor processes (one thread each, as on this 2-core machine) wait for announcements and load
+// `actors` actor processes (one thread each; 2 on this 2-core machine) wait for announcements and load
 // every new version; the learner (this process) publishes versions 1..N. Time per version: from the
 // start of publish() to the moment the slower actor has the version in its parameters.
 // `shared_dir` "" measures the chunk path that actors on other hosts use, over loopback TCP.
-void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool bind, int ports) {
-  const int versions = 6, actors = 2;
-  int pipes[actors][2];
+void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool bind, int ports, int actors) {
+  const int versions = 6;
+  std::vector<std::array<int, 2>> pipes(static_cast<size_t>(actors));
   for (int i = 0; i < actors; ++i) {
-    if (::pipe(pipes[i]) != 0) std::abort();
+    if (::pipe(pipes[i].data()) != 0) std::abort();
     if (::fork() == 0) weights_actor(c, bind, ports, i, versions, pipes[i][1]);  // never returns
   }
   keel::Transformer policy(c);
@@ -273,19 +273,19 @@ void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool
   const double copy = memcpy_seconds(bytes), median = total[1 + (total.size() - 1) / 2];
   std::printf(
       "{\"bench\": \"weights\", \"impl\": \"keel\", \"path\": \"%s\", \"params\": %lld, \"bytes\": %zu, "
-      "\"first_version_s\": %.4f, \"publish_s\": %.4f, \"publish_to_2_actors_s\": %.4f, \"actor_load_s\": %.4f, "
+      "\"first_version_s\": %.4f, \"publish_s\": %.4f, \"actors\": %d, \"publish_to_actors_s\": %.4f, \"actor_load_s\": %.4f, "
       "\"memcpy_s\": %.5f, \"ratio_to_memcpy\": %.2f, \"actor_load_to_memcpy\": %.2f, \"gb_per_s\": %.2f}\n",
       shared_dir.empty() ? "chunks over loopback TCP"
       : bind             ? "shared memory, actors bound to it"
                          : "shared memory, actors copy",
-      (long long)c.num_parameters(), bytes, total[0], publish[1 + (publish.size() - 1) / 2], median,
+      (long long)c.num_parameters(), bytes, total[0], publish[1 + (publish.size() - 1) / 2], actors, median,
       load[1 + (load.size() - 1) / 2], copy, median / copy, load[1 + (load.size() - 1) / 2] / copy,
       static_cast<double>(bytes) / median / 1e9);
 }
 
-void weights(int64_t d, int64_t L, const std::string& path, int64_t V) {
+void weights(int64_t d, int64_t L, const std::string& path, int64_t V, int actors) {
   const auto c = gpt2_config(d, L, 256, V);
-  weights_run(c, path == "chunks" ? "" : "/dev/shm", path == "shm", 47501);
+  weights_run(c, path == "chunks" ? "" : "/dev/shm", path == "shm", 47501, actors);
 }
 
 // Random next-token batches: rank r's micro-batch m of step s is the same whatever the world size.
@@ -440,7 +440,8 @@ int main(int argc, char** argv) {
   else if (mode == "generate")
     generate(arg(argc, argv, 2, 256), arg(argc, argv, 3, 4), arg(argc, argv, 4, 8), arg(argc, argv, 5, 128));
   else if (mode == "weights")
-    weights(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), argc > 4 ? argv[4] : "shm", arg(argc, argv, 5, 8192));
+    weights(arg(argc, argv, 2, 512), arg(argc, argv, 3, 8), argc > 4 ? argv[4] : "shm", arg(argc, argv, 5, 8192),
+            static_cast<int>(arg(argc, argv, 6, 2)));
   else if (mode == "learner_scaling")
     learner_scaling(static_cast<int>(arg(argc, argv, 2, 2)), arg(argc, argv, 3, 512), arg(argc, argv, 4, 8),
                     arg(argc, argv, 5, 256), arg(argc, argv, 6, 8), 8192, !std::getenv("KEEL_BENCH_NO_OVERLAP"));

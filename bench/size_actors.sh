@@ -18,6 +18,7 @@ done
 for path in shm shm-copy chunks; do
   $kb weights 768 12 "$path" 50257 2>/dev/null | tee -a "$out"
 done
+$kb weights 768 12 chunks 50257 1 2>/dev/null | tee -a "$out"  # one receiver: the transfer alone
 /usr/bin/python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
@@ -29,10 +30,10 @@ for r in (r for r in rows if r["bench"] == "continuous"):
           f"{r['static_s']:.1f}, {r['static_steps']}, {r['static_tokens_per_s']:.1f} | "
           f"{r['continuous_s']:.1f}, {r['continuous_steps']}, {r['continuous_tokens_per_s']:.1f} | **{r['ratio']:.2f}x** |")
 print()
-print("| path | publish | publish -> 2 actors | vs memcpy | GB/s | an actor's load | load vs memcpy | first version |")
-print("|---|---|---|---|---|---|---|---|")
+print("| path | actors | publish | publish -> actors hold it | vs memcpy | GB/s per actor | an actor's load | load vs memcpy | first version |")
+print("|---|---|---|---|---|---|---|---|---|")
 for r in (r for r in rows if r["bench"] == "weights"):
-    print(f"| {r['path']} | {1e3 * r['publish_s']:.0f} ms | {1e3 * r['publish_to_2_actors_s']:.0f} ms | "
+    print(f"| {r['path']} | {r['actors']} | {1e3 * r['publish_s']:.0f} ms | {1e3 * r['publish_to_actors_s']:.0f} ms | "
           f"{r['ratio_to_memcpy']:.2f}x | {r['gb_per_s']:.2f} | {1e3 * r['actor_load_s']:.0f} ms | "
           f"{r['actor_load_to_memcpy']:.2f}x | {r['first_version_s']:.2f} s |")
 print(f"memcpy of {rows[-1]['bytes'] / 1e6:.0f} MB: {1e3 * rows[-1]['memcpy_s']:.0f} ms")

@@ -91,6 +91,21 @@ class ZmqChannel : public Channel {
     }
   }
 
+  // ZeroMQ takes the string and frees it once sent (large weight chunks: no copy into the socket).
+  bool send_owned(std::string&& bytes, const std::string& peer) override {
+    auto* owned = new std::string(std::move(bytes));
+    zmq::message_t msg(
+        owned->data(), owned->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
+    try {
+      if (kind_ == SocketKind::kRouter) {
+        if (!socket_.send(zmq::buffer(peer), zmq::send_flags::sndmore)) return false;
+      }
+      return socket_.send(msg, zmq::send_flags::none).has_value();
+    } catch (const zmq::error_t&) {
+      return false;
+    }
+  }
+
   std::optional<Packet> recv(int timeout_ms) override {
     try {
       return recv_now(timeout_ms);

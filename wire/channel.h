@@ -25,6 +25,8 @@ class Channel {
   // Queues `bytes` (to `peer` on a ROUTER socket). False when it could not be queued within the
   // send timeout (peer gone, queue full): the caller decides whether to retry.
   virtual bool send(const std::string& bytes, const std::string& peer = "") = 0;
+  // The same, handing `bytes` over: a socket that can send them without a copy does.
+  virtual bool send_owned(std::string&& bytes, const std::string& peer = "") { return send(bytes, peer); }
   // Waits up to timeout_ms (0 = poll, -1 = forever) for one message.
   virtual std::optional<Packet> recv(int timeout_ms) = 0;
 };

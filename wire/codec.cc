@@ -7,6 +7,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/exception.h>
+#include <kj/io.h>
 
 #include <cstring>
 
@@ -323,15 +324,38 @@ const char* body_name(const Body& b) {
   return kNames[b.index()];
 }
 
+namespace {
+
+// The message as one flat array, written straight into the string that carries it.
+std::string flatten(capnp::MessageBuilder& builder) {
+  const auto segments = builder.getSegmentsForOutput();
+  std::string out(capnp::computeSerializedSizeInWords(segments) * sizeof(capnp::word), '\0');
+  kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(out.data()), out.size()));
+  capnp::writeMessage(stream, segments);
+  return out;
+}
+
+}  // namespace
+
 std::string encode(const Message& m) {
   capnp::MallocMessageBuilder builder;
   auto e = builder.initRoot<cs::Envelope>();
   e.setVersion(kWireVersion);
   e.setSender(m.sender);
   std::visit(Encoder{e}, m.body);
-  auto words = capnp::messageToFlatArray(builder);
-  auto bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  return flatten(builder);
+}
+
+std::string encode_weight_chunk(const std::string& sender, const WeightChunk& header, std::string_view data) {
+  capnp::MallocMessageBuilder builder;
+  auto e = builder.initRoot<cs::Envelope>();
+  e.setVersion(kWireVersion);
+  e.setSender(sender);
+  Encoder{e}(header);
+  auto b = e.getWeightChunk();
+  b.adoptData(capnp::Orphanage::getForMessageContaining(b).referenceExternalData(
+      capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(data.data()), data.size())));
+  return flatten(builder);
 }
 
 Decoded decode(const void* data, size_t size, const DecodeLimits& limits) {

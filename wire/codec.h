@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "wire/messages.h"
 
@@ -20,6 +21,9 @@ struct DecodeLimits {
 };
 
 std::string encode(const Message& m);
+// A WeightChunk from `sender` whose data is `data`, which is copied once, into the message (the
+// header's own data is ignored): a chunk of a blob without a copy of it first.
+std::string encode_weight_chunk(const std::string& sender, const WeightChunk& header, std::string_view data);
 
 struct Decoded {
   std::optional<Message> message;  // set on success

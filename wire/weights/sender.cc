@@ -167,9 +167,10 @@ void WeightSender::serve(wire::Channel& router, const std::string& peer, const w
   const auto count = static_cast<uint32_t>((blob->bytes.size() + o_.chunk_bytes - 1) / o_.chunk_bytes);
   if (q.chunk >= count) return;
   const size_t off = static_cast<size_t>(q.chunk) * o_.chunk_bytes;
-  wire::WeightChunk c{q.policy_version,   q.chunk,       count, blob->bytes.substr(off, o_.chunk_bytes),
-                      blob->bytes.size(), blob->checksum};
-  wire::send_message(router, {"learner", c}, peer);
+  const wire::WeightChunk header{q.policy_version, q.chunk, count, {}, blob->bytes.size(), blob->checksum};
+  // The chunk's bytes are copied once, into the message, which the socket then owns.
+  router.send_owned(wire::encode_weight_chunk("learner", header, std::string_view(blob->bytes).substr(off, o_.chunk_bytes)),
+                    peer);
   std::lock_guard<std::mutex> l(mu_);
   ++stats_.chunks_served;
 }
