@@ -75,6 +75,29 @@ TEST(Wire, EveryMessageKindRoundTrips) {
   EXPECT_FLOAT_EQ(std::get<RolloutBatch>(d.message->body).temperature, 0.7f);
 }
 
+// Weight chunks of every size round-trip, whether their bytes are copied into the message (small,
+// empty, not whole words) or referenced (large runs of whole words), and from a view of a blob.
+TEST(Wire, WeightChunksOfEverySizeRoundTrip) {
+  std::string blob((1 << 17) + 16, '\0');
+  for (size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>(i * 7 + 3);
+  for (size_t n : {size_t{0}, size_t{5}, size_t{1} << 17, (size_t{1} << 17) + 3})
+    for (size_t offset : {size_t{0}, size_t{8}, size_t{3}}) {
+      SCOPED_TRACE("size " + std::to_string(n) + " offset " + std::to_string(offset));
+      const std::string data = blob.substr(offset, n);
+      const WeightChunk c{4, 1, 2, data, 2 * n + 1, 99};
+      for (const auto& bytes : {encode({"learner", c}), encode_weight_chunk("learner", {4, 1, 2, "ignored", 2 * n + 1, 99},
+                                                                            std::string_view(blob).substr(offset, n))}) {
+        const auto d = decode(bytes.data(), bytes.size());
+        ASSERT_TRUE(d.message) << d.error;
+        const auto* got = std::get_if<WeightChunk>(&d.message->body);
+        ASSERT_NE(got, nullptr);
+        EXPECT_EQ(got->data, data);
+        EXPECT_EQ(got->total_bytes, 2 * n + 1);
+        EXPECT_EQ(got->checksum, 99u);
+      }
+    }
+}
+
 TEST(Wire, BadBuffersAreRejectedWithAReason) {
   const auto good = encode({"a", RolloutBatch{{sample_rollout()}, 1.0f}});
   // Truncated.

@@ -35,6 +35,17 @@ bool from_data(capnp::Data::Reader d, std::vector<T>& out, const char* field, st
   return true;
 }
 
+// A weight chunk's bytes. Large word-aligned runs of whole words are referenced, not copied (they
+// are copied once, when the message is flattened); Cap'n Proto reads an external blob to its next
+// word boundary and makes it a segment of its own, which an empty blob must not be.
+void put_chunk_data(cs::WeightChunk::Builder b, std::string_view data) {
+  const capnp::Data::Reader bytes(reinterpret_cast<const capnp::byte*>(data.data()), data.size());
+  if (data.size() >= (64u << 10) && data.size() % 8 == 0 && reinterpret_cast<uintptr_t>(data.data()) % 8 == 0)
+    b.adoptData(capnp::Orphanage::getForMessageContaining(b).referenceExternalData(bytes));
+  else
+    b.setData(bytes);
+}
+
 void put_parts(capnp::List<cs::ScorePart>::Builder b, const ScoreParts& parts) {
   for (size_t i = 0; i < parts.size(); ++i) {
     b[static_cast<unsigned>(i)].setName(parts[i].first);
@@ -130,9 +141,7 @@ struct Encoder {
     b.setPolicyVersion(m.policy_version);
     b.setIndex(m.index);
     b.setCount(m.count);
-    // Referenced, not copied: the bytes are copied once, when the message is flattened.
-    b.adoptData(capnp::Orphanage::getForMessageContaining(b).referenceExternalData(
-        capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(m.data.data()), m.data.size())));
+    put_chunk_data(b, m.data);
     b.setTotalBytes(m.total_bytes);
     b.setChecksum(m.checksum);
   }
@@ -352,9 +361,7 @@ std::string encode_weight_chunk(const std::string& sender, const WeightChunk& he
   e.setVersion(kWireVersion);
   e.setSender(sender);
   Encoder{e}(header);
-  auto b = e.getWeightChunk();
-  b.adoptData(capnp::Orphanage::getForMessageContaining(b).referenceExternalData(
-      capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(data.data()), data.size())));
+  put_chunk_data(e.getWeightChunk(), data);
   return flatten(builder);
 }
 
