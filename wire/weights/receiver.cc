@@ -160,9 +160,15 @@ struct ChunkedBlob {
     if (c.count == 0 || c.data.empty() || c.total_bytes == 0) return false;
     const uint64_t len = c.count == 1 ? c.total_bytes : c.data.size();
     if (c.total_bytes > uint64_t{c.count} * len || c.total_bytes <= uint64_t{c.count - 1} * len) return false;
+    try {
+      bytes = spare ? std::move(spare) : std::make_shared<std::string>();
+      bytes->resize(c.total_bytes);
+    } catch (const std::exception& e) {  // a size this process cannot hold: dropped, like any bad message
+      std::cerr << "weights v" << c.policy_version << ": no memory for " << c.total_bytes << " bytes (" << e.what() << ")\n";
+      bytes.reset();
+      return false;
+    }
     count = c.count, chunk_bytes = len, total = c.total_bytes, checksum = c.checksum;
-    bytes = spare ? std::move(spare) : std::make_shared<std::string>();
-    bytes->resize(total);
     have.assign(count, false);
     return true;
   }
