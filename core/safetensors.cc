@@ -183,25 +183,23 @@ TensorMap parse_tensors(const std::string& bytes, const std::string& path, Metad
   return out;
 }
 
+torch::Tensor copied_tensor(torch::ScalarType type, const std::vector<int64_t>& shape, const char* data, uint64_t n) {
+  auto t = torch::empty(shape, torch::dtype(type));
+  std::memcpy(t.data_ptr(), data, n);
+  return t;
+}
+
 }  // namespace
 
 TensorMap parse_safetensors(const std::string& bytes, const std::string& path, Metadata* metadata) {
-  return parse_tensors(bytes, path, metadata,
-                       [](torch::ScalarType type, const std::vector<int64_t>& shape, const char* data, uint64_t n) {
-                         auto t = torch::empty(shape, torch::dtype(type));
-                         std::memcpy(t.data_ptr(), data, n);
-                         return t;
-                       });
+  return parse_tensors(bytes, path, metadata, copied_tensor);
 }
 
 TensorMap safetensors_views(std::shared_ptr<const std::string> bytes, const std::string& path, Metadata* metadata) {
   return parse_tensors(
       *bytes, path, metadata, [&](torch::ScalarType type, const std::vector<int64_t>& shape, const char* data, uint64_t n) {
-        if (reinterpret_cast<uintptr_t>(data) % torch::elementSize(type) != 0) {  // another writer's unaligned layout: a copy
-          auto t = torch::empty(shape, torch::dtype(type));
-          std::memcpy(t.data_ptr(), data, n);
-          return t;
-        }
+        if (reinterpret_cast<uintptr_t>(data) % torch::elementSize(type) != 0)  // another writer's unaligned layout
+          return copied_tensor(type, shape, data, n);
         // Every view holds the buffer; it is freed with the last of them.
         return torch::from_blob(
             const_cast<char*>(data), shape, [keep = bytes](void*) mutable { keep.reset(); }, torch::dtype(type));
