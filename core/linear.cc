@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/kernel_isa.h"
+#include "core/linear_group.h"
 
 // The kernels pass 64-byte vectors between inlined helpers only; no ABI crosses a library boundary.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -270,6 +271,38 @@ void kn_product(const float* xp, int64_t ldx, int64_t M, const W* wp, int64_t N,
   });
 }
 
+// One product with W [N, K] for nk_products: y [M, N] = x · Wᵀ (+ bias).
+template <class W>
+struct NkOperand {
+  const W* w;
+  const float* bias;  // or null
+  float* y;
+  int64_t N;
+};
+
+// Products of x [M, K] with several [N_i, K] weights of one element type in one pass over the
+// threads: the tiles of every weight are numbered one after the other and split together.
+template <class W>
+void nk_products(const float* xp, int64_t ldx, int64_t M, int64_t K, const std::vector<NkOperand<W>>& ops, const KernelsOf<W>& k,
+                 int64_t cols) {
+  std::vector<int64_t> first(ops.size() + 1, 0);  // first tile of each weight
+  for (size_t i = 0; i < ops.size(); ++i) first[i + 1] = first[i] + ops[i].N / cols;
+  // Enough multiply-adds per task (~64k) that handing tiles to another thread pays.
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K * cols));
+  at::parallel_for(0, first.back(), grain, [&](int64_t begin, int64_t end) {
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const int64_t b = std::max(begin, first[i]) - first[i], e = std::min(end, first[i + 1]) - first[i];
+      if (b >= e) continue;
+      const auto& o = ops[i];
+      k.nk(xp, ldx, M, o.w, K, o.bias, o.y, o.N, b, e);
+    }
+  });
+  for (const auto& o : ops) {
+    const int64_t whole = o.N / cols * cols;  // the rest are edge columns
+    if (whole < o.N) edge_columns(xp, ldx, M, o.w, o.N, K, /*w_is_kn=*/false, o.bias, o.y, o.N, whole, o.N);
+  }
+}
+
 // y = x · W (+ bias) with W's elements of type W (float32 or bfloat16 bits).
 template <class W>
 torch::Tensor small_product(const torch::Tensor& x, const W* wp, int64_t N, const torch::Tensor& bias, bool kn,
@@ -283,17 +316,13 @@ torch::Tensor small_product(const torch::Tensor& x, const W* wp, int64_t N, cons
   const float* xp = x2.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  int64_t whole = N / lanes * lanes;  // columns the vector kernels cover; the rest are edge columns
   if (kn) {
+    const int64_t whole = N / lanes * lanes;  // columns the panels cover; the rest are edge columns
     kn_product(xp, ldx, M, wp, N, K, bp, yp, k, lanes, whole);
+    if (whole < N) edge_columns(xp, ldx, M, wp, N, K, /*w_is_kn=*/true, bp, yp, N, whole, N);
   } else {
-    const int64_t tiles = N / nk_cols;
-    whole = tiles * nk_cols;
-    // Enough multiply-adds per task (~64k) that handing tiles to another thread pays.
-    const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K * nk_cols));
-    at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) { k.nk(xp, ldx, M, wp, K, bp, yp, N, begin, end); });
+    nk_products<W>(xp, ldx, M, K, {{wp, bp, yp, N}}, k, nk_cols);
   }
-  if (whole < N) edge_columns(xp, ldx, M, wp, N, K, kn, bp, yp, N, whole, N);
   return y.view(out_shape);
 }
 
@@ -362,6 +391,49 @@ torch::Tensor linear_nk(const torch::Tensor& x, const torch::Tensor& weight, con
   if (uses_small_kernel(x, weight, bias) && (!bias.defined() || bias.size(0) == weight.size(0)))
     return small_product(x, weight, bias, /*kn=*/false);
   return F::linear(x, weight, bias);
+}
+
+std::vector<torch::Tensor> linear_nk_group(const torch::Tensor& x, const std::vector<torch::Tensor>& weights) {
+  std::vector<torch::Tensor> ys;
+  bool small = true;
+  for (const auto& w : weights) {
+    KEEL_CHECK(w.dim() == 2 && x.size(-1) == w.size(1),
+               "linear: input width " << x.size(-1) << " != weight " << w.sizes() << " columns");
+    small = small && uses_small_kernel(x, w, {});
+  }
+  // The weights' decoding copies, all or none: a group reads one element type.
+  std::vector<torch::Tensor> copies;
+  for (const auto& w : weights)
+    if (small && current_decode_weights)
+      if (auto c = current_decode_weights->find(w); c.defined()) copies.push_back(c);
+  if (!small || (!copies.empty() && copies.size() != weights.size())) {
+    for (const auto& w : weights) ys.push_back(linear_nk(x, w));
+    return ys;
+  }
+  const int64_t K = x.size(-1);
+  auto x2 = rows_of(x, K);
+  auto shape = x.sizes().vec();
+  for (const auto& w : weights) ys.push_back(torch::empty({x2.size(0), w.size(0)}, x.options()));
+  const Kernels& k = kernels_for(kernel_isa());
+  const float* xp = x2.data_ptr<float>();
+  const int64_t M = x2.size(0), ldx = x2.stride(0);
+  if (copies.empty()) {
+    std::vector<NkOperand<float>> ops;
+    for (size_t i = 0; i < weights.size(); ++i)
+      ops.push_back({weights[i].data_ptr<float>(), nullptr, ys[i].data_ptr<float>(), ys[i].size(1)});
+    nk_products(xp, ldx, M, K, ops, k.f32, k.nk_cols);
+  } else {
+    std::vector<NkOperand<Bf16>> ops;
+    for (size_t i = 0; i < weights.size(); ++i)
+      ops.push_back(
+          {reinterpret_cast<const Bf16*>(copies[i].data_ptr<at::BFloat16>()), nullptr, ys[i].data_ptr<float>(), ys[i].size(1)});
+    nk_products(xp, ldx, M, K, ops, k.bf16, k.nk_cols);
+  }
+  for (auto& y : ys) {
+    shape.back() = y.size(1);
+    y = y.view(shape);
+  }
+  return ys;
 }
 
 torch::Tensor linear_kn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {

@@ -6,6 +6,8 @@
 
 #include "core/activation_checkpoint.h"
 #include "core/decode_attention.h"
+#include "core/decode_ops.h"
+#include "core/linear_group.h"
 #include "core/fused_cross_entropy.h"
 #include "core/error.h"
 #include "core/linear.h"
@@ -30,6 +32,7 @@ TORCH_MODULE(Conv1D);
 struct RMSNormImpl : torch::nn::Module {
   RMSNormImpl(int64_t d, double eps) : eps(eps) { weight = register_parameter("weight", torch::ones({d})); }
   torch::Tensor forward(const torch::Tensor& x) {
+    if (decode_ops_apply(x.numel() / x.size(-1), {x, weight})) return rms_norm_rows(x, weight, eps);
     auto xf = x.to(torch::kFloat32);
     auto y = xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps);
     return weight * y.to(x.scalar_type());
@@ -197,16 +200,24 @@ struct LlamaBlock : torch::nn::Module {
   torch::Tensor forward(torch::Tensor x, int64_t layer, AttnContext& ctx) {
     const int64_t B = x.size(0), T = x.size(1), hd = c.head_dim();
     auto hs = input_layernorm(x);
-    auto q = linear_nk(hs, q_proj->weight).view({B, T, c.n_head, hd}).transpose(1, 2);
-    auto k = linear_nk(hs, k_proj->weight).view({B, T, c.kv_heads(), hd}).transpose(1, 2);
-    auto v = linear_nk(hs, v_proj->weight).view({B, T, c.kv_heads(), hd}).transpose(1, 2);
-    q = q * ctx.cos + rotate_half(q) * ctx.sin;
-    k = k * ctx.cos + rotate_half(k) * ctx.sin;
+    auto qkv = linear_nk_group(hs, {q_proj->weight, k_proj->weight, v_proj->weight});
+    auto q = qkv[0].view({B, T, c.n_head, hd});
+    auto k = qkv[1].view({B, T, c.kv_heads(), hd});
+    if (decode_ops_apply(B * T, {q, k, ctx.cos, ctx.sin})) {
+      q = rotary_rows_(q, ctx.cos, ctx.sin).transpose(1, 2);  // the products' own outputs: rotated in place
+      k = rotary_rows_(k, ctx.cos, ctx.sin).transpose(1, 2);
+    } else {
+      q = q.transpose(1, 2), k = k.transpose(1, 2);
+      q = q * ctx.cos + rotate_half(q) * ctx.sin;
+      k = k * ctx.cos + rotate_half(k) * ctx.sin;
+    }
+    auto v = qkv[2].view({B, T, c.kv_heads(), hd}).transpose(1, 2);
     auto [ks, vs] = cache_append(ctx, layer, k, v);
     auto a = attend(q, ks, vs, ctx.bias).transpose(1, 2).reshape({B, T, c.n_head * hd});
     x = x + linear_nk(a, o_proj->weight);
     hs = post_attention_layernorm(x);
-    return x + linear_nk(torch::silu(linear_nk(hs, gate_proj->weight)) * linear_nk(hs, up_proj->weight), down_proj->weight);
+    auto gate_up = linear_nk_group(hs, {gate_proj->weight, up_proj->weight});
+    return x + linear_nk(torch::silu(gate_up[0]) * gate_up[1], down_proj->weight);
   }
   const ModelConfig c;
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};

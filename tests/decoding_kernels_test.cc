@@ -11,6 +11,9 @@
 
 #include "actors/sampler.h"
 #include "core/decode_attention.h"
+#include "core/decode_ops.h"
+#include "core/linear_group.h"
+#include "core/error.h"
 #include "core/kernel_isa.h"
 #include "core/linear.h"
 #include "core/threads.h"
@@ -188,6 +191,73 @@ TEST(SmallProducts, LeaveAutogradLargeBatchesAndOtherTypesToLibTorch) {
   EXPECT_THROW(linear_nk(x, w.detach(), torch::zeros({15})),
                c10::Error);  // a short bias is never read past its end
   EXPECT_THROW(linear_kn(x, torch::randn({8, 16}), torch::zeros({17})), c10::Error);
+}
+
+// Several products with one input in one pass: each equals its own product, float32 and with
+// bfloat16 copies, and a group that cannot take the kernels (too many rows, autograd, a copy of
+// some weights only) gives each product LibTorch's or linear_nk's result.
+TEST(SmallProducts, AGroupOfProductsEqualsEachProductInEveryInstructionSet) {
+  c10::InferenceMode inference;
+  torch::manual_seed(7);
+  in_every_instruction_set([] {
+    for (const auto& c : kCases) {
+      SCOPED_TRACE("M " + std::to_string(c.M) + " K " + std::to_string(c.K) + " N " + std::to_string(c.N));
+      auto x = torch::randn({c.M, 1, c.K});
+      const std::vector<torch::Tensor> ws = {torch::randn({c.N, c.K}), torch::randn({c.N / 2 + 3, c.K}), torch::randn({5, c.K})};
+      auto ys = linear_nk_group(x, ws);
+      ASSERT_EQ(ys.size(), 3u);
+      for (size_t i = 0; i < ws.size(); ++i) {
+        EXPECT_EQ(ys[i].sizes(), (std::vector<int64_t>{c.M, 1, ws[i].size(0)}));
+        EXPECT_LT(relative_diff(ys[i], F::linear(x, ws[i])), 2e-6);
+      }
+      DecodeWeights copies;
+      copies.refresh(ws);
+      DecodeWeightsScope scope(&copies);
+      ys = linear_nk_group(x, ws);
+      for (size_t i = 0; i < ws.size(); ++i)
+        EXPECT_LT(relative_diff(ys[i], F::linear(x, ws[i].to(torch::kBFloat16).to(torch::kFloat32))), 2e-6);
+      DecodeWeights some;
+      some.refresh({ws[0]});
+      DecodeWeightsScope partial(&some);  // one element type a group: each product on its own
+      ys = linear_nk_group(x, ws);
+      EXPECT_LT(relative_diff(ys[0], F::linear(x, ws[0].to(torch::kBFloat16).to(torch::kFloat32))), 2e-6);
+      EXPECT_LT(relative_diff(ys[1], F::linear(x, ws[1])), 2e-6);
+    }
+  });
+  auto big = torch::randn({2 * kMaxSmallRows, 24});
+  const std::vector<torch::Tensor> ws = {torch::randn({16, 24}), torch::randn({8, 24})};
+  auto ys = linear_nk_group(big, ws);
+  EXPECT_LT(relative_diff(ys[1], F::linear(big, ws[1])), 2e-6);
+  EXPECT_THROW(linear_nk_group(big, {torch::randn({4, 23})}), KeelError);
+}
+
+// RMSNorm and the rotary embedding of a decoding step in one pass each equal the plain ops;
+// they take decoding steps only (at most kMaxSmallRows rows, outside autograd).
+TEST(DecodeOps, NormAndRotaryEqualThePlainOpsAndTakeDecodingStepsOnly) {
+  torch::manual_seed(8);
+  torch::NoGradGuard ng;
+  const int64_t B = 3, T = 1, heads = 4, hd = 10, d = 40;
+  auto x = torch::randn({B, T, d}) * 3, weight = torch::randn({d});
+  const double eps = 1e-5;
+  ASSERT_TRUE(decode_ops_apply(B * T, {x, weight}));
+  auto plain_norm = weight * (x * torch::rsqrt(x.pow(2).mean(-1, true) + eps));
+  EXPECT_LT(relative_diff(rms_norm_rows(x, weight, eps), plain_norm), 1e-6);
+  auto q = torch::randn({B, T, heads, hd});
+  auto angles = torch::rand({B, 1, T, hd / 2}) * 10;
+  auto emb = torch::cat({angles, angles}, -1);
+  auto cos = emb.cos(), sin = emb.sin();
+  auto qt = q.transpose(1, 2);
+  auto rotated_half = torch::cat({-qt.narrow(-1, hd / 2, hd / 2), qt.narrow(-1, 0, hd / 2)}, -1);
+  auto plain_rotary = qt * cos + rotated_half * sin;
+  auto fused = rotary_rows_(q.clone(), cos, sin).transpose(1, 2);
+  EXPECT_LT(relative_diff(fused, plain_rotary), 1e-6);
+  EXPECT_FALSE(decode_ops_apply(kMaxSmallRows + 1, {x, weight}));     // a prompt or a learner's batch
+  EXPECT_FALSE(decode_ops_apply(1, {x.transpose(0, 2), weight}));     // not contiguous
+  EXPECT_FALSE(decode_ops_apply(1, {x.to(torch::kDouble), weight}));  // another type
+  EXPECT_THROW(rotary_rows_(q.clone(), cos.narrow(-1, 0, 8).contiguous(), sin.narrow(-1, 0, 8).contiguous()), KeelError);
+  torch::GradMode::set_enabled(true);
+  EXPECT_FALSE(decode_ops_apply(1, {x, weight.clone().requires_grad_()}));  // autograd
+  torch::GradMode::set_enabled(false);
 }
 
 // softmax(q kᵀ / sqrt(hd) + bias) v with the kv heads repeated: the plain computation.
