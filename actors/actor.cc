@@ -82,7 +82,9 @@ class ActorLoop {
   ActorStats run();
 
  private:
-  bool load_newest();                      // newest announced weights into the model
+  // Newest announced weights into the model; `wait`: also for a version still crossing the
+  // network in chunks (otherwise it keeps generating with the weights it has meanwhile).
+  bool load_newest(bool wait);
   void refresh_weights();                  // between batches: newer weights, or wait (sync)
   std::optional<uint64_t> await_credit();  // the grant's credit id; nullopt on stop
   std::optional<wire::ScoreReply> score(const wire::ScoreRequest& req);
@@ -122,10 +124,10 @@ ActorLoop::ActorLoop(const ActorOptions& o, const std::atomic<bool>& stop)
   std::shuffle(prompts_.begin(), prompts_.end(), order_rng);
 }
 
-bool ActorLoop::load_newest() {
+bool ActorLoop::load_newest(bool wait) {
   uint64_t v = 0;
   const auto t0 = Clock::now();
-  const bool loaded = weights_.load_newest(model_, &v);
+  const bool loaded = weights_.load_newest(model_, &v, wait);
   if (loaded && o_.decode_dtype == "bfloat16") model_->set_decode_dtype(torch::kBFloat16);  // copies of the new weights
   st_.seconds_loading_weights += std::chrono::duration<double>(Clock::now() - t0).count();
   if (!loaded) return false;
@@ -140,7 +142,9 @@ void ActorLoop::refresh_weights() {
   weights_.poll(0);
   if (o_.sync && st_.batches > 0)
     while (!weights_.has_newer(st_.version) && !stop_.load()) weights_.poll(200);
-  if (weights_.has_newer(st_.version)) load_newest();
+  // A synchronous run generates from the newest version only; an asynchronous one goes on with
+  // the version it has while a newer one arrives in chunks.
+  if (weights_.has_newer(st_.version)) load_newest(/*wait=*/o_.sync);
   st_.seconds_waiting_for_weights += std::chrono::duration<double>(Clock::now() - w0).count();
 }
 
@@ -158,7 +162,7 @@ std::optional<uint64_t> ActorLoop::await_credit() {
       // Refused: wait a little, taking newer weights meanwhile (needed when the grant named a
       // newer version than the one held).
       weights_.poll(static_cast<int>(std::max<uint32_t>(g->retry_ms, 10)));
-      if (weights_.has_newer(st_.version)) load_newest();
+      if (weights_.has_newer(st_.version)) load_newest(/*wait=*/false);
     }
   }
   st_.seconds_waiting_for_credit += std::chrono::duration<double>(Clock::now() - t0).count();
@@ -248,7 +252,7 @@ bool ActorLoop::one_batch() {
   if (!weights_.unchanged_since_load()) {
     // The parameters were shared memory that the learner rewrote meanwhile: not one version.
     ++st_.discarded_batches;
-    while (!load_newest() && !stop_.load()) weights_.poll(200);
+    while (!load_newest(/*wait=*/true) && !stop_.load()) weights_.poll(200);
     return !stop_.load();
   }
   wire::ScoreRequest req;

@@ -192,6 +192,9 @@ double memcpy_seconds(size_t bytes) {
 
 // One actor process of weights_run: takes every version up to `versions`, and for each writes
 // {version, time it had it, seconds spent in load_newest} to `pipe_fd`. Exits the process.
+// Chunks arrive in the background (load_newest without waiting, as an asynchronous actor calls
+// it between batches): the seconds are those of every call until the version was in the model,
+// which is how long the actor stops generating for it.
 [[noreturn]] void weights_actor(const keel::ModelConfig& c, bool bind, int ports, int i, int versions, int pipe_fd) {
   keel::set_threads(1);
   keel::Transformer model(c);
@@ -199,19 +202,21 @@ double memcpy_seconds(size_t bytes) {
                          "bench-actor-" + std::to_string(i), bind);
   uint64_t have = 0;
   bool any = false;
+  int64_t paused_ns = 0;
   while (!any || have < static_cast<uint64_t>(versions)) {
-    r.poll(100);
+    r.poll(any ? 1 : 100);
     if ((any && !r.has_newer(have)) || (!any && r.poll(0) == 0 && !r.has_newer(0))) continue;
     uint64_t v = 0;
     const auto load0 = Clock::now();
-    if (!r.load_newest(model, &v)) continue;
+    const bool loaded = r.load_newest(model, &v, /*wait_for_chunks=*/false);
+    const auto now = Clock::now();
+    paused_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(now - load0).count();
+    if (!loaded) continue;
     have = v;
     any = true;
-    const auto now = Clock::now();
     const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
-    // The time the actor spends in load_newest: how long it would stop generating.
-    const int64_t load_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - load0).count();
-    int64_t msg[3] = {static_cast<int64_t>(v), ns, load_ns};
+    int64_t msg[3] = {static_cast<int64_t>(v), ns, paused_ns};
+    paused_ns = 0;
     if (::write(pipe_fd, msg, sizeof msg) != sizeof msg) std::abort();
   }
   std::_Exit(0);

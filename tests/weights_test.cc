@@ -6,9 +6,11 @@
 #include <filesystem>
 #include <fstream>
 
+#include "wire/weights/chunk_fetcher.h"
 #include "wire/weights/receiver.h"
 #include "core/checkpoint.h"
 #include "core/error.h"
+#include "core/safetensors.h"
 #include "wire/weights/region.h"
 #include "learner/rollout_service.h"
 #include "tests/support/test_support.h"
@@ -216,6 +218,66 @@ TEST(WeightsToActors, BoundCopiedAndChunkedActorsHoldThePublishedVersion) {
   EXPECT_EQ(far.chunk_loads(), 1);
   EXPECT_TRUE(torch::equal(logits_of(far_model), logits_of(policy)));
   EXPECT_EQ(local.stats().weights.blobs_built, 1);
+}
+
+// An actor on another host goes on generating with the version it holds while the next one
+// arrives in chunks in the background, and takes it whole once it is there; a fetch of a version
+// the learner no longer serves is abandoned as soon as a newer one is wanted.
+TEST(WeightsToActors, ChunksArriveInTheBackgroundWhileTheModelKeepsItsVersion) {
+  const int port = test::free_port_block(3);
+  RolloutServiceOptions o;
+  o.rollouts_endpoint = "tcp://127.0.0.1:" + std::to_string(port);
+  o.weights_endpoint = "tcp://127.0.0.1:" + std::to_string(port + 1);
+  o.chunks_endpoint = "tcp://127.0.0.1:" + std::to_string(port + 2);
+  o.chunk_bytes = 1000;
+  o.shared_dir = "";  // as on another host: chunks only
+  o.run_name = "keel-test-" + std::to_string(port);
+  RolloutService service(o, {});
+  Transformer policy(tiny()), actor(tiny());
+  policy->init_weights(3);
+  const auto before = logits_of(actor);
+  WeightReceiver r(o.weights_endpoint, o.chunks_endpoint, "background");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // subscription
+  service.publish(1, policy);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (r.poll(100) < 1) ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+  uint64_t v = 0;
+  EXPECT_FALSE(r.load_newest(actor, &v, /*wait_for_chunks=*/false)) << "the first call only starts the fetch";
+  EXPECT_TRUE(torch::equal(logits_of(actor), before)) << "the model keeps its weights meanwhile";
+  int calls = 1;
+  while (!r.load_newest(actor, &v, /*wait_for_chunks=*/false)) {
+    ++calls;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_GT(calls, 1);
+  EXPECT_EQ(v, 1u);
+  EXPECT_EQ(r.chunk_loads(), 1);
+  EXPECT_TRUE(torch::equal(logits_of(actor), logits_of(policy)));
+
+  // A fetch of version 1 after the learner moved on to 2 is never answered; wanting 2 abandons it.
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : policy->parameters()) p.add_(0.01);
+  }
+  service.publish(2, policy);
+  while (r.poll(100) < 2) ASSERT_LT(std::chrono::steady_clock::now(), deadline + std::chrono::seconds(10));
+  ChunkFetcher fetcher(o.chunks_endpoint, "fetcher");
+  wire::WeightAnnounce stale = r.latest();
+  stale.policy_version = 1;
+  fetcher.want(stale);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(fetcher.ready(1), nullptr);
+  const auto t0 = std::chrono::steady_clock::now();
+  fetcher.want(r.latest());
+  const auto blob = fetcher.wait(2);
+  ASSERT_NE(blob, nullptr);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 3.0)
+      << "not after the stale fetch's three 5-second timeouts";
+  EXPECT_EQ(fetcher.ready(1), nullptr);
+  Transformer fetched(tiny());
+  load_weights(fetched, safetensors_views(blob, "v2"), "v2", /*allow_new_heads=*/true);
+  EXPECT_TRUE(torch::equal(logits_of(fetched), logits_of(policy)));
 }
 
 }  // namespace

@@ -14,7 +14,7 @@ namespace keel {
 WeightReceiver::WeightReceiver(const std::string& weights_endpoint, const std::string& chunks_endpoint, std::string name,
                                bool bind)
     : sub_(wire::zmq_connect(wire::SocketKind::kSub, weights_endpoint)),
-      dealer_(wire::zmq_connect(wire::SocketKind::kDealer, chunks_endpoint)), name_(std::move(name)), bind_(bind) {}
+      fetcher_(chunks_endpoint, name), name_(std::move(name)), bind_(bind) {}
 
 uint64_t WeightReceiver::poll(int timeout_ms) {
   while (auto m = wire::receive(*sub_, timeout_ms, stats_)) {
@@ -97,7 +97,7 @@ bool WeightReceiver::unchanged_since_load() {
   return false;
 }
 
-bool WeightReceiver::load_newest(Transformer& model, uint64_t* version) {
+bool WeightReceiver::load_newest(Transformer& model, uint64_t* version, bool wait_for_chunks) {
   // A torn copy (the learner rewrote the slot while we copied) or a discarded bound batch leaves
   // the model mixed, so keep going until one version is in it whole.
   bool mixed = bound_region_ && !bound_region_->unchanged(bound_version_, bound_token_);
@@ -123,7 +123,8 @@ bool WeightReceiver::load_newest(Transformer& model, uint64_t* version) {
         continue;
       }
     }
-    if (auto blob = fetch_chunks(a)) {
+    fetcher_.want(a);
+    if (auto blob = wait_for_chunks ? fetcher_.wait(a.policy_version) : fetcher_.ready(a.policy_version)) {
       const std::string origin = "weights v" + std::to_string(a.policy_version);
       const auto views = safetensors_views(blob, origin);
       // A CPU model takes the received tensors as its parameters (nobody rewrites them): no copy.
@@ -142,102 +143,6 @@ bool WeightReceiver::load_newest(Transformer& model, uint64_t* version) {
   }
   KEEL_CHECK(!mixed, name_ << ": could not load one whole weights version after a torn copy");
   return false;  // the region holds no announced version yet: try again before the next batch
-}
-
-namespace {
-
-// The blob a chunked transfer fills: every chunk is copied once, straight to its place.
-struct ChunkedBlob {
-  uint32_t count = 0, received = 0;
-  uint64_t chunk_bytes = 0, total = 0, checksum = 0;  // chunk_bytes: the size of every chunk but the last
-  std::shared_ptr<std::string> bytes;
-  std::vector<bool> have;
-
-  bool started() const { return count > 0; }
-  // Chunk 0 fixes the blob's shape; false for a shape no sender makes. `spare` (may be null): a
-  // buffer nothing else holds, reused so that its pages are not faulted in and zeroed again for every version.
-  bool start(const wire::WeightChunk& c, std::shared_ptr<std::string> spare) {
-    if (c.count == 0 || c.data.empty() || c.total_bytes == 0) return false;
-    const uint64_t len = c.count == 1 ? c.total_bytes : c.data.size();
-    if (c.total_bytes > uint64_t{c.count} * len || c.total_bytes <= uint64_t{c.count - 1} * len) return false;
-    try {
-      bytes = spare ? std::move(spare) : std::make_shared<std::string>();
-      bytes->resize(c.total_bytes);
-    } catch (const std::exception& e) {  // a size this process cannot hold: dropped, like any bad message
-      std::cerr << "weights v" << c.policy_version << ": no memory for " << c.total_bytes << " bytes (" << e.what() << ")\n";
-      bytes.reset();
-      return false;
-    }
-    count = c.count, chunk_bytes = len, total = c.total_bytes, checksum = c.checksum;
-    have.assign(count, false);
-    return true;
-  }
-  // Copies chunk c into place; false for a chunk of another shape, or one already had.
-  bool take(const wire::WeightChunk& c) {
-    if (c.count != count || c.total_bytes != total || c.checksum != checksum || c.index >= count || have[c.index]) return false;
-    const uint64_t off = uint64_t{c.index} * chunk_bytes, want = std::min(chunk_bytes, total - off);
-    if (c.data.size() != want) return false;
-    std::memcpy(bytes->data() + off, c.data.data(), want);
-    have[c.index] = true;
-    ++received;
-    return true;
-  }
-};
-
-}  // namespace
-
-// Chunk 0 says how many chunks there are, the blob's size and its checksum; then up to
-// kChunksInFlight requests are outstanding at a time, so the transfer is not one round trip per
-// chunk. A chunk missing after a timeout is asked for again, up to three times in all.
-std::shared_ptr<const std::string> WeightReceiver::fetch_chunks(const wire::WeightAnnounce& a) {
-  constexpr uint32_t kChunksInFlight = 8;
-  constexpr int kTimeoutMs = 5000, kAttempts = 3;
-  ChunkedBlob blob;
-  uint32_t next = 0, in_flight = 0;
-  auto fill = [&] {  // requests for missing chunks from `next` on, up to the window
-    for (; next < blob.count && in_flight < kChunksInFlight; ++next)
-      if (!blob.have[next]) {
-        wire::send_message(*dealer_, {name_, wire::WeightRequest{a.policy_version, next}});
-        ++in_flight;
-      }
-  };
-  for (int attempt = 0; attempt < kAttempts && (!blob.started() || blob.received < blob.count); ++attempt) {
-    next = 0;
-    in_flight = 0;
-    if (!blob.started()) {
-      wire::send_message(*dealer_, {name_, wire::WeightRequest{a.policy_version, 0}});
-      in_flight = next = 1;
-    } else {
-      fill();
-    }
-    while (!blob.started() || blob.received < blob.count) {
-      auto m = wire::receive(*dealer_, kTimeoutMs, stats_);
-      if (!m) break;  // a lost request or chunk: the next attempt asks again
-      auto* c = std::get_if<wire::WeightChunk>(&m->body);
-      if (!c || c->policy_version != a.policy_version) continue;
-      if (!blob.started() && (c->index != 0 || !blob.start(*c, spare_blob()))) continue;
-      if (!blob.take(*c)) continue;
-      if (in_flight > 0) --in_flight;
-      fill();
-    }
-  }
-  if (!blob.started() || blob.received < blob.count) return nullptr;
-  if (weights_checksum(*blob.bytes) != blob.checksum) {
-    std::cerr << name_ << ": weights v" << a.policy_version << " corrupt (checksum); keeping the current ones\n";
-    return nullptr;
-  }
-  if (blobs_[0] != blob.bytes && blobs_[1] != blob.bytes)
-    (blobs_[0].use_count() == 1 || !blobs_[0] ? blobs_[0] : blobs_[1]) = blob.bytes;
-  return blob.bytes;
-}
-
-std::shared_ptr<std::string> WeightReceiver::spare_blob() {
-  for (auto& b : blobs_)
-    if (b && b.use_count() == 1) {  // neither the model's parameters nor a load hold it
-      ++reused_buffers_;
-      return b;
-    }
-  return nullptr;
 }
 
 }  // namespace keel

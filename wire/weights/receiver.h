@@ -6,9 +6,10 @@
 //     unchanged_since_load(); a batch generated across a rewrite is discarded, and from then on
 //     the receiver copies each version into the model's own memory instead;
 //   - a model on a GPU (or with binding off) copies from the slot once;
-//   - on another host, it fetches the safetensors blob in chunks (WeightRequest / WeightChunk),
-//     each copied once into one buffer, checks its size and checksum, and a CPU model takes the
-//     buffer's tensors as its parameters (a GPU model copies them).
+//   - on another host, it fetches the safetensors blob in chunks in the background
+//     (wire/weights/chunk_fetcher.h) while the model keeps its weights, and once the blob is
+//     whole and checked a CPU model takes the buffer's tensors as its parameters (a GPU model
+//     copies them).
 // A model never generates from parts of two versions.
 #pragma once
 
@@ -16,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "wire/weights/chunk_fetcher.h"
 #include "wire/weights/region.h"
 #include "wire/weights/weights.h"
 #include "core/transformer.h"
@@ -35,8 +37,10 @@ class WeightReceiver {
   const wire::WeightAnnounce& latest() const { return latest_; }
 
   // Puts the newest announced version into `model`; false (model unchanged) when it could not be
-  // had now (retry later).
-  bool load_newest(Transformer& model, uint64_t* version);
+  // had now (retry later). A version that comes in chunks is fetched in the background: with
+  // wait_for_chunks the call waits for it, without it the call returns false until it is whole
+  // (the actor generates meanwhile with the weights it has).
+  bool load_newest(Transformer& model, uint64_t* version, bool wait_for_chunks = true);
 
   // False when the model is bound to a slot that was rewritten since load_newest(): what it
   // generated since then must be discarded, and load_newest() called again (which copies).
@@ -45,7 +49,7 @@ class WeightReceiver {
   int64_t bound_loads() const { return bound_loads_; }
   int64_t copied_loads() const { return copied_loads_; }
   int64_t chunk_loads() const { return chunk_loads_; }
-  int64_t reused_buffers() const { return reused_buffers_; }  // chunk loads into an earlier version's buffer
+  int64_t reused_buffers() const { return fetcher_.reused_buffers(); }  // chunk loads into an earlier version's buffer
 
  private:
   enum class Shared { kLoaded, kUnavailable, kTorn };
@@ -53,11 +57,8 @@ class WeightReceiver {
   bool bind_shared(const wire::WeightAnnounce& a, Transformer& model);
   Shared copy_shared(const wire::WeightAnnounce& a, Transformer& model);
   void own_parameters(Transformer& model);  // before copying into a bound model
-  // The announced version's safetensors blob, whole and checked; null when it could not be had.
-  std::shared_ptr<const std::string> fetch_chunks(const wire::WeightAnnounce& a);
-  std::shared_ptr<std::string> spare_blob();  // a received blob nothing uses any more, or null
-
-  std::unique_ptr<wire::Channel> sub_, dealer_;
+  std::unique_ptr<wire::Channel> sub_;
+  ChunkFetcher fetcher_;
   std::string name_;
   bool bind_;
   wire::WeightAnnounce latest_;
@@ -67,8 +68,7 @@ class WeightReceiver {
   std::string unusable_path_;                    // a region that failed to open or load: chunks instead
   std::shared_ptr<SharedWeights> bound_region_;  // the region the parameters point into (null: own memory or a received blob)
   uint64_t bound_version_ = 0, bound_token_ = 0;
-  int64_t bound_loads_ = 0, copied_loads_ = 0, chunk_loads_ = 0, reused_buffers_ = 0;
-  std::shared_ptr<std::string> blobs_[2];  // received blobs: the one the model may use, one to reuse
+  int64_t bound_loads_ = 0, copied_loads_ = 0, chunk_loads_ = 0;
 };
 
 }  // namespace keel

@@ -1,0 +1,63 @@
+// ChunkFetcher: fetches a weights version's safetensors blob in chunks (WeightRequest /
+// WeightChunk, contract point 4 of wire/weights/weights.h) on a thread of its own, so that an
+// actor on another host keeps generating with the weights it holds while the next version
+// crosses the network, and pauses only to bind the finished blob.
+//   - want(a) asks for announcement a's version; a newer version wanted while an older one is in
+//     flight abandons the older one (the learner serves the newest version only);
+//   - ready(v) hands over version v's blob once it arrived whole and its size and checksum hold;
+//     wait(v) blocks until the fetch of v ends. A failed fetch (no answer three times, a bad checksum) ends with
+//     no blob: the next want() of that version tries again.
+// Each chunk is copied once, into its place in one buffer. Buffers of versions nobody holds any
+// more are reused, so that a new version does not fault in and zero half a gigabyte of pages.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "wire/channel.h"
+#include "wire/messages.h"
+
+namespace keel {
+
+class ChunkFetcher {
+ public:
+  ChunkFetcher(const std::string& chunks_endpoint, std::string name);
+  ~ChunkFetcher();  // abandons a fetch in flight
+  ChunkFetcher(const ChunkFetcher&) = delete;
+  ChunkFetcher& operator=(const ChunkFetcher&) = delete;
+
+  // Starts fetching a.policy_version unless it is fetched, in flight, or older than one wanted before.
+  void want(const wire::WeightAnnounce& a);
+  // Version v's blob, whole and checked, once it has arrived; null before (or after a failed fetch).
+  std::shared_ptr<const std::string> ready(uint64_t version);
+  // ready(v) once the fetch of v has ended (whole, failed, or abandoned for a newer version).
+  std::shared_ptr<const std::string> wait(uint64_t version);
+
+  int64_t reused_buffers() const;  // fetches received into an earlier version's buffer
+
+ private:
+  void run();
+  std::shared_ptr<std::string> fetch(const wire::WeightAnnounce& a);  // on the fetch thread
+  bool abandoned(uint64_t version);                                   // a newer version is wanted, or stopping
+  std::shared_ptr<std::string> spare_buffer();
+
+  std::unique_ptr<wire::Channel> dealer_;  // used by the fetch thread only
+  std::string name_;
+  wire::ReceiveStats stats_;
+  std::shared_ptr<std::string> buffers_[2];  // fetch thread only: recent blobs, reused once nobody holds them
+  int64_t reused_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  wire::WeightAnnounce wanted_;              // the newest version asked for (policy_version 0: none)
+  uint64_t ended_ = 0;                       // the newest version whose fetch ended, with or without a blob
+  std::shared_ptr<const std::string> blob_;  // ended_'s blob, or null if its fetch failed
+  std::thread thread_;
+};
+
+}  // namespace keel
