@@ -8,6 +8,8 @@
 //                                     how long an actor's load takes (its pause in generation)
 //   keel_bench learner_scaling [W d L T B]  the training loop on W Gloo ranks: tokens/s, all-reduce wait share
 //   keel_bench transport [R T]        R rollouts of T tokens: encode, send, receive, decode over loopback TCP
+//   keel_bench loopback [MB A]        MB megabytes in 4 MiB ZeroMQ messages to each of A (2) processes over loopback
+//                                     TCP: the transport's own rate, the ceiling of `weights ... chunks`
 //   keel_bench bandwidth | decode DIR [B N DTYPE] | continuous DIR [S P G] | check DIR INPUTS REF
 //                                     at real model sizes (bench/size_bench.h)
 //   keel_bench stream PATH [B K]      one shuffled epoch (blocks of K pairs) of a preference buffer in batches of B pairs:
@@ -275,22 +277,78 @@ void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool
   std::sort(load.begin() + 1, load.end());
   size_t bytes = 0;
   for (const auto& [k, t] : keel::model_tensors(policy)) bytes += t.numel() * t.element_size();
-  const double copy = memcpy_seconds(bytes), median = total[1 + (total.size() - 1) / 2];
+  const double copy = memcpy_seconds(bytes), median = total[1 + (total.size() - 1) / 2],
+               publish_median = publish[1 + (publish.size() - 1) / 2];
   std::printf(
       "{\"bench\": \"weights\", \"impl\": \"keel\", \"path\": \"%s\", \"params\": %lld, \"bytes\": %zu, "
       "\"first_version_s\": %.4f, \"publish_s\": %.4f, \"actors\": %d, \"publish_to_actors_s\": %.4f, \"actor_load_s\": %.4f, "
-      "\"memcpy_s\": %.5f, \"ratio_to_memcpy\": %.2f, \"actor_load_to_memcpy\": %.2f, \"gb_per_s\": %.2f}\n",
+      "\"memcpy_s\": %.5f, \"ratio_to_memcpy\": %.2f, \"actor_load_to_memcpy\": %.2f, \"gb_per_s\": %.2f, "
+      "\"gb_per_s_after_publish\": %.2f}\n",
       shared_dir.empty() ? "chunks over loopback TCP"
       : bind             ? "shared memory, actors bound to it"
                          : "shared memory, actors copy",
-      (long long)c.num_parameters(), bytes, total[0], publish[1 + (publish.size() - 1) / 2], actors, median,
-      load[1 + (load.size() - 1) / 2], copy, median / copy, load[1 + (load.size() - 1) / 2] / copy,
-      static_cast<double>(bytes) / median / 1e9);
+      (long long)c.num_parameters(), bytes, total[0], publish_median, actors, median, load[1 + (load.size() - 1) / 2], copy,
+      median / copy, load[1 + (load.size() - 1) / 2] / copy, static_cast<double>(bytes) / median / 1e9,
+      static_cast<double>(bytes) / (median - publish_median) / 1e9);
 }
 
 void weights(int64_t d, int64_t L, const std::string& path, int64_t V, int actors) {
   const auto c = gpt2_config(d, L, 256, V);
   weights_run(c, path == "chunks" ? "" : "/dev/shm", path == "shm", 47501, actors);
+}
+
+// One receiving process of loopback(): takes `count` messages from a PULL socket without copying
+// them out of ZeroMQ's buffers, then writes the time the last arrived to `pipe_fd`. Exits.
+[[noreturn]] void loopback_receiver(int port, int64_t count, int pipe_fd) {
+  auto pull = keel::wire::zmq_connect(keel::wire::SocketKind::kPull, "tcp://127.0.0.1:" + std::to_string(port));
+  int64_t got = 0;
+  while (got < count) pull->recv_lent(1000, [&](std::string_view) { ++got; });
+  const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  if (::write(pipe_fd, &ns, sizeof ns) != sizeof ns) std::abort();
+  std::_Exit(0);
+}
+
+// The transport alone, the ceiling of the chunked weights path: `bytes` in 4 MiB ZeroMQ messages
+// (copied once into the socket, as keel's chunks are) from this process to each of `receivers`
+// processes over loopback TCP, no encoding, no checksum. Best of 3.
+void loopback(int64_t bytes, int receivers) {
+  const size_t chunk = size_t{4} << 20;
+  const int64_t count = std::max<int64_t>(1, bytes / static_cast<int64_t>(chunk));
+  const int reps = 3, port = 47531;
+  // Every receiver is forked before this process starts ZeroMQ's threads (a forked child cannot use them).
+  std::vector<std::array<int, 2>> pipes(static_cast<size_t>(reps * receivers));
+  for (int i = 0; i < reps * receivers; ++i) {
+    if (::pipe(pipes[i].data()) != 0) std::abort();
+    if (::fork() == 0) loopback_receiver(port + i, count, pipes[i][1]);
+  }
+  const std::string payload(chunk, 'x');
+  double best = 1e9;
+  for (int rep = 0; rep < reps; ++rep) {
+    std::vector<std::unique_ptr<keel::wire::Channel>> push;
+    for (int i = 0; i < receivers; ++i) {
+      keel::wire::SocketOptions o;
+      o.high_water_mark = static_cast<int>(count) + 1;
+      push.push_back(keel::wire::zmq_bind(keel::wire::SocketKind::kPush,
+                                          "tcp://127.0.0.1:" + std::to_string(port + rep * receivers + i), o));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // connected
+    const auto t0 = Clock::now();
+    for (int64_t k = 0; k < count; ++k)
+      for (auto& p : push) p->send(payload);
+    int64_t last = 0;
+    for (int i = 0; i < receivers; ++i) {
+      int64_t ns = 0;
+      if (::read(pipes[rep * receivers + i][0], &ns, sizeof ns) != sizeof ns) std::abort();
+      last = std::max(last, ns);
+    }
+    best = std::min(best, (last - std::chrono::duration_cast<std::chrono::nanoseconds>(t0.time_since_epoch()).count()) / 1e9);
+  }
+  for (int i = 0; i < reps * receivers; ++i) ::wait(nullptr);
+  const double sent = static_cast<double>(count) * static_cast<double>(chunk);
+  std::printf(
+      "{\"bench\": \"loopback\", \"impl\": \"zeromq\", \"receivers\": %d, \"bytes_each\": %.0f, \"seconds\": %.4f, "
+      "\"gb_per_s_each\": %.2f}\n",
+      receivers, sent, best, sent / best / 1e9);
 }
 
 // Random next-token batches: rank r's micro-batch m of step s is the same whatever the world size.
@@ -452,6 +510,8 @@ int main(int argc, char** argv) {
                     arg(argc, argv, 5, 256), arg(argc, argv, 6, 8), 8192, !std::getenv("KEEL_BENCH_NO_OVERLAP"));
   else if (mode == "transport")
     transport(arg(argc, argv, 2, 64), arg(argc, argv, 3, 256));
+  else if (mode == "loopback")
+    loopback(arg(argc, argv, 2, 495) * 1000000, static_cast<int>(arg(argc, argv, 3, 2)));
   else if (mode == "bandwidth")
     keel::bench::bandwidth();
   else if (mode == "decode" && argc > 2)
@@ -465,7 +525,7 @@ int main(int argc, char** argv) {
   else {
     std::fprintf(stderr,
                  "usage: keel_bench sgemm | train [d L T B V C] | generate [d L B N] | weights [d L shm|shm-copy|chunks V] | "
-                 "learner_scaling [W d L T B] | transport [R T] | stream PATH [B K] | "
+                 "learner_scaling [W d L T B] | transport [R T] | loopback [MB A] | stream PATH [B K] | "
                  "bandwidth | decode DIR [B N DTYPE] | continuous DIR [S P G] | check DIR INPUTS REF\n");
     return 2;
   }

@@ -3,7 +3,8 @@
 #  - continuous batching: 8 prompts x 8 responses with long-tailed lengths (median 20, mean ~33,
 #    up to 256; bench/size_bench.cc), static batching 32 at a time against 32 continuous rows;
 #  - weights: GPT-2 small (124M, 498 MB) published to 2 actor processes, bound to shared memory,
-#    copying from it, and in chunks over loopback TCP, against one memcpy of the same bytes.
+#    copying from it, and in chunks over loopback TCP, against one memcpy of the same bytes; the
+#    chunks against plain ZeroMQ messages of the same bytes over loopback (the transport alone).
 #   bash bench/size_actors.sh [WORK_DIR]      (after bench/size.sh made the models in WORK_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,8 @@ for path in shm shm-copy chunks; do
   $kb weights 768 12 "$path" 50257 2>/dev/null | tee -a "$out"
 done
 $kb weights 768 12 chunks 50257 1 2>/dev/null | tee -a "$out"  # one receiver: the transfer alone
+# The transport's own ceiling in the same run: the same bytes as plain 4 MiB ZeroMQ messages.
+for a in 2 1; do $kb loopback 495 $a 2>/dev/null | tee -a "$out"; done
 /usr/bin/python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
@@ -30,11 +33,17 @@ for r in (r for r in rows if r["bench"] == "continuous"):
           f"{r['static_s']:.1f}, {r['static_steps']}, {r['static_tokens_per_s']:.1f} | "
           f"{r['continuous_s']:.1f}, {r['continuous_steps']}, {r['continuous_tokens_per_s']:.1f} | **{r['ratio']:.2f}x** |")
 print()
-print("| path | actors | publish | publish -> actors hold it | vs memcpy | GB/s per actor | an actor's load | load vs memcpy | first version |")
+print("| path | actors | publish | publish -> actors hold it | vs memcpy | GB/s per actor (after publish) | an actor's load | load vs memcpy | first version |")
 print("|---|---|---|---|---|---|---|---|---|")
 for r in (r for r in rows if r["bench"] == "weights"):
     print(f"| {r['path']} | {r['actors']} | {1e3 * r['publish_s']:.0f} ms | {1e3 * r['publish_to_actors_s']:.0f} ms | "
-          f"{r['ratio_to_memcpy']:.2f}x | {r['gb_per_s']:.2f} | {1e3 * r['actor_load_s']:.0f} ms | "
+          f"{r['ratio_to_memcpy']:.2f}x | {r['gb_per_s']:.2f} ({r['gb_per_s_after_publish']:.2f}) | {1e3 * r['actor_load_s']:.0f} ms | "
           f"{r['actor_load_to_memcpy']:.2f}x | {r['first_version_s']:.2f} s |")
-print(f"memcpy of {rows[-1]['bytes'] / 1e6:.0f} MB: {1e3 * rows[-1]['memcpy_s']:.0f} ms")
+weights = [r for r in rows if r["bench"] == "weights"]
+print(f"memcpy of {weights[-1]['bytes'] / 1e6:.0f} MB: {1e3 * weights[-1]['memcpy_s']:.0f} ms")
+for r in (r for r in rows if r["bench"] == "loopback"):
+    chunks = [w for w in weights if w["path"].startswith("chunks") and w["actors"] == r["receivers"]]
+    share = (f", keel's chunks at {chunks[0]['gb_per_s'] / r['gb_per_s_each']:.0%} of it from publication, "
+             f"{chunks[0]['gb_per_s_after_publish'] / r['gb_per_s_each']:.0%} after it" if chunks else "")
+    print(f"plain ZeroMQ over loopback TCP to {r['receivers']} receiver(s): {r['gb_per_s_each']:.2f} GB/s each{share}")
 PY

@@ -75,19 +75,28 @@ void decode(const std::string& dir, int64_t batch, int64_t new_tokens, const std
     s.max_new_tokens = n;
     return best_of(n > 1 ? 2 : 3, [&] { sample(model, prompts, s, -1, 0); });
   };
+  const double context = static_cast<double>(prompt_len) + static_cast<double>(new_tokens) / 2;  // mean keys per step
+  const double kv_bytes = 2.0 * static_cast<double>(c.n_layer * c.kv_heads() * (c.d_model / c.n_head) * batch) * context *
+                          static_cast<double>(torch::elementSize(model->parameters().front().scalar_type()));
+  const double step_bytes = weight_bytes_per_step(model) + kv_bytes;
+  // The roofline's bandwidth is measured in this process just before and after the steps, on as
+  // many bytes as a step reads: on a shared VM the bandwidth drifts by a third within minutes, so
+  // one measured at another moment says little about this one.
+  auto stream = torch::ones({static_cast<int64_t>(step_bytes / 4)});
+  auto read = [&] { return best_of(3, [&] { stream.sum().item<float>(); }); };
+  const double read_before = read();
   run(2);                                // first touch of the weights and the allocator
   const double prefill = run(1);         // the prompt's forward pass and one sampled token
   const double total = run(new_tokens);  // the same and new_tokens - 1 decoding steps
   const double step = (total - prefill) / static_cast<double>(new_tokens - 1);
-  const double context = static_cast<double>(prompt_len) + static_cast<double>(new_tokens) / 2;  // mean keys per step
-  const double kv_bytes = 2.0 * static_cast<double>(c.n_layer * c.kv_heads() * (c.d_model / c.n_head) * batch) * context *
-                          static_cast<double>(torch::elementSize(model->parameters().front().scalar_type()));
+  const double read_gbs = step_bytes / std::min(read_before, read()) / 1e9;
   std::printf(
       "{\"bench\": \"decode\", \"impl\": \"keel\", \"model\": \"%s\", \"dtype\": \"%s\", \"batch\": %lld, "
       "\"new_tokens\": %lld, \"seconds\": %.4f, \"tokens_per_s\": %.2f, \"step_s\": %.5f, \"weight_bytes\": %.0f, "
-      "\"kv_bytes\": %.0f}\n",
+      "\"kv_bytes\": %.0f, \"read_gbs\": %.2f, \"roofline_share\": %.3f}\n",
       dir.c_str(), dtype.c_str(), static_cast<long long>(batch), static_cast<long long>(new_tokens), total,
-      static_cast<double>(batch * new_tokens) / total, step, weight_bytes_per_step(model), kv_bytes);
+      static_cast<double>(batch * new_tokens) / total, step, weight_bytes_per_step(model), kv_bytes, read_gbs,
+      step_bytes / step / (read_gbs * 1e9));
 }
 
 namespace {

@@ -2,7 +2,8 @@
 //   bandwidth               the machine's memory bandwidth: read (a sum) and copy, GB/s
 //   decode DIR B N [DTYPE]  KV-cached sampling of N new tokens for B prompts of 16 tokens with the
 //                           model in DIR, decoding weights float32 or bfloat16: tokens/s, time of
-//                           one decoding step, bytes it reads
+//                           one decoding step, bytes it reads, the read bandwidth of the same
+//                           process just before and after, and the step's share of that roofline
 //   continuous DIR S P G    P prompts of 16 tokens, G responses each, with long-tailed lengths
 //                           (size_bench.cc: median 20, mean ~33, up to 256): static batching S
 //                           responses at a time against continuous batching over S rows; useful

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "wire/weights/region.h"
+#include "wire/weights/weights.h"
 #include "learner/rollout_service.h"
 #include "tests/support/test_support.h"
 
@@ -92,6 +93,23 @@ TEST(SharedWeights, ABadFileIsRefusedNamingTheDefect) {
               SharedWeights::create(dir + "/no/such/dir/w.weights", sample_tensors(0));
             }).find("cannot create"),
             std::string::npos);
+}
+
+// The checksum taken as chunks arrive equals the checksum of the whole blob, whatever the sizes.
+TEST(WeightsChecksum, PiecesOfWholeWordsThenTheLastGiveTheWholeBlobsChecksum) {
+  std::string blob(75, '\0');
+  for (size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>(i * 13 + 1);
+  for (size_t n : {0, 5, 8, 24, 29, 75})
+    for (size_t piece : {8, 16, 24}) {
+      SCOPED_TRACE("size " + std::to_string(n) + " pieces of " + std::to_string(piece));
+      const std::string_view b(blob.data(), n);
+      WeightsChecksum sum;
+      size_t off = 0;
+      for (; off + piece < n; off += piece) sum.add_words(b.substr(off, piece));
+      EXPECT_EQ(sum.finish(b.substr(off)), weights_checksum(std::string(b)));
+    }
+  EXPECT_NE(weights_checksum(blob), weights_checksum(blob.substr(0, 74)));
+  EXPECT_THROW(WeightsChecksum().add_words("abc"), KeelError);
 }
 
 ModelConfig tiny() {

@@ -94,8 +94,37 @@ TEST(Wire, WeightChunksOfEverySizeRoundTrip) {
         EXPECT_EQ(got->data, data);
         EXPECT_EQ(got->total_bytes, 2 * n + 1);
         EXPECT_EQ(got->checksum, 99u);
+        // Decoded in place: the same header, and the bytes as a view into the message.
+        std::string error;
+        int calls = 0;
+        EXPECT_TRUE(decode_weight_chunk(
+            bytes.data(), bytes.size(),
+            [&](const WeightChunk& h, std::string_view view) {
+              ++calls;
+              EXPECT_EQ(view, data);
+              EXPECT_TRUE(n == 0 || (view.data() >= bytes.data() && view.data() + n <= bytes.data() + bytes.size()));
+              EXPECT_EQ(h.policy_version, 4u);
+              EXPECT_EQ(h.index, 1u);
+              EXPECT_EQ(h.count, 2u);
+              EXPECT_EQ(h.total_bytes, 2 * n + 1);
+              EXPECT_TRUE(h.data.empty());
+            },
+            &error))
+            << error;
+        EXPECT_EQ(calls, 1);
       }
     }
+  // Another kind of message, a bad chunk and garbage are refused with a reason, `use` not called.
+  std::string error;
+  const auto never = [](const WeightChunk&, std::string_view) { ADD_FAILURE() << "called for a refused message"; };
+  const auto announce = encode({"learner", WeightAnnounce{3, 10, "", 1, 7}});
+  EXPECT_FALSE(decode_weight_chunk(announce.data(), announce.size(), never, &error));
+  EXPECT_EQ(error, "not a weight chunk");
+  const auto outside = encode({"learner", WeightChunk{4, 2, 2, "abc", 10, 1}});
+  EXPECT_FALSE(decode_weight_chunk(outside.data(), outside.size(), never, &error));
+  EXPECT_NE(error.find("outside count"), std::string::npos) << error;
+  EXPECT_FALSE(decode_weight_chunk(outside.data(), outside.size() - 8, never, &error));
+  EXPECT_FALSE(error.empty());
 }
 
 TEST(Wire, BadBuffersAreRejectedWithAReason) {

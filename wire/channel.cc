@@ -135,6 +135,27 @@ class ZmqChannel : public Channel {
     return p;
   }
 
+  bool recv_lent(int timeout_ms, const std::function<void(std::string_view)>& use) override {
+    try {
+      zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+      if (zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms)) <= 0) return false;
+      zmq::message_t msg;
+      if (!socket_.recv(msg, zmq::recv_flags::dontwait)) return false;
+      if (kind_ == SocketKind::kRouter && (!msg.more() || !socket_.recv(msg, zmq::recv_flags::dontwait))) return false;
+      const bool stray = msg.more();
+      use(std::string_view(static_cast<const char*>(msg.data()), msg.size()));
+      if (stray) {
+        zmq::message_t rest;
+        while (socket_.recv(rest, zmq::recv_flags::dontwait) && rest.more()) {
+        }
+      }
+      return true;
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) return false;
+      throw;
+    }
+  }
+
   SocketKind kind_;
   zmq::socket_t socket_;
 };

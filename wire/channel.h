@@ -5,9 +5,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "wire/codec.h"
 #include "wire/curve.h"
@@ -29,6 +31,14 @@ class Channel {
   virtual bool send_owned(std::string&& bytes, const std::string& peer = "") { return send(bytes, peer); }
   // Waits up to timeout_ms (0 = poll, -1 = forever) for one message.
   virtual std::optional<Packet> recv(int timeout_ms) = 0;
+  // The same, lending the message's bytes to `use` for the call only, where the socket can
+  // without copying them out of its own buffer (ZeroMQ: a weight chunk is copied once, into
+  // its place). False when nothing arrived.
+  virtual bool recv_lent(int timeout_ms, const std::function<void(std::string_view bytes)>& use) {
+    auto p = recv(timeout_ms);
+    if (p) use(p->bytes);
+    return p.has_value();
+  }
 };
 
 enum class SocketKind { kPush, kPull, kPub, kSub, kDealer, kRouter };

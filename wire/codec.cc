@@ -255,7 +255,8 @@ bool read_score_reply(cs::Envelope::Reader e, Body& body, std::string& err) {
   return true;
 }
 
-bool read_weight_chunk(cs::Envelope::Reader e, Body& body, std::string& err) {
+// A weight chunk's header, and its bytes as a view into the message.
+bool read_weight_chunk_view(cs::Envelope::Reader e, WeightChunk& header, std::string_view& data, std::string& err) {
   auto r = e.getWeightChunk();
   if (r.getCount() == 0 || r.getIndex() >= r.getCount()) {
     err = "weight chunk index " + std::to_string(r.getIndex()) + " outside count " + std::to_string(r.getCount());
@@ -266,9 +267,17 @@ bool read_weight_chunk(cs::Envelope::Reader e, Body& body, std::string& err) {
     err = "weight chunk of " + std::to_string(d.size()) + " bytes in a blob of " + std::to_string(r.getTotalBytes());
     return false;
   }
-  body = WeightChunk{r.getPolicyVersion(), r.getIndex(),
-                     r.getCount(),         std::string(reinterpret_cast<const char*>(d.begin()), d.size()),
-                     r.getTotalBytes(),    r.getChecksum()};
+  header = WeightChunk{r.getPolicyVersion(), r.getIndex(), r.getCount(), {}, r.getTotalBytes(), r.getChecksum()};
+  data = std::string_view(reinterpret_cast<const char*>(d.begin()), d.size());
+  return true;
+}
+
+bool read_weight_chunk(cs::Envelope::Reader e, Body& body, std::string& err) {
+  WeightChunk c;
+  std::string_view data;
+  if (!read_weight_chunk_view(e, c, data, err)) return false;
+  c.data = std::string(data);
+  body = std::move(c);
   return true;
 }
 
@@ -365,15 +374,20 @@ std::string encode_weight_chunk(const std::string& sender, const WeightChunk& he
   return flatten(builder);
 }
 
-Decoded decode(const void* data, size_t size, const DecodeLimits& limits) {
-  Decoded out;
+namespace {
+
+// Checks the buffer's size, reads it (in place when 8-byte aligned, else from an aligned copy)
+// and hands its envelope to `read` if its wire version is this process's. False, with `error`
+// set, for anything that is not such a message; `read` sets `error` for a body it refuses.
+bool read_envelope(const void* data, size_t size, const DecodeLimits& limits, std::string& error,
+                   const std::function<bool(cs::Envelope::Reader)>& read) {
   if (size > limits.max_bytes) {
-    out.error = "message of " + std::to_string(size) + " bytes exceeds the limit of " + std::to_string(limits.max_bytes);
-    return out;
+    error = "message of " + std::to_string(size) + " bytes exceeds the limit of " + std::to_string(limits.max_bytes);
+    return false;
   }
   if (size < 8 || size % 8 != 0) {
-    out.error = "message of " + std::to_string(size) + " bytes is not a whole Cap'n Proto message (truncated or garbage)";
-    return out;
+    error = "message of " + std::to_string(size) + " bytes is not a whole Cap'n Proto message (truncated or garbage)";
+    return false;
   }
   kj::Array<capnp::word> aligned;
   const capnp::word* words = reinterpret_cast<const capnp::word*>(data);
@@ -392,20 +406,48 @@ Decoded decode(const void* data, size_t size, const DecodeLimits& limits) {
     capnp::FlatArrayMessageReader reader(kj::ArrayPtr<const capnp::word>(words, size / 8), opts);
     auto e = reader.getRoot<cs::Envelope>();
     if (e.getVersion() != kWireVersion) {
-      out.error =
-          "wire version " + std::to_string(e.getVersion()) + " (this process speaks " + std::to_string(kWireVersion) + ")";
-      return out;
+      error = "wire version " + std::to_string(e.getVersion()) + " (this process speaks " + std::to_string(kWireVersion) + ")";
+      return false;
     }
+    return read(e);
+  } catch (const kj::Exception& ex) {
+    error = std::string("malformed message: ") + ex.getDescription().cStr();
+  } catch (const std::exception& ex) {
+    error = std::string("malformed message: ") + ex.what();
+  }
+  return false;
+}
+
+}  // namespace
+
+Decoded decode(const void* data, size_t size, const DecodeLimits& limits) {
+  Decoded out;
+  read_envelope(data, size, limits, out.error, [&](cs::Envelope::Reader e) {
     Message m;
     m.sender = e.getSender().cStr();
-    if (!read_body(e, m.body, out.error)) return out;
+    if (!read_body(e, m.body, out.error)) return false;
     out.message = std::move(m);
-  } catch (const kj::Exception& ex) {
-    out.error = std::string("malformed message: ") + ex.getDescription().cStr();
-  } catch (const std::exception& ex) {
-    out.error = std::string("malformed message: ") + ex.what();
-  }
+    return true;
+  });
   return out;
+}
+
+bool decode_weight_chunk(const void* data, size_t size, const std::function<void(const WeightChunk&, std::string_view)>& use,
+                         std::string* error, const DecodeLimits& limits) {
+  std::string err;
+  const bool ok = read_envelope(data, size, limits, err, [&](cs::Envelope::Reader e) {
+    if (e.which() != cs::Envelope::WEIGHT_CHUNK) {
+      err = "not a weight chunk";
+      return false;
+    }
+    WeightChunk header;
+    std::string_view bytes;
+    if (!read_weight_chunk_view(e, header, bytes, err)) return false;
+    use(header, bytes);
+    return true;
+  });
+  if (!ok && error) *error = err;
+  return ok;
 }
 
 }  // namespace keel::wire

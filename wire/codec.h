@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -32,6 +33,12 @@ struct Decoded {
 
 // Reads the buffer in place when it is 8-byte aligned, else from an aligned copy.
 Decoded decode(const void* data, size_t size, const DecodeLimits& limits = {});
+
+// A WeightChunk decoded in place: `use` gets its header (data left empty) and a view of its
+// bytes inside `data`, valid during the call. Checks as decode() does; false (and `error` set)
+// for anything else, a message of another kind included.
+bool decode_weight_chunk(const void* data, size_t size, const std::function<void(const WeightChunk&, std::string_view)>& use,
+                         std::string* error, const DecodeLimits& limits = {});
 
 const char* body_name(const Body& b);
 

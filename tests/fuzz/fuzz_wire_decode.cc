@@ -45,5 +45,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_ASSERT(d2.message && d2.message->body.index() == d.message->body.index(),
                 "a decoded message re-encodes to the same kind");
   }
+  // In-place decoding of weight chunks accepts exactly what decode() reads as a weight chunk,
+  // with the same bytes.
+  const auto* chunk = d.message ? std::get_if<WeightChunk>(&d.message->body) : nullptr;
+  bool same = false;
+  std::string error;
+  const bool in_place = decode_weight_chunk(
+      data, size, [&](const WeightChunk&, std::string_view bytes) { same = chunk && bytes == chunk->data; }, &error, limits);
+  FUZZ_ASSERT(in_place == (chunk != nullptr) && (!in_place || same), "in-place chunk decoding agrees with decode()");
   return 0;
 }

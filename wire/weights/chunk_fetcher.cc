@@ -5,26 +5,28 @@
 #include <iostream>
 #include <vector>
 
+#include "wire/codec.h"
 #include "wire/weights/weights.h"
 
 namespace keel {
 
-namespace {
-
-// The blob a chunked transfer fills: every chunk is copied once, straight to its place.
-struct ChunkedBlob {
-  uint32_t count = 0, received = 0;
+// The blob a chunked transfer fills: every chunk is copied once, straight to its place, and the
+// chunks that have arrived in order are hashed at once, while they are still in cache and while
+// later ones are on the wire (the checksum runs over the blob front to back).
+struct ChunkFetcher::ChunkedBlob {
+  uint32_t count = 0, received = 0, hashed = 0;       // hashed: chunks [0, hashed) are in `sum`
   uint64_t chunk_bytes = 0, total = 0, checksum = 0;  // chunk_bytes: the size of every chunk but the last
   std::shared_ptr<std::string> bytes;
   std::vector<bool> have;
+  WeightsChecksum sum;
 
   bool started() const { return count > 0; }
   bool whole() const { return started() && received == count; }
   // Chunk 0 fixes the blob's shape; false for a shape no sender makes. `spare` (may be null): a
   // buffer nothing else holds, reused so that its pages are not faulted in and zeroed again.
-  bool start(const wire::WeightChunk& c, std::shared_ptr<std::string> spare) {
-    if (c.count == 0 || c.data.empty() || c.total_bytes == 0) return false;
-    const uint64_t len = c.count == 1 ? c.total_bytes : c.data.size();
+  bool start(const wire::WeightChunk& c, std::string_view data, std::shared_ptr<std::string> spare) {
+    if (c.count == 0 || data.empty() || c.total_bytes == 0) return false;
+    const uint64_t len = c.count == 1 ? c.total_bytes : data.size();
     if (c.total_bytes > uint64_t{c.count} * len || c.total_bytes <= uint64_t{c.count - 1} * len) return false;
     try {
       bytes = spare ? std::move(spare) : std::make_shared<std::string>();
@@ -39,16 +41,27 @@ struct ChunkedBlob {
     return true;
   }
   // Copies chunk c into place; false for a chunk of another shape, or one already had.
-  bool take(const wire::WeightChunk& c) {
+  bool take(const wire::WeightChunk& c, std::string_view data) {
     if (c.count != count || c.total_bytes != total || c.checksum != checksum || c.index >= count || have[c.index]) return false;
     const uint64_t off = uint64_t{c.index} * chunk_bytes, want = std::min(chunk_bytes, total - off);
-    if (c.data.size() != want) return false;
-    std::memcpy(bytes->data() + off, c.data.data(), want);
+    if (data.size() != want) return false;
+    std::memcpy(bytes->data() + off, data.data(), want);
     have[c.index] = true;
     ++received;
+    // Every chunk but the last is hashed as soon as those before it are (whole words only).
+    if (chunk_bytes % 8 == 0)
+      for (; hashed + 1 < count && have[hashed]; ++hashed)
+        sum.add_words(std::string_view(bytes->data() + uint64_t{hashed} * chunk_bytes, chunk_bytes));
     return true;
   }
+  bool checksum_holds() const {
+    if (hashed + 1 != count) return weights_checksum(*bytes) == checksum;  // chunks not of whole words
+    const uint64_t off = uint64_t{hashed} * chunk_bytes;
+    return sum.finish(std::string_view(bytes->data() + off, total - off)) == checksum;
+  }
 };
+
+namespace {
 
 constexpr uint32_t kChunksInFlight = 8;  // requests outstanding: not one round trip per chunk
 constexpr int kTimeoutMs = 5000;         // no chunk for this long: ask again for the missing ones
@@ -143,28 +156,45 @@ std::shared_ptr<std::string> ChunkFetcher::fetch(const wire::WeightAnnounce& a) 
     blob.started() ? fill() : (ask(0), void(next = 1));
     for (int quiet_ms = 0; !blob.whole() && quiet_ms < kTimeoutMs;) {
       if (abandoned(a.policy_version)) return nullptr;
-      auto m = wire::receive(*dealer_, kSliceMs, stats_);
-      if (!m) {
+      bool took = false;
+      if (!dealer_->recv_lent(kSliceMs, [&](std::string_view m) { took = take_chunk(m, a.policy_version, blob); })) {
         quiet_ms += kSliceMs;
         continue;
       }
-      auto* c = std::get_if<wire::WeightChunk>(&m->body);
-      if (!c || c->policy_version != a.policy_version) continue;
-      if (!blob.started() && (c->index != 0 || !blob.start(*c, spare_buffer()))) continue;
-      if (!blob.take(*c)) continue;
+      if (!took) continue;
       quiet_ms = 0;
       if (in_flight > 0) --in_flight;
       fill();
     }
   }
   if (!blob.whole()) return nullptr;
-  if (weights_checksum(*blob.bytes) != blob.checksum) {
+  if (!blob.checksum_holds()) {
     std::cerr << name_ << ": weights v" << a.policy_version << " corrupt (checksum); keeping the current ones\n";
     return nullptr;
   }
   if (buffers_[0] != blob.bytes && buffers_[1] != blob.bytes)
     (buffers_[0].use_count() == 1 || !buffers_[0] ? buffers_[0] : buffers_[1]) = blob.bytes;
   return blob.bytes;
+}
+
+// Decodes a message in place and copies the chunk of `version` it carries into `blob`; a message
+// that fails validation is counted and dropped, as wire::receive() does.
+bool ChunkFetcher::take_chunk(std::string_view message, uint64_t version, ChunkedBlob& blob) {
+  bool took = false;
+  std::string error;
+  const auto use = [&](const wire::WeightChunk& c, std::string_view data) {
+    if (c.policy_version != version) return;
+    if (!blob.started() && (c.index != 0 || !blob.start(c, data, spare_buffer()))) return;
+    took = blob.take(c, data);
+  };
+  if (wire::decode_weight_chunk(message.data(), message.size(), use, &error)) {
+    ++stats_.accepted;
+  } else {
+    ++stats_.rejected;
+    std::cerr << name_ << ": dropped a message on the chunks socket (" << error << "); " << stats_.rejected
+              << " rejected so far\n";
+  }
+  return took;
 }
 
 // A received buffer that neither a model's parameters nor a finished fetch holds any more.

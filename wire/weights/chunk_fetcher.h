@@ -7,7 +7,8 @@
 //   - ready(v) hands over version v's blob once it arrived whole and its size and checksum hold;
 //     wait(v) blocks until the fetch of v ends. A failed fetch (no answer three times, a bad checksum) ends with
 //     no blob: the next want() of that version tries again.
-// Each chunk is copied once, into its place in one buffer. Buffers of versions nobody holds any
+// Each chunk is copied once, from the socket's buffer into its place in one buffer, and hashed
+// there as soon as the chunks before it have arrived. Buffers of versions nobody holds any
 // more are reused, so that a new version does not fault in and zero half a gigabyte of pages.
 #pragma once
 
@@ -40,9 +41,11 @@ class ChunkFetcher {
   int64_t reused_buffers() const;  // fetches received into an earlier version's buffer
 
  private:
+  struct ChunkedBlob;  // the blob one fetch fills (chunk_fetcher.cc)
   void run();
   std::shared_ptr<std::string> fetch(const wire::WeightAnnounce& a);  // on the fetch thread
   bool abandoned(uint64_t version);                                   // a newer version is wanted, or stopping
+  bool take_chunk(std::string_view message, uint64_t version, ChunkedBlob& blob);
   std::shared_ptr<std::string> spare_buffer();
 
   std::unique_ptr<wire::Channel> dealer_;  // used by the fetch thread only

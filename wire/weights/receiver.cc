@@ -13,8 +13,8 @@ namespace keel {
 
 WeightReceiver::WeightReceiver(const std::string& weights_endpoint, const std::string& chunks_endpoint, std::string name,
                                bool bind)
-    : sub_(wire::zmq_connect(wire::SocketKind::kSub, weights_endpoint)),
-      fetcher_(chunks_endpoint, name), name_(std::move(name)), bind_(bind) {}
+    : sub_(wire::zmq_connect(wire::SocketKind::kSub, weights_endpoint)), fetcher_(chunks_endpoint, name), name_(std::move(name)),
+      bind_(bind) {}
 
 uint64_t WeightReceiver::poll(int timeout_ms) {
   while (auto m = wire::receive(*sub_, timeout_ms, stats_)) {

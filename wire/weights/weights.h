@@ -23,11 +23,23 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace keel {
 
 // FNV-1a 64 over the serialised weights' little-endian 64-bit words, then their last (size mod 8)
 // bytes: WeightAnnounce.checksum and WeightChunk.checksum (wire version 2; 1 hashed every byte).
 uint64_t weights_checksum(const std::string& bytes);
+
+// The same checksum taken piece by piece, as the pieces arrive: runs of whole words in order,
+// then the last piece, which may end in a partial word.
+class WeightsChecksum {
+ public:
+  void add_words(std::string_view words);        // words.size() % 8 == 0
+  uint64_t finish(std::string_view last) const;  // the hash of everything added, then `last`
+
+ private:
+  uint64_t h_ = 1469598103934665603ull;
+};
 
 }  // namespace keel
