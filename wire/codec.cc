@@ -377,10 +377,10 @@ std::string encode_weight_chunk(const std::string& sender, const WeightChunk& he
 namespace {
 
 // Checks the buffer's size, reads it (in place when 8-byte aligned, else from an aligned copy)
-// and hands its envelope to `read` if its wire version is this process's. False, with `error`
-// set, for anything that is not such a message; `read` sets `error` for a body it refuses.
+// and hands its envelope and sender to `read` if its wire version is this process's. False, with
+// `error` set, for anything that is not such a message; `read` sets `error` for a body it refuses.
 bool read_envelope(const void* data, size_t size, const DecodeLimits& limits, std::string& error,
-                   const std::function<bool(cs::Envelope::Reader)>& read) {
+                   const std::function<bool(cs::Envelope::Reader, std::string sender)>& read) {
   if (size > limits.max_bytes) {
     error = "message of " + std::to_string(size) + " bytes exceeds the limit of " + std::to_string(limits.max_bytes);
     return false;
@@ -409,7 +409,7 @@ bool read_envelope(const void* data, size_t size, const DecodeLimits& limits, st
       error = "wire version " + std::to_string(e.getVersion()) + " (this process speaks " + std::to_string(kWireVersion) + ")";
       return false;
     }
-    return read(e);
+    return read(e, e.getSender().cStr());
   } catch (const kj::Exception& ex) {
     error = std::string("malformed message: ") + ex.getDescription().cStr();
   } catch (const std::exception& ex) {
@@ -422,9 +422,9 @@ bool read_envelope(const void* data, size_t size, const DecodeLimits& limits, st
 
 Decoded decode(const void* data, size_t size, const DecodeLimits& limits) {
   Decoded out;
-  read_envelope(data, size, limits, out.error, [&](cs::Envelope::Reader e) {
+  read_envelope(data, size, limits, out.error, [&](cs::Envelope::Reader e, std::string sender) {
     Message m;
-    m.sender = e.getSender().cStr();
+    m.sender = std::move(sender);
     if (!read_body(e, m.body, out.error)) return false;
     out.message = std::move(m);
     return true;
@@ -435,7 +435,7 @@ Decoded decode(const void* data, size_t size, const DecodeLimits& limits) {
 bool decode_weight_chunk(const void* data, size_t size, const std::function<void(const WeightChunk&, std::string_view)>& use,
                          std::string* error, const DecodeLimits& limits) {
   std::string err;
-  const bool ok = read_envelope(data, size, limits, err, [&](cs::Envelope::Reader e) {
+  const bool ok = read_envelope(data, size, limits, err, [&](cs::Envelope::Reader e, const std::string&) {
     if (e.which() != cs::Envelope::WEIGHT_CHUNK) {
       err = "not a weight chunk";
       return false;
