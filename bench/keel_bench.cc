@@ -244,7 +244,7 @@ void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool
   o.run_name = "keel-" + std::to_string(::getpid());
   keel::RolloutService service(o, {});
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // subscribers connected
-  std::vector<double> total, publish, load;
+  std::vector<double> total, publish, load, after_publish;
   auto wait_for = [&](uint64_t version) {
     int64_t last = 0, slowest_load = 0;
     for (int i = 0; i < actors; ++i) {
@@ -268,6 +268,7 @@ void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool
     publish.push_back(seconds_since(t0));
     const int64_t done = wait_for(static_cast<uint64_t>(v));
     total.push_back((done - std::chrono::duration_cast<std::chrono::nanoseconds>(t0.time_since_epoch()).count()) / 1e9);
+    after_publish.push_back(total.back() - publish.back());
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
   }
   for (int i = 0; i < actors; ++i) ::wait(nullptr);
@@ -275,6 +276,7 @@ void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool
   std::sort(total.begin() + 1, total.end());
   std::sort(publish.begin() + 1, publish.end());
   std::sort(load.begin() + 1, load.end());
+  std::sort(after_publish.begin() + 1, after_publish.end());
   size_t bytes = 0;
   for (const auto& [k, t] : keel::model_tensors(policy)) bytes += t.numel() * t.element_size();
   const double copy = memcpy_seconds(bytes), median = total[1 + (total.size() - 1) / 2],
@@ -289,7 +291,7 @@ void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool
                          : "shared memory, actors copy",
       (long long)c.num_parameters(), bytes, total[0], publish_median, actors, median, load[1 + (load.size() - 1) / 2], copy,
       median / copy, load[1 + (load.size() - 1) / 2] / copy, static_cast<double>(bytes) / median / 1e9,
-      static_cast<double>(bytes) / (median - publish_median) / 1e9);
+      static_cast<double>(bytes) / after_publish[1 + (after_publish.size() - 1) / 2] / 1e9);
 }
 
 void weights(int64_t d, int64_t L, const std::string& path, int64_t V, int actors) {
@@ -334,7 +336,11 @@ void loopback(int64_t bytes, int receivers) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // connected
     const auto t0 = Clock::now();
     for (int64_t k = 0; k < count; ++k)
-      for (auto& p : push) p->send(payload);
+      for (auto& p : push)
+        if (!p->send(payload)) {
+          std::fprintf(stderr, "loopback: a receiver is not connected\n");
+          std::abort();
+        }
     int64_t last = 0;
     for (int i = 0; i < receivers; ++i) {
       int64_t ns = 0;

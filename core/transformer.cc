@@ -203,7 +203,7 @@ struct LlamaBlock : torch::nn::Module {
     auto qkv = linear_nk_group(hs, {q_proj->weight, k_proj->weight, v_proj->weight});
     auto q = qkv[0].view({B, T, c.n_head, hd});
     auto k = qkv[1].view({B, T, c.kv_heads(), hd});
-    if (decode_ops_apply(B * T, {q, k, ctx.cos, ctx.sin})) {
+    if (decode_ops_apply(B * T, {q, k, ctx.cos, ctx.sin}) && ctx.cos.size(0) == B && ctx.cos.size(2) == T) {
       q = rotary_rows_(q, ctx.cos, ctx.sin).transpose(1, 2);  // the products' own outputs: rotated in place
       k = rotary_rows_(k, ctx.cos, ctx.sin).transpose(1, 2);
     } else {

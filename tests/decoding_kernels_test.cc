@@ -236,7 +236,7 @@ TEST(SmallProducts, AGroupOfProductsEqualsEachProductInEveryInstructionSet) {
 TEST(DecodeOps, NormAndRotaryEqualThePlainOpsAndTakeDecodingStepsOnly) {
   torch::manual_seed(8);
   torch::NoGradGuard ng;
-  const int64_t B = 3, T = 1, heads = 4, hd = 10, d = 40;
+  const int64_t B = 2, T = 3, heads = 4, hd = 10, d = 40;
   auto x = torch::randn({B, T, d}) * 3, weight = torch::randn({d});
   const double eps = 1e-5;
   ASSERT_TRUE(decode_ops_apply(B * T, {x, weight}));

@@ -239,8 +239,9 @@ TEST(WeightsToActors, BoundCopiedAndChunkedActorsHoldThePublishedVersion) {
 }
 
 // An actor on another host goes on generating with the version it holds while the next one
-// arrives in chunks in the background, and takes it whole once it is there; a fetch of a version
-// the learner no longer serves is abandoned as soon as a newer one is wanted.
+// arrives in chunks in the background, and takes it whole once it is there, even when a newer
+// one has been announced meanwhile; a fetch of a version the learner no longer serves is
+// abandoned as soon as a newer one is wanted.
 TEST(WeightsToActors, ChunksArriveInTheBackgroundWhileTheModelKeepsItsVersion) {
   const int port = test::free_port_block(3);
   RolloutServiceOptions o;
@@ -273,28 +274,48 @@ TEST(WeightsToActors, ChunksArriveInTheBackgroundWhileTheModelKeepsItsVersion) {
   EXPECT_EQ(r.chunk_loads(), 1);
   EXPECT_TRUE(torch::equal(logits_of(actor), logits_of(policy)));
 
-  // A fetch of version 1 after the learner moved on to 2 is never answered; wanting 2 abandons it.
-  {
+  // Version 2 arrives whole while the actor generates; version 3 is announced before the actor
+  // asks again: it takes 2 at once rather than chasing 3 with nothing new in hand.
+  auto step = [&] {
     torch::NoGradGuard ng;
     for (auto& p : policy->parameters()) p.add_(0.01);
-  }
+  };
+  step();
   service.publish(2, policy);
   while (r.poll(100) < 2) ASSERT_LT(std::chrono::steady_clock::now(), deadline + std::chrono::seconds(10));
+  EXPECT_FALSE(r.load_newest(actor, &v, /*wait_for_chunks=*/false));  // starts fetching 2
+  std::this_thread::sleep_for(std::chrono::seconds(1));               // a few kilobytes: long since whole
+  const auto logits_v2 = logits_of(policy);
+  step();
+  service.publish(3, policy);
+  while (r.poll(100) < 3) ASSERT_LT(std::chrono::steady_clock::now(), deadline + std::chrono::seconds(10));
+  ASSERT_TRUE(r.load_newest(actor, &v, /*wait_for_chunks=*/false));
+  EXPECT_EQ(v, 2u);
+  EXPECT_TRUE(torch::equal(logits_of(actor), logits_v2));
+  while (!r.load_newest(actor, &v, /*wait_for_chunks=*/false))
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline + std::chrono::seconds(10));
+  EXPECT_EQ(v, 3u);
+  EXPECT_TRUE(torch::equal(logits_of(actor), logits_of(policy)));
+
+  // A fetch of version 2 after the learner moved on to 3 is never answered; wanting 3 abandons it.
   ChunkFetcher fetcher(o.chunks_endpoint, "fetcher");
   wire::WeightAnnounce stale = r.latest();
-  stale.policy_version = 1;
+  stale.policy_version = 2;
   fetcher.want(stale);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  EXPECT_EQ(fetcher.ready(1), nullptr);
+  EXPECT_EQ(fetcher.ready(2), nullptr);
+  EXPECT_FALSE(fetcher.newest_ready());
   const auto t0 = std::chrono::steady_clock::now();
   fetcher.want(r.latest());
-  const auto blob = fetcher.wait(2);
+  const auto blob = fetcher.wait(3);
   ASSERT_NE(blob, nullptr);
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 3.0)
       << "not after the stale fetch's three 5-second timeouts";
-  EXPECT_EQ(fetcher.ready(1), nullptr);
+  EXPECT_EQ(fetcher.ready(2), nullptr);
+  ASSERT_TRUE(fetcher.newest_ready());
+  EXPECT_EQ(fetcher.newest_ready()->first, 3u);
   Transformer fetched(tiny());
-  load_weights(fetched, safetensors_views(blob, "v2"), "v2", /*allow_new_heads=*/true);
+  load_weights(fetched, safetensors_views(blob, "v3"), "v3", /*allow_new_heads=*/true);
   EXPECT_TRUE(torch::equal(logits_of(fetched), logits_of(policy)));
 }
 

@@ -36,8 +36,8 @@ struct ChunkFetcher::ChunkedBlob {
       bytes.reset();
       return false;
     }
+    have.assign(c.count, false);
     count = c.count, chunk_bytes = len, total = c.total_bytes, checksum = c.checksum;
-    have.assign(count, false);
     return true;
   }
   // Copies chunk c into place; false for a chunk of another shape, or one already had.
@@ -87,24 +87,31 @@ ChunkFetcher::~ChunkFetcher() {
 void ChunkFetcher::want(const wire::WeightAnnounce& a) {
   {
     std::lock_guard<std::mutex> l(mu_);
-    const bool retry = a.policy_version == ended_ && !blob_;  // that version's last fetch failed
-    if (a.policy_version < wanted_.policy_version || (a.policy_version == wanted_.policy_version && !retry)) return;
+    const bool retry = ended_ == a.policy_version && fetched_ != a.policy_version;  // that version's fetch failed
+    if (wanted_ && (a.policy_version < wanted_->policy_version || (a.policy_version == wanted_->policy_version && !retry)))
+      return;
     wanted_ = a;
-    if (retry) ended_ = 0;
+    if (retry) ended_.reset();
   }
   cv_.notify_all();
 }
 
 std::shared_ptr<const std::string> ChunkFetcher::ready(uint64_t version) {
   std::lock_guard<std::mutex> l(mu_);
-  return ended_ == version ? blob_ : nullptr;
+  return fetched_ == version ? fetched_blob_ : nullptr;
+}
+
+std::optional<std::pair<uint64_t, std::shared_ptr<const std::string>>> ChunkFetcher::newest_ready() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!fetched_) return std::nullopt;
+  return std::make_pair(*fetched_, fetched_blob_);
 }
 
 std::shared_ptr<const std::string> ChunkFetcher::wait(uint64_t version) {
   std::unique_lock<std::mutex> l(mu_);
   // Every fetch ends: whole, failed after kAttempts quiet spells, or abandoned for a newer version.
-  cv_.wait(l, [&] { return ended_ >= version || wanted_.policy_version > version || stop_; });
-  return ended_ == version ? blob_ : nullptr;
+  cv_.wait(l, [&] { return (ended_ && *ended_ >= version) || (wanted_ && wanted_->policy_version > version) || stop_; });
+  return fetched_ == version ? fetched_blob_ : nullptr;
 }
 
 int64_t ChunkFetcher::reused_buffers() const {
@@ -117,16 +124,21 @@ void ChunkFetcher::run() {
     wire::WeightAnnounce a;
     {
       std::unique_lock<std::mutex> l(mu_);
-      cv_.wait(l, [&] { return stop_ || wanted_.policy_version > ended_; });
+      cv_.wait(l, [&] { return stop_ || (wanted_ && (!ended_ || *ended_ < wanted_->policy_version)); });
       if (stop_) return;
-      a = wanted_;
+      a = *wanted_;
     }
-    auto blob = fetch(a);
+    std::shared_ptr<std::string> blob;
+    try {
+      blob = fetch(a);
+    } catch (const std::exception& e) {  // a socket error, no memory: this fetch fails, the actor goes on
+      std::cerr << name_ << ": fetching weights v" << a.policy_version << " failed (" << e.what() << ")\n";
+    }
     {
       std::lock_guard<std::mutex> l(mu_);
-      if (wanted_.policy_version != a.policy_version) continue;  // abandoned for a newer version
+      if (wanted_->policy_version != a.policy_version) continue;  // abandoned for a newer version
       ended_ = a.policy_version;
-      blob_ = std::move(blob);
+      if (blob) fetched_ = a.policy_version, fetched_blob_ = std::move(blob);
     }
     cv_.notify_all();
   }
@@ -134,7 +146,7 @@ void ChunkFetcher::run() {
 
 bool ChunkFetcher::abandoned(uint64_t version) {
   std::lock_guard<std::mutex> l(mu_);
-  return stop_ || wanted_.policy_version != version;
+  return stop_ || wanted_->policy_version != version;
 }
 
 // Chunk 0 says how many chunks there are, the blob's size and its checksum; then up to

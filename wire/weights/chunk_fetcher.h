@@ -4,9 +4,10 @@
 // crosses the network, and pauses only to bind the finished blob.
 //   - want(a) asks for announcement a's version; a newer version wanted while an older one is in
 //     flight abandons the older one (the learner serves the newest version only);
-//   - ready(v) hands over version v's blob once it arrived whole and its size and checksum hold;
-//     wait(v) blocks until the fetch of v ends. A failed fetch (no answer three times, a bad checksum) ends with
-//     no blob: the next want() of that version tries again.
+//   - ready(v) hands over version v's blob once it arrived whole and its size and checksum hold,
+//     newest_ready() the newest that did; wait(v) blocks until the fetch of v ends. A failed fetch
+//     (no answer three times, a bad checksum, an error on the thread) ends with no blob: the next
+//     want() of that version tries again.
 // Each chunk is copied once, from the socket's buffer into its place in one buffer, and hashed
 // there as soon as the chunks before it have arrived. Buffers of versions nobody holds any
 // more are reused, so that a new version does not fault in and zero half a gigabyte of pages.
@@ -16,8 +17,10 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "wire/channel.h"
 #include "wire/messages.h"
@@ -35,6 +38,9 @@ class ChunkFetcher {
   void want(const wire::WeightAnnounce& a);
   // Version v's blob, whole and checked, once it has arrived; null before (or after a failed fetch).
   std::shared_ptr<const std::string> ready(uint64_t version);
+  // The newest version that arrived whole, with its blob: an actor takes it even when a newer one
+  // has been announced since, or it would chase versions it never gets to hold.
+  std::optional<std::pair<uint64_t, std::shared_ptr<const std::string>>> newest_ready();
   // ready(v) once the fetch of v has ended (whole, failed, or abandoned for a newer version).
   std::shared_ptr<const std::string> wait(uint64_t version);
 
@@ -57,9 +63,10 @@ class ChunkFetcher {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
-  wire::WeightAnnounce wanted_;              // the newest version asked for (policy_version 0: none)
-  uint64_t ended_ = 0;                       // the newest version whose fetch ended, with or without a blob
-  std::shared_ptr<const std::string> blob_;  // ended_'s blob, or null if its fetch failed
+  std::optional<wire::WeightAnnounce> wanted_;       // the newest version asked for
+  std::optional<uint64_t> ended_;                    // the version whose fetch ended last, with or without a blob
+  std::optional<uint64_t> fetched_;                  // the newest version that arrived whole...
+  std::shared_ptr<const std::string> fetched_blob_;  // ...and its blob
   std::thread thread_;
 };
 

@@ -107,12 +107,14 @@ bool WeightReceiver::load_newest(Transformer& model, uint64_t* version, bool wai
       if (bind_ && model->device().is_cpu() && bind_shared(a, model)) {
         ++bound_loads_;
         *version = a.policy_version;
+        loaded_ = true, loaded_version_ = a.policy_version;
         return true;
       }
       const auto r = copy_shared(a, model);
       if (r == Shared::kLoaded) {
         ++copied_loads_;
         *version = a.policy_version;
+        loaded_ = true, loaded_version_ = a.policy_version;
         return true;
       }
       if (region_) {
@@ -124,8 +126,16 @@ bool WeightReceiver::load_newest(Transformer& model, uint64_t* version, bool wai
       }
     }
     fetcher_.want(a);
-    if (auto blob = wait_for_chunks ? fetcher_.wait(a.policy_version) : fetcher_.ready(a.policy_version)) {
-      const std::string origin = "weights v" + std::to_string(a.policy_version);
+    // A mixed model cannot generate: it waits for the chunks whatever the caller asked.
+    auto blob = wait_for_chunks || mixed ? fetcher_.wait(a.policy_version) : fetcher_.ready(a.policy_version);
+    auto v = a.policy_version;
+    if (!blob && !wait_for_chunks && !mixed)
+      if (auto got = fetcher_.newest_ready(); got && (!loaded_ || got->first > loaded_version_)) {
+        v = got->first;  // newer than the model's, older than the newest announced: take it meanwhile
+        blob = got->second;
+      }
+    if (blob) {
+      const std::string origin = "weights v" + std::to_string(v);
       const auto views = safetensors_views(blob, origin);
       // A CPU model takes the received tensors as its parameters (nobody rewrites them): no copy.
       if (model->device().is_cpu() && bind_weights(model, views)) {
@@ -135,7 +145,8 @@ bool WeightReceiver::load_newest(Transformer& model, uint64_t* version, bool wai
         load_weights(model, views, origin, /*allow_new_heads=*/true);
       }
       ++chunk_loads_;
-      *version = a.policy_version;
+      *version = v;
+      loaded_ = true, loaded_version_ = v;
       return true;
     }
     if (!mixed) return false;

@@ -38,8 +38,9 @@ class WeightReceiver {
 
   // Puts the newest announced version into `model`; false (model unchanged) when it could not be
   // had now (retry later). A version that comes in chunks is fetched in the background: with
-  // wait_for_chunks the call waits for it, without it the call returns false until it is whole
-  // (the actor generates meanwhile with the weights it has).
+  // wait_for_chunks the call waits for it; without, it takes the newest version that has arrived
+  // whole if that is newer than the model's, and otherwise returns false (the actor generates
+  // meanwhile with the weights it has). A model left mixed by a rewritten slot always waits.
   bool load_newest(Transformer& model, uint64_t* version, bool wait_for_chunks = true);
 
   // False when the model is bound to a slot that was rewritten since load_newest(): what it
@@ -69,6 +70,8 @@ class WeightReceiver {
   std::shared_ptr<SharedWeights> bound_region_;  // the region the parameters point into (null: own memory or a received blob)
   uint64_t bound_version_ = 0, bound_token_ = 0;
   int64_t bound_loads_ = 0, copied_loads_ = 0, chunk_loads_ = 0;
+  bool loaded_ = false;  // some version is in the model: loaded_version_
+  uint64_t loaded_version_ = 0;
 };
 
 }  // namespace keel
