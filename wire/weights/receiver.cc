@@ -101,21 +101,22 @@ bool WeightReceiver::load_newest(Transformer& model, uint64_t* version, bool wai
   // A torn copy (the learner rewrote the slot while we copied) or a discarded bound batch leaves
   // the model mixed, so keep going until one version is in it whole.
   bool mixed = bound_region_ && !bound_region_->unchanged(bound_version_, bound_token_);
+  const auto loaded = [&](uint64_t v) {
+    *version = v;
+    loaded_version_ = v;
+    return true;
+  };
   for (int attempt = 0; attempt < 100; ++attempt) {
     const auto a = latest_;
     if (open_region(a)) {
       if (bind_ && model->device().is_cpu() && bind_shared(a, model)) {
         ++bound_loads_;
-        *version = a.policy_version;
-        loaded_ = true, loaded_version_ = a.policy_version;
-        return true;
+        return loaded(a.policy_version);
       }
       const auto r = copy_shared(a, model);
       if (r == Shared::kLoaded) {
         ++copied_loads_;
-        *version = a.policy_version;
-        loaded_ = true, loaded_version_ = a.policy_version;
-        return true;
+        return loaded(a.policy_version);
       }
       if (region_) {
         // Torn, or the slot already holds a later version: that version's announcement is on its
@@ -130,7 +131,7 @@ bool WeightReceiver::load_newest(Transformer& model, uint64_t* version, bool wai
     auto blob = wait_for_chunks || mixed ? fetcher_.wait(a.policy_version) : fetcher_.ready(a.policy_version);
     auto v = a.policy_version;
     if (!blob && !wait_for_chunks && !mixed)
-      if (auto got = fetcher_.newest_ready(); got && (!loaded_ || got->first > loaded_version_)) {
+      if (auto got = fetcher_.newest_ready(); got && (!loaded_version_ || got->first > *loaded_version_)) {
         v = got->first;  // newer than the model's, older than the newest announced: take it meanwhile
         blob = got->second;
       }
@@ -145,9 +146,7 @@ bool WeightReceiver::load_newest(Transformer& model, uint64_t* version, bool wai
         load_weights(model, views, origin, /*allow_new_heads=*/true);
       }
       ++chunk_loads_;
-      *version = v;
-      loaded_ = true, loaded_version_ = v;
-      return true;
+      return loaded(v);
     }
     if (!mixed) return false;
     poll(200);

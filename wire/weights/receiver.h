@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "wire/weights/chunk_fetcher.h"
@@ -70,8 +71,7 @@ class WeightReceiver {
   std::shared_ptr<SharedWeights> bound_region_;  // the region the parameters point into (null: own memory or a received blob)
   uint64_t bound_version_ = 0, bound_token_ = 0;
   int64_t bound_loads_ = 0, copied_loads_ = 0, chunk_loads_ = 0;
-  bool loaded_ = false;  // some version is in the model: loaded_version_
-  uint64_t loaded_version_ = 0;
+  std::optional<uint64_t> loaded_version_;  // the version last put into the model
 };
 
 }  // namespace keel
