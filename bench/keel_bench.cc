@@ -37,6 +37,7 @@
 #include "core/checkpoint.h"
 #include "core/kernel_isa.h"
 #include "core/linear.h"
+#include "core/malloc_policy.h"
 #include "core/safetensors.h"
 #include "learner/data_parallel.h"
 #include "learner/lm_batch.h"
@@ -495,6 +496,7 @@ void stream(const std::string& path, int64_t batch, int64_t block) {
 }
 
 int main(int argc, char** argv) {
+  keel::keep_freed_memory();
   const std::string mode = argc > 1 ? argv[1] : "train";
   const int threads = std::getenv("KEEL_BENCH_THREADS") ? std::atoi(std::getenv("KEEL_BENCH_THREADS")) : 0;
   keel::set_threads(threads);

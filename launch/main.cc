@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/malloc_policy.h"
 #include "launch/commands.h"
 
 namespace {
@@ -50,6 +51,7 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  keel::keep_freed_memory();
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     usage();

@@ -1,11 +1,18 @@
 // The shared training loop: schedule, accumulation normalised by the step's total units,
 // activation checkpointing that leaves the run unchanged, and checkpoints that hold everything a
-// resume needs.
+// resume needs; the process keeps the memory a step frees for the next one.
 #include <gtest/gtest.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
 #include "core/checkpoint.h"
+#include "core/malloc_policy.h"
 #include "learner/lm_batch.h"
 #include "learner/train_loop.h"
 #include "tests/support/test_support.h"
@@ -49,6 +56,27 @@ class FixedObjective : public Objective {
   int64_t micro_per_step_;
   torch::Tensor tokens_, targets_;
 };
+
+// A 64 MiB block (the logits of a 2048-token batch over a 8192-word vocabulary) comes from the heap
+// and stays there, free, once released: glibc's defaults map it alone and unmap it on free, and the
+// next step faults its pages back in.
+TEST(MallocPolicy, AStepsFreedBlockStaysInTheProcess) {
+#if defined(__GLIBC__)
+  ASSERT_TRUE(keep_freed_memory());
+  const size_t bytes = size_t{64} << 20;
+  const auto before = mallinfo2();
+  void* block = std::malloc(bytes);
+  ASSERT_NE(block, nullptr);
+  std::memset(block, 1, bytes);
+  const auto held = mallinfo2();
+  EXPECT_EQ(held.hblkhd, before.hblkhd) << "the block was mapped on its own";
+  std::free(block);
+  const auto after = mallinfo2();
+  EXPECT_GE(after.fordblks, before.fordblks + bytes) << "the freed block went back to the kernel";
+#else
+  GTEST_SKIP() << "keep_freed_memory() tunes glibc's malloc only";
+#endif
+}
 
 TEST(Schedule, WarmupThenCosineToTheFloor) {
   TrainOptions o;
