@@ -15,11 +15,13 @@
 //   keel_bench stream PATH [B K]      one shuffled epoch (blocks of K pairs) of a preference buffer in batches of B pairs:
 //                                     pairs/s, tokens/s, peak RSS (bench/stream_larger_than_ram.sh)
 // bench/reference_bench.py measures the same in Python PyTorch eager; bench/run.sh compares.
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -199,6 +201,7 @@ double memcpy_seconds(size_t bytes) {
 // it between batches): the seconds are those of every call until the version was in the model,
 // which is how long the actor stops generating for it.
 [[noreturn]] void weights_actor(const keel::ModelConfig& c, bool bind, int ports, int i, int versions, int pipe_fd) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // dies with the bench
   keel::set_threads(1);
   keel::Transformer model(c);
   keel::WeightReceiver r("tcp://127.0.0.1:" + std::to_string(ports + 1), "tcp://127.0.0.1:" + std::to_string(ports + 2),
@@ -302,10 +305,13 @@ void weights(int64_t d, int64_t L, const std::string& path, int64_t V, int actor
 
 // One receiving process of loopback(): takes `count` messages from a PULL socket without copying
 // them out of ZeroMQ's buffers, then writes the time the last arrived to `pipe_fd`. Exits.
-[[noreturn]] void loopback_receiver(int port, int64_t count, int pipe_fd) {
+// Counts `count` messages of `chunk` bytes (the sender's greeting is smaller), then writes the time.
+// It dies with the bench (a bench that stopped early must not leave it waiting forever).
+[[noreturn]] void loopback_receiver(int port, int64_t count, size_t chunk, int pipe_fd) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   auto pull = keel::wire::zmq_connect(keel::wire::SocketKind::kPull, "tcp://127.0.0.1:" + std::to_string(port));
   int64_t got = 0;
-  while (got < count) pull->recv_lent(1000, [&](std::string_view) { ++got; });
+  while (got < count) pull->recv_lent(1000, [&](std::string_view m) { got += m.size() == chunk; });
   const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
   if (::write(pipe_fd, &ns, sizeof ns) != sizeof ns) std::abort();
   std::_Exit(0);
@@ -322,7 +328,7 @@ void loopback(int64_t bytes, int receivers) {
   std::vector<std::array<int, 2>> pipes(static_cast<size_t>(reps * receivers));
   for (int i = 0; i < reps * receivers; ++i) {
     if (::pipe(pipes[i].data()) != 0) std::abort();
-    if (::fork() == 0) loopback_receiver(port + i, count, pipes[i][1]);
+    if (::fork() == 0) loopback_receiver(port + i, count, chunk, pipes[i][1]);
   }
   const std::string payload(chunk, 'x');
   double best = 1e9;
@@ -334,7 +340,15 @@ void loopback(int64_t bytes, int receivers) {
       push.push_back(keel::wire::zmq_bind(keel::wire::SocketKind::kPush,
                                           "tcp://127.0.0.1:" + std::to_string(port + rep * receivers + i), o));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // connected
+    // Connected: ZeroMQ refuses a send before its peer connects; a loaded machine may take seconds.
+    for (auto& p : push)
+      for (const auto deadline = Clock::now() + std::chrono::seconds(30); !p->send("hello");) {
+        if (Clock::now() > deadline) {
+          std::fprintf(stderr, "loopback: a receiver did not connect within 30 s\n");
+          std::exit(1);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
     const auto t0 = Clock::now();
     for (int64_t k = 0; k < count; ++k)
       for (auto& p : push)
