@@ -232,8 +232,9 @@ double memcpy_seconds(size_t bytes) {
 // every new version; the learner (this process) publishes versions 1..N. Time per version: from the
 // start of publish() to the moment the slower actor has the version in its parameters.
 // `shared_dir` "" measures the chunk path that actors on other hosts use, over loopback TCP.
+// KEEL_BENCH_VERSIONS (default 6) publishes more versions, for a profile of the steady state.
 void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool bind, int ports, int actors) {
-  const int versions = 6;
+  const int versions = std::getenv("KEEL_BENCH_VERSIONS") ? std::atoi(std::getenv("KEEL_BENCH_VERSIONS")) : 6;
   std::vector<std::array<int, 2>> pipes(static_cast<size_t>(actors));
   for (int i = 0; i < actors; ++i) {
     if (::pipe(pipes[i].data()) != 0) std::abort();

@@ -2,6 +2,7 @@
 // actors that bind to it, copy from it, or fetch chunks all holding exactly the published version.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -95,20 +96,46 @@ TEST(SharedWeights, ABadFileIsRefusedNamingTheDefect) {
             std::string::npos);
 }
 
-// The checksum taken as chunks arrive equals the checksum of the whole blob, whatever the sizes.
+// The checksum as weights.h defines it, one word at a time: the reference the fast one must equal.
+uint64_t checksum_by_definition(std::string_view b) {
+  const uint64_t offset = 1469598103934665603ull, prime = 1099511628211ull;
+  uint64_t lane[4] = {offset, offset, offset, offset};
+  const size_t words = b.size() / 8;
+  for (size_t i = 0; i < words; ++i) {
+    uint64_t w = 0;
+    for (int k = 7; k >= 0; --k) w = (w << 8) | static_cast<unsigned char>(b[8 * i + static_cast<size_t>(k)]);  // little-endian
+    lane[i % 4] = (lane[i % 4] ^ w) * prime;
+  }
+  uint64_t h = offset;
+  for (uint64_t l : lane) h = (h ^ l) * prime;
+  for (size_t i = 8 * words; i < b.size(); ++i) h = (h ^ static_cast<unsigned char>(b[i])) * prime;
+  return h;
+}
+
+// The checksum taken as chunks arrive equals the checksum of the whole blob and the definition,
+// whatever the sizes and whichever lane a piece starts in; any one changed word changes it.
 TEST(WeightsChecksum, PiecesOfWholeWordsThenTheLastGiveTheWholeBlobsChecksum) {
-  std::string blob(75, '\0');
+  std::string blob(203, '\0');
   for (size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>(i * 13 + 1);
-  for (size_t n : {0, 5, 8, 24, 29, 75})
-    for (size_t piece : {8, 16, 24}) {
+  for (size_t n : {0, 5, 8, 24, 29, 75, 203})
+    for (size_t piece : {8, 16, 24, 40, 64}) {
       SCOPED_TRACE("size " + std::to_string(n) + " pieces of " + std::to_string(piece));
       const std::string_view b(blob.data(), n);
       WeightsChecksum sum;
       size_t off = 0;
       for (; off + piece < n; off += piece) sum.add_words(b.substr(off, piece));
       EXPECT_EQ(sum.finish(b.substr(off)), weights_checksum(std::string(b)));
+      EXPECT_EQ(weights_checksum(std::string(b)), checksum_by_definition(b));
     }
-  EXPECT_NE(weights_checksum(blob), weights_checksum(blob.substr(0, 74)));
+  EXPECT_NE(weights_checksum(blob), weights_checksum(blob.substr(0, 202)));
+  for (size_t i = 0; i < blob.size(); i += 7) {
+    std::string changed = blob;
+    changed[i] = static_cast<char>(changed[i] ^ 0x10);
+    EXPECT_NE(weights_checksum(changed), weights_checksum(blob)) << "byte " << i;
+  }
+  std::string swapped = blob;  // two words of one lane exchanged
+  std::swap_ranges(swapped.begin(), swapped.begin() + 8, swapped.begin() + 32);
+  EXPECT_NE(weights_checksum(swapped), weights_checksum(blob));
   EXPECT_THROW(WeightsChecksum().add_words("abc"), KeelError);
 }
 

@@ -96,7 +96,7 @@ struct WeightAnnounce {
   totalBytes @1 :UInt64;      # size of the safetensors blob; 0 = not built yet (ask for chunk 0)
   sharedPath @2 :Text;        # same-host readers copy from this shared-memory region; empty if none
   chunkCount @3 :UInt32;      # otherwise fetch this many chunks with WeightRequest (0: see chunk 0)
-  checksum @4 :UInt64;        # weights_checksum of the blob: FNV-1a 64 over 64-bit words (when totalBytes > 0)
+  checksum @4 :UInt64;        # weights_checksum of the blob: FNV-1a 64, 4 lanes of 64-bit words (when totalBytes > 0)
 }
 
 struct WeightRequest {
@@ -110,7 +110,7 @@ struct WeightChunk {
   count @2 :UInt32;
   data @3 :Data;
   totalBytes @4 :UInt64;      # the whole blob, so that a chunk describes what to fetch
-  checksum @5 :UInt64;        # weights_checksum of the whole blob (FNV-1a 64 over 64-bit words)
+  checksum @5 :UInt64;        # weights_checksum of the whole blob (FNV-1a 64, 4 lanes of 64-bit words)
 }
 
 struct Stats {

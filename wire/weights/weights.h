@@ -21,14 +21,18 @@
 //   5. A model never generates from parts of two versions.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace keel {
 
-// FNV-1a 64 over the serialised weights' little-endian 64-bit words, then their last (size mod 8)
-// bytes: WeightAnnounce.checksum and WeightChunk.checksum (wire version 2; 1 hashed every byte).
+// WeightAnnounce.checksum and WeightChunk.checksum (wire version 3): the serialised weights'
+// little-endian 64-bit words dealt into 4 lanes (word i into lane i % 4), each lane an FNV-1a 64
+// chain (offset basis, prime 1099511628211, one step per word), the 4 lane values then hashed in
+// order by the same step from the offset basis, then the last (size mod 8) bytes byte-wise FNV-1a.
+// (Version 2 had one chain over every word, version 1 one over every byte.)
 uint64_t weights_checksum(const std::string& bytes);
 
 // The same checksum taken piece by piece, as the pieces arrive: runs of whole words in order,
@@ -39,7 +43,10 @@ class WeightsChecksum {
   uint64_t finish(std::string_view last) const;  // the hash of everything added, then `last`
 
  private:
-  uint64_t h_ = 1469598103934665603ull;
+  static constexpr size_t kLanes = 4;
+  static constexpr uint64_t kFnvOffset = 1469598103934665603ull;
+  uint64_t lane_[kLanes] = {kFnvOffset, kFnvOffset, kFnvOffset, kFnvOffset};
+  uint64_t words_ = 0;  // words added so far: the next one goes into lane words_ % kLanes
 };
 
 }  // namespace keel
