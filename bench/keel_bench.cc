@@ -87,6 +87,7 @@ void train(int64_t d, int64_t L, int64_t T, int64_t B, int64_t V, bool checkpoin
   const auto c = gpt2_config(d, L, T, V);
   keel::Transformer model(c);
   model->set_activation_checkpointing(checkpointing);
+  if (checkpointing) keel::return_freed_memory();  // as keel's training loop does
   torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(1e-4).weight_decay(0.1));
   auto tokens = torch::randint(0, V, {B, T}, torch::kLong), targets = torch::randint(0, V, {B, T}, torch::kLong);
   auto step = [&] {
@@ -197,11 +198,20 @@ double memcpy_seconds(size_t bytes) {
 
 // One actor process of weights_run: takes every version up to `versions`, and for each writes
 // {version, time it had it, seconds spent in load_newest} to `pipe_fd`. Exits the process.
+pid_t bench_pid = 0;  // the bench process, set first thing in main()
+
+// A forked child of the bench ends when the bench does: one that stopped early must not leave its
+// children waiting forever (and holding the pipe a script reads the bench's output from).
+void die_with_bench() {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != bench_pid) std::_Exit(1);  // the bench ended before the line above
+}
+
 // Chunks arrive in the background (load_newest without waiting, as an asynchronous actor calls
 // it between batches): the seconds are those of every call until the version was in the model,
 // which is how long the actor stops generating for it.
 [[noreturn]] void weights_actor(const keel::ModelConfig& c, bool bind, int ports, int i, int versions, int pipe_fd) {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // dies with the bench
+  die_with_bench();
   keel::set_threads(1);
   keel::Transformer model(c);
   keel::WeightReceiver r("tcp://127.0.0.1:" + std::to_string(ports + 1), "tcp://127.0.0.1:" + std::to_string(ports + 2),
@@ -232,9 +242,9 @@ double memcpy_seconds(size_t bytes) {
 // every new version; the learner (this process) publishes versions 1..N. Time per version: from the
 // start of publish() to the moment the slower actor has the version in its parameters.
 // `shared_dir` "" measures the chunk path that actors on other hosts use, over loopback TCP.
-// KEEL_BENCH_VERSIONS (default 6) publishes more versions, for a profile of the steady state.
+// KEEL_BENCH_VERSIONS (default 6, at least 2) publishes more versions, for a profile of the steady state.
 void weights_run(const keel::ModelConfig& c, const std::string& shared_dir, bool bind, int ports, int actors) {
-  const int versions = std::getenv("KEEL_BENCH_VERSIONS") ? std::atoi(std::getenv("KEEL_BENCH_VERSIONS")) : 6;
+  const int versions = std::max(2, std::getenv("KEEL_BENCH_VERSIONS") ? std::atoi(std::getenv("KEEL_BENCH_VERSIONS")) : 6);
   std::vector<std::array<int, 2>> pipes(static_cast<size_t>(actors));
   for (int i = 0; i < actors; ++i) {
     if (::pipe(pipes[i].data()) != 0) std::abort();
@@ -304,12 +314,11 @@ void weights(int64_t d, int64_t L, const std::string& path, int64_t V, int actor
   weights_run(c, path == "chunks" ? "" : "/dev/shm", path == "shm", 47501, actors);
 }
 
-// One receiving process of loopback(): takes `count` messages from a PULL socket without copying
-// them out of ZeroMQ's buffers, then writes the time the last arrived to `pipe_fd`. Exits.
-// Counts `count` messages of `chunk` bytes (the sender's greeting is smaller), then writes the time.
-// It dies with the bench (a bench that stopped early must not leave it waiting forever).
+// One receiving process of loopback(): takes `count` messages of `chunk` bytes (the sender's
+// greeting is smaller) from a PULL socket without copying them out of ZeroMQ's buffers, then writes
+// the time the last arrived to `pipe_fd`. Exits.
 [[noreturn]] void loopback_receiver(int port, int64_t count, size_t chunk, int pipe_fd) {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  die_with_bench();
   auto pull = keel::wire::zmq_connect(keel::wire::SocketKind::kPull, "tcp://127.0.0.1:" + std::to_string(port));
   int64_t got = 0;
   while (got < count) pull->recv_lent(1000, [&](std::string_view m) { got += m.size() == chunk; });
@@ -511,6 +520,7 @@ void stream(const std::string& path, int64_t batch, int64_t block) {
 }
 
 int main(int argc, char** argv) {
+  bench_pid = ::getpid();
   keel::keep_freed_memory();
   const std::string mode = argc > 1 ? argv[1] : "train";
   const int threads = std::getenv("KEEL_BENCH_THREADS") ? std::atoi(std::getenv("KEEL_BENCH_THREADS")) : 0;

@@ -17,9 +17,8 @@ namespace {
 constexpr uint64_t kFnvPrime = 1099511628211ull;
 }  // namespace
 
-// Word i of the blob goes into lane i % kLanes: kLanes independent multiply chains instead of one,
-// whose latency (one multiply per 8 bytes, ~6 GB/s) made the checksum most of a publication and a
-// tenth of a chunked transfer's time on each side. Each step is a bijection of its lane for a fixed
+// Word i of the blob goes into lane i % kLanes: independent multiply chains, where one chain is
+// bound by the multiply's latency, not by memory. Each step is a bijection of its lane for a fixed
 // word, and finish() folds the lanes in with the same bijective step, so any single changed word
 // (or byte) changes the result.
 void WeightsChecksum::add_words(std::string_view words) {
@@ -33,7 +32,8 @@ void WeightsChecksum::add_words(std::string_view words) {
   };
   size_t i = 0;
   for (; i < n && words_ % kLanes != 0; ++i, ++words_) lane_[words_ % kLanes] = (lane_[words_ % kLanes] ^ word(i)) * kFnvPrime;
-  const size_t rounds_from = i;  // here words_ % kLanes == 0: word i goes into lane 0
+  static_assert(kLanes == 4, "the loop below runs four lanes");
+  const size_t rounds_from = i;  // unless i == n, words_ % kLanes == 0 here: word i goes into lane 0
   uint64_t a = lane_[0], b = lane_[1], c = lane_[2], d = lane_[3];
   for (; i + kLanes <= n; i += kLanes) {
     a = (a ^ word(i)) * kFnvPrime;

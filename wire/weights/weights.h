@@ -32,7 +32,6 @@ namespace keel {
 // little-endian 64-bit words dealt into 4 lanes (word i into lane i % 4), each lane an FNV-1a 64
 // chain (offset basis, prime 1099511628211, one step per word), the 4 lane values then hashed in
 // order by the same step from the offset basis, then the last (size mod 8) bytes byte-wise FNV-1a.
-// (Version 2 had one chain over every word, version 1 one over every byte.)
 uint64_t weights_checksum(const std::string& bytes);
 
 // The same checksum taken piece by piece, as the pieces arrive: runs of whole words in order,
