@@ -6,8 +6,11 @@
 
 namespace keel {
 
-inline uint64_t fnv1a64(std::string_view bytes, uint64_t h = 1469598103934665603ull) {
-  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
+inline constexpr uint64_t kFnvOffset = 1469598103934665603ull;
+inline constexpr uint64_t kFnvPrime = 1099511628211ull;
+
+inline uint64_t fnv1a64(std::string_view bytes, uint64_t h = kFnvOffset) {
+  for (unsigned char c : bytes) h = (h ^ c) * kFnvPrime;
   return h;
 }
 

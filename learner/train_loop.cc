@@ -121,7 +121,7 @@ void TrainLoop::begin() {
     lr_scales.push_back(c.lr_scale);
   }
   for (auto& m : r.trained) m->set_activation_checkpointing(o_.activation_checkpointing);
-  if (o_.activation_checkpointing) return_freed_memory();
+  if (o_.activation_checkpointing) return_freed_memory();  // the run chose memory over time
   r.opt = make_optimizer(o_, r.trained, lr_scales, r.group_lr_scale);
   const std::string resume_from = o_.resume ? latest_checkpoint(o_.out_dir) : "";
   if (!resume_from.empty()) {

@@ -13,10 +13,6 @@
 
 namespace keel {
 
-namespace {
-constexpr uint64_t kFnvPrime = 1099511628211ull;
-}  // namespace
-
 // Word i of the blob goes into lane i % kLanes: independent multiply chains, where one chain is
 // bound by the multiply's latency, not by memory. Each step is a bijection of its lane for a fixed
 // word, and finish() folds the lanes in with the same bijective step, so any single changed word
@@ -30,8 +26,12 @@ void WeightsChecksum::add_words(std::string_view words) {
     std::memcpy(&w, p + 8 * i, sizeof w);
     return w;
   };
+  auto step = [&](uint64_t w) {  // one word into its lane, outside the four-lane rounds
+    uint64_t& lane = lane_[words_++ % kLanes];
+    lane = (lane ^ w) * kFnvPrime;
+  };
   size_t i = 0;
-  for (; i < n && words_ % kLanes != 0; ++i, ++words_) lane_[words_ % kLanes] = (lane_[words_ % kLanes] ^ word(i)) * kFnvPrime;
+  for (; i < n && words_ % kLanes != 0; ++i) step(word(i));
   static_assert(kLanes == 4, "the loop below runs four lanes");
   const size_t rounds_from = i;  // unless i == n, words_ % kLanes == 0 here: word i goes into lane 0
   uint64_t a = lane_[0], b = lane_[1], c = lane_[2], d = lane_[3];
@@ -43,7 +43,7 @@ void WeightsChecksum::add_words(std::string_view words) {
   }
   lane_[0] = a, lane_[1] = b, lane_[2] = c, lane_[3] = d;
   words_ += i - rounds_from;
-  for (; i < n; ++i, ++words_) lane_[words_ % kLanes] = (lane_[words_ % kLanes] ^ word(i)) * kFnvPrime;
+  for (; i < n; ++i) step(word(i));
 }
 
 uint64_t WeightsChecksum::finish(std::string_view last) const {

@@ -26,6 +26,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/hash.h"
+
 namespace keel {
 
 // WeightAnnounce.checksum and WeightChunk.checksum (wire version 3): the serialised weights'
@@ -43,7 +45,6 @@ class WeightsChecksum {
 
  private:
   static constexpr size_t kLanes = 4;
-  static constexpr uint64_t kFnvOffset = 1469598103934665603ull;
   uint64_t lane_[kLanes] = {kFnvOffset, kFnvOffset, kFnvOffset, kFnvOffset};
   uint64_t words_ = 0;  // words added so far: the next one goes into lane words_ % kLanes
 };
