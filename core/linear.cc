@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 
@@ -178,6 +179,17 @@ inline __attribute__((always_inline)) void kn_panel(const float* x, int64_t ldx,
   for (int64_t m = 0; m < M; ++m) std::copy(acc[m], acc[m] + width, y + m * ldy + n0);
 }
 
+// A single-row output: its four accumulators, then the elements [k, K) that fill no vector.
+template <int L, class W>
+inline __attribute__((always_inline)) float single_row_sum(const Vec<L> (&acc)[4], const float* x, const W* wn, int64_t k,
+                                                           int64_t K, float bias) {
+  const Vec<L> a = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  float v = bias;
+  for (int i = 0; i < L; ++i) v += a[i];
+  for (; k < K; ++k) v += x[k] * to_float(wn[k]);
+  return v;
+}
+
 // One row of x against rows [n_begin, n_end) of W [N, K], one output at a time, so that the
 // weights stream front to back as one run the hardware prefetcher follows across rows (a decoding
 // step at batch 1 is bound by that stream: Llama-135M's float32 step 6-9% shorter than with tiles
@@ -193,11 +205,7 @@ inline __attribute__((always_inline)) void nk_single_row(const float* x, const f
     for (; k < ku; k += 4 * L)
       for (int u = 0; u < 4; ++u) acc[u] += load<L>(x + k + u * L) * load<L>(wn + k + u * L);
     for (; k < kv; k += L) acc[0] += load<L>(x + k) * load<L>(wn + k);
-    const Vec<L> a = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    float v = bias ? bias[n] : 0.0f;
-    for (int i = 0; i < L; ++i) v += a[i];
-    for (; k < K; ++k) v += x[k] * wn[k];
-    y[n] = v;
+    y[n] = single_row_sum<L>(acc, x, wn, k, K, bias ? bias[n] : 0.0f);
   }
 }
 
@@ -205,6 +213,7 @@ inline __attribute__((always_inline)) void nk_single_row(const float* x, const f
 // 2i + 1 in its high half, so one shift gives the even elements as float32 and one mask the odd
 // (widening each half word costs five instructions per vector on AVX2: the product ran below the
 // memory's rate).
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "load_pairs: element 2i sits in the low half of word i");
 template <int L>
 inline __attribute__((always_inline)) void load_pairs(const Bf16* p, Vec<L>& even, Vec<L>& odd) {
   typename Words<L>::type u;
@@ -214,8 +223,8 @@ inline __attribute__((always_inline)) void load_pairs(const Bf16* p, Vec<L>& eve
   __builtin_memcpy(&odd, &o, sizeof odd);
 }
 
-// A single row of x up to this width takes the single-row kernels (the bfloat16 one reorders it on
-// the stack); wider rows take the tiles.
+// The bfloat16 single-row kernel reorders x on the stack: rows of x up to this width; wider rows
+// of bfloat16 weights take the tiles.
 inline constexpr int64_t kMaxPairedK = 8192;
 
 // nk_single_row for bfloat16 weights: x's elements reordered once per call to load_pairs' order
@@ -247,11 +256,7 @@ inline __attribute__((always_inline)) void nk_single_row(const float* x, const B
       acc[0] += load<L>(xp + k) * e0;
       acc[1] += load<L>(xp + k + L) * o0;
     }
-    const Vec<L> a = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    float v = bias ? bias[n] : 0.0f;
-    for (int i = 0; i < L; ++i) v += a[i];
-    for (; k < K; ++k) v += x[k] * to_float(wn[k]);
-    y[n] = v;
+    y[n] = single_row_sum<L>(acc, x, wn, k, K, bias ? bias[n] : 0.0f);
   }
 }
 
@@ -260,7 +265,8 @@ template <int L, class W>
 inline __attribute__((always_inline)) void nk_tiles(const float* x, int64_t ldx, int64_t M, const W* w, int64_t K,
                                                     const float* bias, float* y, int64_t ldy, int64_t tile_begin,
                                                     int64_t tile_end) {
-  if (M == 1 && K <= kMaxPairedK) return nk_single_row<L>(x, w, K, bias, y, tile_begin * nk_cols<L>(), tile_end * nk_cols<L>());
+  if (M == 1 && (std::is_same_v<W, float> || K <= kMaxPairedK))
+    return nk_single_row<L>(x, w, K, bias, y, tile_begin * nk_cols<L>(), tile_end * nk_cols<L>());
   for (int64_t t = tile_begin; t < tile_end; ++t) {
     const int64_t n0 = t * nk_cols<L>();
     const W* wt = w + n0 * K;

@@ -35,12 +35,13 @@ struct ProductCase {
 };
 
 // Shapes that hit every path: one row (W [N, K] row by row: K a multiple of 4 vectors, of 2, of
-// one, of none, and K above the single-row kernels' 8192, where tiles take it), odd row counts (row
-// blocks of 8 or 4 for W [K, N], of 2 for W [N, K]), widths that are not whole tiles (edge
-// columns), K not a multiple of the lanes, the limit.
-const ProductCase kCases[] = {{1, 16, 32},  {1, 256, 8}, {1, 40, 33},   {1, 100, 13},           {1, 1, 5},
-                              {1, 8200, 6}, {3, 40, 33}, {7, 17, 70},   {8, 256, 768},          {5, 64, 31},
-                              {6, 96, 97},  {2, 1, 5},   {8, 130, 257}, {kMaxSmallRows, 48, 64}};
+// one, of none; K at the bfloat16 single-row kernel's limit of 8192 and above it, where bfloat16
+// weights take the tiles; N with whole tiles of 8 so that AVX-512 reaches the kernels too), odd
+// row counts (row blocks of 8 or 4 for W [K, N], of 2 for W [N, K]), widths that are not whole
+// tiles (edge columns), K not a multiple of the lanes, the limit.
+const ProductCase kCases[] = {{1, 16, 32},   {1, 256, 8},   {1, 40, 33}, {1, 100, 13},  {1, 1, 17},
+                              {1, 8192, 17}, {1, 8200, 17}, {3, 40, 33}, {7, 17, 70},   {8, 256, 768},
+                              {5, 64, 31},   {6, 96, 97},   {2, 1, 5},   {8, 130, 257}, {kMaxSmallRows, 48, 64}};
 
 // Float32 rounding against LibTorch's own sums: its error grows as a random walk over the K terms.
 double tolerance(int64_t K) { return 2e-6 * std::max(1.0, std::sqrt(static_cast<double>(K) / 512.0)); }
