@@ -52,9 +52,22 @@ bool parse_safetensors_dtype(const std::string& name, torch::ScalarType* type) {
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   KEEL_CHECK_KIND(ErrorKind::kIo, f, "cannot open " << path << ": " << std::strerror(errno));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  // Read into a buffer of the file's size: a string stream grows by copies and hands out a copy
+  // of its own, three passes and three times the memory for a 500 MB model.
+  std::string bytes;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    bytes.resize(static_cast<size_t>(st.st_size));
+    f.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    bytes.resize(static_cast<size_t>(f.gcount()));
+  }
+  if (f) {  // a file that grew meanwhile, or one stat gives no size for (a pipe)
+    std::ostringstream rest;
+    rest << f.rdbuf();
+    bytes += rest.str();
+  }
+  KEEL_CHECK_KIND(ErrorKind::kIo, !f.bad(), "cannot read " << path << ": " << std::strerror(errno));
+  return bytes;
 }
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
