@@ -12,14 +12,6 @@ namespace keel {
 
 namespace {
 
-// Where head (b, h) finds its query, keys, values and bias. Strides in floats.
-struct Heads {
-  const float *q, *k, *v, *bias;
-  int64_t q_b, q_h, k_b, k_h, k_s, v_b, v_h, v_s, bias_b;
-  int64_t H, rep, S, hd;
-  float scale;
-};
-
 // 16 independent partial sums: the compiler vectorises them for the function's instruction set.
 inline __attribute__((always_inline)) float dot(const float* a, const float* b, int64_t n) {
   float acc[16] = {};
@@ -33,7 +25,7 @@ inline __attribute__((always_inline)) float dot(const float* a, const float* b, 
 }
 
 // scores[bh, s] = scale * q·k_s + bias[b, s] for heads [begin, end).
-inline __attribute__((always_inline)) void scores_body(const Heads& a, float* scores, int64_t begin, int64_t end) {
+inline __attribute__((always_inline)) void scores_body(const DecodeHeads& a, float* scores, int64_t begin, int64_t end) {
   for (int64_t bh = begin; bh < end; ++bh) {
     const int64_t b = bh / a.H, h = bh % a.H, kv = h / a.rep;
     const float* q = a.q + b * a.q_b + h * a.q_h;
@@ -45,7 +37,7 @@ inline __attribute__((always_inline)) void scores_body(const Heads& a, float* sc
 }
 
 // out[bh, :] = sum_s probs[bh, s] v_s for heads [begin, end); out is [B, 1, H, hd].
-inline __attribute__((always_inline)) void values_body(const Heads& a, const float* probs, float* out, int64_t begin,
+inline __attribute__((always_inline)) void values_body(const DecodeHeads& a, const float* probs, float* out, int64_t begin,
                                                        int64_t end) {
   for (int64_t bh = begin; bh < end; ++bh) {
     const int64_t b = bh / a.H, h = bh % a.H, kv = h / a.rep;
@@ -62,10 +54,22 @@ inline __attribute__((always_inline)) void values_body(const Heads& a, const flo
   }
 }
 
-#define KEEL_ATTENTION_KERNELS(SUFFIX, TARGET)                                                                                   \
-  TARGET void scores_##SUFFIX(const Heads& a, float* scores, int64_t begin, int64_t end) { scores_body(a, scores, begin, end); } \
-  TARGET void values_##SUFFIX(const Heads& a, const float* probs, float* out, int64_t begin, int64_t end) {                      \
-    values_body(a, probs, out, begin, end);                                                                                      \
+// In place: row = exp(row - max) / sum, as torch::softmax computes it (masked slots, whose bias is
+// -1e9, come out 0).
+void softmax_row(float* row, int64_t n) {
+  const float m = *std::max_element(row, row + n);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += (row[i] = std::exp(row[i] - m));
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) row[i] *= inv;
+}
+
+#define KEEL_ATTENTION_KERNELS(SUFFIX, TARGET)                                                                    \
+  TARGET void scores_##SUFFIX(const DecodeHeads& a, float* scores, int64_t begin, int64_t end) {                  \
+    scores_body(a, scores, begin, end);                                                                           \
+  }                                                                                                               \
+  TARGET void values_##SUFFIX(const DecodeHeads& a, const float* probs, float* out, int64_t begin, int64_t end) { \
+    values_body(a, probs, out, begin, end);                                                                       \
   }
 #if defined(__x86_64__)
 KEEL_ATTENTION_KERNELS(avx512, __attribute__((target("avx512f"))))
@@ -74,8 +78,8 @@ KEEL_ATTENTION_KERNELS(avx2, __attribute__((target("avx2,fma"))))
 KEEL_ATTENTION_KERNELS(generic, )
 #undef KEEL_ATTENTION_KERNELS
 
-using ScoresFn = void (*)(const Heads&, float*, int64_t, int64_t);
-using ValuesFn = void (*)(const Heads&, const float*, float*, int64_t, int64_t);
+using ScoresFn = void (*)(const DecodeHeads&, float*, int64_t, int64_t);
+using ValuesFn = void (*)(const DecodeHeads&, const float*, float*, int64_t, int64_t);
 struct AttentionKernels {
   ScoresFn scores;
   ValuesFn values;
@@ -116,35 +120,40 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k, c
   KEEL_CHECK(decode_attention_applies(q, k, v, bias),
              "decode_attention: needs CPU float32 q [B, H, 1, hd], k and v [B, KV, S, hd], bias [B, 1, 1, S]");
   const int64_t B = q.size(0), H = q.size(1), S = k.size(2), hd = q.size(3);
-  Heads a{q.data_ptr<float>(),
-          k.data_ptr<float>(),
-          v.data_ptr<float>(),
-          bias.data_ptr<float>(),
-          q.stride(0),
-          q.stride(1),
-          k.stride(0),
-          k.stride(1),
-          k.stride(2),
-          v.stride(0),
-          v.stride(1),
-          v.stride(2),
-          bias.stride(0),
-          H,
-          H / k.size(1),
-          S,
-          hd,
-          static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
+  const DecodeHeads a{q.data_ptr<float>(),
+                      k.data_ptr<float>(),
+                      v.data_ptr<float>(),
+                      bias.data_ptr<float>(),
+                      q.stride(0),
+                      q.stride(1),
+                      k.stride(0),
+                      k.stride(1),
+                      k.stride(2),
+                      v.stride(0),
+                      v.stride(1),
+                      v.stride(2),
+                      bias.stride(0),
+                      B,
+                      H,
+                      H / k.size(1),
+                      S,
+                      hd,
+                      static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
+  auto scores = torch::empty({B * H, S}, q.options());
+  auto out = torch::empty({B, 1, H, hd}, q.options());
+  decode_attention_into(a, scores.data_ptr<float>(), out.data_ptr<float>());
+  return out.transpose(1, 2);  // [B, H, 1, hd], a view whose transpose back is contiguous
+}
+
+void decode_attention_into(const DecodeHeads& a, float* scores, float* out) {
   const AttentionKernels kernels = kernels_for(kernel_isa());
   // Enough work per task (~32k multiply-adds) that handing heads to another thread pays.
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, S * hd));
-  auto scores = torch::empty({B * H, S}, q.options());
-  at::parallel_for(0, B * H, grain, [&](int64_t begin, int64_t end) { kernels.scores(a, scores.data_ptr<float>(), begin, end); });
-  auto probs = torch::softmax(scores, -1);
-  auto out = torch::empty({B, 1, H, hd}, q.options());
-  at::parallel_for(0, B * H, grain, [&](int64_t begin, int64_t end) {
-    kernels.values(a, probs.data_ptr<float>(), out.data_ptr<float>(), begin, end);
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, a.S * a.hd));
+  at::parallel_for(0, a.B * a.H, grain, [&](int64_t begin, int64_t end) {
+    kernels.scores(a, scores, begin, end);
+    for (int64_t bh = begin; bh < end; ++bh) softmax_row(scores + bh * a.S, a.S);
+    kernels.values(a, scores, out, begin, end);
   });
-  return out.transpose(1, 2);  // [B, H, 1, hd], a view whose transpose back is contiguous
 }
 
 }  // namespace keel

@@ -17,4 +17,18 @@ bool decode_attention_applies(const torch::Tensor& q, const torch::Tensor& k, co
 // Returns [B, H, 1, hd], equal to the plain computation to float32 rounding.
 torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& bias);
 
+// Where head (b, h) of a decoding step finds its query, keys, values and bias, in floats: the
+// query at q + b q_b + h q_h, key s of kv head h / rep at k + b k_b + (h / rep) k_h + s k_s (v
+// alike), bias[s] at bias + b bias_b; hd elements each with unit stride.
+struct DecodeHeads {
+  const float *q, *k, *v, *bias;
+  int64_t q_b, q_h, k_b, k_h, k_s, v_b, v_h, v_s, bias_b;
+  int64_t B, H, rep, S, hd;
+  float scale;
+};
+
+// decode_attention on raw buffers, in one pass over the threads (scores, softmax and values of a
+// head together): `scores` holds B H S floats of scratch, `out` receives [B, H, hd] contiguous.
+void decode_attention_into(const DecodeHeads& a, float* scores, float* out);
+
 }  // namespace keel

@@ -17,39 +17,24 @@ bool decode_ops_apply(int64_t rows, std::initializer_list<torch::Tensor> tensors
   return true;
 }
 
-torch::Tensor rms_norm_rows(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  const int64_t d = x.size(-1);
-  KEEL_CHECK(x.is_contiguous() && weight.is_contiguous() && weight.numel() == d,
-             "rms_norm_rows: contiguous x [..., " << d << "] and weight [" << d << "], got weight " << weight.sizes());
-  auto y = torch::empty_like(x);
-  const float* xp = x.data_ptr<float>();
-  const float* w = weight.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  for (int64_t r = 0, rows = x.numel() / d; r < rows; ++r) {
-    const float* xr = xp + r * d;
-    float* yr = yp + r * d;
+void rms_norm_into(const float* x, int64_t rows, int64_t d, const float* weight, double eps, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * d;
+    float* yr = y + r * d;
     float ss = 0.0f;
     for (int64_t i = 0; i < d; ++i) ss += xr[i] * xr[i];
     const float inv = 1.0f / std::sqrt(ss / static_cast<float>(d) + static_cast<float>(eps));
-    for (int64_t i = 0; i < d; ++i) yr[i] = w[i] * (xr[i] * inv);
+    for (int64_t i = 0; i < d; ++i) yr[i] = weight[i] * (xr[i] * inv);
   }
-  return y;
 }
 
-torch::Tensor rotary_rows_(torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  KEEL_CHECK(x.dim() == 4 && x.is_contiguous() && cos.is_contiguous() && sin.is_contiguous() && cos.sizes().equals(sin.sizes()),
-             "rotary_rows_: contiguous x [B, T, heads, hd] and cos, sin [B, 1, T, hd]");
-  const int64_t B = x.size(0), T = x.size(1), heads = x.size(2), hd = x.size(3), half = hd / 2;
-  KEEL_CHECK(cos.dim() == 4 && cos.size(0) == B && cos.size(1) == 1 && cos.size(2) == T && cos.size(3) == hd && hd % 2 == 0,
-             "rotary_rows_: cos " << cos.sizes() << " does not fit x " << x.sizes());
-  float* xp = x.data_ptr<float>();
-  const float* cp = cos.data_ptr<float>();
-  const float* sp = sin.data_ptr<float>();
-  for (int64_t bt = 0; bt < B * T; ++bt) {
-    const float* c = cp + bt * hd;
-    const float* s = sp + bt * hd;
+void rotary_into(float* x, int64_t rows, int64_t heads, int64_t hd, const float* cos, const float* sin) {
+  const int64_t half = hd / 2;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* c = cos + r * hd;
+    const float* s = sin + r * hd;
     for (int64_t h = 0; h < heads; ++h) {
-      float* v = xp + (bt * heads + h) * hd;
+      float* v = x + (r * heads + h) * hd;
       for (int64_t i = 0; i < half; ++i) {
         const float a = v[i], b = v[i + half];
         v[i] = a * c[i] - b * s[i];
@@ -57,6 +42,24 @@ torch::Tensor rotary_rows_(torch::Tensor x, const torch::Tensor& cos, const torc
       }
     }
   }
+}
+
+torch::Tensor rms_norm_rows(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  const int64_t d = x.size(-1);
+  KEEL_CHECK(x.is_contiguous() && weight.is_contiguous() && weight.numel() == d,
+             "rms_norm_rows: contiguous x [..., " << d << "] and weight [" << d << "], got weight " << weight.sizes());
+  auto y = torch::empty_like(x);
+  rms_norm_into(x.data_ptr<float>(), x.numel() / d, d, weight.data_ptr<float>(), eps, y.data_ptr<float>());
+  return y;
+}
+
+torch::Tensor rotary_rows_(torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  KEEL_CHECK(x.dim() == 4 && x.is_contiguous() && cos.is_contiguous() && sin.is_contiguous() && cos.sizes().equals(sin.sizes()),
+             "rotary_rows_: contiguous x [B, T, heads, hd] and cos, sin [B, 1, T, hd]");
+  const int64_t B = x.size(0), T = x.size(1), hd = x.size(3);
+  KEEL_CHECK(cos.dim() == 4 && cos.size(0) == B && cos.size(1) == 1 && cos.size(2) == T && cos.size(3) == hd && hd % 2 == 0,
+             "rotary_rows_: cos " << cos.sizes() << " does not fit x " << x.sizes());
+  rotary_into(x.data_ptr<float>(), B * T, x.size(2), hd, cos.data_ptr<float>(), sin.data_ptr<float>());
   return x;
 }
 

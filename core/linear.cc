@@ -477,42 +477,52 @@ torch::Tensor linear_nk(const torch::Tensor& x, const torch::Tensor& weight, con
   return F::linear(x, weight, bias);
 }
 
-std::vector<torch::Tensor> linear_nk_group(const torch::Tensor& x, const std::vector<torch::Tensor>& weights) {
-  std::vector<torch::Tensor> ys;
-  bool small = true;
+bool linear_nk_group_applies(const torch::Tensor& x, const std::vector<torch::Tensor>& weights) {
   for (const auto& w : weights) {
     KEEL_CHECK(w.dim() == 2 && x.size(-1) == w.size(1),
                "linear: input width " << x.size(-1) << " != weight " << w.sizes() << " columns");
-    small = small && uses_small_kernel(x, w, {});
+    if (!uses_small_kernel(x, w, {})) return false;
   }
-  // The weights' decoding copies, all or none: a group reads one element type.
+  return true;
+}
+
+void linear_nk_group_into(const float* x, int64_t M, int64_t ldx, int64_t K, const std::vector<torch::Tensor>& weights,
+                          const std::vector<float*>& ys) {
+  // The weights' decoding copies, all or none: one pass reads one element type.
   std::vector<torch::Tensor> copies;
   for (const auto& w : weights)
-    if (small && current_decode_weights)
+    if (current_decode_weights)
       if (auto c = current_decode_weights->find(w); c.defined()) copies.push_back(c);
-  if (!small || (!copies.empty() && copies.size() != weights.size())) {
+  const Kernels& k = kernels_for(kernel_isa());
+  if (copies.empty()) {
+    std::vector<NkOperand<float>> ops;
+    for (size_t i = 0; i < weights.size(); ++i) ops.push_back({weights[i].data_ptr<float>(), nullptr, ys[i], weights[i].size(0)});
+    nk_products(x, ldx, M, K, ops, k.f32, k.nk_cols);
+  } else if (copies.size() == weights.size()) {
+    std::vector<NkOperand<Bf16>> ops;
+    for (size_t i = 0; i < weights.size(); ++i)
+      ops.push_back({reinterpret_cast<const Bf16*>(copies[i].data_ptr<at::BFloat16>()), nullptr, ys[i], weights[i].size(0)});
+    nk_products(x, ldx, M, K, ops, k.bf16, k.nk_cols);
+  } else {  // some with copies, some without: one pass each
+    for (size_t i = 0; i < weights.size(); ++i) linear_nk_group_into(x, M, ldx, K, {weights[i]}, {ys[i]});
+  }
+}
+
+std::vector<torch::Tensor> linear_nk_group(const torch::Tensor& x, const std::vector<torch::Tensor>& weights) {
+  std::vector<torch::Tensor> ys;
+  if (!linear_nk_group_applies(x, weights)) {
     for (const auto& w : weights) ys.push_back(linear_nk(x, w));
     return ys;
   }
   const int64_t K = x.size(-1);
   auto x2 = rows_of(x, K);
-  auto shape = x.sizes().vec();
-  for (const auto& w : weights) ys.push_back(torch::empty({x2.size(0), w.size(0)}, x.options()));
-  const Kernels& k = kernels_for(kernel_isa());
-  const float* xp = x2.data_ptr<float>();
-  const int64_t M = x2.size(0), ldx = x2.stride(0);
-  if (copies.empty()) {
-    std::vector<NkOperand<float>> ops;
-    for (size_t i = 0; i < weights.size(); ++i)
-      ops.push_back({weights[i].data_ptr<float>(), nullptr, ys[i].data_ptr<float>(), ys[i].size(1)});
-    nk_products(xp, ldx, M, K, ops, k.f32, k.nk_cols);
-  } else {
-    std::vector<NkOperand<Bf16>> ops;
-    for (size_t i = 0; i < weights.size(); ++i)
-      ops.push_back(
-          {reinterpret_cast<const Bf16*>(copies[i].data_ptr<at::BFloat16>()), nullptr, ys[i].data_ptr<float>(), ys[i].size(1)});
-    nk_products(xp, ldx, M, K, ops, k.bf16, k.nk_cols);
+  std::vector<float*> outs;
+  for (const auto& w : weights) {
+    ys.push_back(torch::empty({x2.size(0), w.size(0)}, x.options()));
+    outs.push_back(ys.back().data_ptr<float>());
   }
+  linear_nk_group_into(x2.data_ptr<float>(), x2.size(0), x2.stride(0), K, weights, outs);
+  auto shape = x.sizes().vec();
   for (auto& y : ys) {
     shape.back() = y.size(1);
     y = y.view(shape);

@@ -15,4 +15,13 @@ namespace keel {
 // has a decoding copy in scope (DecodeWeightsScope); otherwise one linear_nk each.
 std::vector<torch::Tensor> linear_nk_group(const torch::Tensor& x, const std::vector<torch::Tensor>& weights);
 
+// Whether every product of x with `weights` takes the small-row kernels (uses_small_kernel);
+// throws KeelError when a weight's width is not x's.
+bool linear_nk_group_applies(const torch::Tensor& x, const std::vector<torch::Tensor>& weights);
+
+// linear_nk_group into buffers the caller owns (a fused decoding block): x [M, K] with row
+// stride ldx, ys[i] [M, N_i] contiguous. Only where linear_nk_group_applies holds.
+void linear_nk_group_into(const float* x, int64_t M, int64_t ldx, int64_t K, const std::vector<torch::Tensor>& weights,
+                          const std::vector<float*>& ys);
+
 }  // namespace keel

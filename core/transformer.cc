@@ -11,6 +11,7 @@
 #include "core/fused_cross_entropy.h"
 #include "core/error.h"
 #include "core/linear.h"
+#include "core/llama_decode_block.h"
 
 namespace keel {
 
@@ -101,6 +102,22 @@ std::pair<torch::Tensor, torch::Tensor> cache_append(AttnContext& ctx, int64_t l
   cache->k[layer].narrow(2, past, t).copy_(k);
   cache->v[layer].narrow(2, past, t).copy_(v);
   return {cache->k[layer].narrow(2, 0, past + t), cache->v[layer].narrow(2, 0, past + t)};
+}
+
+// A CPU decoding step's slots for a fused block: per-row caches write each row's own slot, the
+// shared layout every row's slot `length`.
+DecodeSlots decode_slots(const AttnContext& ctx, int64_t layer) {
+  const KVCache& cache = *ctx.cache;
+  DecodeSlots s{cache.k[layer], cache.v[layer], {}, 0, ctx.bias, ctx.cos, ctx.sin};
+  if (ctx.write_slots.defined()) {
+    const auto slots = ctx.write_slots.contiguous();
+    s.write.assign(slots.data_ptr<int64_t>(), slots.data_ptr<int64_t>() + slots.numel());
+    s.span = ctx.span;
+  } else {
+    s.write.assign(static_cast<size_t>(cache.k[layer].size(0)), cache.length);
+    s.span = cache.length + 1;
+  }
+  return s;
 }
 
 }  // namespace
@@ -198,6 +215,11 @@ struct LlamaBlock : torch::nn::Module {
     down_proj = mlp->register_module("down_proj", linear_no_bias(c.ffn_dim(), d));
   }
   torch::Tensor forward(torch::Tensor x, int64_t layer, AttnContext& ctx) {
+    if (ctx.cache && x.size(1) == 1 && x.device().is_cpu()) {  // a decoding step: fused when it can be
+      const auto w = weights();
+      const auto slots = decode_slots(ctx, layer);
+      if (llama_decode_block_applies(x, w, slots)) return llama_decode_block(x, w, slots);
+    }
     const int64_t B = x.size(0), T = x.size(1), hd = c.head_dim();
     auto hs = input_layernorm(x);
     auto qkv = linear_nk_group(hs, {q_proj->weight, k_proj->weight, v_proj->weight});
@@ -218,6 +240,20 @@ struct LlamaBlock : torch::nn::Module {
     hs = post_attention_layernorm(x);
     auto gate_up = linear_nk_group(hs, {gate_proj->weight, up_proj->weight});
     return x + linear_nk(torch::silu(gate_up[0]) * gate_up[1], down_proj->weight);
+  }
+  LlamaBlockWeights weights() const {
+    return {input_layernorm->weight,
+            post_attention_layernorm->weight,
+            q_proj->weight,
+            k_proj->weight,
+            v_proj->weight,
+            o_proj->weight,
+            gate_proj->weight,
+            up_proj->weight,
+            down_proj->weight,
+            c.norm_eps,
+            c.n_head,
+            c.kv_heads()};
   }
   const ModelConfig c;
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
