@@ -70,37 +70,53 @@ std::string read_file(const std::string& path) {
   return bytes;
 }
 
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  KEEL_CHECK_KIND(io_error_kind(errno), fd >= 0, "cannot create " << tmp << ": " << std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      KEEL_FAIL_KIND(io_error_kind(e), "cannot write " << tmp << ": " << std::strerror(e));
-    }
-    done += static_cast<size_t>(n);
+namespace {
+
+// A file written as path + ".tmp" and renamed over `path` by commit(), after fsync; removed when
+// destroyed uncommitted, so a failed write leaves whatever `path` held before.
+class AtomicFile {
+ public:
+  explicit AtomicFile(const std::string& path) : path_(path), tmp_(path + ".tmp") {
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    KEEL_CHECK_KIND(io_error_kind(errno), fd_ >= 0, "cannot create " << tmp_ << ": " << std::strerror(errno));
   }
-  ::fsync(fd);
-  ::close(fd);
-  KEEL_CHECK_KIND(ErrorKind::kIo, ::rename(tmp.c_str(), path.c_str()) == 0,
-                  "cannot rename " << tmp << " to " << path << ": " << std::strerror(errno));
-}
+  ~AtomicFile() {
+    if (fd_ < 0) return;
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
 
-std::string safetensors_bytes(const TensorMap& tensors, const Metadata& metadata) {
-  std::string out;
-  safetensors_bytes_into(out, tensors, metadata);
-  return out;
-}
+  void write(const char* p, size_t n) {
+    while (n > 0) {
+      const ssize_t w = ::write(fd_, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      const int e = w < 0 ? errno : ENOSPC;  // a write of nothing: the device is full
+      KEEL_CHECK_KIND(io_error_kind(e), w > 0, "cannot write " << tmp_ << ": " << std::strerror(e));
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+  void commit() {
+    KEEL_CHECK_KIND(io_error_kind(errno), ::fsync(fd_) == 0, "cannot flush " << tmp_ << " to disk: " << std::strerror(errno));
+    ::close(fd_);
+    fd_ = -1;
+    if (::rename(tmp_.c_str(), path_.c_str()) == 0) return;
+    const int e = errno;
+    ::unlink(tmp_.c_str());
+    KEEL_FAIL_KIND(io_error_kind(e), "cannot rename " << tmp_ << " to " << path_ << ": " << std::strerror(e));
+  }
 
-void safetensors_bytes_into(std::string& out, const TensorMap& tensors, const Metadata& metadata) {
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+};
+
+// The header of a safetensors file holding `tensors` (the 8-byte length, then the JSON padded to
+// 8 bytes); their data follow in the order of `data`, contiguous CPU tensors.
+std::string safetensors_header(const TensorMap& tensors, const Metadata& metadata, std::vector<torch::Tensor>& data) {
   json header = json::object();
-  std::vector<torch::Tensor> data;
   int64_t offset = 0;
   for (const auto& [name, t0] : tensors) {
     auto t = t0.detach().to(torch::kCPU).contiguous();
@@ -113,16 +129,47 @@ void safetensors_bytes_into(std::string& out, const TensorMap& tensors, const Me
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::string h = header.dump();
   h.append((8 - h.size() % 8) % 8, ' ');  // align the data section to 8 bytes
-  out.assign(8, '\0');                    // keeps the capacity out had
+  std::string out(8, '\0');
   const uint64_t hl = h.size();
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((hl >> (8 * i)) & 0xff);
-  out += h;
-  out.reserve(out.size() + offset);
-  for (const auto& t : data) out.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
+  return out + h;
+}
+
+size_t data_bytes(const torch::Tensor& t) { return static_cast<size_t>(t.numel()) * t.element_size(); }
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  AtomicFile f(path);
+  f.write(bytes.data(), bytes.size());
+  f.commit();
+}
+
+std::string safetensors_bytes(const TensorMap& tensors, const Metadata& metadata) {
+  std::string out;
+  safetensors_bytes_into(out, tensors, metadata);
+  return out;
+}
+
+void safetensors_bytes_into(std::string& out, const TensorMap& tensors, const Metadata& metadata) {
+  std::vector<torch::Tensor> data;
+  const std::string header = safetensors_header(tensors, metadata, data);
+  out.assign(header.data(), header.size());  // a copy, not a move: out keeps the capacity it had
+  size_t total = out.size();
+  for (const auto& t : data) total += data_bytes(t);
+  out.reserve(total);
+  for (const auto& t : data) out.append(static_cast<const char*>(t.data_ptr()), data_bytes(t));
 }
 
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata) {
-  write_file_atomic(path, safetensors_bytes(tensors, metadata));
+  // Each tensor's bytes go to the file from its own memory: no copy of the whole file in memory
+  // (a checkpoint of a 124M model and its AdamW moments is 1.5 GB).
+  std::vector<torch::Tensor> data;
+  const std::string header = safetensors_header(tensors, metadata, data);
+  AtomicFile f(path);
+  f.write(header.data(), header.size());
+  for (const auto& t : data) f.write(static_cast<const char*>(t.data_ptr()), data_bytes(t));
+  f.commit();
 }
 
 TensorMap load_safetensors(const std::string& path, Metadata* metadata) {

@@ -2,6 +2,9 @@
 // does not match them, corrupt token files, unknown options, JSONL that is not JSON.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <cstring>
 
 #include <filesystem>
@@ -54,6 +57,25 @@ TEST(BadInput, TruncatedSafetensors) {
   EXPECT_ERROR_CONTAINS(error_of([&] { load_model(dir); }), "truncated");
   fs::resize_file(path, 5);
   EXPECT_ERROR_CONTAINS(error_of([&] { load_model(dir); }), "truncated");
+}
+
+// A file size limit (RLIMIT_FSIZE) makes the write fail partway, as a full disk would.
+TEST(BadInput, AFailedSaveKeepsThePreviousFileAndNamesTheCause) {
+  const std::string path = test::temp_dir("bad_save") + "/weights.safetensors";
+  save_safetensors(path, {{"w", torch::arange(16, torch::kFloat32)}});
+  const std::string before = read_file(path);
+  struct rlimit old {};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto* previous_handler = std::signal(SIGXFSZ, SIG_IGN);  // the write returns EFBIG instead of killing the test
+  struct rlimit limit = old;
+  limit.rlim_cur = 1 << 20;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &limit), 0);
+  const std::string error = error_of([&] { save_safetensors(path, {{"w", torch::zeros({1 << 20})}}); });  // 4 MB
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, previous_handler);
+  EXPECT_ERROR_CONTAINS(error, "cannot write " + path + ".tmp");
+  EXPECT_EQ(read_file(path), before) << "the previous file changed";
+  EXPECT_FALSE(fs::exists(path + ".tmp")) << "the partial file was left behind";
 }
 
 TEST(BadInput, ConfigShapesDoNotMatchWeights) {
