@@ -42,6 +42,11 @@ for r in $(seq "${KEEL_SIZE_REPEATS:-3}"); do
     done
   done
 done
+# bfloat16 against float32 at batch 1 in one process, paired round by round (the drift of a
+# shared VM between separate runs moves that ratio by a fifth).
+for m in gpt2-124m llama-135m; do
+  $kb decode_pair "$work/$m" 1 "${KEEL_SIZE_PAIR_ROUNDS:-24}" 2>/dev/null | tee -a "$out"
+done
 /usr/bin/python3 - "$out" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
@@ -59,6 +64,11 @@ for r in rows:
         print(f"{r['model'].split('/')[-1]}: logits vs Python max |diff| {r['max_abs_vs_python']:.2g}, "
               f"KV-cached vs full {r['max_abs_cached_vs_full']:.2g}, continuous-batched log-probs vs full "
               f"{r['max_abs_continuous_logp_vs_full']:.2g} (largest logit {r['max_abs_logit']:.3g})")
+for r in rows:
+    if r["bench"] == "decode_pair":
+        print(f"{r['model'].split('/')[-1]} batch {r['batch']}, bfloat16 against float32 in one process ({r['rounds']} paired "
+              f"rounds of 16 steps): {r['speedup_median']:.2f}x (q1-q3 {r['speedup_q1']:.2f}-{r['speedup_q3']:.2f}), "
+              f"steps {1e3 * r['float32_step_s']:.1f} / {1e3 * r['bfloat16_step_s']:.1f} ms")
 print("Medians of the runs. Roofline share: against the median read bandwidth of the separate bandwidth runs, and against")
 print("the read bandwidth measured in the decoding process itself just before and after its steps (median, then each run).")
 print("| model | batch | keel weights | keel tok/s | Python tok/s | ratio | keel step | bytes/step | roofline share | share, same process | bf16 / f32 |")

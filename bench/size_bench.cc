@@ -59,15 +59,65 @@ void bandwidth() {
               torch::get_num_threads(), bytes / read / 1e9, 2 * bytes / copy / 1e9);
 }
 
+namespace {
+
+// Random prompts of 16 tokens, one per row.
+std::vector<std::vector<int32_t>> random_prompts(int64_t batch, int64_t vocab) {
+  std::mt19937 rng(1);
+  std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(batch));
+  for (auto& p : prompts)
+    for (int64_t i = 0; i < 16; ++i) p.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab)));
+  return prompts;
+}
+
+double quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
+}
+
+}  // namespace
+
+void decode_pair(const std::string& dir, int64_t batch, int rounds) {
+  auto model = load_model_as(dir, {});
+  const auto prompts = random_prompts(batch, model->config().vocab_size);
+  SamplingConfig s;
+  s.temperature = 1.0;
+  s.stop_at_eos = false;
+  // One decoding step's seconds with `dtype`'s weights: 17 tokens less 1 (the prefill's).
+  auto step = [&](torch::ScalarType dtype) {
+    model->set_decode_dtype(dtype);
+    s.max_new_tokens = 1;
+    auto t = Clock::now();
+    sample(model, prompts, s, -1, 0);
+    const double prefill = seconds_since(t);
+    s.max_new_tokens = 17;
+    t = Clock::now();
+    sample(model, prompts, s, -1, 0);
+    return (seconds_since(t) - prefill) / 16;
+  };
+  step(torch::kFloat32), step(torch::kBFloat16);  // first touch of both copies
+  std::vector<double> f32, bf16, ratio;
+  for (int r = 0; r < rounds; ++r) {  // the order alternates, so neither always runs second
+    const bool f32_first = r % 2 == 0;
+    const double a = step(f32_first ? torch::kFloat32 : torch::kBFloat16);
+    const double b = step(f32_first ? torch::kBFloat16 : torch::kFloat32);
+    f32.push_back(f32_first ? a : b), bf16.push_back(f32_first ? b : a);
+    ratio.push_back(f32.back() / bf16.back());
+  }
+  std::printf(
+      "{\"bench\": \"decode_pair\", \"impl\": \"keel\", \"model\": \"%s\", \"batch\": %lld, \"rounds\": %d, "
+      "\"float32_step_s\": %.5f, \"bfloat16_step_s\": %.5f, \"speedup_median\": %.3f, \"speedup_q1\": %.3f, "
+      "\"speedup_q3\": %.3f}\n",
+      dir.c_str(), static_cast<long long>(batch), rounds, quantile(f32, 0.5), quantile(bf16, 0.5), quantile(ratio, 0.5),
+      quantile(ratio, 0.25), quantile(ratio, 0.75));
+}
+
 void decode(const std::string& dir, int64_t batch, int64_t new_tokens, const std::string& dtype) {
   auto model = load_model_as(dir, {});
   if (dtype == "bfloat16") model->set_decode_dtype(torch::kBFloat16);
   const auto& c = model->config();
-  const int64_t prompt_len = 16;
-  std::mt19937 rng(1);
-  std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(batch));
-  for (auto& p : prompts)
-    for (int64_t i = 0; i < prompt_len; ++i) p.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size)));
+  const int64_t prompt_len = 16;  // random_prompts' length
+  const auto prompts = random_prompts(batch, c.vocab_size);
   SamplingConfig s;
   s.temperature = 1.0;
   s.stop_at_eos = false;

@@ -4,6 +4,9 @@
 //                           model in DIR, decoding weights float32 or bfloat16: tokens/s, time of
 //                           one decoding step, bytes it reads, the read bandwidth of the same
 //                           process just before and after, and the step's share of that roofline
+//   decode_pair DIR B R     bfloat16 against float32 decoding weights in one process: R rounds of
+//                           16 steps with each, alternating; medians of the steps and of the
+//                           per-round speedups (paired, so the VM's drift between rounds cancels)
 //   continuous DIR S P G    P prompts of 16 tokens, G responses each, with long-tailed lengths
 //                           (size_bench.cc: median 20, mean ~33, up to 256): static batching S
 //                           responses at a time against continuous batching over S rows; useful
@@ -22,6 +25,7 @@ namespace keel::bench {
 
 void bandwidth();
 void decode(const std::string& dir, int64_t batch, int64_t new_tokens, const std::string& dtype);
+void decode_pair(const std::string& dir, int64_t batch, int rounds);
 void continuous(const std::string& dir, int64_t slots, int64_t prompts, int64_t group);
 void check(const std::string& dir, const std::string& inputs, const std::string& ref);
 
