@@ -61,16 +61,19 @@ void bandwidth() {
 
 namespace {
 
-// Random prompts of 16 tokens, one per row.
+constexpr int64_t kPromptTokens = 16;
+
+// Random prompts of kPromptTokens tokens, one per row.
 std::vector<std::vector<int32_t>> random_prompts(int64_t batch, int64_t vocab) {
   std::mt19937 rng(1);
   std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(batch));
   for (auto& p : prompts)
-    for (int64_t i = 0; i < 16; ++i) p.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab)));
+    for (int64_t i = 0; i < kPromptTokens; ++i) p.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab)));
   return prompts;
 }
 
 double quantile(std::vector<double> v, double q) {
+  if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());
   return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
 }
@@ -78,6 +81,7 @@ double quantile(std::vector<double> v, double q) {
 }  // namespace
 
 void decode_pair(const std::string& dir, int64_t batch, int rounds) {
+  rounds = std::max(rounds, 1);
   auto model = load_model_as(dir, {});
   const auto prompts = random_prompts(batch, model->config().vocab_size);
   SamplingConfig s;
@@ -95,7 +99,8 @@ void decode_pair(const std::string& dir, int64_t batch, int rounds) {
     sample(model, prompts, s, -1, 0);
     return (seconds_since(t) - prefill) / 16;
   };
-  step(torch::kFloat32), step(torch::kBFloat16);  // first touch of both copies
+  // Each switch of dtype drops or remakes the bfloat16 copies, outside the timed steps.
+  step(torch::kFloat32), step(torch::kBFloat16);  // first touch of the weights and the allocator
   std::vector<double> f32, bf16, ratio;
   for (int r = 0; r < rounds; ++r) {  // the order alternates, so neither always runs second
     const bool f32_first = r % 2 == 0;
@@ -116,7 +121,7 @@ void decode(const std::string& dir, int64_t batch, int64_t new_tokens, const std
   auto model = load_model_as(dir, {});
   if (dtype == "bfloat16") model->set_decode_dtype(torch::kBFloat16);
   const auto& c = model->config();
-  const int64_t prompt_len = 16;  // random_prompts' length
+  const int64_t prompt_len = kPromptTokens;
   const auto prompts = random_prompts(batch, c.vocab_size);
   SamplingConfig s;
   s.temperature = 1.0;

@@ -8,6 +8,9 @@
 #include "core/error.h"
 #include "core/kernel_isa.h"
 
+// The kernels pass vectors between inlined helpers only; no ABI crosses a library boundary.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace keel {
 
 namespace {
@@ -54,47 +57,103 @@ inline __attribute__((always_inline)) void values_body(const DecodeHeads& a, con
   }
 }
 
-// In place: row = exp(row - max) / sum, as torch::softmax computes it (masked slots, whose bias is
-// -1e9, come out 0).
-void softmax_row(float* row, int64_t n) {
-  const float m = *std::max_element(row, row + n);
-  float sum = 0.0f;
-  for (int64_t i = 0; i < n; ++i) sum += (row[i] = std::exp(row[i] - m));
-  const float inv = 1.0f / sum;
-  for (int64_t i = 0; i < n; ++i) row[i] *= inv;
+// Vectors of L floats and of L 32-bit integers (an alias template cannot carry vector_size).
+template <int L>
+struct VectorsOf;
+template <>
+struct VectorsOf<16> {
+  typedef float floats __attribute__((vector_size(64)));
+  typedef int32_t ints __attribute__((vector_size(64)));
+};
+template <>
+struct VectorsOf<8> {
+  typedef float floats __attribute__((vector_size(32)));
+  typedef int32_t ints __attribute__((vector_size(32)));
+};
+template <>
+struct VectorsOf<4> {
+  typedef float floats __attribute__((vector_size(16)));
+  typedef int32_t ints __attribute__((vector_size(16)));
+};
+template <int L>
+using Floats = typename VectorsOf<L>::floats;
+template <int L>
+using Ints = typename VectorsOf<L>::ints;
+
+// exp(x) for x <= 0 (scores less their row's maximum), L at a time (glibc's expf, called per
+// score, would cost more than the scores' dot products at spans of hundreds): 2^n p(r) for
+// x = n ln2 + r, p Cephes' polynomial (relative error ~2e-7); 0 below -87, where float32's exp
+// underflows, so that masked slots weigh nothing.
+template <int L>
+inline __attribute__((always_inline)) Floats<L> exp_nonpositive(Floats<L> x) {
+  const Floats<L> c = x < -87.0f ? Floats<L>{} - 87.0f : x;
+  const Floats<L> n = (c * 1.44269504f + 12582912.0f) - 12582912.0f;  // rounded to nearest: 1.5 * 2^23
+  const Floats<L> r = c - n * 0.693359375f + n * 2.12194440e-4f;
+  Floats<L> p = 1.9875691500e-4f * r + 1.3981999507e-3f;
+  p = ((p * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r + 1.6666665459e-1f;
+  p = (p * r + 5.0000001201e-1f) * r * r + r + 1.0f;
+  const Ints<L> bits = (__builtin_convertvector(n, Ints<L>) + 127) << 23;
+  Floats<L> scale;
+  __builtin_memcpy(&scale, &bits, sizeof scale);
+  return x < -87.0f ? Floats<L>{} : p * scale;
 }
 
-#define KEEL_ATTENTION_KERNELS(SUFFIX, TARGET)                                                                    \
+// In place for rows [begin, end) of scores [., S]: row = exp(row - max) / sum, as torch::softmax.
+template <int L>
+inline __attribute__((always_inline)) void softmax_body(float* scores, int64_t S, int64_t begin, int64_t end) {
+  for (int64_t bh = begin; bh < end; ++bh) {
+    float* row = scores + bh * S;
+    const float m = *std::max_element(row, row + S);
+    Floats<L> sums{};
+    for (int64_t i = 0; i < S; i += L) {
+      const int64_t n = std::min<int64_t>(L, S - i);
+      Floats<L> v = Floats<L>{} - 1e30f;  // lanes past the row's end: exp 0
+      __builtin_memcpy(&v, row + i, static_cast<size_t>(n) * sizeof(float));
+      v = exp_nonpositive<L>(v - m);
+      sums += v;
+      __builtin_memcpy(row + i, &v, static_cast<size_t>(n) * sizeof(float));
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < L; ++j) sum += sums[j];
+    const float inv = 1.0f / sum;
+    for (int64_t i = 0; i < S; ++i) row[i] *= inv;
+  }
+}
+
+#define KEEL_ATTENTION_KERNELS(SUFFIX, TARGET, L)                                                                 \
   TARGET void scores_##SUFFIX(const DecodeHeads& a, float* scores, int64_t begin, int64_t end) {                  \
     scores_body(a, scores, begin, end);                                                                           \
   }                                                                                                               \
   TARGET void values_##SUFFIX(const DecodeHeads& a, const float* probs, float* out, int64_t begin, int64_t end) { \
     values_body(a, probs, out, begin, end);                                                                       \
-  }
+  }                                                                                                               \
+  TARGET void softmax_##SUFFIX(float* scores, int64_t S, int64_t begin, int64_t end) { softmax_body<L>(scores, S, begin, end); }
 #if defined(__x86_64__)
-KEEL_ATTENTION_KERNELS(avx512, __attribute__((target("avx512f"))))
-KEEL_ATTENTION_KERNELS(avx2, __attribute__((target("avx2,fma"))))
+KEEL_ATTENTION_KERNELS(avx512, __attribute__((target("avx512f"))), 16)
+KEEL_ATTENTION_KERNELS(avx2, __attribute__((target("avx2,fma"))), 8)
 #endif
-KEEL_ATTENTION_KERNELS(generic, )
+KEEL_ATTENTION_KERNELS(generic, , 4)
 #undef KEEL_ATTENTION_KERNELS
 
 using ScoresFn = void (*)(const DecodeHeads&, float*, int64_t, int64_t);
 using ValuesFn = void (*)(const DecodeHeads&, const float*, float*, int64_t, int64_t);
+using SoftmaxFn = void (*)(float*, int64_t, int64_t, int64_t);
 struct AttentionKernels {
   ScoresFn scores;
   ValuesFn values;
+  SoftmaxFn softmax;
 };
 
 AttentionKernels kernels_for(KernelIsa isa) {
   switch (isa) {
 #if defined(__x86_64__)
     case KernelIsa::kAvx512:
-      return {scores_avx512, values_avx512};
+      return {scores_avx512, values_avx512, softmax_avx512};
     case KernelIsa::kAvx2:
-      return {scores_avx2, values_avx2};
+      return {scores_avx2, values_avx2, softmax_avx2};
 #endif
     default:
-      return {scores_generic, values_generic};
+      return {scores_generic, values_generic, softmax_generic};
   }
 }
 
@@ -151,7 +210,7 @@ void decode_attention_into(const DecodeHeads& a, float* scores, float* out) {
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, a.S * a.hd));
   at::parallel_for(0, a.B * a.H, grain, [&](int64_t begin, int64_t end) {
     kernels.scores(a, scores, begin, end);
-    for (int64_t bh = begin; bh < end; ++bh) softmax_row(scores + bh * a.S, a.S);
+    kernels.softmax(scores, a.S, begin, end);
     kernels.values(a, scores, out, begin, end);
   });
 }

@@ -1,7 +1,8 @@
 // Attention of one new token per sequence over its cached keys and values: the attention of a
 // decoding step. LibTorch's batched matmul would hand OpenBLAS one product per head, each of which
 // repacks that head's cached keys or values on every step; here the scores are dot products read
-// straight from the cache, LibTorch's softmax normalises them, and the values are summed in place.
+// straight from the cache, normalised and summed over the values in place, a head's three passes
+// together on one thread.
 #pragma once
 
 #include <torch/torch.h>

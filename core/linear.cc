@@ -278,8 +278,8 @@ const float* paired_rows(const float* x, int64_t ldx, int64_t M, int64_t kp) {
 }
 
 // M (2 to kMaxSmallRows) rows of x against rows [n_begin, n_end) of bfloat16 W [N, K], one row of
-// W at a time: each weight is widened once (load_pairs) for all M rows, where tiles widened it once
-// per pair of rows (Llama-135M decoded no faster at batch 8 with bfloat16 weights than with float32).
+// W at a time, so that each weight is widened once (load_pairs) for all M rows rather than once per
+// pair of rows as in the tiles: at 8 rows the widening, not the memory, bounded the tiles.
 template <int L, int M>
 inline __attribute__((always_inline)) void nk_rows_bf16(const float* x, int64_t ldx, const Bf16* w, int64_t K, const float* bias,
                                                         float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
@@ -558,6 +558,11 @@ bool linear_nk_group_applies(const torch::Tensor& x, const std::vector<torch::Te
 
 void linear_nk_group_into(const float* x, int64_t M, int64_t ldx, int64_t K, const std::vector<torch::Tensor>& weights,
                           const std::vector<float*>& ys) {
+  KEEL_CHECK(ys.size() == weights.size() && M <= kMaxSmallRows,
+             "linear_nk_group_into: one output per weight, at most " << kMaxSmallRows << " rows");
+  for (const auto& w : weights)
+    KEEL_CHECK(w.dim() == 2 && w.size(1) == K && w.is_contiguous() && w.scalar_type() == torch::kFloat32,
+               "linear_nk_group_into: weights [N, " << K << "] contiguous float32, got " << w.sizes());
   // The weights' decoding copies, all or none: one pass reads one element type.
   std::vector<torch::Tensor> copies;
   for (const auto& w : weights)

@@ -1,6 +1,7 @@
 #include "core/llama_decode_block.h"
 
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -13,6 +14,8 @@
 
 namespace keel {
 namespace {
+
+std::atomic<int64_t> blocks_run{0};
 
 bool cpu_float_contiguous(const torch::Tensor& t) {
   return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous() &&
@@ -46,6 +49,7 @@ bool slots_fit(const DecodeSlots& s, const Dims& n) {
     if (!cpu_float_contiguous(*c) || c->dim() != 4 || c->size(0) != n.B || c->size(1) != n.KV || c->size(3) != n.hd ||
         c->size(2) < n.span)
       return false;
+  if (!s.v_cache.sizes().equals(s.k_cache.sizes())) return false;  // one capacity addresses both
   if (!cpu_float_contiguous(s.bias) || !s.bias.sizes().equals({n.B, 1, 1, n.span})) return false;
   if (!cpu_float_contiguous(s.sin) || !s.sin.sizes().equals({n.B, 1, 1, n.hd})) return false;
   if (static_cast<int64_t>(s.write.size()) != n.B) return false;
@@ -149,7 +153,10 @@ torch::Tensor llama_decode_block(const torch::Tensor& x, const LlamaBlockWeights
   auto out = torch::empty_like(x);
   attention_half(x.data_ptr<float>(), w, s, n, b, out.data_ptr<float>());
   mlp_half(w, n, b, out.data_ptr<float>());
+  blocks_run.fetch_add(1, std::memory_order_relaxed);
   return out;
 }
+
+int64_t llama_decode_blocks_run() { return blocks_run.load(std::memory_order_relaxed); }
 
 }  // namespace keel

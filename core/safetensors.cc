@@ -6,9 +6,7 @@
 
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "core/error.h"
 
@@ -50,23 +48,28 @@ bool parse_safetensors_dtype(const std::string& name, torch::ScalarType* type) {
 }
 
 std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  KEEL_CHECK_KIND(ErrorKind::kIo, f, "cannot open " << path << ": " << std::strerror(errno));
-  // Read into a buffer of the file's size: a string stream grows by copies and hands out a copy
-  // of its own, three passes and three times the memory for a 500 MB model.
-  std::string bytes;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int open_error = errno;
+  KEEL_CHECK_KIND(io_error_kind(open_error), fd >= 0, "cannot open " << path << ": " << std::strerror(open_error));
+  // Into a buffer of the file's size, grown only for a file that grew meanwhile or has no size (a
+  // pipe): a string stream grew by copies and handed out a copy of its own, three passes and three
+  // times the memory for a 500 MB model.
   struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-    bytes.resize(static_cast<size_t>(st.st_size));
-    f.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    bytes.resize(static_cast<size_t>(f.gcount()));
+  std::string bytes(::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? static_cast<size_t>(st.st_size) : 0, '\0');
+  size_t done = 0;
+  for (;;) {
+    if (done == bytes.size()) bytes.resize(bytes.size() + (1 << 16));
+    const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = errno;
+      ::close(fd);
+      KEEL_CHECK_KIND(io_error_kind(e), n == 0, "cannot read " << path << ": " << std::strerror(e));
+      break;
+    }
+    done += static_cast<size_t>(n);
   }
-  if (f) {  // a file that grew meanwhile, or one stat gives no size for (a pipe)
-    std::ostringstream rest;
-    rest << f.rdbuf();
-    bytes += rest.str();
-  }
-  KEEL_CHECK_KIND(ErrorKind::kIo, !f.bad(), "cannot read " << path << ": " << std::strerror(errno));
+  bytes.resize(done);
   return bytes;
 }
 
@@ -77,8 +80,9 @@ namespace {
 class AtomicFile {
  public:
   explicit AtomicFile(const std::string& path) : path_(path), tmp_(path + ".tmp") {
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    KEEL_CHECK_KIND(io_error_kind(errno), fd_ >= 0, "cannot create " << tmp_ << ": " << std::strerror(errno));
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int e = errno;
+    KEEL_CHECK_KIND(io_error_kind(e), fd_ >= 0, "cannot create " << tmp_ << ": " << std::strerror(e));
   }
   ~AtomicFile() {
     if (fd_ < 0) return;
@@ -92,23 +96,28 @@ class AtomicFile {
     while (n > 0) {
       const ssize_t w = ::write(fd_, p, n);
       if (w < 0 && errno == EINTR) continue;
-      const int e = w < 0 ? errno : ENOSPC;  // a write of nothing: the device is full
-      KEEL_CHECK_KIND(io_error_kind(e), w > 0, "cannot write " << tmp_ << ": " << std::strerror(e));
+      if (w <= 0) fail(w < 0 ? errno : ENOSPC, "write " + tmp_);  // a write of nothing: the device is full
       p += w;
       n -= static_cast<size_t>(w);
     }
   }
   void commit() {
-    KEEL_CHECK_KIND(io_error_kind(errno), ::fsync(fd_) == 0, "cannot flush " << tmp_ << " to disk: " << std::strerror(errno));
-    ::close(fd_);
+    if (::fsync(fd_) != 0) fail(errno, "flush " + tmp_ + " to disk");
+    const int closed = ::close(fd_);
     fd_ = -1;
-    if (::rename(tmp_.c_str(), path_.c_str()) == 0) return;
-    const int e = errno;
-    ::unlink(tmp_.c_str());
-    KEEL_FAIL_KIND(io_error_kind(e), "cannot rename " << tmp_ << " to " << path_ << ": " << std::strerror(e));
+    if (closed != 0) fail(errno, "close " + tmp_);  // a network file system may report a failed write only here
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0) fail(errno, "rename " + tmp_ + " to " + path_);
   }
 
  private:
+  // Removes the temporary file and throws: cannot `what`, with error e's cause.
+  [[noreturn]] void fail(int e, const std::string& what) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    ::unlink(tmp_.c_str());
+    KEEL_FAIL_KIND(io_error_kind(e), "cannot " << what << ": " << std::strerror(e));
+  }
+
   std::string path_, tmp_;
   int fd_ = -1;
 };

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <functional>
+#include <tuple>
 
 #include "actors/sampler.h"
 #include "core/decode_attention.h"
@@ -278,11 +279,14 @@ TEST(DecodeAttention, EqualsThePlainComputationOverACacheWithPaddingAndGroupedHe
   c10::InferenceMode inference;
   torch::manual_seed(6);
   in_every_instruction_set([] {
-    for (int64_t KV : {4, 2, 1}) {  // multi-head, grouped-query, multi-query
-      SCOPED_TRACE(std::to_string(KV) + " kv heads");
-      const int64_t B = 3, H = 4, hd = 40, capacity = 50, S = 37;
+    // Multi-head, grouped-query, multi-query; a short span, and a long one whose scores spread
+    // over tens of units (the softmax's exponential over its whole range, lanes past the end).
+    for (const auto& [KV, S, spread] :
+         {std::tuple<int64_t, int64_t, double>{4, 37, 1.0}, {2, 37, 1.0}, {1, 37, 1.0}, {2, 333, 5.0}}) {
+      SCOPED_TRACE(std::to_string(KV) + " kv heads, span " + std::to_string(S));
+      const int64_t B = 3, H = 4, hd = 40, capacity = 400;
       // The query as a decoding step holds it: a permuted view of the fused qkv projection.
-      auto qkv = torch::randn({B, 1, 3, H, hd}).permute({2, 0, 3, 1, 4});
+      auto qkv = (spread * torch::randn({B, 1, 3, H, hd})).permute({2, 0, 3, 1, 4});
       auto q = qkv[0];
       auto k_cache = torch::randn({B, KV, capacity, hd}), v_cache = torch::randn({B, KV, capacity, hd});
       auto k = k_cache.narrow(2, 0, S), v = v_cache.narrow(2, 0, S);

@@ -9,6 +9,8 @@
 #include "core/error.h"
 #include "core/linear.h"
 #include "core/llama_decode_block.h"
+#include "core/transformer.h"
+#include "tests/support/test_support.h"
 
 namespace keel {
 namespace {
@@ -143,12 +145,39 @@ TEST(FusedBlockInputs, TurnsAwayWhatItDoesNotComputeAndNamesIt) {
   EXPECT_FALSE(llama_decode_block_applies(x, other_heads, s));
   auto double_x = x.to(torch::kFloat64);
   EXPECT_FALSE(llama_decode_block_applies(double_x, w, s));
+  auto shared_tables = s;
+  shared_tables.cos = s.cos.narrow(0, 0, 1), shared_tables.sin = s.sin.narrow(0, 0, 1);  // one row's tables for two rows
+  EXPECT_FALSE(llama_decode_block_applies(x, w, shared_tables));
+  auto short_bias = s;
+  short_bias.bias = s.bias.narrow(-1, 0, c.span - 1).contiguous();
+  EXPECT_FALSE(llama_decode_block_applies(x, w, short_bias));
+  auto strided_cache = s;
+  strided_cache.k_cache = torch::zeros({c.B, c.capacity, c.KV, c.hd}).transpose(1, 2);  // the right sizes, not contiguous
+  EXPECT_FALSE(llama_decode_block_applies(x, w, strided_cache));
+  auto longer_values = s;
+  longer_values.v_cache = torch::zeros({c.B, c.KV, c.capacity + 1, c.hd});  // K's capacity would address V wrongly
+  EXPECT_FALSE(llama_decode_block_applies(x, w, longer_values));
+  auto one_slot = s;
+  one_slot.write = {3};  // a slot for one of the two rows
+  EXPECT_FALSE(llama_decode_block_applies(x, w, one_slot));
   try {
     llama_decode_block(torch::randn({kMaxSmallRows + 1, 1, c.d}), w, s);
     FAIL() << "a step of too many rows was computed";
   } catch (const KeelError& e) {
     EXPECT_NE(std::string(e.what()).find("llama_decode_block"), std::string::npos) << e.what();
   }
+}
+
+// A Llama model's KV-cached decoding steps go through the fused block, one call a layer and step.
+TEST(FusedBlockInModel, EveryDecodingStepOfALlamaModelTakesIt) {
+  torch::NoGradGuard no_grad;
+  auto m = test::lively_model(Family::kLlama, 61, 32);
+  const auto tokens = torch::randint(0, 61, {2, 8}, torch::kLong);
+  auto cache = m->make_cache(2, 16);
+  m->hidden({tokens.narrow(1, 0, 4), {}, {}, {}}, &cache);  // the prefill: plain ops
+  const int64_t before = llama_decode_blocks_run();
+  for (int64_t t = 4; t < 8; ++t) m->hidden({tokens.narrow(1, t, 1), {}, {}, {}}, &cache);
+  EXPECT_EQ(llama_decode_blocks_run() - before, 4 * m->config().n_layer);
 }
 
 TEST(FusedBlockInputs, StaysOutOfAutograd) {
