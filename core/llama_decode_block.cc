@@ -33,12 +33,13 @@ Dims dims_of(const torch::Tensor& x, const LlamaBlockWeights& w, const DecodeSlo
 
 bool weights_fit(const torch::Tensor& x, const LlamaBlockWeights& w, const Dims& n) {
   const int64_t q = n.H * n.hd, kv = n.KV * n.hd;
-  const std::pair<const torch::Tensor*, std::vector<int64_t>> shapes[] = {
+  // Shapes in arrays, not vectors: this check runs every layer of every step.
+  const std::pair<const torch::Tensor*, std::array<int64_t, 2>> shapes[] = {
       {&w.q, {q, n.d}},       {&w.k, {kv, n.d}},    {&w.v, {kv, n.d}},      {&w.o, {n.d, q}},
       {&w.gate, {n.ff, n.d}}, {&w.up, {n.ff, n.d}}, {&w.down, {n.d, n.ff}},
   };
   for (const auto& [t, sizes] : shapes)
-    if (!t->defined() || !t->sizes().equals(sizes) || !uses_small_kernel(x, *t, {})) return false;
+    if (!t->defined() || !t->sizes().equals(torch::IntArrayRef(sizes)) || !uses_small_kernel(x, *t, {})) return false;
   for (const auto* norm : {&w.input_norm, &w.post_norm})
     if (!cpu_float_contiguous(*norm) || !norm->sizes().equals({n.d})) return false;
   return true;
