@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <type_traits>
 
 #include "core/checkpoint.h"
@@ -21,7 +22,9 @@ template <typename Map>
 typename Map::key_type state_key(const Map&, const torch::Tensor& p) {
   using K = typename Map::key_type;
   if constexpr (std::is_same_v<K, std::string>) {
-    return c10::guts::to_string(p.unsafeGetTensorImpl());
+    std::ostringstream key;  // what 1.x's c10::guts::to_string wrote; 2.x dropped that function
+    key << p.unsafeGetTensorImpl();
+    return key.str();
   } else {
     return static_cast<K>(p.unsafeGetTensorImpl());
   }

@@ -13,7 +13,7 @@ def gelu_new(x):
 def _mask(tokens, positions, key_mask):
     """allowed[b, 1, t, s]: causal, and key s is not padding."""
     B, T = tokens.shape
-    causal = torch.tril(torch.ones(T, T, dtype=torch.bool))[None, None]
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool, device=tokens.device))[None, None]
     if key_mask is not None:
         causal = causal & key_mask.bool()[:, None, None, :]
     return causal
