@@ -34,12 +34,21 @@ steps() { if [ "$quick" = 1 ]; then echo $(($1 < 4 ? $1 : 4)); else echo "$1"; f
 gpu() { [ "$device" != cpu ]; }
 
 if gpu; then
+  KEEL_IMAGE_CXX=${CXX:-}
   eval "$(bash bench/gpu_deps.sh unpack "$debs" "$work/deps")"
   export PATH="$PATH:/usr/local/cuda/bin"
   torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
   say "$(python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0), "cxx11 abi", torch.compiled_with_cxx11_abi())')"
   say "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
-  say "$(g++ --version | head -1); $(nvcc --version | tail -1); $(cmake --version | head -1); nproc $(nproc); $(ldd --version | head -1)"
+  # An image may set CXX to a toolchain of its own (/opt/gcc/bin/g++ 13) while its programs load
+  # the system's libstdc++: keel built with it exported a copy of std::ostream::sentry, and
+  # SentencePiece's trainer (loaded with RTLD_DEEPBIND) crashed inside that copy. Build with the
+  # system's compiler, whose libstdc++ is the one that runs (KEEL_GPU_CXX overrides).
+  cxx=${KEEL_GPU_CXX:-$([ -x /usr/bin/g++ ] && echo /usr/bin/g++ || echo "${CXX:-g++}")}
+  export CXX=$cxx CC=${cxx%++}cc
+  [ -x "$CC" ] || CC=gcc
+  say "CXX $CXX (image's CXX ${KEEL_IMAGE_CXX:-unset})"
+  say "$($CXX --version | head -1); $(nvcc --version | tail -1); $(cmake --version | head -1); nproc $(nproc); $(ldd --version | head -1)"
   # Debian's libraries (Boost, SentencePiece, protobuf) use the C++11 string ABI; a LibTorch
   # built with the old one cannot link with them, and building would only spend the lease.
   if [ "$(python3 -c 'import torch; print(int(torch.compiled_with_cxx11_abi()))')" != 1 ]; then
