@@ -58,6 +58,10 @@ if gpu; then
 fi
 
 # ---- build -----------------------------------------------------------------------------------
+if ! gpu && [ -z "${KEEL_GPU_BUILD:-}" ]; then
+  echo "KEEL_GPU_DEVICE=cpu runs an existing build: set KEEL_GPU_BUILD=build (the folder scripts/build.sh made)" >&2
+  exit 2
+fi
 b=${KEEL_GPU_BUILD:-$work/build}
 if [ -n "${KEEL_GPU_BUILD:-}" ]; then
   say "using the build in $b"
@@ -86,6 +90,7 @@ grep -E '^\[  FAILED  \]|Failure|Expected|Which is|what\(\)' "$out/tests.log" | 
 # if less), logs to pipeline.log, records wall seconds and the GPU's peak memory in use above the
 # idle level (nvidia-smi, sampled every 100 ms); a stage that cannot start before the deadline is
 # skipped and named.
+: >>"$out/pipeline.log"
 idle=0
 gpu && idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
 stage() {
@@ -105,22 +110,32 @@ stage() {
   fi
   local t0
   t0=$(now)
+  local from
+  from=$(($(wc -l <"$out/pipeline.log" 2>/dev/null || echo 0) + 1))
   echo "== $name: $*" >>"$out/pipeline.log"
   timeout --kill-after=10 "$cap" "$@" >>"$out/pipeline.log" 2>&1
   local rc=$?
   if [ -n "$poll" ]; then kill "$poll" 2>/dev/null; wait "$poll" 2>/dev/null; fi
-  local peak=0
-  gpu && peak=$(($(sort -n "$work/mem.$name" | tail -1) - idle))
+  local peak=0 top
+  top=$(sort -n "$work/mem.$name" 2>/dev/null | tail -1)
+  gpu && [[ $top =~ ^[0-9]+$ ]] && peak=$((top - idle))
   say "$(printf '%-12s exit %d  %6s s  peak GPU memory %s MiB%s' "$name" $rc "$(since "$t0")" "$peak" \
-    "$([ $rc = 124 ] && echo "  (stopped at its $cap s limit)")")"
+    "$({ [ $rc = 124 ] || [ $rc = 137 ]; } && echo "  (stopped at its $cap s limit)")")"
   [ $rc = 0 ] || tail -5 "$out/pipeline.log" | sed 's/^/    /' | tee -a "$sum"
   # keel prints its stack when it crashes: keep that too.
-  [ $rc -gt 128 ] && [ $rc != 137 ] && grep -A24 "fatal signal" "$out/pipeline.log" | tail -25 | sed 's/^/    /' | tee -a "$sum"
+  if [ $rc -gt 128 ] && [ $rc != 137 ]; then
+    tail -n +"$from" "$out/pipeline.log" | grep -A24 "fatal signal" | head -25 | sed 's/^/    /' | tee -a "$sum"
+  fi
   return $rc
 }
 
-for f in "$debs"/core/fortunes*.deb; do dpkg -x "$f" "$work/fortunes"; done
-corpus=$work/fortunes/usr/share/games/fortunes
+# The corpus: the fortunes packages, unpacked with the rest on a GPU machine.
+corpus=$work/deps/usr/share/games/fortunes
+if ! gpu; then
+  mkdir -p "$work/fortunes"
+  for f in "$debs"/core/fortunes*.deb; do dpkg -x "$f" "$work/fortunes"; done
+  corpus=$work/fortunes/usr/share/games/fortunes
+fi
 r=$work/run
 rm -rf "$r"
 mkdir -p "$r"
@@ -129,8 +144,8 @@ dev="--device $device"
 if ! stage tokenizer 60 $keel tokenizer train --input "$corpus" --doc-separator % --vocab-size 4096 --out "$r/tok"; then
   # Where training the tokenizer fails, the stack says why, and the stages after it still run on
   # a tokenizer keel trained elsewhere on the same corpus (DEB_DIR/tok.model, when carried).
-  if command -v gdb >/dev/null; then
-    gdb -q -batch -ex run -ex bt --args $keel tokenizer train --input "$corpus" --doc-separator % \
+  if command -v gdb >/dev/null && [ "$(left)" -gt 30 ]; then
+    timeout "$(left)" gdb -q -batch -ex run -ex bt --args $keel tokenizer train --input "$corpus" --doc-separator % \
       --vocab-size 4096 --out "$r/tok_gdb" 2>&1 | grep -E "^#|signal" | head -30 | tee -a "$sum"
   fi
   [ -f "$debs/tok.model" ] && cp "$debs/tok.model" "$r/tok.model" && say "  using the carried tokenizer $debs/tok.model"
@@ -142,7 +157,7 @@ stage tokenize 60 $keel data tokenize --input "$corpus" --doc-separator % --toke
 if stage train_124m 90 $keel pretrain $run --data "$r/data" --tokenizer "$r/tok.model" --out "$r/size" \
   --d-model 768 --n-layer 12 --n-head 12 --seq-len 512 --batch-size 8 --steps "$(steps 30)" --lr 1e-4 \
   --warmup-steps 2 --eval-every 0 --checkpoint-every 0 --log-every 2 && gpu; then
-  timeout 90 python3 - "$r/size/metrics.jsonl" <<'PY' 2>&1 | tee -a "$sum"
+  timeout "$(($(left) < 90 ? $(left) : 90))" python3 - "$r/size/metrics.jsonl" <<'PY' 2>&1 | tee -a "$sum"
 import json, sys, time, torch, torch.nn.functional as F
 sys.path.insert(0, "tests/reference")
 import models

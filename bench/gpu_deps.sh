@@ -56,7 +56,7 @@ unpack() {
     [ -z "$need" ] && break
     for so in $need; do
       for f in "$debs"/opt/*.deb; do
-        if deb_list "$f" | grep -q "/$so"; then
+        if deb_list "$f" | grep "/$so" >/dev/null; then
           echo "gpu_deps: $so from $(basename "$f")" >&2
           deb_extract "$f" "$root"
         fi

@@ -111,6 +111,8 @@ TEST_P(CudaTest, OneAdamWStepEqualsCpu) {
     const auto clear = ga.abs() > 1e-3 * scale;
     const auto moved_a = p.value().masked_select(clear), moved_b = b[p.key()].to(torch::kCPU).masked_select(clear);
     EXPECT_LT(max_diff(moved_a, moved_b), 1e-4) << p.key();
+    // Elsewhere the two steps may take opposite signs, but no step is longer than lr.
+    EXPECT_LT(max_diff(p.value(), b[p.key()]), 2.1e-2) << p.key();
   }
 }
 
