@@ -17,7 +17,9 @@ namespace {
 // A crash names its signal and prints the stack (unsymbolised frames read with addr2line), then
 // dies of the same signal: an exit code of 139 alone says nothing about where.
 void report_crash(int sig) {
-  const char msg[] = "keel: fatal signal; stack:\n";
+  char msg[] = "keel: fatal signal NN; stack:\n";  // formatted by hand: no stdio in a handler
+  msg[19] = static_cast<char>('0' + sig / 10 % 10);
+  msg[20] = static_cast<char>('0' + sig % 10);
   [[maybe_unused]] auto w = ::write(2, msg, sizeof msg - 1);
   void* frames[64];
   backtrace_symbols_fd(frames, backtrace(frames, 64), 2);
