@@ -321,7 +321,7 @@ void weights(int64_t d, int64_t L, const std::string& path, int64_t V, int actor
   die_with_bench();
   auto pull = keel::wire::zmq_connect(keel::wire::SocketKind::kPull, "tcp://127.0.0.1:" + std::to_string(port));
   int64_t got = 0;
-  while (got < count) pull->recv_lent(1000, [&](std::string_view m) { got += m.size() == chunk; });
+  while (got < count) pull->recv_lent(1000, [&](const auto& frames) { got += frames.size() == 1 && frames[0].size() == chunk; });
   const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
   if (::write(pipe_fd, &ns, sizeof ns) != sizeof ns) std::abort();
   std::_Exit(0);

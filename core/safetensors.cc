@@ -160,24 +160,36 @@ std::string safetensors_bytes(const TensorMap& tensors, const Metadata& metadata
   return out;
 }
 
-void safetensors_bytes_into(std::string& out, const TensorMap& tensors, const Metadata& metadata) {
-  std::vector<torch::Tensor> data;
-  const std::string header = safetensors_header(tensors, metadata, data);
-  out.assign(header.data(), header.size());  // a copy, not a move: out keeps the capacity it had
-  size_t total = out.size();
+SafetensorsPieces safetensors_pieces(const TensorMap& tensors, const Metadata& metadata) {
+  SafetensorsPieces p;
+  p.header = safetensors_header(tensors, metadata, p.data);
+  return p;
+}
+
+std::string_view SafetensorsPieces::piece(size_t i) const {
+  if (i == 0) return header;
+  return std::string_view(static_cast<const char*>(data.at(i - 1).data_ptr()), data_bytes(data[i - 1]));
+}
+
+size_t SafetensorsPieces::total_bytes() const {
+  size_t total = header.size();
   for (const auto& t : data) total += data_bytes(t);
-  out.reserve(total);
-  for (const auto& t : data) out.append(static_cast<const char*>(t.data_ptr()), data_bytes(t));
+  return total;
+}
+
+void safetensors_bytes_into(std::string& out, const TensorMap& tensors, const Metadata& metadata) {
+  const auto p = safetensors_pieces(tensors, metadata);
+  out.assign(p.header.data(), p.header.size());  // a copy, not a move: out keeps the capacity it had
+  out.reserve(p.total_bytes());
+  for (size_t i = 1; i < p.count(); ++i) out.append(p.piece(i));
 }
 
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata) {
   // Each tensor's bytes go to the file from its own memory: no copy of the whole file in memory
   // (a checkpoint of a 124M model and its AdamW moments is 1.5 GB).
-  std::vector<torch::Tensor> data;
-  const std::string header = safetensors_header(tensors, metadata, data);
+  const auto p = safetensors_pieces(tensors, metadata);
   AtomicFile f(path);
-  f.write(header.data(), header.size());
-  for (const auto& t : data) f.write(static_cast<const char*>(t.data_ptr()), data_bytes(t));
+  for (size_t i = 0; i < p.count(); ++i) f.write(p.piece(i).data(), p.piece(i).size());
   f.commit();
 }
 

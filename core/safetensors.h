@@ -8,11 +8,25 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace keel {
 
 using TensorMap = std::map<std::string, torch::Tensor>;
 using Metadata = std::map<std::string, std::string>;
+
+// The bytes of a safetensors file holding `tensors` in pieces, for a writer that puts them
+// somewhere of its own: piece 0 is the header (its length, the JSON, padding), then each tensor's
+// data (CPU, contiguous) in file order. Their concatenation is safetensors_bytes().
+struct SafetensorsPieces {
+  std::string header;
+  std::vector<torch::Tensor> data;
+  size_t count() const { return 1 + data.size(); }
+  std::string_view piece(size_t i) const;
+  size_t total_bytes() const;
+};
+SafetensorsPieces safetensors_pieces(const TensorMap& tensors, const Metadata& metadata = {});
 
 // The bytes of a safetensors file holding `tensors` (what save_safetensors writes).
 std::string safetensors_bytes(const TensorMap& tensors, const Metadata& metadata = {});

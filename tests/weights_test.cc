@@ -114,17 +114,24 @@ uint64_t checksum_by_definition(std::string_view b) {
 
 // The checksum taken as chunks arrive equals the checksum of the whole blob and the definition,
 // whatever the sizes and whichever lane a piece starts in; any one changed word changes it.
-TEST(WeightsChecksum, PiecesOfWholeWordsThenTheLastGiveTheWholeBlobsChecksum) {
+TEST(WeightsChecksum, PiecesOfWholeWordsThenTheLastGiveTheWholeBlobsChecksum) {  // hashed alone or while copied
   std::string blob(203, '\0');
   for (size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>(i * 13 + 1);
   for (size_t n : {0, 5, 8, 24, 29, 75, 203})
     for (size_t piece : {8, 16, 24, 40, 64}) {
       SCOPED_TRACE("size " + std::to_string(n) + " pieces of " + std::to_string(piece));
       const std::string_view b(blob.data(), n);
-      WeightsChecksum sum;
+      WeightsChecksum sum, copying;  // copying: every other piece stored elsewhere as it is hashed
+      std::string stored(n, '\0');
       size_t off = 0;
-      for (; off + piece < n; off += piece) sum.add_words(b.substr(off, piece));
+      for (int k = 0; off + piece < n; off += piece, ++k) {
+        sum.add_words(b.substr(off, piece));
+        k % 2 ? copying.add_words(b.substr(off, piece)) : copying.add_words_copying(b.substr(off, piece), stored.data() + off);
+        if (k % 2) stored.replace(off, piece, b.substr(off, piece));
+      }
       EXPECT_EQ(sum.finish(b.substr(off)), weights_checksum(std::string(b)));
+      EXPECT_EQ(copying.finish(b.substr(off)), weights_checksum(std::string(b)));
+      EXPECT_EQ(std::string_view(stored).substr(0, off), b.substr(0, off));
       EXPECT_EQ(weights_checksum(std::string(b)), checksum_by_definition(b));
     }
   EXPECT_NE(weights_checksum(blob), weights_checksum(blob.substr(0, 202)));
@@ -137,6 +144,28 @@ TEST(WeightsChecksum, PiecesOfWholeWordsThenTheLastGiveTheWholeBlobsChecksum) {
   std::swap_ranges(swapped.begin(), swapped.begin() + 8, swapped.begin() + 32);
   EXPECT_NE(weights_checksum(swapped), weights_checksum(blob));
   EXPECT_THROW(WeightsChecksum().add_words("abc"), KeelError);
+}
+
+// The blob a learner sends is the safetensors file of its tensors, and the checksum taken while
+// writing it is the blob's, whatever the pieces' sizes (tensors of 3 floats, 5 bytes, 1 half).
+TEST(WeightsChecksum, TheBlobIsWrittenAndHashedInOnePass) {
+  torch::manual_seed(2);
+  std::vector<TensorMap> sets{
+      {{"a", torch::randn({3})},
+       {"b", torch::randint(0, 100, {5}, torch::kUInt8)},
+       {"c", torch::randn({1}).to(torch::kHalf)},
+       {"d", torch::randn({7, 9})},
+       {"e", torch::randn({0})}},
+      {{"w", torch::randn({64, 33})}},
+      {{"x", torch::randint(0, 9, {13}, torch::kUInt8)}, {"y", torch::randn({2, 2}).to(torch::kBFloat16)}}};
+  std::string out;  // reused from set to set, as a sender reuses the last version's memory
+  for (size_t i = 0; i < sets.size(); ++i) {
+    const Metadata meta{{"policy_version", std::to_string(i)}};
+    const uint64_t sum = weights_blob_into(out, sets[i], meta);
+    EXPECT_EQ(out, safetensors_bytes(sets[i], meta)) << "set " << i;
+    EXPECT_EQ(sum, weights_checksum(out)) << "set " << i;
+    EXPECT_EQ(sum, checksum_by_definition(out)) << "set " << i;
+  }
 }
 
 ModelConfig tiny() {
@@ -263,6 +292,43 @@ TEST(WeightsToActors, BoundCopiedAndChunkedActorsHoldThePublishedVersion) {
   EXPECT_EQ(far.chunk_loads(), 1);
   EXPECT_TRUE(torch::equal(logits_of(far_model), logits_of(policy)));
   EXPECT_EQ(local.stats().weights.blobs_built, 1);
+}
+
+// Chunks of 64 KiB and more go to the socket from the learner's blob, as two frames each actor
+// reads as one message, version after version.
+TEST(WeightsToActors, LargeChunksAreSentFromTheBlobWithoutACopy) {
+  const int port = test::free_port_block(3);
+  RolloutServiceOptions o;
+  o.rollouts_endpoint = "tcp://127.0.0.1:" + std::to_string(port);
+  o.weights_endpoint = "tcp://127.0.0.1:" + std::to_string(port + 1);
+  o.chunks_endpoint = "tcp://127.0.0.1:" + std::to_string(port + 2);
+  o.chunk_bytes = 64u << 10;
+  o.shared_dir = "";
+  o.run_name = "keel-test-" + std::to_string(port);
+  RolloutService service(o, {});
+  ModelConfig c = tiny();
+  c.vocab_size = 1024, c.d_model = 64, c.n_head = 4;  // about 0.5 MB: 8 chunks, the last one partial
+  Transformer policy(c), a(c), b(c);
+  policy->init_weights(5);
+  WeightReceiver ra(o.weights_endpoint, o.chunks_endpoint, "a"), rb(o.weights_endpoint, o.chunks_endpoint, "b");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // subscriptions
+  for (uint64_t v = 1; v <= 3; ++v) {
+    {
+      torch::NoGradGuard ng;
+      for (auto& p : policy->parameters()) p.mul_(1.01);
+    }
+    service.publish(v, policy);
+    receive(ra, a, v);
+    receive(rb, b, v);
+    EXPECT_TRUE(torch::equal(logits_of(a), logits_of(policy))) << "version " << v;
+    EXPECT_TRUE(torch::equal(logits_of(b), logits_of(policy))) << "version " << v;
+  }
+  const auto st = service.stats().weights;
+  const int64_t chunks = static_cast<int64_t>(ra.latest().chunk_count);
+  EXPECT_GE(chunks, 4);
+  EXPECT_EQ(st.chunks_served, 3 * 2 * chunks);
+  // Every chunk but the last (a partial word may end it) is a segment of its own.
+  EXPECT_GE(st.chunks_from_blob, 3 * 2 * (chunks - 1));
 }
 
 // An actor on another host goes on generating with the version it holds while the next one

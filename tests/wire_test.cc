@@ -127,6 +127,77 @@ TEST(Wire, WeightChunksOfEverySizeRoundTrip) {
   EXPECT_FALSE(error.empty());
 }
 
+// A chunk split for sending from where its data lies: the head and the data are the flat message,
+// the two frames decode to the chunk with its bytes read in place, and frames not split at the
+// data's segment are refused with a reason.
+TEST(Wire, ASplitWeightChunkIsTheFlatMessageInTwoFrames) {
+  std::vector<uint64_t> words((1 << 17) / 8 + 2);
+  for (size_t i = 0; i < words.size(); ++i) words[i] = i * 0x9e3779b97f4a7c15ull;
+  const std::string_view blob(reinterpret_cast<const char*>(words.data()), words.size() * 8);
+  const WeightChunk header{4, 1, 3, "", 3 * blob.size(), 99};
+  for (size_t n : {size_t{1} << 16, blob.size() - 8}) {
+    const auto data = blob.substr(8, n);
+    const auto split = encode_weight_chunk_split("learner", header, data);
+    ASSERT_TRUE(split);
+    EXPECT_EQ(split->tail.data(), data.data()) << "the data is not copied";
+    EXPECT_EQ(split->head + std::string(split->tail), encode_weight_chunk("learner", header, data));
+    EXPECT_LT(split->head.size(), 256u) << "the head is the header, not the data";
+    std::string error;
+    int calls = 0;
+    ASSERT_TRUE(decode_weight_chunk(
+        std::vector<std::string_view>{split->head, split->tail},
+        [&](const WeightChunk& h, std::string_view view) {
+          ++calls;
+          EXPECT_EQ(view.data(), data.data()) << "read in place";
+          EXPECT_EQ(view.size(), n);
+          EXPECT_EQ(h.index, 1u);
+          EXPECT_EQ(h.total_bytes, 3 * blob.size());
+          EXPECT_EQ(h.checksum, 99u);
+        },
+        &error))
+        << error;
+    EXPECT_EQ(calls, 1);
+    // The head itself split after its segment table is three frames of whole segments: read too.
+    const std::string table = split->head.substr(0, 16), seg0 = split->head.substr(16);
+    EXPECT_TRUE(decode_weight_chunk(
+        std::vector<std::string_view>{table, seg0, split->tail},
+        [&](const WeightChunk&, std::string_view v) { EXPECT_EQ(v, data); }, &error))
+        << error;
+    // An unaligned frame is read from an aligned copy.
+    std::string shifted = " " + split->head;
+    EXPECT_TRUE(decode_weight_chunk(
+        std::vector<std::string_view>{std::string_view(shifted).substr(1), split->tail},
+        [&](const WeightChunk&, std::string_view v) { EXPECT_EQ(v, data); }, &error))
+        << error;
+  }
+  // Data that cannot be a segment of its own is not split (the caller sends it flat).
+  EXPECT_FALSE(encode_weight_chunk_split("learner", header, blob.substr(8, (1 << 16) - 3)));
+  EXPECT_FALSE(encode_weight_chunk_split("learner", header, blob.substr(3, 1 << 16)));
+  EXPECT_FALSE(encode_weight_chunk_split("learner", header, blob.substr(8, 4096)));
+
+  const auto split = encode_weight_chunk_split("learner", header, blob.substr(8, 1 << 16));
+  const std::string_view head = split->head, tail = split->tail;
+  const auto never = [](const WeightChunk&, std::string_view) { ADD_FAILURE() << "called for refused frames"; };
+  auto refused = [&](std::vector<std::string_view> frames, const std::string& reason) {
+    std::string error;
+    EXPECT_FALSE(decode_weight_chunk(frames, never, &error)) << reason;
+    EXPECT_NE(error.find(reason), std::string::npos) << error;
+  };
+  const std::string longer = std::string(tail) + std::string(8, 'x');
+  refused({head, longer}, "frames do not end where");
+  refused({head, tail, tail.substr(0, 8)}, "frames do not end where");
+  refused({head, tail.substr(0, tail.size() - 8)}, "overruns frame 1");
+  refused({head.substr(0, head.size() - 8), std::string(head.substr(head.size() - 8)) + std::string(tail)}, "overruns frame");
+  refused({head, std::string_view()}, "frame 1 of 0 bytes");
+  const std::string rest = std::string(head.substr(head.size() - 3)) + std::string(tail);
+  refused({head.substr(0, head.size() - 3), rest}, "bytes is not whole words");
+  refused({head, tail.substr(0, 13)}, "not a whole Cap'n Proto message");
+  refused({}, "no frames");
+  std::string many_segments(head);
+  many_segments[0] = static_cast<char>(0xff), many_segments[1] = static_cast<char>(0xff);
+  refused({many_segments, tail}, "segment table of 65536 segments");
+}
+
 // Found by the fuzzer: a weight chunk whose envelope's sender is malformed. decode() refuses it;
 // the in-place chunk decoder must refuse it too (it once skipped the sender).
 TEST(Wire, AChunkWithAMalformedSenderIsRefusedByBothDecoders) {

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <iostream>
@@ -106,6 +107,22 @@ class ZmqChannel : public Channel {
     }
   }
 
+  // The tail is sent from where it lies: ZeroMQ frees the frame (and so lets go of `keep`) once sent.
+  bool send_split(std::string&& head, std::string_view tail, std::shared_ptr<const void> keep, const std::string& peer) override {
+    auto* held = new std::shared_ptr<const void>(std::move(keep));
+    zmq::message_t tail_msg(
+        const_cast<char*>(tail.data()), tail.size(),
+        [](void*, void* hint) { delete static_cast<std::shared_ptr<const void>*>(hint); }, held);
+    try {
+      if (kind_ == SocketKind::kRouter && !socket_.send(zmq::buffer(peer), zmq::send_flags::sndmore)) return false;
+      // A multi-part message is queued whole or not at all once its first part is accepted.
+      if (!socket_.send(zmq::buffer(head), zmq::send_flags::sndmore)) return false;
+      return socket_.send(tail_msg, zmq::send_flags::none).has_value();
+    } catch (const zmq::error_t&) {
+      return false;
+    }
+  }
+
   std::optional<Packet> recv(int timeout_ms) override {
     try {
       return recv_now(timeout_ms);
@@ -135,20 +152,29 @@ class ZmqChannel : public Channel {
     return p;
   }
 
-  bool recv_lent(int timeout_ms, const std::function<void(std::string_view)>& use) override {
+  bool recv_lent(int timeout_ms, const std::function<void(const std::vector<std::string_view>&)>& use) override {
     try {
       zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
       if (zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms)) <= 0) return false;
-      zmq::message_t msg;
-      if (!socket_.recv(msg, zmq::recv_flags::dontwait)) return false;
-      if (kind_ == SocketKind::kRouter && (!msg.more() || !socket_.recv(msg, zmq::recv_flags::dontwait))) return false;
-      const bool stray = msg.more();
-      use(std::string_view(static_cast<const char*>(msg.data()), msg.size()));
-      if (stray) {
-        zmq::message_t rest;
-        while (socket_.recv(rest, zmq::recv_flags::dontwait) && rest.more()) {
-        }
+      std::vector<zmq::message_t> parts(1);
+      if (!socket_.recv(parts[0], zmq::recv_flags::dontwait)) return false;
+      if (kind_ == SocketKind::kRouter && (!parts[0].more() || !socket_.recv(parts[0], zmq::recv_flags::dontwait))) return false;
+      // The parts of one message arrive together. More of them than a split message has are a
+      // foreign client's: drained, and the message handed on with an empty frame the decoders refuse.
+      constexpr size_t kMaxFrames = 8;
+      bool too_many = false;
+      while (parts.back().more() && !too_many) {
+        parts.emplace_back();
+        if (!socket_.recv(parts.back(), zmq::recv_flags::dontwait)) break;
+        too_many = parts.size() > kMaxFrames;
       }
+      for (zmq::message_t rest; too_many && parts.back().more() && socket_.recv(rest, zmq::recv_flags::dontwait);)
+        parts.back().swap(rest);
+      std::vector<std::string_view> frames;
+      for (size_t i = 0; i < std::min(parts.size(), kMaxFrames); ++i)
+        frames.emplace_back(static_cast<const char*>(parts[i].data()), parts[i].size());
+      if (too_many) frames.emplace_back();
+      use(frames);
       return true;
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) return false;

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "wire/codec.h"
 #include "wire/curve.h"
@@ -29,14 +30,23 @@ class Channel {
   virtual bool send(const std::string& bytes, const std::string& peer = "") = 0;
   // The same, handing `bytes` over: a socket that can send them without a copy does.
   virtual bool send_owned(std::string&& bytes, const std::string& peer = "") { return send(bytes, peer); }
+  // One message of two frames, `head` then `tail` (wire::SplitMessage: the receiver reads their
+  // concatenation). A socket that can sends `tail` from where it lies, and `keep` holds that memory
+  // until the socket is done with it; another sends the two joined as one frame.
+  virtual bool send_split(std::string&& head, std::string_view tail, std::shared_ptr<const void> /*keep*/,
+                          const std::string& peer = "") {
+    head.append(tail);
+    return send(head, peer);
+  }
   // Waits up to timeout_ms (0 = poll, -1 = forever) for one message.
   virtual std::optional<Packet> recv(int timeout_ms) = 0;
-  // The same, lending the message's bytes to `use` for the call only, where the socket can
-  // without copying them out of its own buffer (ZeroMQ: a weight chunk is copied once, into
-  // its place). False when nothing arrived.
-  virtual bool recv_lent(int timeout_ms, const std::function<void(std::string_view bytes)>& use) {
+  // The same, lending the message's frames (one, or the pieces of a split message; a ROUTER's
+  // routing id is not among them) to `use` for the call only, where the socket can without
+  // copying them out of its own buffers (ZeroMQ: a weight chunk is copied once, into its place).
+  // False when nothing arrived.
+  virtual bool recv_lent(int timeout_ms, const std::function<void(const std::vector<std::string_view>& frames)>& use) {
     auto p = recv(timeout_ms);
-    if (p) use(p->bytes);
+    if (p) use({p->bytes});
     return p.has_value();
   }
 };

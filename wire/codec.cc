@@ -10,6 +10,7 @@
 #include <kj/io.h>
 
 #include <cstring>
+#include <memory>
 
 #include "wire/keel.capnp.h"
 
@@ -38,9 +39,13 @@ bool from_data(capnp::Data::Reader d, std::vector<T>& out, const char* field, st
 // A weight chunk's bytes. Large word-aligned runs of whole words are referenced, not copied (they
 // are copied once, when the message is flattened); Cap'n Proto reads an external blob to its next
 // word boundary and makes it a segment of its own, which an empty blob must not be.
+bool can_reference(std::string_view data) {
+  return data.size() >= (64u << 10) && data.size() % 8 == 0 && reinterpret_cast<uintptr_t>(data.data()) % 8 == 0;
+}
+
 void put_chunk_data(cs::WeightChunk::Builder b, std::string_view data) {
   const capnp::Data::Reader bytes(reinterpret_cast<const capnp::byte*>(data.data()), data.size());
-  if (data.size() >= (64u << 10) && data.size() % 8 == 0 && reinterpret_cast<uintptr_t>(data.data()) % 8 == 0)
+  if (can_reference(data))
     b.adoptData(capnp::Orphanage::getForMessageContaining(b).referenceExternalData(bytes));
   else
     b.setData(bytes);
@@ -353,6 +358,27 @@ std::string flatten(capnp::MessageBuilder& builder) {
   return out;
 }
 
+void build_weight_chunk(capnp::MessageBuilder& builder, const std::string& sender, const WeightChunk& header,
+                        std::string_view data) {
+  auto e = builder.initRoot<cs::Envelope>();
+  e.setVersion(kWireVersion);
+  e.setSender(sender);
+  Encoder{e}(header);
+  put_chunk_data(e.getWeightChunk(), data);
+}
+
+// Cap'n Proto's segment table: 32-bit little-endian words, segment count - 1 then each segment's
+// size in words, padded to a whole 8-byte word.
+size_t table_words(size_t segments) { return (segments + 2) / 2; }
+void put_u32(std::string& out, size_t at, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out[at + i] = static_cast<char>(v >> (8 * i));
+}
+uint32_t get_u32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= uint32_t{static_cast<unsigned char>(p[i])} << (8 * i);
+  return v;
+}
+
 }  // namespace
 
 std::string encode(const Message& m) {
@@ -366,45 +392,56 @@ std::string encode(const Message& m) {
 
 std::string encode_weight_chunk(const std::string& sender, const WeightChunk& header, std::string_view data) {
   capnp::MallocMessageBuilder builder;
-  auto e = builder.initRoot<cs::Envelope>();
-  e.setVersion(kWireVersion);
-  e.setSender(sender);
-  Encoder{e}(header);
-  put_chunk_data(e.getWeightChunk(), data);
+  build_weight_chunk(builder, sender, header, data);
   return flatten(builder);
+}
+
+std::optional<SplitMessage> encode_weight_chunk_split(const std::string& sender, const WeightChunk& header,
+                                                      std::string_view data) {
+  if (!can_reference(data)) return std::nullopt;
+  capnp::MallocMessageBuilder builder;
+  build_weight_chunk(builder, sender, header, data);
+  const auto segments = builder.getSegmentsForOutput();
+  const size_t count = segments.size();
+  // The referenced data became the message's last segment (Cap'n Proto appends an external blob
+  // as a segment of its own); anything else is a layout this code does not know.
+  if (count < 2 || reinterpret_cast<const char*>(segments[count - 1].begin()) != data.data() ||
+      segments[count - 1].size() * sizeof(capnp::word) != data.size())
+    return std::nullopt;
+  size_t words = table_words(count);
+  for (size_t i = 0; i + 1 < count; ++i) words += segments[i].size();
+  SplitMessage m{std::string(words * sizeof(capnp::word), '\0'), data};
+  put_u32(m.head, 0, static_cast<uint32_t>(count - 1));
+  for (size_t i = 0; i < count; ++i) put_u32(m.head, 4 * (i + 1), static_cast<uint32_t>(segments[i].size()));
+  size_t at = table_words(count) * sizeof(capnp::word);
+  for (size_t i = 0; i + 1 < count; ++i) {
+    std::memcpy(m.head.data() + at, segments[i].begin(), segments[i].size() * sizeof(capnp::word));
+    at += segments[i].size() * sizeof(capnp::word);
+  }
+  return m;
 }
 
 namespace {
 
-// Checks the buffer's size, reads it (in place when 8-byte aligned, else from an aligned copy)
-// and hands its envelope and sender to `read` if its wire version is this process's. False, with
-// `error` set, for anything that is not such a message; `read` sets `error` for a body it refuses.
-bool read_envelope(const void* data, size_t size, const DecodeLimits& limits, std::string& error,
-                   const std::function<bool(cs::Envelope::Reader, std::string sender)>& read) {
-  if (size > limits.max_bytes) {
-    error = "message of " + std::to_string(size) + " bytes exceeds the limit of " + std::to_string(limits.max_bytes);
-    return false;
-  }
-  if (size < 8 || size % 8 != 0) {
-    error = "message of " + std::to_string(size) + " bytes is not a whole Cap'n Proto message (truncated or garbage)";
-    return false;
-  }
-  kj::Array<capnp::word> aligned;
-  const capnp::word* words = reinterpret_cast<const capnp::word*>(data);
-  if (reinterpret_cast<uintptr_t>(data) % alignof(capnp::word) != 0) {
-    aligned = kj::heapArray<capnp::word>(size / 8);
-    std::memcpy(aligned.begin(), data, size);
-    words = aligned.begin();
-  }
+using ReadEnvelope = std::function<bool(cs::Envelope::Reader, std::string sender)>;
+
+capnp::ReaderOptions reader_options(size_t bytes, const DecodeLimits& limits) {
+  capnp::ReaderOptions opts;
+  // An honest message is read about once; a hostile one whose pointers all alias one large blob
+  // would make the copy out of it grow without bound. Capping the words visited at a small
+  // multiple of the message's own size bounds what decoding allocates.
+  opts.traversalLimitInWords = std::min<uint64_t>(limits.traversal_limit_words, limits.traversal_per_word * (bytes / 8) + 1024);
+  opts.nestingLimit = limits.nesting_limit;
+  return opts;
+}
+
+// Hands the reader's envelope and sender to `read` if its wire version is this process's; a
+// malformed message (Cap'n Proto throws while reading it) sets `error`.
+template <class MakeReader>
+bool read_root(MakeReader make_reader, std::string& error, const ReadEnvelope& read) {
   try {
-    capnp::ReaderOptions opts;
-    // An honest message is read about once; a hostile one whose pointers all alias one large blob
-    // would make the copy out of it grow without bound. Capping the words visited at a small
-    // multiple of the message's own size bounds what decoding allocates.
-    opts.traversalLimitInWords = std::min<uint64_t>(limits.traversal_limit_words, limits.traversal_per_word * (size / 8) + 1024);
-    opts.nestingLimit = limits.nesting_limit;
-    capnp::FlatArrayMessageReader reader(kj::ArrayPtr<const capnp::word>(words, size / 8), opts);
-    auto e = reader.getRoot<cs::Envelope>();
+    auto reader = make_reader();
+    auto e = reader->template getRoot<cs::Envelope>();
     if (e.getVersion() != kWireVersion) {
       error = "wire version " + std::to_string(e.getVersion()) + " (this process speaks " + std::to_string(kWireVersion) + ")";
       return false;
@@ -416,6 +453,115 @@ bool read_envelope(const void* data, size_t size, const DecodeLimits& limits, st
     error = std::string("malformed message: ") + ex.what();
   }
   return false;
+}
+
+bool size_refused(size_t size, const DecodeLimits& limits, std::string& error) {
+  if (size > limits.max_bytes) {
+    error = "message of " + std::to_string(size) + " bytes exceeds the limit of " + std::to_string(limits.max_bytes);
+    return true;
+  }
+  if (size < 8 || size % 8 != 0) {
+    error = "message of " + std::to_string(size) + " bytes is not a whole Cap'n Proto message (truncated or garbage)";
+    return true;
+  }
+  return false;
+}
+
+// `bytes` as words: in place when 8-byte aligned, else an aligned copy kept in `copy`.
+const capnp::word* aligned_words(std::string_view bytes, kj::Array<capnp::word>& copy) {
+  if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(capnp::word) == 0)
+    return reinterpret_cast<const capnp::word*>(bytes.data());
+  copy = kj::heapArray<capnp::word>(bytes.size() / 8);
+  std::memcpy(copy.begin(), bytes.data(), bytes.size());
+  return copy.begin();
+}
+
+// Checks the buffer's size, reads it (in place when 8-byte aligned, else from an aligned copy)
+// and hands its envelope and sender to `read` if its wire version is this process's. False, with
+// `error` set, for anything that is not such a message; `read` sets `error` for a body it refuses.
+bool read_envelope(const void* data, size_t size, const DecodeLimits& limits, std::string& error, const ReadEnvelope& read) {
+  if (size_refused(size, limits, error)) return false;
+  kj::Array<capnp::word> copy;
+  const capnp::word* words = aligned_words(std::string_view(static_cast<const char*>(data), size), copy);
+  return read_root(
+      [&] {
+        return std::make_unique<capnp::FlatArrayMessageReader>(kj::ArrayPtr<const capnp::word>(words, size / 8),
+                                                               reader_options(size, limits));
+      },
+      error, read);
+}
+
+constexpr size_t kMaxSegments = 512;  // what Cap'n Proto's flat reader accepts
+
+// The segments of a message split into frames at segment boundaries (see decode_weight_chunk).
+bool split_segments(const std::vector<std::string_view>& frames, std::vector<kj::Array<capnp::word>>& copies,
+                    std::vector<kj::ArrayPtr<const capnp::word>>& segments, std::string& error) {
+  std::vector<const capnp::word*> base;
+  for (size_t f = 0; f < frames.size(); ++f) {
+    if (frames[f].empty() || frames[f].size() % 8 != 0) {
+      error = "frame " + std::to_string(f) + " of " + std::to_string(frames[f].size()) + " bytes is not whole words";
+      return false;
+    }
+    copies.emplace_back();
+    base.push_back(aligned_words(frames[f], copies.back()));
+  }
+  const size_t count = size_t{get_u32(frames[0].data())} + 1;
+  if (count > kMaxSegments || table_words(count) * 8 > frames[0].size()) {
+    error = "a segment table of " + std::to_string(count) + " segments does not fit the first frame";
+    return false;
+  }
+  size_t f = 0, at = table_words(count);  // in words, within frame f
+  for (size_t i = 0; i < count; ++i) {
+    const size_t words = get_u32(frames[0].data() + 4 * (i + 1));
+    if (at == frames[f].size() / 8 && f + 1 < frames.size()) ++f, at = 0;
+    if (words > frames[f].size() / 8 - at) {
+      error = "segment " + std::to_string(i) + " of " + std::to_string(words) + " words overruns frame " + std::to_string(f);
+      return false;
+    }
+    segments.emplace_back(base[f] + at, words);
+    at += words;
+  }
+  if (f + 1 != frames.size() || at != frames[f].size() / 8) {
+    error = "the frames do not end where the message's segments do";
+    return false;
+  }
+  return true;
+}
+
+bool read_envelope(const std::vector<std::string_view>& frames, const DecodeLimits& limits, std::string& error,
+                   const ReadEnvelope& read) {
+  if (frames.empty()) {
+    error = "a message of no frames";
+    return false;
+  }
+  if (frames.size() == 1) return read_envelope(frames[0].data(), frames[0].size(), limits, error, read);
+  size_t size = 0;
+  for (auto f : frames) size += f.size();
+  if (size_refused(size, limits, error)) return false;
+  std::vector<kj::Array<capnp::word>> copies;
+  std::vector<kj::ArrayPtr<const capnp::word>> segments;
+  if (!split_segments(frames, copies, segments, error)) return false;
+  return read_root(
+      [&] {
+        return std::make_unique<capnp::SegmentArrayMessageReader>(
+            kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>(segments.data(), segments.size()), reader_options(size, limits));
+      },
+      error, read);
+}
+
+// The weight chunk in an envelope, handed to `use` with a view of its bytes.
+ReadEnvelope chunk_reader(const std::function<void(const WeightChunk&, std::string_view)>& use, std::string& err) {
+  return [&use, &err](cs::Envelope::Reader e, const std::string&) {
+    if (e.which() != cs::Envelope::WEIGHT_CHUNK) {
+      err = "not a weight chunk";
+      return false;
+    }
+    WeightChunk header;
+    std::string_view bytes;
+    if (!read_weight_chunk_view(e, header, bytes, err)) return false;
+    use(header, bytes);
+    return true;
+  };
 }
 
 }  // namespace
@@ -435,17 +581,16 @@ Decoded decode(const void* data, size_t size, const DecodeLimits& limits) {
 bool decode_weight_chunk(const void* data, size_t size, const std::function<void(const WeightChunk&, std::string_view)>& use,
                          std::string* error, const DecodeLimits& limits) {
   std::string err;
-  const bool ok = read_envelope(data, size, limits, err, [&](cs::Envelope::Reader e, const std::string&) {
-    if (e.which() != cs::Envelope::WEIGHT_CHUNK) {
-      err = "not a weight chunk";
-      return false;
-    }
-    WeightChunk header;
-    std::string_view bytes;
-    if (!read_weight_chunk_view(e, header, bytes, err)) return false;
-    use(header, bytes);
-    return true;
-  });
+  const bool ok = read_envelope(data, size, limits, err, chunk_reader(use, err));
+  if (!ok && error) *error = err;
+  return ok;
+}
+
+bool decode_weight_chunk(const std::vector<std::string_view>& frames,
+                         const std::function<void(const WeightChunk&, std::string_view)>& use, std::string* error,
+                         const DecodeLimits& limits) {
+  std::string err;
+  const bool ok = read_envelope(frames, limits, err, chunk_reader(use, err));
   if (!ok && error) *error = err;
   return ok;
 }

@@ -10,7 +10,7 @@
 namespace keel::wire {
 
 // Bumped when a change to keel.capnp alters the meaning of existing fields.
-constexpr uint16_t kWireVersion = 3;  // 3: the weights checksum runs 4 lanes of 64-bit words (2: one)
+constexpr uint16_t kWireVersion = 4;  // 4: weight chunks may come as two frames split at a segment; 3: 4-lane checksum
 
 using ScoreParts = std::vector<std::pair<std::string, float>>;
 

@@ -53,5 +53,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool in_place = decode_weight_chunk(
       data, size, [&](const WeightChunk&, std::string_view bytes) { same = chunk && bytes == chunk->data; }, &error, limits);
   FUZZ_ASSERT(in_place == (chunk != nullptr) && (!in_place || same), "in-place chunk decoding agrees with decode()");
+  // The same bytes as two frames, split at a word chosen by the input: a split the framed reader
+  // accepts is one at a segment boundary, so the flat message reads as the same chunk.
+  if (size >= 16 && size % 8 == 0) {
+    const size_t cut = 8 * (1 + data[size - 1] % (size / 8 - 1));
+    const std::string_view all(reinterpret_cast<const char*>(data), size);
+    std::string split_bytes;
+    const bool framed = decode_weight_chunk(
+        std::vector<std::string_view>{all.substr(0, cut), all.substr(cut)},
+        [&](const WeightChunk&, std::string_view bytes) { split_bytes = bytes; }, &error, limits);
+    FUZZ_ASSERT(!framed || (chunk && split_bytes == chunk->data), "a chunk read from frames is the flat message's chunk");
+  }
   return 0;
 }

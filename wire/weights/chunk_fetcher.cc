@@ -45,10 +45,17 @@ struct ChunkFetcher::ChunkedBlob {
     if (c.count != count || c.total_bytes != total || c.checksum != checksum || c.index >= count || have[c.index]) return false;
     const uint64_t off = uint64_t{c.index} * chunk_bytes, want = std::min(chunk_bytes, total - off);
     if (data.size() != want) return false;
-    std::memcpy(bytes->data() + off, data.data(), want);
+    // Every chunk but the last is hashed as soon as those before it are (whole words only): the
+    // next one in order as it is copied into place, one that came early once the gap is filled.
+    const bool next = chunk_bytes % 8 == 0 && c.index == hashed && hashed + 1 < count;
+    if (next) {
+      sum.add_words_copying(data, bytes->data() + off);
+      ++hashed;
+    } else {
+      std::memcpy(bytes->data() + off, data.data(), want);
+    }
     have[c.index] = true;
     ++received;
-    // Every chunk but the last is hashed as soon as those before it are (whole words only).
     if (chunk_bytes % 8 == 0)
       for (; hashed + 1 < count && have[hashed]; ++hashed)
         sum.add_words(std::string_view(bytes->data() + uint64_t{hashed} * chunk_bytes, chunk_bytes));
@@ -169,7 +176,7 @@ std::shared_ptr<std::string> ChunkFetcher::fetch(const wire::WeightAnnounce& a) 
     for (int quiet_ms = 0; !blob.whole() && quiet_ms < kTimeoutMs;) {
       if (abandoned(a.policy_version)) return nullptr;
       bool took = false;
-      if (!dealer_->recv_lent(kSliceMs, [&](std::string_view m) { took = take_chunk(m, a.policy_version, blob); })) {
+      if (!dealer_->recv_lent(kSliceMs, [&](const auto& frames) { took = take_chunk(frames, a.policy_version, blob); })) {
         quiet_ms += kSliceMs;
         continue;
       }
@@ -191,7 +198,7 @@ std::shared_ptr<std::string> ChunkFetcher::fetch(const wire::WeightAnnounce& a) 
 
 // Decodes a message in place and copies the chunk of `version` it carries into `blob`; a message
 // that fails validation is counted and dropped, as wire::receive() does.
-bool ChunkFetcher::take_chunk(std::string_view message, uint64_t version, ChunkedBlob& blob) {
+bool ChunkFetcher::take_chunk(const std::vector<std::string_view>& frames, uint64_t version, ChunkedBlob& blob) {
   bool took = false;
   std::string error;
   const auto use = [&](const wire::WeightChunk& c, std::string_view data) {
@@ -199,7 +206,7 @@ bool ChunkFetcher::take_chunk(std::string_view message, uint64_t version, Chunke
     if (!blob.started() && (c.index != 0 || !blob.start(c, data, spare_buffer()))) return;
     took = blob.take(c, data);
   };
-  if (wire::decode_weight_chunk(message.data(), message.size(), use, &error)) {
+  if (wire::decode_weight_chunk(frames, use, &error)) {
     ++stats_.accepted;
   } else {
     ++stats_.rejected;

@@ -9,7 +9,7 @@
 //     (no answer three times, a bad checksum, an error on the thread) ends with no blob: the next
 //     want() of that version tries again.
 // Each chunk is copied once, from the socket's buffer into its place in one buffer, and hashed
-// there as soon as the chunks before it have arrived. Buffers of versions nobody holds any
+// in the same pass when the chunks before it have arrived (else once they have). Buffers of versions nobody holds any
 // more are reused, so that a new version does not fault in and zero half a gigabyte of pages.
 #pragma once
 
@@ -21,6 +21,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "wire/channel.h"
 #include "wire/messages.h"
@@ -51,7 +52,7 @@ class ChunkFetcher {
   void run();
   std::shared_ptr<std::string> fetch(const wire::WeightAnnounce& a);  // on the fetch thread
   bool abandoned(uint64_t version);                                   // a newer version is wanted, or stopping
-  bool take_chunk(std::string_view message, uint64_t version, ChunkedBlob& blob);
+  bool take_chunk(const std::vector<std::string_view>& frames, uint64_t version, ChunkedBlob& blob);
   std::shared_ptr<std::string> spare_buffer();
 
   std::unique_ptr<wire::Channel> dealer_;  // used by the fetch thread only

@@ -17,13 +17,19 @@ namespace keel {
 // bound by the multiply's latency, not by memory. Each step is a bijection of its lane for a fixed
 // word, and finish() folds the lanes in with the same bijective step, so any single changed word
 // (or byte) changes the result.
-void WeightsChecksum::add_words(std::string_view words) {
+void WeightsChecksum::add_words(std::string_view words) { add<false>(words, nullptr); }
+
+void WeightsChecksum::add_words_copying(std::string_view words, char* to) { add<true>(words, to); }
+
+template <bool kStore>
+void WeightsChecksum::add(std::string_view words, char* to) {
   KEEL_CHECK(words.size() % 8 == 0, "weights checksum: a piece of " << words.size() << " bytes is not whole words");
   const char* p = words.data();
   size_t n = words.size() / 8;
-  auto word = [&](size_t i) {
+  auto word = [&](size_t i) {  // word i, stored at `to` on the way when asked
     uint64_t w;
     std::memcpy(&w, p + 8 * i, sizeof w);
+    if constexpr (kStore) std::memcpy(to + 8 * i, &w, sizeof w);
     return w;
   };
   auto step = [&](uint64_t w) {  // one word into its lane, outside the four-lane rounds
@@ -57,6 +63,29 @@ uint64_t WeightsChecksum::finish(std::string_view last) const {
 
 uint64_t weights_checksum(const std::string& bytes) { return WeightsChecksum().finish(bytes); }
 
+// Pieces end anywhere (a tensor of 3 floats), so a partial word waits in `carry` for the next.
+uint64_t weights_blob_into(std::string& out, const TensorMap& tensors, const Metadata& metadata) {
+  const auto pieces = safetensors_pieces(tensors, metadata);
+  out.resize(pieces.total_bytes());
+  WeightsChecksum sum;
+  char carry[8];
+  size_t carried = 0, at = 0;
+  for (size_t i = 0; i < pieces.count(); ++i) {
+    std::string_view p = pieces.piece(i);
+    for (; carried > 0 && carried < 8 && !p.empty(); p.remove_prefix(1)) out[at++] = carry[carried++] = p.front();
+    if (carried == 8) {
+      sum.add_words(std::string_view(carry, 8));
+      carried = 0;
+    }
+    if (carried > 0) continue;  // the piece ended inside the carried word
+    const size_t whole = p.size() / 8 * 8;
+    sum.add_words_copying(p.substr(0, whole), out.data() + at);
+    at += whole;
+    for (char c : p.substr(whole)) out[at++] = carry[carried++] = c;
+  }
+  return sum.finish(std::string_view(carry, carried));
+}
+
 namespace {
 
 // Removes <dir>/keel-<pid>-<n>.weights regions whose learner process is gone (killed learners
@@ -77,8 +106,8 @@ void remove_dead_regions(const std::string& dir) {
   }
 }
 
-void blob_bytes(std::string& out, const TensorMap& tensors, uint64_t version) {
-  safetensors_bytes_into(out, tensors, {{"policy_version", std::to_string(version)}});
+uint64_t blob_bytes(std::string& out, const TensorMap& tensors, uint64_t version) {
+  return weights_blob_into(out, tensors, {{"policy_version", std::to_string(version)}});
 }
 
 }  // namespace
@@ -127,8 +156,7 @@ void WeightSender::publish(uint64_t version, const TensorMap& tensors) {
     a.shared_path = region->path();
   } else {
     auto b = fresh_blob();
-    blob_bytes(b->bytes, tensors, version);
-    b->checksum = weights_checksum(b->bytes);
+    b->checksum = blob_bytes(b->bytes, tensors, version);
     a.total_bytes = b->bytes.size();
     a.chunk_count = static_cast<uint32_t>((b->bytes.size() + o_.chunk_bytes - 1) / o_.chunk_bytes);
     a.checksum = b->checksum;
@@ -182,9 +210,8 @@ std::shared_ptr<const WeightSender::Blob> WeightSender::blob_for(uint64_t versio
   }
   if (blob || !region) return blob;
   auto b = fresh_blob();
-  if (!region->read(version, [&](const TensorMap& t) { blob_bytes(b->bytes, t, version); }))
+  if (!region->read(version, [&](const TensorMap& t) { b->checksum = blob_bytes(b->bytes, t, version); }))
     return nullptr;  // rewritten: a newer one is announced
-  b->checksum = weights_checksum(b->bytes);
   std::lock_guard<std::mutex> l(mu_);
   ++stats_.blobs_built;
   if (announce_.policy_version == version) blob_ = b;
@@ -198,11 +225,17 @@ void WeightSender::serve(wire::Channel& router, const std::string& peer, const w
   if (q.chunk >= count) return;
   const size_t off = static_cast<size_t>(q.chunk) * o_.chunk_bytes;
   const wire::WeightChunk header{q.policy_version, q.chunk, count, {}, blob->bytes.size(), blob->checksum};
-  // The chunk's bytes are copied once, into the message, which the socket then owns.
-  router.send_owned(wire::encode_weight_chunk("learner", header, std::string_view(blob->bytes).substr(off, o_.chunk_bytes)),
-                    peer);
+  // The chunk's bytes go to the socket from the blob itself, which the message holds until sent;
+  // a chunk that cannot be a segment of its own (the last, of a partial word) is copied once.
+  const auto data = std::string_view(blob->bytes).substr(off, o_.chunk_bytes);
+  auto split = wire::encode_weight_chunk_split("learner", header, data);
+  if (split)
+    router.send_split(std::move(split->head), split->tail, blob, peer);
+  else
+    router.send_owned(wire::encode_weight_chunk("learner", header, data), peer);
   std::lock_guard<std::mutex> l(mu_);
   ++stats_.chunks_served;
+  if (split) ++stats_.chunks_from_blob;
 }
 
 }  // namespace keel

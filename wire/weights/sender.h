@@ -4,7 +4,8 @@
 // chunk transfer. The other two calls run on the thread that owns the sockets: announce_if_due()
 // sends WeightAnnounce when a version is new and again every second (for actors that join late),
 // and serve() answers a WeightRequest with one WeightChunk of the announced version, building the
-// safetensors blob from the region on the first request. A request for any other version gets no
+// safetensors blob from the region on the first request; the chunk's bytes go to the socket from
+// the blob without a copy (the message holds the blob until it is sent). A request for any other version gets no
 // reply: the actor hears the newer announcement and asks for that.
 #pragma once
 
@@ -32,7 +33,8 @@ struct WeightSenderStats {
   uint64_t published_version = 0;
   double publish_seconds = 0;  // last publication: copy into the region (or serialise) + queue the announcement
   int64_t announcements = 0, chunks_served = 0;
-  int64_t blobs_built = 0;  // safetensors blobs built from the region for chunk requests
+  int64_t chunks_from_blob = 0;  // of chunks_served: sent from the blob's memory, not copied into a message
+  int64_t blobs_built = 0;       // safetensors blobs built from the region for chunk requests
 };
 
 class WeightSender {

@@ -27,6 +27,7 @@
 #include <string_view>
 
 #include "core/hash.h"
+#include "core/safetensors.h"
 
 namespace keel {
 
@@ -36,15 +37,24 @@ namespace keel {
 // order by the same step from the offset basis, then the last (size mod 8) bytes byte-wise FNV-1a.
 uint64_t weights_checksum(const std::string& bytes);
 
+// The safetensors blob of `tensors` with `metadata` written into `out` (whose memory is reused),
+// and its weights_checksum, taken in the same pass over the bytes.
+uint64_t weights_blob_into(std::string& out, const TensorMap& tensors, const Metadata& metadata);
+
 // The same checksum taken piece by piece, as the pieces arrive: runs of whole words in order,
 // then the last piece, which may end in a partial word.
 class WeightsChecksum {
  public:
-  void add_words(std::string_view words);        // words.size() % 8 == 0
+  void add_words(std::string_view words);  // words.size() % 8 == 0
+  // The same, storing the words at `to` in the same pass (a received piece is read once, not
+  // copied into place and then read again to hash it).
+  void add_words_copying(std::string_view words, char* to);
   uint64_t finish(std::string_view last) const;  // the hash of everything added, then `last`
 
  private:
   static constexpr size_t kLanes = 4;
+  template <bool kStore>
+  void add(std::string_view words, char* to);  // kStore: the words are stored at `to` too
   uint64_t lane_[kLanes] = {kFnvOffset, kFnvOffset, kFnvOffset, kFnvOffset};
   uint64_t words_ = 0;  // words added so far: the next one goes into lane words_ % kLanes
 };
