@@ -61,9 +61,13 @@ void copy_tokenizer(const std::string& tokenizer, const std::string& dir) {
 }  // namespace
 
 void save_model(const std::string& dir, Transformer& model, const std::string& tokenizer_file) {
+  save_model(dir, model->config(), model_tensors(model), tokenizer_file);
+}
+
+void save_model(const std::string& dir, const ModelConfig& config, const TensorMap& tensors, const std::string& tokenizer_file) {
   fs::create_directories(dir);
-  save_safetensors(model_weights_path(dir), model_tensors(model), {{"format", "pt"}});
-  write_file_atomic(model_config_path(dir), model->config().to_hf_json());
+  save_safetensors(model_weights_path(dir), tensors, {{"format", "pt"}});
+  write_file_atomic(model_config_path(dir), config.to_hf_json());
   if (!tokenizer_file.empty()) copy_tokenizer(tokenizer_file, dir);
 }
 

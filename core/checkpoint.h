@@ -22,6 +22,10 @@ std::string model_config_path(const std::string& dir);   // dir/config.json
 // tokenizer_config.json beside it (which names the chat format) comes too. Tied lm_head weights
 // are not written (as Hugging Face does).
 void save_model(const std::string& dir, Transformer& model, const std::string& tokenizer_file = "");
+// The same from a model's config and tensors (model_tensors: e.g. a copy taken to be written while
+// the model goes on training).
+void save_model(const std::string& dir, const ModelConfig& config, const TensorMap& tensors,
+                const std::string& tokenizer_file = "");
 
 ModelConfig load_model_config(const std::string& dir);
 

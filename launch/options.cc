@@ -156,6 +156,9 @@ void add_train_options(po::options_description& d, TrainOptions& o) {
       "eval-at-start", po::value(&o.eval_at_start)->default_value(o.eval_at_start), "also evaluate before the first step")(
       "checkpoint-every", po::value(&o.checkpoint_every)->default_value(o.checkpoint_every), "steps between checkpoints")(
       "keep-checkpoints", po::value(&o.keep_checkpoints)->default_value(o.keep_checkpoints), "checkpoints kept")(
+      "background-checkpoints", po::value(&o.background_checkpoints)->default_value(o.background_checkpoints),
+      "write checkpoints on a thread of their own while training goes on (a copy of the weights and optimizer state "
+      "held meanwhile); RL learners publish each version once its checkpoint is on disk")(
       "log-every", po::value(&o.log_every)->default_value(o.log_every), "steps between metric lines")(
       "seed", po::value(&o.seed)->default_value(o.seed), "seed of initialisation and data order")(
       "activation-checkpointing", po::value(&o.activation_checkpointing)->default_value(o.activation_checkpointing),

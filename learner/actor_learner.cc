@@ -98,12 +98,26 @@ bool ActorLearner::train_update() {
     // The update is complete: checkpoint, then its metrics, then publication, so that a version is
     // announced only once a resume would start from it. Publication and evaluation count in the
     // next update's time.
+    // With background checkpoints the writer publishes the version from the checkpoint's own copy
+    // once it is on disk, while this thread goes on to the next update.
     Scalars metrics = finish_update();
-    phases_.run("checkpoint", [&] { loop_->checkpoint_if_due(builder_.checkpoint_each_update()); });
+    auto written = [this, v = version_](const CheckpointSnapshot& s) {
+      const auto t0 = std::chrono::steady_clock::now();
+      publisher_.publish_tensors(v, s.models.front().tensors);
+      background_publish_seconds_.store(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    };
+    TrainLoop::Checkpoint c = TrainLoop::Checkpoint::kNone;
+    phases_.run("checkpoint", [&] { c = loop_->checkpoint_if_due(builder_.checkpoint_each_update(), written); });
     add_phase_seconds(metrics);
+    // The last background checkpoint's write and publication, which overlap the phases above.
+    if (const double w = loop_->last_checkpoint_write_seconds(); w > 0) {
+      metrics[builder_.metric_prefix() + "/background/checkpoint_seconds"] = w;
+      metrics[builder_.metric_prefix() + "/background/publish_seconds"] = background_publish_seconds_.load();
+    }
     loop_->log(metrics);
     write_status(metrics, {});
-    if (!loop_->done()) phases_.run("publish", [&] { publisher_.publish(version_, policy_); });
+    if (!loop_->done() && c != TrainLoop::Checkpoint::kWriting)
+      phases_.run("publish", [&] { publisher_.publish(version_, policy_); });
     phases_.run("eval", [&] { loop_->evaluate_if_due(); });
     return stop;
   }

@@ -5,7 +5,9 @@
 //   train     the update's optimizer steps, through the one TrainLoop (learner/train_loop.h)
 //   checkpoint  when the builder asks for one per update (PPO: always; a resume never repeats or
 //             skips a version actors have seen)
-//   publish   the new policy version through the WeightPublisher
+//   publish   the new policy version through the WeightPublisher; with background checkpoints
+//             the checkpoint's writer publishes it once it is on disk, while the next update
+//             collects and trains (TrainOptions::background_checkpoints)
 //   evaluate  every eval_every steps (held-out evaluation, with the rollout side's counters)
 // After every update and evaluation the lead rank rewrites <out_dir>/status.json (learner/run_status.h).
 // The policy version is the number of completed updates; it is stored in every checkpoint with
@@ -14,6 +16,7 @@
 // Life of one update, file by file: docs/life_of_an_update.md.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -65,7 +68,8 @@ class ActorLearner {
   Scalars update_metrics_;
   std::chrono::steady_clock::time_point update_start_;
   std::chrono::steady_clock::time_point cycle_start_ = std::chrono::steady_clock::now();  // the last update's end
-  PhaseTimes phases_;  // the runtime's own phases of the update in progress
+  PhaseTimes phases_;                                  // the runtime's own phases of the update in progress
+  std::atomic<double> background_publish_seconds_{0};  // the last publication by a background checkpoint's writer
 };
 
 }  // namespace keel

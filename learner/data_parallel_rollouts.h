@@ -29,8 +29,8 @@ class BroadcastRolloutSource : public RolloutSource {
 class LeadPublisher : public WeightPublisher {
  public:
   explicit LeadPublisher(WeightPublisher* lead) : lead_(lead) {}
-  void publish(uint64_t version, Transformer& policy) override {
-    if (lead_) lead_->publish(version, policy);
+  void publish_tensors(uint64_t version, const TensorMap& policy) override {
+    if (lead_) lead_->publish_tensors(version, policy);
   }
 
  private:

@@ -83,7 +83,7 @@ std::vector<wire::Rollout> RolloutService::next(size_t n, uint64_t version) {
   return out;
 }
 
-void RolloutService::publish(uint64_t version, Transformer& policy) { weights_.publish(version, model_tensors(policy)); }
+void RolloutService::publish_tensors(uint64_t version, const TensorMap& policy) { weights_.publish(version, policy); }
 
 // A batch that keeps the sampling contract goes to the log and, group by group, to the queue; any
 // other is refused, counted and logged naming what differs.

@@ -60,7 +60,7 @@ class RolloutService : public RolloutSource, public WeightPublisher {
   ~RolloutService() override;
 
   std::vector<wire::Rollout> next(size_t n, uint64_t version) override;
-  void publish(uint64_t version, Transformer& policy) override;
+  void publish_tensors(uint64_t version, const TensorMap& policy) override;
   void stop();
   RolloutServiceStats stats() const;
   ReplayStats replay_stats() const { return queue_.stats(); }

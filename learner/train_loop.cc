@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/malloc_policy.h"
 #include "core/progress.h"
+#include "learner/checkpoint_writer.h"
 #include "learner/train_state.h"
 
 namespace keel {
@@ -65,6 +66,7 @@ struct TrainLoop::Run {
   TrainerState state;
   std::unique_ptr<MetricsWriter> metrics;  // lead rank only
   std::unique_ptr<Progress> progress;
+  std::unique_ptr<CheckpointWriter> writer;  // lead rank with background checkpoints only
   TrainResult result;
   bool lead = true;
   int rank = 0, world = 1;
@@ -137,6 +139,7 @@ void TrainLoop::begin() {
     for (auto& m : r.trained) dp_->broadcast_parameters(m);
   for (auto& m : r.trained) m->train();
   if (r.lead) r.metrics = std::make_unique<MetricsWriter>(o_.out_dir);
+  if (r.lead && o_.background_checkpoints) r.writer = std::make_unique<CheckpointWriter>(o_.out_dir, o_.keep_checkpoints);
   r.progress = std::make_unique<Progress>(r.lead ? "train" : "train (rank " + std::to_string(r.rank) + ")", o_.steps,
                                           r.state.step, o_.log_every);
   if (o_.eval_at_start && r.state.step == 0) evaluate();
@@ -157,8 +160,21 @@ void TrainLoop::log(const Scalars& s) {
 
 std::string TrainLoop::save() {
   if (!run_->lead) return std::string();
+  if (run_->writer) run_->writer->wait();  // the newer checkpoint must not be overtaken by the older
   return save_training_checkpoint(o_.out_dir, model_, *run_->opt, run_->state, run_config_, tokenizer_file_, o_.keep_checkpoints,
                                   objective_.save_state(), run_->companions);
+}
+
+void TrainLoop::save_in_background(std::function<void(const CheckpointSnapshot&)> written) {
+  Run& r = *run_;
+  r.writer->wait();  // one copy held at a time: the one before is written first, and its memory reused
+  r.writer->write(snapshot_training_state(model_, *r.opt, r.state, run_config_, tokenizer_file_, objective_.save_state(),
+                                          r.companions, /*copy=*/true, r.writer->take_spare()),
+                  std::move(written));
+}
+
+double TrainLoop::last_checkpoint_write_seconds() const {
+  return run_ && run_->writer ? run_->writer->last_write_seconds() : 0.0;
 }
 
 void TrainLoop::evaluate() {
@@ -174,9 +190,15 @@ void TrainLoop::evaluate() {
   std::cerr << (isatty(2) ? "\n" : "") << line << "\n";
 }
 
-void TrainLoop::checkpoint_if_due(bool force) {
+TrainLoop::Checkpoint TrainLoop::checkpoint_if_due(bool force, std::function<void(const CheckpointSnapshot&)> written) {
   const int64_t s = run_->state.step;
-  if (s < o_.steps && (force || (o_.checkpoint_every > 0 && s % o_.checkpoint_every == 0))) save();
+  if (s >= o_.steps || !(force || (o_.checkpoint_every > 0 && s % o_.checkpoint_every == 0))) return Checkpoint::kNone;
+  if (!run_->writer) {
+    save();
+    return Checkpoint::kWritten;
+  }
+  save_in_background(std::move(written));
+  return Checkpoint::kWriting;
 }
 
 void TrainLoop::evaluate_if_due() {

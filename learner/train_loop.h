@@ -3,6 +3,8 @@
 // micro-batches), periodic evaluation, checkpoints every N steps and on SIGINT/SIGTERM,
 // exact resume, a progress bar and metrics (JSONL + TensorBoard) in the run directory.
 //
+// Checkpoints may be written in the background (TrainOptions::background_checkpoints).
+//
 // Run directory layout: metrics.jsonl, events.out.tfevents.*, checkpoints/step-NNNNNNNN/
 // (model files + optimizer.safetensors + trainer_state.json + run_config.ini + one model directory
 // per companion, e.g. critic/), checkpoints/latest, and model/ (the final weights, companions
@@ -10,12 +12,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "core/phase_times.h"
 #include "learner/data_parallel.h"
 #include "learner/objective.h"
+#include "learner/train_state.h"
 
 namespace keel {
 
@@ -43,6 +47,9 @@ struct TrainOptions {
   // Keep only each block's input during the forward pass and recompute the block in backward
   // (core/activation_checkpoint.h): a smaller peak for one more forward pass of the blocks.
   bool activation_checkpointing = false;
+  // Write checkpoints on a thread of their own while training goes on (learner/checkpoint_writer.h):
+  // a step waits only for a copy of the weights and optimizer state, held in memory until written.
+  bool background_checkpoints = false;
   void validate() const;
 };
 
@@ -83,19 +90,27 @@ class TrainLoop {
   // One optimizer step over grad_accum micro-batches, and its metrics. True when a stop was
   // requested (SIGINT/SIGTERM on any rank): the caller then ends with interrupted().
   bool train_step();
-  void checkpoint_if_due(bool force = false);  // every checkpoint_every steps before the last, or now
-  void evaluate_if_due();                      // every eval_every steps before the last
-  void log(const Scalars& s);                  // metrics at the current step (the lead rank writes)
+  // A checkpoint every checkpoint_every steps before the last, or now when forced. With
+  // background_checkpoints the lead rank writes it on the writer's thread (after waiting for the
+  // one before) and `written` runs there once it is whole on disk; otherwise it is written now
+  // and `written` is not called (the caller goes on as after any write).
+  enum class Checkpoint { kNone, kWritten, kWriting };
+  Checkpoint checkpoint_if_due(bool force = false, std::function<void(const CheckpointSnapshot&)> written = {});
+  double last_checkpoint_write_seconds() const;  // wall seconds of the last background write (0: none yet)
+  void evaluate_if_due();                        // every eval_every steps before the last
+  void log(const Scalars& s);                    // metrics at the current step (the lead rank writes)
   // Seconds of the steps since the last call, by phase (batch, forward_backward, gradient_sync,
   // optimizer), as "<prefix><phase>".
   Scalars take_phase_seconds(const std::string& prefix) { return phases_.take(prefix); }
+  // Both wait for a checkpoint being written in the background first.
   TrainResult interrupted();  // checkpoint now, report the stop
   TrainResult finish();       // final evaluation, checkpoint and model
 
  private:
   struct Run;  // state between begin() and the end of the run
   void evaluate();
-  std::string save();
+  std::string save();  // now, after any background write
+  void save_in_background(std::function<void(const CheckpointSnapshot&)> written);
   void log_step(double loss, double lr, double grad_norm, int64_t tokens, const Scalars& extra);
 
   std::shared_ptr<DataParallel> dp_;

@@ -38,39 +38,65 @@ std::string step_dir_name(int64_t step) {
 
 }  // namespace
 
-std::string save_training_checkpoint(const std::string& run_dir, Transformer& model, torch::optim::AdamW& opt,
-                                     const TrainerState& state, const std::string& run_config, const std::string& tokenizer_file,
-                                     int64_t keep, const std::string& objective_state, const std::vector<Companion>& companions) {
-  const std::string root = run_dir + "/checkpoints";
-  const std::string name = step_dir_name(state.step);
-  const std::string tmp = root + "/." + name + ".tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  save_model(tmp, model, tokenizer_file);
-
-  TensorMap moments;
+CheckpointSnapshot snapshot_training_state(Transformer& model, torch::optim::AdamW& opt, const TrainerState& state,
+                                           const std::string& run_config, const std::string& tokenizer_file,
+                                           const std::string& objective_state, const std::vector<Companion>& companions,
+                                           bool copy, CheckpointSnapshot reuse) {
+  torch::NoGradGuard ng;
+  // `t` itself, or its copy: into old[key] when that fits, else new CPU memory.
+  auto keep = [copy](const torch::Tensor& t, TensorMap* old, const std::string& key) {
+    if (!copy) return t;
+    if (old) {
+      auto it = old->find(key);
+      if (it != old->end() && it->second.sizes() == t.sizes() && it->second.scalar_type() == t.scalar_type() &&
+          it->second.device().is_cpu())
+        return it->second.copy_(t);
+    }
+    return t.to(t.options().device(torch::kCPU), /*non_blocking=*/false, /*copy=*/true);
+  };
+  CheckpointSnapshot s{state, {}, {}, run_config, tokenizer_file, objective_state};
   auto& st = opt.state();
-  auto add_moments = [&](Transformer& m, const std::string& prefix) {
+  auto add = [&](Transformer& m, const std::string& name) {
+    CheckpointSnapshot::Model out{name, m->config(), {}};
+    TensorMap* old = nullptr;
+    for (auto& r : reuse.models)
+      if (r.name == name) old = &r.tensors;
+    for (const auto& [k, t] : model_tensors(m)) out.tensors[k] = keep(t, old, k);
+    s.models.push_back(std::move(out));
+    const std::string prefix = name.empty() ? "" : name + "/";
     for (const auto& p : m->named_parameters()) {
       auto it = st.find(state_key(st, p.value()));
       if (it == st.end()) continue;
-      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-      moments[prefix + p.key() + ".exp_avg"] = s.exp_avg();
-      moments[prefix + p.key() + ".exp_avg_sq"] = s.exp_avg_sq();
-      moments[prefix + p.key() + ".step"] = torch::tensor(static_cast<int64_t>(s.step()));
+      auto& ps = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      const std::pair<const char*, torch::Tensor> moments[] = {{".exp_avg", ps.exp_avg()}, {".exp_avg_sq", ps.exp_avg_sq()}};
+      for (const auto& [suffix, t] : moments) {
+        const std::string key = prefix + p.key() + suffix;
+        s.optimizer[key] = keep(t, &reuse.optimizer, key);
+      }
+      s.optimizer[prefix + p.key() + ".step"] = torch::tensor(static_cast<int64_t>(ps.step()));
     }
   };
-  add_moments(model, "");
-  for (auto c : companions) {
-    save_model(tmp + "/" + c.name, c.model);
-    add_moments(c.model, c.name + "/");
-  }
-  moments["rng.cpu"] = at::detail::getDefaultCPUGenerator().get_state();
-  save_safetensors(tmp + "/optimizer.safetensors", moments);
-  nlohmann::json j = {{"step", state.step}, {"tokens_seen", state.tokens_seen}, {"format_version", 1}};
+  add(model, "");
+  for (auto c : companions) add(c.model, c.name);
+  s.optimizer["rng.cpu"] = at::detail::getDefaultCPUGenerator().get_state();
+  return s;
+}
+
+std::string checkpoint_dir(const std::string& run_dir, int64_t step) { return run_dir + "/checkpoints/" + step_dir_name(step); }
+
+std::string write_training_checkpoint(const std::string& run_dir, const CheckpointSnapshot& s, int64_t keep) {
+  const std::string root = run_dir + "/checkpoints";
+  const std::string name = step_dir_name(s.state.step);
+  const std::string tmp = root + "/." + name + ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  for (const auto& m : s.models)
+    save_model(m.name.empty() ? tmp : tmp + "/" + m.name, m.config, m.tensors, m.name.empty() ? s.tokenizer_file : "");
+  save_safetensors(tmp + "/optimizer.safetensors", s.optimizer);
+  nlohmann::json j = {{"step", s.state.step}, {"tokens_seen", s.state.tokens_seen}, {"format_version", 1}};
   write_file_atomic(tmp + "/trainer_state.json", j.dump(2) + "\n");
-  write_file_atomic(tmp + "/run_config.ini", run_config);
-  if (!objective_state.empty()) write_file_atomic(tmp + "/objective_state.json", objective_state);
+  write_file_atomic(tmp + "/run_config.ini", s.run_config);
+  if (!s.objective_state.empty()) write_file_atomic(tmp + "/objective_state.json", s.objective_state);
 
   const std::string final_dir = root + "/" + name;
   fs::remove_all(final_dir);
@@ -84,6 +110,13 @@ std::string save_training_checkpoint(const std::string& run_dir, Transformer& mo
   std::sort(all.begin(), all.end());
   for (size_t i = 0; keep > 0 && i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i]);
   return final_dir;
+}
+
+std::string save_training_checkpoint(const std::string& run_dir, Transformer& model, torch::optim::AdamW& opt,
+                                     const TrainerState& state, const std::string& run_config, const std::string& tokenizer_file,
+                                     int64_t keep, const std::string& objective_state, const std::vector<Companion>& companions) {
+  return write_training_checkpoint(
+      run_dir, snapshot_training_state(model, opt, state, run_config, tokenizer_file, objective_state, companions, false), keep);
 }
 
 std::string latest_checkpoint(const std::string& run_dir) {

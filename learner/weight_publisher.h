@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "core/checkpoint.h"
 #include "core/transformer.h"
 
 namespace keel {
@@ -15,13 +16,17 @@ class WeightPublisher {
  public:
   virtual ~WeightPublisher() = default;
   // `policy` is read during the call only.
-  virtual void publish(uint64_t version, Transformer& policy) = 0;
+  void publish(uint64_t version, Transformer& policy) { publish_tensors(version, model_tensors(policy)); }
+  // The policy's tensors under their Hugging Face names (model_tensors), read during the call
+  // only: the live ones, or the copy a checkpoint written in the background holds. Called from
+  // one thread at a time (a background checkpoint's writer publishes while the runtime does not).
+  virtual void publish_tensors(uint64_t version, const TensorMap& policy) = 0;
 };
 
 // Publishes nowhere: a learner without actors (replay from a log, tests).
 class NullPublisher : public WeightPublisher {
  public:
-  void publish(uint64_t, Transformer&) override {}
+  void publish_tensors(uint64_t, const TensorMap&) override {}
 };
 
 }  // namespace keel

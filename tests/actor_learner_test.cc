@@ -198,12 +198,15 @@ class RecordingSource : public RolloutSource {
 class RecordingPublisher : public WeightPublisher {
  public:
   explicit RecordingPublisher(std::string dir) : dir_(std::move(dir)) {}
-  void publish(uint64_t version, Transformer&) override {
+  void publish_tensors(uint64_t version, const TensorMap& policy) override {
     versions.push_back(version);
     checkpointed_step.push_back(latest_checkpoint(dir_));
+    weights.push_back({});
+    for (const auto& [k, t] : policy) weights.back()[k] = t.clone();
   }
   std::vector<uint64_t> versions;
   std::vector<std::string> checkpointed_step;
+  std::vector<TensorMap> weights;  // what each publication carried
 
  private:
   std::string dir_;
@@ -228,8 +231,14 @@ TrainOptions three_updates(const PpoOptions& o, const std::string& dir) {
   return t;
 }
 
-TEST(ActorLearner, CollectsAtTheCurrentVersionAndPublishesEachVersionOnceAfterItsCheckpoint) {
-  const auto dir = test::temp_dir("actor_learner_order");
+// Written at once or in the background (then the writer's thread publishes), each version goes
+// out once, after its checkpoint is the one a resume would start from.
+class PublishesAfterCheckpoint : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(ActorLearner, PublishesAfterCheckpoint, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "InTheBackground" : "AtOnce"; });
+
+TEST_P(PublishesAfterCheckpoint, CollectsAtTheCurrentVersionAndPublishesEachVersionOnceAfterItsCheckpoint) {
+  const auto dir = test::temp_dir(std::string("actor_learner_order") + (GetParam() ? "_bg" : ""));
   Transformer policy(tiny()), reference(tiny());
   policy->init_weights(3);
   reference->init_weights(3);
@@ -240,6 +249,8 @@ TEST(ActorLearner, CollectsAtTheCurrentVersionAndPublishesEachVersionOnceAfterIt
   RecordingPublisher publisher(dir);
   TrainOptions t = three_updates(o, dir);
   t.lr = 1e-3;
+  t.background_checkpoints = GetParam();
+  t.keep_checkpoints = 5;
   ActorLearner runtime(t, policy, builder, source, publisher, "", "");
   const auto r = runtime.run();
   EXPECT_EQ(r.final_step, 6);
@@ -253,6 +264,13 @@ TEST(ActorLearner, CollectsAtTheCurrentVersionAndPublishesEachVersionOnceAfterIt
   EXPECT_NE(publisher.checkpointed_step[1].find("step-00000002"), std::string::npos) << publisher.checkpointed_step[1];
   EXPECT_NE(publisher.checkpointed_step[2].find("step-00000004"), std::string::npos) << publisher.checkpointed_step[2];
   EXPECT_NE(publisher.checkpointed_step[3].find("step-00000006"), std::string::npos) << publisher.checkpointed_step[3];
+  // Each published version carries the weights its checkpoint holds (not the policy trained on since).
+  for (size_t v = 1; v <= 3; ++v) {
+    const auto saved = load_safetensors(model_weights_path(checkpoint_dir(dir, 2 * static_cast<int64_t>(v))));
+    for (const auto& [k, t] : saved) EXPECT_TRUE(torch::equal(t, publisher.weights[v].at(k))) << "version " << v << " " << k;
+  }
+  EXPECT_FALSE(
+      torch::equal(publisher.weights[1].at("transformer.wte.weight"), publisher.weights[2].at("transformer.wte.weight")));
   // A builder refuses an update it was not given enough rollouts for.
   PpoUpdateBuilder lacking(o, policy, reference, 1, 5);
   lacking.add(source.next(3, 0), 0);
@@ -270,7 +288,7 @@ class SlowSource : public RecordingSource {
 };
 class SlowPublisher : public WeightPublisher {
  public:
-  void publish(uint64_t, Transformer&) override { std::this_thread::sleep_for(std::chrono::milliseconds(40)); }
+  void publish_tensors(uint64_t, const TensorMap&) override { std::this_thread::sleep_for(std::chrono::milliseconds(40)); }
 };
 
 TEST(ActorLearner, EveryUpdateLogsTheSecondsOfEachPhase) {

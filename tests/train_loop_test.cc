@@ -13,6 +13,7 @@
 
 #include "core/checkpoint.h"
 #include "core/malloc_policy.h"
+#include "learner/checkpoint_writer.h"
 #include "learner/lm_batch.h"
 #include "learner/train_loop.h"
 #include "tests/support/test_support.h"
@@ -158,6 +159,71 @@ TEST(TrainLoop, CheckpointHoldsModelOptimizerStateAndConfig) {
   // No temporary directory is left behind.
   for (const auto& e : std::filesystem::directory_iterator(o.out_dir + "/checkpoints"))
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
+}
+
+// A checkpoint written in the background holds the step it was taken at, byte for byte what the
+// same checkpoint written at once holds, though training went on while it was written.
+TEST(TrainLoop, BackgroundCheckpointsHoldTheirStepWhileTrainingGoesOn) {
+  std::map<bool, std::string> dirs;
+  for (bool background : {false, true}) {
+    Transformer m(tiny());
+    m->init_weights(3);
+    FixedObjective obj(1);
+    TrainOptions o;
+    o.steps = 7;
+    o.checkpoint_every = 2;
+    o.keep_checkpoints = 10;
+    o.eval_every = 0;
+    o.lr = 1e-2;
+    o.background_checkpoints = background;
+    o.out_dir = dirs[background] = test::temp_dir(std::string("ckpt-bg-") + (background ? "on" : "off"));
+    TrainLoop(o, m, obj, "lr = 0.01\n", "").run();
+  }
+  for (const char* step : {"step-00000002", "step-00000004", "step-00000006", "step-00000007"})
+    for (const char* f : {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "config.json"}) {
+      const std::string a = dirs[false] + "/checkpoints/" + step + "/" + f, b = dirs[true] + "/checkpoints/" + step + "/" + f;
+      ASSERT_TRUE(std::filesystem::exists(b)) << b;
+      EXPECT_EQ(read_file(a), read_file(b)) << step << "/" << f;
+    }
+  EXPECT_NE(read_file(dirs[true] + "/checkpoints/step-00000002/model.safetensors"),
+            read_file(dirs[true] + "/checkpoints/step-00000004/model.safetensors"));
+  EXPECT_EQ(test::read_text(dirs[true] + "/checkpoints/latest"), "step-00000007\n");
+}
+
+// A write that fails is reported by the writer's next call, and what waits on it is not called.
+TEST(CheckpointWriter, AFailedWriteIsRethrownAndNothingIsPublished) {
+  Transformer m(tiny());
+  auto opt = torch::optim::AdamW(m->parameters());
+  const std::string file = test::temp_dir("ckpt-writer-fail") + "/a-file";
+  test::write_text(file, "not a directory");
+  CheckpointWriter w(file, 2);  // the run directory is a file: the write fails
+  bool called = false;
+  w.write(snapshot_training_state(m, opt, TrainerState{3, 0}, "", "", "", {}, true),
+          [&](const CheckpointSnapshot&) { called = true; });
+  EXPECT_ANY_THROW(w.wait());
+  EXPECT_FALSE(called);
+  w.wait();  // reported once
+  const std::string dir = test::temp_dir("ckpt-writer-ok");
+  CheckpointWriter ok(dir, 2);
+  ok.write(snapshot_training_state(m, opt, TrainerState{3, 0}, "", "", "", {}, true),
+           [&](const CheckpointSnapshot& s) { called = s.state.step == 3 && latest_checkpoint(dir) == checkpoint_dir(dir, 3); });
+  ok.wait();
+  EXPECT_TRUE(called) << "called once the checkpoint is the latest";
+  EXPECT_GT(ok.last_write_seconds(), 0.0);
+  EXPECT_EQ(w.last_write_seconds(), 0.0) << "no write of the failing writer finished";
+  EXPECT_TRUE(w.take_spare().models.empty()) << "a failed write leaves nothing to reuse";
+  // The next snapshot copies into the last one's memory.
+  auto spare = ok.take_spare();
+  ASSERT_EQ(spare.models.size(), 1u);
+  const auto& wte = spare.models[0].tensors.at("transformer.wte.weight");
+  const void* memory = wte.data_ptr();
+  {
+    torch::NoGradGuard ng;
+    m->parameters()[0].add_(1.0);
+  }
+  const auto next = snapshot_training_state(m, opt, TrainerState{4, 0}, "", "", "", {}, true, std::move(spare));
+  EXPECT_EQ(next.models[0].tensors.at("transformer.wte.weight").data_ptr(), memory);
+  for (const auto& [k, t] : model_tensors(m)) EXPECT_TRUE(torch::equal(next.models[0].tensors.at(k), t)) << k;
 }
 
 }  // namespace
