@@ -106,8 +106,10 @@ bool ActorLearner::train_update() {
       publisher_.publish_tensors(v, s.models.front().tensors);
       background_publish_seconds_.store(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     };
+    // A failed write means this version is never published: a wait for its rollouts must end.
+    auto failed = [this](const std::string& what) { source_.abort("a checkpoint written in the background failed: " + what); };
     TrainLoop::Checkpoint c = TrainLoop::Checkpoint::kNone;
-    phases_.run("checkpoint", [&] { c = loop_->checkpoint_if_due(builder_.checkpoint_each_update(), written); });
+    phases_.run("checkpoint", [&] { c = loop_->checkpoint_if_due(builder_.checkpoint_each_update(), written, failed); });
     add_phase_seconds(metrics);
     // The last background checkpoint's write and publication, which overlap the phases above.
     if (const double w = loop_->last_checkpoint_write_seconds(); w > 0) {
@@ -116,8 +118,13 @@ bool ActorLearner::train_update() {
     }
     loop_->log(metrics);
     write_status(metrics, {});
+    // A builder that does not checkpoint every update (online DPO) publishes from here while an
+    // earlier checkpoint may still be writing (and then publishing): that one goes out first.
     if (!loop_->done() && c != TrainLoop::Checkpoint::kWriting)
-      phases_.run("publish", [&] { publisher_.publish(version_, policy_); });
+      phases_.run("publish", [&] {
+        loop_->wait_for_checkpoint();
+        publisher_.publish(version_, policy_);
+      });
     phases_.run("eval", [&] { loop_->evaluate_if_due(); });
     return stop;
   }

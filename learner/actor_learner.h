@@ -60,6 +60,9 @@ class ActorLearner {
   std::function<Scalars(Transformer&)> eval_;
   std::function<Scalars()> status_;
   std::unique_ptr<Steps> steps_;
+  // Written by a background checkpoint's writer thread, which loop_ joins: declared first, so
+  // that it outlives loop_.
+  std::atomic<double> background_publish_seconds_{0};
   std::unique_ptr<TrainLoop> loop_;
   uint64_t version_ = 0;          // completed updates = the version actors hold
   int64_t rollouts_trained_ = 0;  // rollouts in completed updates
@@ -68,8 +71,7 @@ class ActorLearner {
   Scalars update_metrics_;
   std::chrono::steady_clock::time_point update_start_;
   std::chrono::steady_clock::time_point cycle_start_ = std::chrono::steady_clock::now();  // the last update's end
-  PhaseTimes phases_;                                  // the runtime's own phases of the update in progress
-  std::atomic<double> background_publish_seconds_{0};  // the last publication by a background checkpoint's writer
+  PhaseTimes phases_;  // the runtime's own phases of the update in progress
 };
 
 }  // namespace keel

@@ -6,19 +6,33 @@
 
 namespace keel {
 
+namespace {
+
+std::string describe(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "an exception of unknown type";
+  }
+}
+
+}  // namespace
+
 CheckpointWriter::CheckpointWriter(std::string run_dir, int64_t keep) : run_dir_(std::move(run_dir)), keep_(keep) {}
 
 CheckpointWriter::~CheckpointWriter() {
   try {
     wait();
-  } catch (const std::exception& e) {
-    std::cerr << "checkpoint: the last write failed: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "checkpoint: the last background checkpoint failed: " << describe(std::current_exception()) << "\n";
   }
 }
 
-void CheckpointWriter::write(CheckpointSnapshot snapshot, Written written) {
+void CheckpointWriter::write(CheckpointSnapshot snapshot, Written written, Failed failed) {
   wait();
-  thread_ = std::thread([this, s = std::move(snapshot), written = std::move(written)]() mutable {
+  thread_ = std::thread([this, s = std::move(snapshot), written = std::move(written), failed = std::move(failed)]() mutable {
     const auto t0 = std::chrono::steady_clock::now();
     try {
       write_training_checkpoint(run_dir_, s, keep_);
@@ -31,8 +45,12 @@ void CheckpointWriter::write(CheckpointSnapshot snapshot, Written written) {
       std::lock_guard<std::mutex> l(mu_);
       spare_ = std::move(s);
     } catch (...) {  // reported on the caller's thread, by the next write() or wait()
-      std::lock_guard<std::mutex> l(mu_);
-      error_ = std::current_exception();
+      const auto e = std::current_exception();
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        error_ = e;
+      }
+      if (failed) failed(describe(e));
     }
   });
 }

@@ -19,6 +19,9 @@ class BroadcastRolloutSource : public RolloutSource {
   // `lead`: rank 0's source (the rollout service); null on the other ranks.
   BroadcastRolloutSource(std::shared_ptr<DataParallel> dp, RolloutSource* lead);
   std::vector<wire::Rollout> next(size_t n, uint64_t version) override;
+  void abort(const std::string& why) override {
+    if (lead_) lead_->abort(why);
+  }
 
  private:
   std::shared_ptr<DataParallel> dp_;

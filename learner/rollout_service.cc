@@ -64,6 +64,10 @@ std::vector<wire::Rollout> RolloutService::next(size_t n, uint64_t version) {
   auto last_note = std::chrono::steady_clock::now();
   while (out.size() < n) {
     KEEL_CHECK(!stop_.load(), "rollout service stopped while the learner waited for rollouts");
+    if (aborted_.load()) {
+      std::lock_guard<std::mutex> l(mu_);
+      KEEL_FAIL(abort_reason_);
+    }
     credits_.set_demand(version, static_cast<int64_t>(n - out.size()), static_cast<int64_t>(n));
     auto got = queue_.take(n - out.size(), version, 500, stop_);
     for (auto& r : got) out.push_back(std::move(r));
@@ -81,6 +85,14 @@ std::vector<wire::Rollout> RolloutService::next(size_t n, uint64_t version) {
   // While the learner trains on these, actors may generate for its next update.
   credits_.set_demand(version + 1, static_cast<int64_t>(n), static_cast<int64_t>(n));
   return out;
+}
+
+void RolloutService::abort(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    abort_reason_ = why;
+  }
+  aborted_.store(true);
 }
 
 void RolloutService::publish_tensors(uint64_t version, const TensorMap& policy) { weights_.publish(version, policy); }

@@ -7,7 +7,8 @@
 //             actors joining late still hear it
 //   chunks    ROUTER, bound: WeightChunk replies to WeightRequest, for actors on other hosts, and
 //             CreditGrant replies to CreditRequest: the flow control of learner/rollout_credits.h
-// publish() (main thread) hands the policy to the WeightSender (wire/weights/sender.h): the
+// publish() (the main thread, or a background checkpoint's writer: one at a time) hands the
+// policy to the WeightSender (wire/weights/sender.h): the
 // region same-host actors read, or the blob other hosts fetch in chunks; announcements and chunk
 // replies go out from the service thread (the protocol: wire/weights/weights.h).
 #pragma once
@@ -60,6 +61,7 @@ class RolloutService : public RolloutSource, public WeightPublisher {
   ~RolloutService() override;
 
   std::vector<wire::Rollout> next(size_t n, uint64_t version) override;
+  void abort(const std::string& why) override;
   void publish_tensors(uint64_t version, const TensorMap& policy) override;
   void stop();
   RolloutServiceStats stats() const;
@@ -77,6 +79,8 @@ class RolloutService : public RolloutSource, public WeightPublisher {
   CreditLedger credits_;
   std::unique_ptr<RolloutLog> log_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> aborted_{false};
+  std::string abort_reason_;  // under mu_, set before aborted_
   mutable std::mutex mu_;
   WeightSender weights_;
   RolloutServiceStats stats_;

@@ -165,12 +165,17 @@ std::string TrainLoop::save() {
                                   objective_.save_state(), run_->companions);
 }
 
-void TrainLoop::save_in_background(std::function<void(const CheckpointSnapshot&)> written) {
+void TrainLoop::save_in_background(std::function<void(const CheckpointSnapshot&)> written,
+                                   std::function<void(const std::string&)> failed) {
   Run& r = *run_;
   r.writer->wait();  // one copy held at a time: the one before is written first, and its memory reused
   r.writer->write(snapshot_training_state(model_, *r.opt, r.state, run_config_, tokenizer_file_, objective_.save_state(),
                                           r.companions, /*copy=*/true, r.writer->take_spare()),
-                  std::move(written));
+                  std::move(written), std::move(failed));
+}
+
+void TrainLoop::wait_for_checkpoint() {
+  if (run_ && run_->writer) run_->writer->wait();
 }
 
 double TrainLoop::last_checkpoint_write_seconds() const {
@@ -190,14 +195,15 @@ void TrainLoop::evaluate() {
   std::cerr << (isatty(2) ? "\n" : "") << line << "\n";
 }
 
-TrainLoop::Checkpoint TrainLoop::checkpoint_if_due(bool force, std::function<void(const CheckpointSnapshot&)> written) {
+TrainLoop::Checkpoint TrainLoop::checkpoint_if_due(bool force, std::function<void(const CheckpointSnapshot&)> written,
+                                                   std::function<void(const std::string&)> failed) {
   const int64_t s = run_->state.step;
   if (s >= o_.steps || !(force || (o_.checkpoint_every > 0 && s % o_.checkpoint_every == 0))) return Checkpoint::kNone;
   if (!run_->writer) {
     save();
     return Checkpoint::kWritten;
   }
-  save_in_background(std::move(written));
+  save_in_background(std::move(written), std::move(failed));
   return Checkpoint::kWriting;
 }
 

@@ -92,10 +92,14 @@ class TrainLoop {
   bool train_step();
   // A checkpoint every checkpoint_every steps before the last, or now when forced. With
   // background_checkpoints the lead rank writes it on the writer's thread (after waiting for the
-  // one before) and `written` runs there once it is whole on disk; otherwise it is written now
-  // and `written` is not called (the caller goes on as after any write).
+  // one before) and `written` runs there once it is whole on disk, or `failed` if it cannot be
+  // written; otherwise it is written now and neither is called (the caller goes on as after any
+  // write). While one may be kWriting, whatever `written` does (publish) must not also be done
+  // from the caller's thread without wait_for_checkpoint() first.
   enum class Checkpoint { kNone, kWritten, kWriting };
-  Checkpoint checkpoint_if_due(bool force = false, std::function<void(const CheckpointSnapshot&)> written = {});
+  Checkpoint checkpoint_if_due(bool force = false, std::function<void(const CheckpointSnapshot&)> written = {},
+                               std::function<void(const std::string&)> failed = {});
+  void wait_for_checkpoint();                    // until no checkpoint is being written; rethrows a failed write's error
   double last_checkpoint_write_seconds() const;  // wall seconds of the last background write (0: none yet)
   void evaluate_if_due();                        // every eval_every steps before the last
   void log(const Scalars& s);                    // metrics at the current step (the lead rank writes)
@@ -110,7 +114,7 @@ class TrainLoop {
   struct Run;  // state between begin() and the end of the run
   void evaluate();
   std::string save();  // now, after any background write
-  void save_in_background(std::function<void(const CheckpointSnapshot&)> written);
+  void save_in_background(std::function<void(const CheckpointSnapshot&)> written, std::function<void(const std::string&)> failed);
   void log_step(double loss, double lr, double grad_norm, int64_t tokens, const Scalars& extra);
 
   std::shared_ptr<DataParallel> dp_;

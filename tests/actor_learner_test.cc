@@ -231,6 +231,28 @@ TrainOptions three_updates(const PpoOptions& o, const std::string& dir) {
   return t;
 }
 
+// A learner waiting for rollouts of a version that will never be published (its checkpoint's
+// background write failed) stops with the reason instead of waiting forever.
+TEST(RolloutServiceAbort, AWaitForRolloutsEndsWithTheReason) {
+  RolloutServiceOptions o;
+  o.rollouts_endpoint = "inproc://ab-rollouts";
+  o.weights_endpoint = "inproc://ab-weights";
+  o.chunks_endpoint = "inproc://ab-chunks";
+  o.shared_dir = "";
+  ReplayOptions replay;
+  replay.max_staleness = 0;
+  RolloutService service(o, replay);
+  std::thread failing([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    service.abort("a checkpoint written in the background failed: disk full");
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto error = test::keel_error_of([&] { service.next(8, 3); });
+  failing.join();
+  EXPECT_EQ(error, "a checkpoint written in the background failed: disk full");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+}
+
 // Written at once or in the background (then the writer's thread publishes), each version goes
 // out once, after its checkpoint is the one a resume would start from.
 class PublishesAfterCheckpoint : public ::testing::TestWithParam<bool> {};
@@ -276,6 +298,43 @@ TEST_P(PublishesAfterCheckpoint, CollectsAtTheCurrentVersionAndPublishesEachVers
   lacking.add(source.next(3, 0), 0);
   EXPECT_EQ(lacking.rollouts_wanted(), 5);
   EXPECT_NE(test::keel_error_of([&] { lacking.prepare(0, policy); }).find("needs 8 rollouts, it was given 3"), std::string::npos);
+}
+
+// A builder that checkpoints only every checkpoint_every steps (as online DPO does) publishes from
+// the runtime's thread while a checkpoint written in the background may still be on its way (and
+// then publishing): versions still go out once each, in order.
+class CheckpointsWhenDue : public PpoUpdateBuilder {
+ public:
+  using PpoUpdateBuilder::PpoUpdateBuilder;
+  bool checkpoint_each_update() const override { return false; }
+};
+class SlowVersionTwo : public RecordingPublisher {
+ public:
+  using RecordingPublisher::RecordingPublisher;
+  void publish_tensors(uint64_t version, const TensorMap& policy) override {
+    if (version == 2) std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    RecordingPublisher::publish_tensors(version, policy);
+  }
+};
+
+TEST(ActorLearner, APublicationWaitsForOneABackgroundCheckpointMakes) {
+  const auto dir = test::temp_dir("actor_learner_due");
+  Transformer policy(tiny()), reference(tiny());
+  policy->init_weights(3);
+  reference->init_weights(3);
+  PpoOptions o = grpo_pairs();
+  o.epochs = 1;
+  CheckpointsWhenDue builder(o, policy, reference, 1, 5);
+  RecordingSource source;
+  SlowVersionTwo publisher(dir);
+  TrainOptions t = three_updates(o, dir);
+  t.steps = 4 * o.steps_per_update();
+  t.checkpoint_every = 2 * o.steps_per_update();  // after updates 2 (in the background) and 4 (the end)
+  t.background_checkpoints = true;
+  ActorLearner(t, policy, builder, source, publisher, "", "").run();
+  EXPECT_EQ(publisher.versions, (std::vector<uint64_t>{0, 1, 2, 3, 4}));
+  ASSERT_EQ(publisher.checkpointed_step.size(), 5u);
+  EXPECT_NE(publisher.checkpointed_step[2].find("step-00000004"), std::string::npos) << publisher.checkpointed_step[2];
 }
 
 // Waits `delay` before handing out the recording source's rollouts, or before each publication.

@@ -198,10 +198,13 @@ TEST(CheckpointWriter, AFailedWriteIsRethrownAndNothingIsPublished) {
   test::write_text(file, "not a directory");
   CheckpointWriter w(file, 2);  // the run directory is a file: the write fails
   bool called = false;
-  w.write(snapshot_training_state(m, opt, TrainerState{3, 0}, "", "", "", {}, true),
-          [&](const CheckpointSnapshot&) { called = true; });
+  std::string failure;
+  w.write(
+      snapshot_training_state(m, opt, TrainerState{3, 0}, "", "", "", {}, true),
+      [&](const CheckpointSnapshot&) { called = true; }, [&](const std::string& what) { failure = what; });
   EXPECT_ANY_THROW(w.wait());
   EXPECT_FALSE(called);
+  EXPECT_FALSE(failure.empty()) << "the failure is reported at once too";
   w.wait();  // reported once
   const std::string dir = test::temp_dir("ckpt-writer-ok");
   CheckpointWriter ok(dir, 2);

@@ -109,11 +109,12 @@ class ZmqChannel : public Channel {
 
   // The tail is sent from where it lies: ZeroMQ frees the frame (and so lets go of `keep`) once sent.
   bool send_split(std::string&& head, std::string_view tail, std::shared_ptr<const void> keep, const std::string& peer) override {
-    auto* held = new std::shared_ptr<const void>(std::move(keep));
-    zmq::message_t tail_msg(
-        const_cast<char*>(tail.data()), tail.size(),
-        [](void*, void* hint) { delete static_cast<std::shared_ptr<const void>*>(hint); }, held);
+    auto held = std::make_unique<std::shared_ptr<const void>>(std::move(keep));
     try {
+      zmq::message_t tail_msg(
+          const_cast<char*>(tail.data()), tail.size(),
+          [](void*, void* hint) { delete static_cast<std::shared_ptr<const void>*>(hint); }, held.get());
+      held.release();  // the message owns it now
       if (kind_ == SocketKind::kRouter && !socket_.send(zmq::buffer(peer), zmq::send_flags::sndmore)) return false;
       // A multi-part message is queued whole or not at all once its first part is accepted.
       if (!socket_.send(zmq::buffer(head), zmq::send_flags::sndmore)) return false;

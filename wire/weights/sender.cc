@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -195,7 +196,12 @@ std::shared_ptr<WeightSender::Blob> WeightSender::fresh_blob() {
   }
   // The previous version's blob, once no chunk reply holds it: its pages are mapped already, where
   // a new 500 MB string is faulted in and zeroed page by page.
-  if (spare && spare.use_count() == 1) return std::const_pointer_cast<Blob>(spare);
+  if (spare && spare.use_count() == 1) {
+    // The last other holder may have been a chunk frame freed on ZeroMQ's I/O thread: its reads of
+    // the blob happen before the writes about to reuse it (use_count() is a relaxed load).
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return std::const_pointer_cast<Blob>(spare);
+  }
   return std::make_shared<Blob>();
 }
 

@@ -1,11 +1,14 @@
 // WeightSender: the learner's side of weight publication (the protocol: wire/weights/weights.h).
-// publish() runs on the learner's main thread: it copies the policy into the shared-memory region
+// publish() runs on one learner thread at a time (the main thread, or a background checkpoint's
+// writer once the checkpoint is on disk): it copies the policy into the shared-memory region
 // (wire/weights/region.h) for actors on this host, or, without a region, serialises it at once for
 // chunk transfer. The other two calls run on the thread that owns the sockets: announce_if_due()
 // sends WeightAnnounce when a version is new and again every second (for actors that join late),
 // and serve() answers a WeightRequest with one WeightChunk of the announced version, building the
 // safetensors blob from the region on the first request; the chunk's bytes go to the socket from
-// the blob without a copy (the message holds the blob until it is sent). A request for any other version gets no
+// the blob without a copy (the message holds the blob until it is sent: a slow receiver with
+// chunks queued keeps that version's whole blob, and the next publication builds into fresh
+// memory until it is let go). A request for any other version gets no
 // reply: the actor hears the newer announcement and asks for that.
 #pragma once
 
@@ -41,7 +44,7 @@ class WeightSender {
  public:
   explicit WeightSender(WeightSenderOptions o);
 
-  // Main thread. `tensors` are read during the call only. A region that cannot be made (no room
+  // One learner thread at a time (see above). `tensors` are read during the call only. A region that cannot be made (no room
   // in shared memory: kOutOfSpace, a directory that cannot hold it: kIo) is reported once and
   // chunks carry every later version; any other error propagates.
   void publish(uint64_t version, const TensorMap& tensors);
