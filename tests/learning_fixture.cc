@@ -6,6 +6,13 @@
 namespace keel::learning {
 namespace {
 
+// Every keel the learning tests start computes on the kernels their margins were measured on.
+class PinnedKernels : public ::testing::Environment {
+ public:
+  void SetUp() override { test::pin_cpu_kernels(); }
+};
+[[maybe_unused]] const auto* const kPinnedKernels = ::testing::AddGlobalTestEnvironment(new PinnedKernels);
+
 double last_eval_loss(const std::string& run) {
   double loss = -1;
   std::istringstream is(test::read_text(run + "/metrics.jsonl"));

@@ -78,6 +78,7 @@ std::vector<double> metric(const std::string& metrics, const std::string& key) {
 }
 
 TEST(OwnTask, OneTextFileToAReportThroughLaunchConfigAndTheRlStageBeatsSft) {
+  test::pin_cpu_kernels();
   const std::string dir = test::temp_dir("own_task");
   const std::string task = dir + "/my task";  // the reward program's directory: a space in its name
   std::filesystem::create_directories(task);

@@ -103,6 +103,13 @@ RunResult python(const std::string& script_and_args) {
 
 RunResult keel(const std::string& args) { return run(keel_bin() + " " + args); }
 
+void pin_cpu_kernels() {
+#if defined(__x86_64__)
+  ::setenv("ATEN_CPU_CAPABILITY", "avx2", 0);
+  ::setenv("OPENBLAS_CORETYPE", "Haswell", 0);
+#endif
+}
+
 std::string read_text(const std::string& path) {
   std::ifstream f(path);
   std::stringstream ss;
