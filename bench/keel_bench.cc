@@ -10,7 +10,7 @@
 //   keel_bench transport [R T]        R rollouts of T tokens: encode, send, receive, decode over loopback TCP
 //   keel_bench loopback [MB A]        MB megabytes in 4 MiB ZeroMQ messages to each of A (2) processes over loopback
 //                                     TCP: the transport's own rate, the ceiling of `weights ... chunks`
-//   keel_bench bandwidth | decode DIR [B N DTYPE] | decode_pair DIR [B ROUNDS] | continuous DIR [S P G] | check DIR INPUTS REF
+//   keel_bench bandwidth | decode DIR [B N DTYPE] | decode_pair DIR [B ROUNDS] | continuous DIR [S P G] | check DIR INPUTS REF | load DIR
 //                                     at real model sizes (bench/size_bench.h)
 //   keel_bench stream PATH [B K]      one shuffled epoch (blocks of K pairs) of a preference buffer in batches of B pairs:
 //                                     pairs/s, tokens/s, peak RSS (bench/stream_larger_than_ram.sh)
@@ -553,6 +553,8 @@ int main(int argc, char** argv) {
     keel::bench::decode_pair(argv[2], arg(argc, argv, 3, 1), static_cast<int>(arg(argc, argv, 4, 24)));
   else if (mode == "continuous" && argc > 2)
     keel::bench::continuous(argv[2], arg(argc, argv, 3, 32), arg(argc, argv, 4, 16), arg(argc, argv, 5, 8));
+  else if (mode == "load" && argc > 2)
+    keel::bench::load(argv[2]);
   else if (mode == "check" && argc > 4)
     keel::bench::check(argv[2], argv[3], argv[4]);
   else if (mode == "stream" && argc > 2)
@@ -562,7 +564,7 @@ int main(int argc, char** argv) {
         stderr,
         "usage: keel_bench sgemm | train [d L T B V C] | generate [d L B N] | weights [d L shm|shm-copy|chunks V] | "
         "learner_scaling [W d L T B] | transport [R T] | loopback [MB A] | stream PATH [B K] | "
-        "bandwidth | decode DIR [B N DTYPE] | decode_pair DIR [B ROUNDS] | continuous DIR [S P G] | check DIR INPUTS REF\n");
+        "bandwidth | decode DIR [B N DTYPE] | decode_pair DIR [B ROUNDS] | continuous DIR [S P G] | check DIR INPUTS REF | load DIR\n");
     return 2;
   }
   return 0;

@@ -15,6 +15,8 @@
 //                           KV-cached decoding (prefill half, then one token at a time) against
 //                           keel's full recomputation, and continuous-batched sampling's log-probs
 //                           against a full recomputation: max |difference|
+//   load DIR                load_model_as of the model in DIR: seconds and growth of the peak RSS,
+//                           beside one plain read of its model.safetensors into fresh memory
 // Each prints one JSON line.
 #pragma once
 
@@ -28,5 +30,6 @@ void decode(const std::string& dir, int64_t batch, int64_t new_tokens, const std
 void decode_pair(const std::string& dir, int64_t batch, int rounds);
 void continuous(const std::string& dir, int64_t slots, int64_t prompts, int64_t group);
 void check(const std::string& dir, const std::string& inputs, const std::string& ref);
+void load(const std::string& dir);
 
 }  // namespace keel::bench

@@ -1,8 +1,10 @@
 #include "core/checkpoint.h"
 
 #include <filesystem>
+#include <set>
 
 #include "core/error.h"
+#include "core/safetensors_file.h"
 
 namespace keel {
 
@@ -77,26 +79,73 @@ ModelConfig load_model_config(const std::string& dir) {
   return ModelConfig::from_hf_json(read_file(path), path);
 }
 
-void load_weights(Transformer& model, const TensorMap& tensors, const std::string& origin, bool allow_new_heads) {
+namespace {
+
+// load_weights's checks and copy for any source of named tensors: `names` are the source's,
+// shape(name) a tensor's shape, and fill(name, parameter) copies it into the parameter.
+template <class Shape, class Fill>
+void fill_parameters(Transformer& model, const std::vector<std::string>& names, const std::string& origin, bool allow_new_heads,
+                     Shape shape, Fill fill) {
   torch::NoGradGuard ng;
   auto params = model->named_parameters();
-  for (const auto& [name, t] : tensors) {
+  for (const auto& name : names) {
     if (params.contains(name) || ignorable(name, model->config())) continue;
     if (is_head(name)) continue;  // a head this config does not use (e.g. SFT policy from a value model)
     KEEL_FAIL(origin << ": unexpected tensor '" << name << "' for a " << family_name(model->config().family)
                      << " model with this config");
   }
+  const std::set<std::string> have(names.begin(), names.end());
   for (auto& p : params) {
-    auto it = tensors.find(p.key());
-    if (it == tensors.end()) {
+    if (!have.count(p.key())) {
       KEEL_CHECK(allow_new_heads && is_head(p.key()), origin << ": missing tensor '" << p.key() << "'");
       continue;
     }
-    KEEL_CHECK(it->second.sizes() == p.value().sizes(), origin << ": tensor '" << p.key() << "' has shape " << it->second.sizes()
-                                                               << " but the config needs " << p.value().sizes()
-                                                               << " (config.json does not match the weights)");
-    p.value().copy_(it->second.to(p.value().scalar_type()));
+    const std::vector<int64_t> s = shape(p.key());
+    KEEL_CHECK(p.value().sizes() == c10::IntArrayRef(s),
+               origin << ": tensor '" << p.key() << "' has shape " << c10::IntArrayRef(s) << " but the config needs "
+                      << p.value().sizes() << " (config.json does not match the weights)");
+    fill(p.key(), p.value());
   }
+}
+
+}  // namespace
+
+void load_weights(Transformer& model, const TensorMap& tensors, const std::string& origin, bool allow_new_heads) {
+  std::vector<std::string> names;
+  for (const auto& [name, t] : tensors) names.push_back(name);
+  fill_parameters(
+      model, names, origin, allow_new_heads, [&](const std::string& n) { return tensors.at(n).sizes().vec(); },
+      [&](const std::string& n, torch::Tensor& p) { p.copy_(tensors.at(n).to(p.scalar_type())); });
+}
+
+void load_weights(Transformer& model, const SafetensorsFile& file, bool allow_new_heads) {
+  std::vector<std::string> names;
+  for (const auto& [name, e] : file.header().entries) names.push_back(name);
+  fill_parameters(
+      model, names, file.path(), allow_new_heads, [&](const std::string& n) { return file.entry(n).shape; },
+      [&](const std::string& n, torch::Tensor& p) {
+        if (file.entry(n).dtype == p.scalar_type() && p.is_cpu() && p.is_contiguous())
+          // No copy of the file between it and the model. Unlike copy_, this leaves autograd's
+          // version counter alone: no graph holds a parameter while it loads.
+          file.read_into(n, p.data_ptr());
+        else
+          p.copy_(file.read(n).to(p.scalar_type()));
+      });
+}
+
+Transformer load_model_weights(const ModelConfig& config, const SafetensorsFile& file, bool allow_new_heads, uint64_t init_seed) {
+  Transformer model(config, WeightsInit::kForLoad);
+  // Heads the file lacks start where a new model's do: a value head at zero, which needs no draws;
+  // a reward head where init_weights(init_seed)'s draws put it.
+  bool value_head_missing = false, other_missing = false;
+  for (const auto& p : model->named_parameters()) {
+    if (file.contains(p.key())) continue;
+    (p.key().rfind("value_head.", 0) == 0 ? value_head_missing : other_missing) = true;
+  }
+  if (other_missing) model->init_weights(init_seed);
+  load_weights(model, file, allow_new_heads);
+  if (value_head_missing) model->init_value_head();
+  return model;
 }
 
 bool bind_weights(Transformer& model, const TensorMap& tensors) {
@@ -123,10 +172,7 @@ bool bind_weights(Transformer& model, const TensorMap& tensors) {
 
 Transformer load_model(const std::string& dir, bool allow_new_heads) {
   const auto config = load_model_config(dir);
-  Transformer model(config);
-  const std::string path = model_weights_path(dir);
-  load_weights(model, load_safetensors(path), path, allow_new_heads);
-  return model;
+  return load_model_weights(config, SafetensorsFile(model_weights_path(dir)), allow_new_heads);
 }
 
 std::string model_tokenizer_file(const std::string& dir) {

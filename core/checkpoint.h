@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/safetensors.h"
+#include "core/safetensors_file.h"
 #include "core/transformer.h"
 
 namespace keel {
@@ -39,6 +40,14 @@ TensorMap model_tensors(Transformer& model);
 
 // Copies `tensors` into `model`'s parameters, checking names and shapes; `origin` names the source.
 void load_weights(Transformer& model, const TensorMap& tensors, const std::string& origin, bool allow_new_heads);
+// The same from a file, each tensor read straight into its parameter (converted when the dtypes or
+// devices differ).
+void load_weights(Transformer& model, const SafetensorsFile& file, bool allow_new_heads);
+// A model of `config` holding `file`'s weights. Parameters the file lacks (scalar heads, when
+// allow_new_heads) take the values init_weights(init_seed) gives them. keel's random
+// initialisation (a third of a 124M model's load) runs only when the file lacks a reward head.
+Transformer load_model_weights(const ModelConfig& config, const SafetensorsFile& file, bool allow_new_heads,
+                               uint64_t init_seed = 0);
 
 // Makes `model`'s parameters views of `tensors` without copying (e.g. of shared weights; see
 // wire/weights/region.h) when every parameter but a scalar head has a tensor of its name, shape

@@ -2,6 +2,7 @@
 
 #include "core/checkpoint.h"
 #include "core/error.h"
+#include "core/safetensors_file.h"
 
 namespace keel {
 
@@ -10,9 +11,10 @@ Transformer load_model_as(const std::string& dir, const ModelLoadOptions& o) {
   const bool new_reward_head = o.reward_head && !config.reward_head;
   config.value_head = config.value_head || o.value_head;
   config.reward_head = (config.reward_head || o.reward_head) && !o.drop_reward_head;
-  Transformer model(config);
-  if (new_reward_head) model->init_weights(o.head_seed);  // the reward head; the body is overwritten next
-  load_weights(model, load_safetensors(model_weights_path(dir)), dir, /*allow_new_heads=*/true);
+  // A new reward head is initialised from head_seed (and, as init_weights does, the body before it,
+  // which the file's weights then overwrite).
+  auto model = load_model_weights(config, SafetensorsFile(model_weights_path(dir)), /*allow_new_heads=*/true,
+                                  new_reward_head ? o.head_seed : 0);
   model->to(o.device);
   return model;
 }

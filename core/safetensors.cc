@@ -6,9 +6,11 @@
 
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/safetensors_file.h"
 
 namespace keel {
 
@@ -193,74 +195,109 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const M
   f.commit();
 }
 
+uint64_t safetensors_header_length(std::string_view first_bytes, uint64_t file_size, const std::string& origin) {
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, file_size >= 8 && first_bytes.size() >= 8,
+                  origin << ": truncated safetensors file (" << file_size << " bytes, no header)");
+  uint64_t hl = 0;
+  for (int i = 0; i < 8; ++i) hl |= static_cast<uint64_t>(static_cast<unsigned char>(first_bytes[i])) << (8 * i);
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, hl <= file_size - 8,
+                  origin << ": truncated safetensors file: header of " << hl << " bytes but only " << file_size - 8 << " follow");
+  return hl;
+}
+
+namespace {
+
+// One header entry's dtype, shape and span, checked against a data section of data_size bytes.
+SafetensorsEntry parse_entry(const json& e, uint64_t data_size, const std::string& where) {
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData,
+                  e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
+                  where << " lacks dtype, shape or data_offsets");
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, e["dtype"].is_string(), where << " has a dtype that is not a name: " << e["dtype"]);
+  const auto* d = by_name(e["dtype"].get<std::string>());
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, d, where << " has unsupported dtype " << e["dtype"]);
+  SafetensorsEntry out;
+  out.dtype = d->type;
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, e["shape"].is_array(), where << " has a bad shape " << e["shape"]);
+  // bytes: the tensor's size; extent: the same with empty dimensions counted as 1, which LibTorch's
+  // strides multiply out (a shape [0, 2, 2^62] holds no bytes but overflows them).
+  uint64_t bytes = static_cast<uint64_t>(d->size), extent = bytes;
+  bool overflow = false;
+  for (const auto& s : e["shape"]) {
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData, s.is_number_integer() && s.get<int64_t>() >= 0,
+                    where << " has a bad shape " << e["shape"]);
+    out.shape.push_back(s.get<int64_t>());
+    const auto n = static_cast<uint64_t>(out.shape.back());
+    overflow = overflow || __builtin_mul_overflow(bytes, n, &bytes) ||
+               __builtin_mul_overflow(extent, std::max<uint64_t>(n, 1), &extent) ||
+               extent > static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  }
+  const auto& off = e["data_offsets"];
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData,
+                  off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(),
+                  where << " has bad data_offsets");
+  out.begin = off[0].get<uint64_t>(), out.end = off[1].get<uint64_t>();
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, out.begin <= out.end && out.end <= data_size,
+                  where << " data [" << out.begin << ", " << out.end << ") runs past the end of the data (" << data_size
+                        << " bytes): file truncated?");
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, !overflow && bytes == out.bytes(),
+                  where << " shape " << e["shape"] << " does not fit the " << out.bytes() << " bytes its offsets give");
+  return out;
+}
+
+}  // namespace
+
+SafetensorsHeader parse_safetensors_header(std::string_view header_json, uint64_t data_start, uint64_t data_size,
+                                           const std::string& origin) {
+  json header;
+  try {
+    header = json::parse(header_json);
+  } catch (const json::exception& e) {
+    KEEL_FAIL_KIND(ErrorKind::kCorruptData, origin << ": safetensors header is not valid JSON: " << e.what());
+  }
+  KEEL_CHECK_KIND(ErrorKind::kCorruptData, header.is_object(), origin << ": safetensors header is not a JSON object");
+  SafetensorsHeader out;
+  out.data_start = data_start;
+  std::vector<std::pair<uint64_t, uint64_t>> spans;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      KEEL_CHECK_KIND(ErrorKind::kCorruptData, it.value().is_object(),
+                      origin << ": safetensors __metadata__ is not an object of strings");
+      for (auto m = it.value().begin(); m != it.value().end(); ++m)
+        out.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+      continue;
+    }
+    const auto& e = out.entries[it.key()] = parse_entry(it.value(), data_size, origin + ": tensor '" + it.key() + "'");
+    spans.emplace_back(e.begin, e.end);
+  }
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i)
+    KEEL_CHECK_KIND(ErrorKind::kCorruptData, spans[i].first >= spans[i - 1].second,
+                    origin << ": tensors overlap in the data section");
+  return out;
+}
+
 TensorMap load_safetensors(const std::string& path, Metadata* metadata) {
   struct stat st {};
   KEEL_CHECK_KIND(ErrorKind::kIo, ::stat(path.c_str(), &st) == 0,
                   "safetensors file " << path << " is missing: " << std::strerror(errno));
-  return parse_safetensors(read_file(path), path, metadata);
+  if (!S_ISREG(st.st_mode)) return parse_safetensors(read_file(path), path, metadata);  // a pipe: read it whole
+  const SafetensorsFile file(path);
+  if (metadata) *metadata = file.header().metadata;
+  return file.read_all();
 }
 
 namespace {
 
 // Parses and checks the header of safetensors `bytes`; each tensor's data is handed to `take`
-// (name, dtype, shape, first byte, byte count), which makes the tensor.
+// (dtype, shape, first byte, byte count), which makes the tensor.
 template <class Take>
 TensorMap parse_tensors(const std::string& bytes, const std::string& path, Metadata* metadata, Take take) {
-  KEEL_CHECK_KIND(ErrorKind::kCorruptData, bytes.size() >= 8,
-                  path << ": truncated safetensors file (" << bytes.size() << " bytes, no header)");
-  uint64_t hl = 0;
-  for (int i = 0; i < 8; ++i) hl |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
-  KEEL_CHECK_KIND(
-      ErrorKind::kCorruptData, hl <= bytes.size() - 8,
-      path << ": truncated safetensors file: header of " << hl << " bytes but only " << bytes.size() - 8 << " follow");
-  json header;
-  try {
-    header = json::parse(bytes.substr(8, hl));
-  } catch (const json::exception& e) {
-    KEEL_FAIL_KIND(ErrorKind::kCorruptData, path << ": safetensors header is not valid JSON: " << e.what());
-  }
-  KEEL_CHECK_KIND(ErrorKind::kCorruptData, header.is_object(), path << ": safetensors header is not a JSON object");
-  const uint64_t data_size = bytes.size() - 8 - hl;
-  const char* base = bytes.data() + 8 + hl;
+  const uint64_t hl = safetensors_header_length(bytes, bytes.size(), path);
+  const auto header = parse_safetensors_header(std::string_view(bytes).substr(8, hl), 8 + hl, bytes.size() - 8 - hl, path);
+  if (metadata) *metadata = header.metadata;
+  const char* base = bytes.data() + header.data_start;
   TensorMap out;
-  std::vector<std::pair<uint64_t, uint64_t>> spans;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") {
-      if (metadata)
-        for (auto m = it.value().begin(); m != it.value().end(); ++m)
-          (*metadata)[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
-      continue;
-    }
-    const auto& e = it.value();
-    const std::string where = path + ": tensor '" + it.key() + "'";
-    KEEL_CHECK_KIND(ErrorKind::kCorruptData,
-                    e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
-                    where << " lacks dtype, shape or data_offsets");
-    const auto* d = by_name(e["dtype"].get<std::string>());
-    KEEL_CHECK_KIND(ErrorKind::kCorruptData, d, where << " has unsupported dtype " << e["dtype"]);
-    std::vector<int64_t> shape;
-    int64_t numel = 1;
-    for (const auto& s : e["shape"]) {
-      KEEL_CHECK_KIND(ErrorKind::kCorruptData, s.is_number_integer() && s.get<int64_t>() >= 0,
-                      where << " has a bad shape " << e["shape"]);
-      shape.push_back(s.get<int64_t>());
-      numel *= shape.back();
-    }
-    const auto& off = e["data_offsets"];
-    KEEL_CHECK_KIND(ErrorKind::kCorruptData, off.is_array() && off.size() == 2, where << " has bad data_offsets");
-    const uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
-    KEEL_CHECK_KIND(
-        ErrorKind::kCorruptData, b <= en && en <= data_size,
-        where << " data [" << b << ", " << en << ") runs past the end of the data (" << data_size << " bytes): file truncated?");
-    KEEL_CHECK_KIND(ErrorKind::kCorruptData, static_cast<uint64_t>(numel * d->size) == en - b,
-                    where << " shape " << e["shape"] << " needs " << numel * d->size << " bytes, offsets give " << en - b);
-    spans.emplace_back(b, en);
-    out[it.key()] = take(d->type, shape, base + b, en - b);
-  }
-  std::sort(spans.begin(), spans.end());
-  for (size_t i = 1; i < spans.size(); ++i)
-    KEEL_CHECK_KIND(ErrorKind::kCorruptData, spans[i].first >= spans[i - 1].second,
-                    path << ": tensors overlap in the data section");
+  for (const auto& [name, e] : header.entries) out[name] = take(e.dtype, e.shape, base + e.begin, e.bytes());
   return out;
 }
 

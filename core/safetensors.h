@@ -37,6 +37,27 @@ TensorMap parse_safetensors(const std::string& bytes, const std::string& origin,
 // The same checks, but the tensors are views into `bytes` (no copy), which they keep alive.
 TensorMap safetensors_views(std::shared_ptr<const std::string> bytes, const std::string& origin, Metadata* metadata = nullptr);
 
+// One tensor's entry in a safetensors header: dtype, shape, and its bytes [begin, end) in the data
+// section.
+struct SafetensorsEntry {
+  torch::ScalarType dtype = torch::kFloat32;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;
+  uint64_t bytes() const { return end - begin; }
+};
+// A checked header: every entry's dtype known, its shape filling its span, the spans inside the data
+// section and not overlapping. The data section starts at byte data_start of the file.
+struct SafetensorsHeader {
+  std::map<std::string, SafetensorsEntry> entries;
+  Metadata metadata;
+  uint64_t data_start = 0;
+};
+// The header's length from a file's first 8 bytes (file_size bytes in all); truncation is an error.
+uint64_t safetensors_header_length(std::string_view first_bytes, uint64_t file_size, const std::string& origin);
+// Parses and checks the header's JSON, for a data section of data_size bytes at data_start.
+SafetensorsHeader parse_safetensors_header(std::string_view header_json, uint64_t data_start, uint64_t data_size,
+                                           const std::string& origin);
+
 // Safetensors dtype names ("F32", "BF16", ...): throws KeelError for a dtype it has no name for;
 // parse returns false for an unknown name.
 std::string safetensors_dtype_name(torch::ScalarType type);
@@ -45,7 +66,8 @@ bool parse_safetensors_dtype(const std::string& name, torch::ScalarType* type);
 // Writes `tensors` (copied to contiguous CPU memory) atomically: to path + ".tmp", fsync, rename.
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata = {});
 
-// Reads every tensor into owned CPU memory. Throws KeelError naming the file and the defect
+// Reads every tensor into owned CPU memory, each straight from the file (SafetensorsFile, in
+// core/safetensors_file.h, reads chosen tensors into memory of the caller's). Throws KeelError naming the file and the defect
 // (missing, truncated, bad header, unknown dtype, offsets outside the data, overlapping tensors).
 TensorMap load_safetensors(const std::string& path, Metadata* metadata = nullptr);
 

@@ -15,9 +15,28 @@
 
 namespace keel {
 
+// A weight matrix stored [out, in], torch::nn::Linear's layout and name, without a bias; keel's
+// kernels multiply by it (linear_nk). Like every module below it is allocated, not initialised:
+// init_weights or a load gives every value, where LibTorch's modules would first draw values of
+// their own (kaiming, normal) only to have them overwritten.
+struct ProjectionImpl : torch::nn::Module {
+  ProjectionImpl(int64_t in, int64_t out) { weight = register_parameter("weight", torch::empty({out, in})); }
+  torch::Tensor weight;
+};
+
 namespace {
 
 namespace F = torch::nn::functional;
+
+// A lookup table [rows, d] under torch::nn::Embedding's name; forward is its lookup.
+struct LookupTableImpl : torch::nn::Module {
+  LookupTableImpl(int64_t rows, int64_t d) { weight = register_parameter("weight", torch::empty({rows, d})); }
+  torch::Tensor forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
+  torch::Tensor weight;
+};
+TORCH_MODULE(LookupTable);
+
+std::shared_ptr<ProjectionImpl> projection(int64_t in, int64_t out) { return std::make_shared<ProjectionImpl>(in, out); }
 
 // GPT-2's Conv1D: weight stored [in, out], y = x W + b.
 struct Conv1DImpl : torch::nn::Module {
@@ -159,8 +178,8 @@ struct Gpt2Block : torch::nn::Module {
 class Gpt2Body : public TransformerBody {
  public:
   explicit Gpt2Body(const ModelConfig& c) {
-    wte = register_module("wte", torch::nn::Embedding(c.vocab_size, c.d_model));
-    wpe = register_module("wpe", torch::nn::Embedding(c.max_positions, c.d_model));
+    wte = register_module("wte", LookupTable(c.vocab_size, c.d_model));
+    wpe = register_module("wpe", LookupTable(c.max_positions, c.d_model));
     h = register_module("h", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.n_layer; ++i) {
       blocks.push_back(std::make_shared<Gpt2Block>(c));
@@ -189,30 +208,26 @@ class Gpt2Body : public TransformerBody {
       }
     }
   }
-  torch::nn::Embedding wte{nullptr}, wpe{nullptr};
+  LookupTable wte{nullptr}, wpe{nullptr};
   torch::nn::ModuleList h{nullptr};
   std::vector<std::shared_ptr<Gpt2Block>> blocks;
   torch::nn::LayerNorm ln_f{nullptr};
 };
-
-torch::nn::Linear linear_no_bias(int64_t in, int64_t out) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
-}
 
 struct LlamaBlock : torch::nn::Module {
   explicit LlamaBlock(const ModelConfig& c) : c(c) {
     const int64_t d = c.d_model, hd = c.head_dim();
     input_layernorm = register_module("input_layernorm", RMSNorm(d, c.norm_eps));
     self_attn = register_module("self_attn", std::make_shared<torch::nn::Module>());
-    q_proj = self_attn->register_module("q_proj", linear_no_bias(d, c.n_head * hd));
-    k_proj = self_attn->register_module("k_proj", linear_no_bias(d, c.kv_heads() * hd));
-    v_proj = self_attn->register_module("v_proj", linear_no_bias(d, c.kv_heads() * hd));
-    o_proj = self_attn->register_module("o_proj", linear_no_bias(c.n_head * hd, d));
+    q_proj = self_attn->register_module("q_proj", projection(d, c.n_head * hd));
+    k_proj = self_attn->register_module("k_proj", projection(d, c.kv_heads() * hd));
+    v_proj = self_attn->register_module("v_proj", projection(d, c.kv_heads() * hd));
+    o_proj = self_attn->register_module("o_proj", projection(c.n_head * hd, d));
     post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(d, c.norm_eps));
     mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
-    gate_proj = mlp->register_module("gate_proj", linear_no_bias(d, c.ffn_dim()));
-    up_proj = mlp->register_module("up_proj", linear_no_bias(d, c.ffn_dim()));
-    down_proj = mlp->register_module("down_proj", linear_no_bias(c.ffn_dim(), d));
+    gate_proj = mlp->register_module("gate_proj", projection(d, c.ffn_dim()));
+    up_proj = mlp->register_module("up_proj", projection(d, c.ffn_dim()));
+    down_proj = mlp->register_module("down_proj", projection(c.ffn_dim(), d));
   }
   torch::Tensor forward(torch::Tensor x, int64_t layer, AttnContext& ctx) {
     if (ctx.cache && x.size(1) == 1 && x.device().is_cpu()) {  // a decoding step: fused when it can be
@@ -258,14 +273,13 @@ struct LlamaBlock : torch::nn::Module {
   const ModelConfig c;
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   std::shared_ptr<torch::nn::Module> self_attn, mlp;
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  std::shared_ptr<ProjectionImpl> q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
 };
 
 class LlamaBody : public TransformerBody {
  public:
   explicit LlamaBody(const ModelConfig& c) : c(c) {
-    embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.d_model));
+    embed_tokens = register_module("embed_tokens", LookupTable(c.vocab_size, c.d_model));
     layers = register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.n_layer; ++i) {
       blocks.push_back(std::make_shared<LlamaBlock>(c));
@@ -297,7 +311,7 @@ class LlamaBody : public TransformerBody {
     }
   }
   const ModelConfig c;
-  torch::nn::Embedding embed_tokens{nullptr};
+  LookupTable embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   std::vector<std::shared_ptr<LlamaBlock>> blocks;
   RMSNorm norm{nullptr};
@@ -305,17 +319,18 @@ class LlamaBody : public TransformerBody {
 
 }  // namespace
 
-TransformerImpl::TransformerImpl(const ModelConfig& config) : config_(config) {
+TransformerImpl::TransformerImpl(const ModelConfig& config, WeightsInit init) : config_(config) {
   config_.validate();
   if (config_.family == Family::kGpt2) {
     body_ = register_module("transformer", std::make_shared<Gpt2Body>(config_));
   } else {
     body_ = register_module("model", std::make_shared<LlamaBody>(config_));
-    if (!config_.tie_embeddings) lm_head_ = register_module("lm_head", linear_no_bias(config_.d_model, config_.vocab_size));
+    if (!config_.tie_embeddings) lm_head_ = register_module("lm_head", projection(config_.d_model, config_.vocab_size));
   }
   if (config_.value_head) value_head_ = register_module("value_head", torch::nn::Linear(config_.d_model, 1));
-  if (config_.reward_head) score_ = register_module("score", linear_no_bias(config_.d_model, 1));
-  init_weights(0);
+  if (config_.reward_head)
+    score_ = register_module("score", torch::nn::Linear(torch::nn::LinearOptions(config_.d_model, 1).bias(false)));
+  if (init == WeightsInit::kSeedZero) init_weights(0);
 }
 
 torch::Device TransformerImpl::device() const { return body_->parameters().front().device(); }
@@ -325,11 +340,15 @@ void TransformerImpl::init_weights(uint64_t seed) {
   torch::manual_seed(seed);
   body_->init_weights(config_);
   if (lm_head_) lm_head_->weight.normal_(0.0, 0.02);
-  if (value_head_) {
-    value_head_->weight.zero_();
-    value_head_->bias.zero_();
-  }
+  init_value_head();
   if (score_) score_->weight.normal_(0.0, 1.0 / std::sqrt(config_.d_model + 1.0));
+}
+
+void TransformerImpl::init_value_head() {
+  if (!value_head_) return;
+  torch::NoGradGuard ng;
+  value_head_->weight.zero_();
+  value_head_->bias.zero_();
 }
 
 void TransformerImpl::set_decode_dtype(torch::ScalarType dtype) {

@@ -51,10 +51,16 @@ struct ForwardInputs {
 // Body of one family (embedding, blocks, final norm); defined in transformer.cc.
 class TransformerBody;
 class DecodeWeights;
+struct ProjectionImpl;  // a weight matrix [out, in] (transformer.cc)
+
+// How a new model's parameters start: init_weights(0), or as LibTorch's modules leave them, for a
+// load that overwrites them (core/checkpoint.h) and need not pay for keel's draws (the modules'
+// own default draws still run).
+enum class WeightsInit { kSeedZero, kForLoad };
 
 class TransformerImpl : public torch::nn::Module {
  public:
-  explicit TransformerImpl(const ModelConfig& config);
+  explicit TransformerImpl(const ModelConfig& config, WeightsInit init = WeightsInit::kSeedZero);
 
   // Final-norm hidden states [B, T, d]. With a cache the T tokens attend to its filled slots
   // and their keys/values are appended (cache->length grows by T). With a per-row cache T is 1:
@@ -79,6 +85,8 @@ class TransformerImpl : public torch::nn::Module {
 
   // Re-initialises every parameter from `seed` (GPT-2 / Llama conventions; value head zero).
   void init_weights(uint64_t seed);
+  // Sets the value head, if any, to its initial value (zero) alone: no draws.
+  void init_value_head();
 
   // With kBFloat16, decoding steps (products of few rows, core/linear.h) read bfloat16 copies of
   // the weight matrices, taken now: call again after every change of the weights (an actor, after
@@ -100,9 +108,9 @@ class TransformerImpl : public torch::nn::Module {
 
   ModelConfig config_;
   std::shared_ptr<TransformerBody> body_;
-  torch::nn::Linear lm_head_{nullptr};     // Llama untied only
-  torch::nn::Linear value_head_{nullptr};  // "value_head", [1, d] + bias
-  torch::nn::Linear score_{nullptr};       // "score", [1, d], no bias
+  std::shared_ptr<ProjectionImpl> lm_head_;  // Llama untied only
+  torch::nn::Linear value_head_{nullptr};    // "value_head", [1, d] + bias
+  torch::nn::Linear score_{nullptr};         // "score", [1, d], no bias
   std::shared_ptr<DecodeWeights> decode_weights_;
   bool activation_checkpointing_ = false;
 };

@@ -4,6 +4,7 @@
 
 #include "core/checkpoint.h"
 #include "core/model_loader.h"
+#include "core/safetensors_file.h"
 #include "core/error.h"
 #include "core/tokenizer.h"
 
@@ -21,13 +22,12 @@ Transformer load_critic(const std::string& dir, const ModelConfig& policy_config
   lo.value_head = true;
   lo.drop_reward_head = true;
   Transformer critic = load_model_as(dir, lo);
-  const auto tensors = load_safetensors(model_weights_path(dir));
-  auto score = tensors.find("score.weight");
-  if (!tensors.count("value_head.weight") && score != tensors.end()) {
+  const SafetensorsFile file(model_weights_path(dir));
+  if (!file.contains("value_head.weight") && file.contains("score.weight")) {
     torch::NoGradGuard ng;
     const auto full = load_model_config(dir);
     auto params = critic->named_parameters();
-    params["value_head.weight"].copy_(score->second.to(torch::kFloat32) * full.reward_gain);
+    params["value_head.weight"].copy_(file.read("score.weight").to(torch::kFloat32) * full.reward_gain);
     params["value_head.bias"].fill_(full.reward_bias);
     std::cerr << "critic: value head initialised from the reward model's score head in " << dir << "\n";
   }

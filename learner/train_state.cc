@@ -10,6 +10,7 @@
 #include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/safetensors.h"
+#include "core/safetensors_file.h"
 
 namespace keel {
 
@@ -132,7 +133,7 @@ std::string latest_checkpoint(const std::string& run_dir) {
 TrainerState load_training_checkpoint(const std::string& dir, Transformer& model, torch::optim::AdamW& opt,
                                       std::string* objective_state, const std::vector<Companion>& companions) {
   const std::string wpath = model_weights_path(dir);
-  load_weights(model, load_safetensors(wpath), wpath, false);
+  load_weights(model, SafetensorsFile(wpath), false);
   const auto moments = load_safetensors(dir + "/optimizer.safetensors");
   auto& st = opt.state();
   auto restore_moments = [&](Transformer& m, const std::string& prefix) {
@@ -141,8 +142,9 @@ TrainerState load_training_checkpoint(const std::string& dir, Transformer& model
       if (a == moments.end()) continue;
       auto s = std::make_unique<torch::optim::AdamWParamState>();
       s->step(moments.at(prefix + p.key() + ".step").item<int64_t>());
-      s->exp_avg(a->second.clone());
-      s->exp_avg_sq(moments.at(prefix + p.key() + ".exp_avg_sq").clone());
+      // Each read into memory of its own (load_safetensors), moved to the parameter's device.
+      s->exp_avg(a->second.to(p.value().device()));
+      s->exp_avg_sq(moments.at(prefix + p.key() + ".exp_avg_sq").to(p.value().device()));
       st[state_key(st, p.value())] = std::move(s);
     }
   };
@@ -151,7 +153,7 @@ TrainerState load_training_checkpoint(const std::string& dir, Transformer& model
     const std::string cpath = model_weights_path(dir + "/" + c.name);
     KEEL_CHECK(fs::exists(cpath),
                dir << " holds no " << c.name << " model (" << cpath << "); was the run started with a different configuration?");
-    load_weights(c.model, load_safetensors(cpath), cpath, false);
+    load_weights(c.model, SafetensorsFile(cpath), false);
     restore_moments(c.model, c.name + "/");
   }
   if (moments.count("rng.cpu")) {

@@ -99,12 +99,7 @@ Run run_ppo(const std::string& dir, int64_t updates) {
   return r;
 }
 
-double max_diff(Transformer& a, Transformer& b) {
-  double d = 0;
-  auto pb = b->named_parameters();
-  for (const auto& p : a->named_parameters()) d = std::max(d, (p.value() - pb[p.key()]).abs().max().item<double>());
-  return d;
-}
+double max_diff(Transformer& a, Transformer& b) { return test::max_parameter_diff(a, b); }
 
 TEST(PpoCritic, SeparateCriticLearnsValuesAndResumesExactly) {
   const auto dir = test::temp_dir("ppo_critic_full");

@@ -164,6 +164,13 @@ Transformer lively_model(Family family, int64_t vocab, int64_t d, uint64_t seed)
   return m;
 }
 
+double max_parameter_diff(Transformer& a, Transformer& b) {
+  double d = 0;
+  auto pb = b->named_parameters();
+  for (const auto& p : a->named_parameters()) d = std::max(d, (p.value() - pb[p.key()]).abs().max().item<double>());
+  return d;
+}
+
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout, std::chrono::milliseconds poll) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!cond()) {

@@ -67,5 +67,7 @@ ModelConfig tiny_model_config();
 // pad 3) over `vocab` tokens at width `d`, initialised from `seed` and perturbed so that its
 // logits are far from uniform; in eval mode on the CPU. The decoding tests' model.
 Transformer lively_model(Family family, int64_t vocab, int64_t d, uint64_t seed = 42);
+// Largest |difference| between two models' parameters of the same names.
+double max_parameter_diff(Transformer& a, Transformer& b);
 
 }  // namespace keel::test
