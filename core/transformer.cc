@@ -16,9 +16,9 @@
 namespace keel {
 
 // A weight matrix stored [out, in], torch::nn::Linear's layout and name, without a bias; keel's
-// kernels multiply by it (linear_nk). Like every module below it is allocated, not initialised:
-// init_weights or a load gives every value, where LibTorch's modules would first draw values of
-// their own (kaiming, normal) only to have them overwritten.
+// kernels multiply by it (linear_nk). Its weight is allocated, not drawn (as the lookup tables' and
+// Conv1D's are): init_weights or a load gives every value, where LibTorch's modules would first
+// draw values of their own (kaiming, normal) only to have them overwritten.
 struct ProjectionImpl : torch::nn::Module {
   ProjectionImpl(int64_t in, int64_t out) { weight = register_parameter("weight", torch::empty({out, in})); }
   torch::Tensor weight;
