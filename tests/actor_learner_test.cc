@@ -123,11 +123,7 @@ TEST(Credits, AnActorAskingAgainEndsItsOlderGrantAfterTheGrace) {
 }
 
 TEST(Credits, TheRolloutServiceGrantsOverItsSocketAndAFrozenActorLosesItsCredit) {
-  RolloutServiceOptions o;
-  o.rollouts_endpoint = "inproc://cr-rollouts";
-  o.weights_endpoint = "inproc://cr-weights";
-  o.chunks_endpoint = "inproc://cr-chunks";
-  o.shared_dir = "";
+  RolloutServiceOptions o = test::inproc_rollout_service("cr");
   o.peer_timeout_s = 1.0;
   ReplayOptions replay;
   replay.max_staleness = 1;
@@ -171,6 +167,11 @@ TEST(Credits, TheRolloutServiceGrantsOverItsSocketAndAFrozenActorLosesItsCredit)
 }
 
 ModelConfig tiny() { return test::tiny_model_config(); }
+Transformer seeded(uint64_t seed) {
+  Transformer m(tiny());
+  m->init_weights(seed);
+  return m;
+}
 
 // Rollouts with random tokens and a score of the prompt's parity; records the versions asked for.
 class RecordingSource : public RolloutSource {
@@ -234,11 +235,7 @@ TrainOptions three_updates(const PpoOptions& o, const std::string& dir) {
 // A learner waiting for rollouts of a version that will never be published (its checkpoint's
 // background write failed) stops with the reason instead of waiting forever.
 TEST(RolloutServiceAbort, AWaitForRolloutsEndsWithTheReason) {
-  RolloutServiceOptions o;
-  o.rollouts_endpoint = "inproc://ab-rollouts";
-  o.weights_endpoint = "inproc://ab-weights";
-  o.chunks_endpoint = "inproc://ab-chunks";
-  o.shared_dir = "";
+  RolloutServiceOptions o = test::inproc_rollout_service("ab");
   ReplayOptions replay;
   replay.max_staleness = 0;
   RolloutService service(o, replay);
@@ -261,9 +258,7 @@ INSTANTIATE_TEST_SUITE_P(ActorLearner, PublishesAfterCheckpoint, ::testing::Valu
 
 TEST_P(PublishesAfterCheckpoint, CollectsAtTheCurrentVersionAndPublishesEachVersionOnceAfterItsCheckpoint) {
   const auto dir = test::temp_dir(std::string("actor_learner_order") + (GetParam() ? "_bg" : ""));
-  Transformer policy(tiny()), reference(tiny());
-  policy->init_weights(3);
-  reference->init_weights(3);
+  Transformer policy = seeded(3), reference = seeded(3);
   PpoOptions o = grpo_pairs();
   o.epochs = 1;
   PpoUpdateBuilder builder(o, policy, reference, 1, 5);
@@ -319,9 +314,7 @@ class SlowVersionTwo : public RecordingPublisher {
 
 TEST(ActorLearner, APublicationWaitsForOneABackgroundCheckpointMakes) {
   const auto dir = test::temp_dir("actor_learner_due");
-  Transformer policy(tiny()), reference(tiny());
-  policy->init_weights(3);
-  reference->init_weights(3);
+  Transformer policy = seeded(3), reference = seeded(3);
   PpoOptions o = grpo_pairs();
   o.epochs = 1;
   CheckpointsWhenDue builder(o, policy, reference, 1, 5);
@@ -352,9 +345,7 @@ class SlowPublisher : public WeightPublisher {
 
 TEST(ActorLearner, EveryUpdateLogsTheSecondsOfEachPhase) {
   const auto dir = test::temp_dir("actor_learner_phases");
-  Transformer policy(tiny()), reference(tiny());
-  policy->init_weights(3);
-  reference->init_weights(3);
+  Transformer policy = seeded(3), reference = seeded(3);
   const PpoOptions o = grpo_pairs();
   PpoUpdateBuilder builder(o, policy, reference, 1, 5);
   SlowSource source;

@@ -181,11 +181,7 @@ namespace {
 
 // The learner's rollout service hears actors' heartbeats: a peer that stops is reported silent.
 TEST(Replay, RolloutServiceReportsASilentActor) {
-  RolloutServiceOptions o;
-  o.rollouts_endpoint = "inproc://hb-rollouts";
-  o.weights_endpoint = "inproc://hb-weights";
-  o.chunks_endpoint = "inproc://hb-chunks";
-  o.shared_dir = "";
+  RolloutServiceOptions o = test::inproc_rollout_service("hb");
   o.peer_timeout_s = 1.0;
   RolloutService service(o, ReplayOptions{});
   auto steady = std::make_unique<wire::HeartbeatSender>(o.rollouts_endpoint, "actor-0", std::chrono::milliseconds(200));

@@ -108,11 +108,7 @@ wire::RolloutBatch batch(float temperature, uint32_t group_size) {
 
 // A rollout service on in-process sockets named after `name`, with no shared-memory region.
 RolloutServiceOptions inproc_service(const std::string& name, SamplingContract contract) {
-  RolloutServiceOptions o;
-  o.rollouts_endpoint = "inproc://" + name + "-rollouts";
-  o.weights_endpoint = "inproc://" + name + "-weights";
-  o.chunks_endpoint = "inproc://" + name + "-chunks";
-  o.shared_dir = "";
+  RolloutServiceOptions o = test::inproc_rollout_service(name);
   o.contract = std::move(contract);
   return o;
 }

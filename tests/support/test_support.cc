@@ -164,6 +164,15 @@ Transformer lively_model(Family family, int64_t vocab, int64_t d, uint64_t seed)
   return m;
 }
 
+RolloutServiceOptions inproc_rollout_service(const std::string& name) {
+  RolloutServiceOptions o;
+  o.rollouts_endpoint = "inproc://" + name + "-rollouts";
+  o.weights_endpoint = "inproc://" + name + "-weights";
+  o.chunks_endpoint = "inproc://" + name + "-chunks";
+  o.shared_dir = "";
+  return o;
+}
+
 double max_parameter_diff(Transformer& a, Transformer& b) {
   double d = 0;
   auto pb = b->named_parameters();

@@ -12,6 +12,7 @@
 
 #include "core/model_config.h"
 #include "core/transformer.h"
+#include "learner/rollout_service.h"
 
 namespace keel::test {
 
@@ -67,6 +68,10 @@ ModelConfig tiny_model_config();
 // pad 3) over `vocab` tokens at width `d`, initialised from `seed` and perturbed so that its
 // logits are far from uniform; in eval mode on the CPU. The decoding tests' model.
 Transformer lively_model(Family family, int64_t vocab, int64_t d, uint64_t seed = 42);
+// Options of a rollout service on in-process sockets named after `name` ("inproc://NAME-rollouts",
+// ...-weights, ...-chunks), with no shared-memory region.
+RolloutServiceOptions inproc_rollout_service(const std::string& name);
+
 // Largest |difference| between two models' parameters of the same names.
 double max_parameter_diff(Transformer& a, Transformer& b);
 
