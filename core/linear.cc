@@ -143,25 +143,28 @@ inline __attribute__((always_inline)) void nk_tile(const float* x, int64_t ldx, 
     }
 }
 
-// W [K, N] read row by row: the sums of `width` output columns from n0 (a multiple of L, at most
-// kPanelColumns) for every row of x stay in L1 while each pass reads the panel's run of 4
+// W [K, N] read row by row: the sums of `width` output columns from n0 (a multiple of L; M * width
+// at most kPanelFloats) for every row of x stay in L1 while each pass reads the panel's run of 4
 // consecutive rows of W. Runs of hundreds of floats stream at the memory's rate (measured at d 768:
 // 20-24 GB/s of 30 on 2 threads, where register tiles of 2L columns, which read 2L floats of each
-// row, reached 12-18).
+// row, reached 12-18); a panel as wide as W reads one run front to back.
 inline constexpr int64_t kPanelColumns = 512;
+inline constexpr int64_t kPanelFloats = kMaxSmallRows * kPanelColumns;
+// Rows of W [K, N] a block holds at least when the product is split by rows (fewer: by panels).
+inline constexpr int64_t kMinBlockRows = 16;
 template <int L, class W>
 inline __attribute__((always_inline)) void kn_panel(const float* x, int64_t ldx, int64_t M, const W* w, int64_t N, int64_t K,
                                                     const float* bias, float* y, int64_t ldy, int64_t n0, int64_t width) {
-  alignas(64) float acc[kMaxSmallRows][kPanelColumns];
+  alignas(64) float acc[kPanelFloats];
   for (int64_t m = 0; m < M; ++m)
-    for (int64_t j = 0; j < width; ++j) acc[m][j] = bias ? bias[n0 + j] : 0.0f;
+    for (int64_t j = 0; j < width; ++j) acc[m * width + j] = bias ? bias[n0 + j] : 0.0f;
   int64_t k = 0;
   for (; k + 4 <= K; k += 4) {
     const W *w0 = w + k * N + n0, *w1 = w0 + N, *w2 = w1 + N, *w3 = w2 + N;
     for (int64_t m = 0; m < M; ++m) {
       const float* xm = x + m * ldx + k;
       const float x0 = xm[0], x1 = xm[1], x2 = xm[2], x3 = xm[3];
-      float* a = acc[m];
+      float* a = acc + m * width;
       for (int64_t j = 0; j < width; j += L) {
         Vec<L> v = load<L>(a + j);
         v += x0 * load<L>(w0 + j);
@@ -175,9 +178,10 @@ inline __attribute__((always_inline)) void kn_panel(const float* x, int64_t ldx,
   for (; k < K; ++k)
     for (int64_t m = 0; m < M; ++m) {
       const float xk = x[m * ldx + k];
-      for (int64_t j = 0; j < width; j += L) store<L>(acc[m] + j, load<L>(acc[m] + j) + xk * load<L>(w + k * N + n0 + j));
+      float* a = acc + m * width;
+      for (int64_t j = 0; j < width; j += L) store<L>(a + j, load<L>(a + j) + xk * load<L>(w + k * N + n0 + j));
     }
-  for (int64_t m = 0; m < M; ++m) std::copy(acc[m], acc[m] + width, y + m * ldy + n0);
+  for (int64_t m = 0; m < M; ++m) std::copy(acc + m * width, acc + (m + 1) * width, y + m * ldy + n0);
 }
 
 // A single-row output: its four accumulators, then the elements [k, K) that fill no vector.
@@ -410,10 +414,42 @@ torch::Tensor rows_of(const torch::Tensor& x, int64_t K) {
   return x2.stride(1) == 1 ? x2 : x2.contiguous();
 }
 
-// Output columns [0, whole) of W [K, N] in panels, as many per thread, so the threads finish together.
+// Output columns [0, whole) of W [K, N] when M rows of them fit one panel: kRowBlocks blocks of
+// consecutive rows of W, each read as one run front to back into sums of its own, added in block
+// order after. The blocks do not depend on the thread count, so neither do the bits; a thread
+// takes consecutive blocks. (Panels side by side read each row's width / threads floats, then
+// jump a row: GPT-2 small's mlp.c_proj, 3072 x 768, streamed at 13-15 GB/s that way and at
+// 36-37 GB/s by rows, on 2 threads of an AVX-512 EPYC.)
+inline constexpr int64_t kRowBlocks = 8;
+template <class W>
+void kn_product_by_rows(const float* xp, int64_t ldx, int64_t M, const W* wp, int64_t N, int64_t K, const float* bp, float* yp,
+                        const KernelsOf<W>& k, int64_t whole) {
+  const int64_t rows = (K + 4 * kRowBlocks - 1) / (4 * kRowBlocks) * 4;  // runs of 4 rows stay whole
+  const int64_t block = M * whole;
+  std::vector<float> sums(static_cast<size_t>(kRowBlocks * block), 0.0f);
+  at::parallel_for(0, kRowBlocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t k0 = b * rows, k1 = std::min(K, k0 + rows);
+      if (k0 < k1)
+        k.kn_panel(xp + k0, ldx, M, wp + k0 * N, N, k1 - k0, b == 0 ? bp : nullptr, sums.data() + b * block, whole, 0, whole);
+    }
+  });
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t j = 0; j < whole; ++j) {
+      float v = 0.0f;
+      for (int64_t b = 0; b < kRowBlocks; ++b) v += sums[b * block + m * whole + j];
+      yp[m * N + j] = v;
+    }
+}
+
+// Output columns [0, whole) of W [K, N]: by blocks of rows when M rows of them fit one panel and
+// W has rows enough, else in panels side by side, as many per thread, so the threads finish
+// together. Neither gives bits that depend on the thread count.
 template <class W>
 void kn_product(const float* xp, int64_t ldx, int64_t M, const W* wp, int64_t N, int64_t K, const float* bp, float* yp,
                 const KernelsOf<W>& k, int64_t lanes, int64_t whole) {
+  if (whole > 0 && M * whole <= kPanelFloats && K >= kRowBlocks * kMinBlockRows)
+    return kn_product_by_rows(xp, ldx, M, wp, N, K, bp, yp, k, whole);
   const int64_t threads = at::get_num_threads();
   const int64_t panels = threads * std::max<int64_t>(1, (whole + threads * kPanelColumns - 1) / (threads * kPanelColumns));
   const int64_t width = ((whole + panels - 1) / panels + lanes - 1) / lanes * lanes;

@@ -39,10 +39,12 @@ struct ProductCase {
 // one, of none; K at the bfloat16 single-row kernel's limit of 8192 and above it, where bfloat16
 // weights take the tiles; N with whole tiles of 8 so that AVX-512 reaches the kernels too), odd
 // row counts (row blocks of 8 or 4 for W [K, N], of 2 for W [N, K]), widths that are not whole
-// tiles (edge columns), K not a multiple of the lanes, the limit.
-const ProductCase kCases[] = {{1, 16, 32},   {1, 256, 8},   {1, 40, 33}, {1, 100, 13},  {1, 1, 17},
-                              {1, 8192, 17}, {1, 8200, 17}, {3, 40, 33}, {7, 17, 70},   {8, 256, 768},
-                              {5, 64, 31},   {6, 96, 97},   {2, 1, 5},   {8, 130, 257}, {kMaxSmallRows, 48, 64}};
+// tiles (edge columns), K not a multiple of the lanes, the limit; W [K, N] split by blocks of rows
+// (GPT-2 small's c_attn and mlp.c_proj; K = 130 leaves the last block empty) and by panels.
+const ProductCase kCases[] = {{1, 16, 32},    {1, 256, 8},    {1, 40, 33},  {1, 100, 13},  {1, 1, 17},
+                              {1, 8192, 17},  {1, 8200, 17},  {3, 40, 33},  {7, 17, 70},   {8, 256, 768},
+                              {5, 64, 31},    {6, 96, 97},    {2, 1, 5},    {8, 130, 257}, {kMaxSmallRows, 48, 64},
+                              {1, 768, 2304}, {2, 3072, 768}, {4, 127, 96}, {3, 128, 1000}};
 
 // Float32 rounding against LibTorch's own sums: its error grows as a random walk over the K terms.
 double tolerance(int64_t K) { return 2e-6 * std::max(1.0, std::sqrt(static_cast<double>(K) / 512.0)); }
@@ -153,16 +155,25 @@ TEST(SmallProducts, TakeStridedRowsAndBatchedShapesAndGiveTheSameBitsOnAnyThread
   EXPECT_EQ(y3.sizes(), (std::vector<int64_t>{2, 3, 40}));
   EXPECT_LT(relative_diff(y3, torch::matmul(x3, w_kn) + b), 2e-6);
 
-  // Output columns are split over threads, never a sum: the bits do not depend on the split.
+  // Output columns are split over threads, and the blocks of rows whose sums W [K, N] adds do not
+  // depend on the thread count: neither do the bits.
   const int threads = at::get_num_threads();
-  auto x = torch::randn({8, 256});
-  auto big = torch::randn({4096, 256});
-  at::set_num_threads(1);
-  auto one = linear_nk(x, big);
-  at::set_num_threads(2);
-  auto two = linear_nk(x, big);
+  auto x = torch::randn({8, 256}), x1 = torch::randn({1, 1024});
+  auto big = torch::randn({4096, 256}), big_kn = torch::randn({1024, 2048}), b_kn = torch::randn({2048});
+  std::vector<torch::Tensor> nk, kn, kn8;
+  for (int t : {1, 2, 3}) {
+    at::set_num_threads(t);
+    nk.push_back(linear_nk(x, big));
+    kn.push_back(linear_kn(x1, big_kn, b_kn));
+    kn8.push_back(linear_kn(x.narrow(1, 0, 128), big_kn.narrow(0, 0, 128)));
+  }
   at::set_num_threads(threads);
-  EXPECT_TRUE(torch::equal(one, two));
+  for (int i : {1, 2}) {
+    EXPECT_TRUE(torch::equal(nk[0], nk[i])) << i + 1 << " threads";
+    EXPECT_TRUE(torch::equal(kn[0], kn[i])) << i + 1 << " threads";
+    EXPECT_TRUE(torch::equal(kn8[0], kn8[i])) << i + 1 << " threads";
+  }
+  EXPECT_LT(relative_diff(kn[0], torch::addmm(b_kn, x1, big_kn)), tolerance(1024));
 }
 
 TEST(SmallProducts, SpreadOverEveryIntraOpThread) {
