@@ -3,7 +3,9 @@
 // Decoding steps multiply a few rows (one token per sequence) by every weight matrix. OpenBLAS
 // repacks the whole weight on each call, which at a handful of rows costs as much as the product
 // itself; so products with at most kMaxSmallRows rows, float32 on the CPU, outside autograd, run
-// kernels here that read the weight in place, split over the intra-op threads by output columns.
+// kernels here that read the weight in place, split over the intra-op threads by output columns
+// (W [K, N] narrow enough: by fixed blocks of its rows, whose sums are added in order). The bits of
+// a result do not depend on the number of threads.
 // They are built for AVX-512 and for AVX2 + FMA (core/kernel_isa.h picks one at start); other CPUs
 // keep OpenBLAS. Everything else goes to LibTorch unchanged. Results equal LibTorch's to float32
 // rounding (the summation order differs).
