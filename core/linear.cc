@@ -184,6 +184,62 @@ inline __attribute__((always_inline)) void kn_panel(const float* x, int64_t ldx,
   for (int64_t m = 0; m < M; ++m) std::copy(acc + m * width, acc + (m + 1) * width, y + m * ldy + n0);
 }
 
+// W [K, N] against 9 to kMaxTiledRows rows of x: tiles of MR rows of x and NV vectors of output
+// columns whose sums stay in registers over a chunk of rows of W (NV loads of W and MR broadcasts
+// of x per NV * MR multiply-adds); the chunk, read from memory by the first tile, stays in cache for
+// the others. Each output sums the bias then k in order, as kn_panel does.
+template <int L, int MR, int NV>
+inline __attribute__((always_inline)) void kn_tile(const float* x, int64_t ldx, const float* w, int64_t N, int64_t k0, int64_t k1,
+                                                   const float* bias, float* y, int64_t ldy, int64_t n0) {
+  Vec<L> acc[MR][NV];
+  for (int m = 0; m < MR; ++m)
+    for (int v = 0; v < NV; ++v)
+      acc[m][v] = k0 > 0 ? load<L>(y + m * ldy + n0 + v * L) : bias ? load<L>(bias + n0 + v * L) : Vec<L>{};
+  for (int64_t k = k0; k < k1; ++k) {
+    Vec<L> wv[NV];
+    for (int v = 0; v < NV; ++v) wv[v] = load<L>(w + k * N + n0 + v * L);
+    for (int m = 0; m < MR; ++m) {
+      const float xm = x[m * ldx + k];
+      for (int v = 0; v < NV; ++v) acc[m][v] += xm * wv[v];
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int v = 0; v < NV; ++v) store<L>(y + m * ldy + n0 + v * L, acc[m][v]);
+}
+template <int L, int MR>
+inline __attribute__((always_inline)) void kn_tile_of(int64_t nv, const float* x, int64_t ldx, const float* w, int64_t N,
+                                                      int64_t k0, int64_t k1, const float* bias, float* y, int64_t ldy,
+                                                      int64_t n0) {
+  constexpr int kWide = L >= 16 ? 4 : 2;  // MR * NV + NV + 1 registers: 21 of 32 on AVX-512, 11 of 16 on AVX2
+  if (nv >= kWide) return kn_tile<L, MR, kWide>(x, ldx, w, N, k0, k1, bias, y, ldy, n0);
+  if (kWide == 4 && nv == 3) return kn_tile<L, MR, 3>(x, ldx, w, N, k0, k1, bias, y, ldy, n0);
+  if (nv >= 2) return kn_tile<L, MR, 2>(x, ldx, w, N, k0, k1, bias, y, ldy, n0);
+  kn_tile<L, MR, 1>(x, ldx, w, N, k0, k1, bias, y, ldy, n0);
+}
+
+// Output columns [n_begin, n_end) (multiples of L) of y [M, N] = x · W (+ bias), W [K, N], by
+// blocks of kTiledVectors * L columns and chunks of kTiledChunk rows of W.
+inline constexpr int64_t kTiledChunk = 128;
+template <int L>
+inline constexpr int64_t kTiledVectors = L >= 16 ? 4 : 2;
+template <int L>
+inline __attribute__((always_inline)) void kn_tiled(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K,
+                                                    const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += kTiledVectors<L> * L) {
+    const int64_t nv = std::min<int64_t>(kTiledVectors<L>, (n_end - n0) / L);
+    for (int64_t k0 = 0; k0 < K; k0 += kTiledChunk) {
+      const int64_t k1 = std::min(K, k0 + kTiledChunk);
+      int64_t m = 0;
+      for (; m + 4 <= M; m += 4) kn_tile_of<L, 4>(nv, x + m * ldx, ldx, w, N, k0, k1, bias, y + m * ldy, ldy, n0);
+      const float* xm = x + m * ldx;
+      float* ym = y + m * ldy;
+      if (M - m == 3) kn_tile_of<L, 3>(nv, xm, ldx, w, N, k0, k1, bias, ym, ldy, n0);
+      if (M - m == 2) kn_tile_of<L, 2>(nv, xm, ldx, w, N, k0, k1, bias, ym, ldy, n0);
+      if (M - m == 1) kn_tile_of<L, 1>(nv, xm, ldx, w, N, k0, k1, bias, ym, ldy, n0);
+    }
+  }
+}
+
 // A single-row output: its four accumulators, then the elements [k, K) that fill no vector.
 template <int L, class W>
 inline __attribute__((always_inline)) float single_row_sum(const Vec<L> (&acc)[4], const float* x, const W* wn, int64_t k,
@@ -373,6 +429,8 @@ struct Kernels {
   int64_t lanes, nk_cols;
   KernelsOf<float> f32;
   KernelsOf<Bf16> bf16;
+  void (*kn_tiled)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, int64_t,
+                   int64_t);
 };
 #define KEEL_KERNELS_OF(NAME, TARGET, L, W)                                                                                      \
   TARGET void NAME##_kn_panel(const float* x, int64_t ldx, int64_t M, const W* w, int64_t N, int64_t K, const float* bias,       \
@@ -383,10 +441,15 @@ struct Kernels {
                         int64_t t0, int64_t t1) {                                                                                \
     nk_tiles<L, W>(x, ldx, M, w, K, bias, y, ldy, t0, t1);                                                                       \
   }
-#define KEEL_KERNELS(NAME, TARGET, L)          \
-  KEEL_KERNELS_OF(NAME##F32, TARGET, L, float) \
-  KEEL_KERNELS_OF(NAME##Bf16, TARGET, L, Bf16) \
-  constexpr Kernels NAME = {L, nk_cols<L>(), {NAME##F32_kn_panel, NAME##F32_nk}, {NAME##Bf16_kn_panel, NAME##Bf16_nk}};
+#define KEEL_KERNELS(NAME, TARGET, L)                                                                                          \
+  KEEL_KERNELS_OF(NAME##F32, TARGET, L, float)                                                                                 \
+  KEEL_KERNELS_OF(NAME##Bf16, TARGET, L, Bf16)                                                                                 \
+  TARGET void NAME##_kn_tiled(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K, const float* bias, \
+                              float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {                                         \
+    kn_tiled<L>(x, ldx, M, w, N, K, bias, y, ldy, n_begin, n_end);                                                             \
+  }                                                                                                                            \
+  constexpr Kernels NAME = {                                                                                                   \
+      L, nk_cols<L>(), {NAME##F32_kn_panel, NAME##F32_nk}, {NAME##Bf16_kn_panel, NAME##Bf16_nk}, NAME##_kn_tiled};
 #if defined(__x86_64__)
 KEEL_KERNELS(kAvx512Kernels, __attribute__((target("avx512f"))), 16)
 KEEL_KERNELS(kAvx2Kernels, __attribute__((target("avx2,fma"))), 8)
@@ -516,15 +579,59 @@ torch::Tensor small_product(const torch::Tensor& x, const W* wp, int64_t N, cons
   return y.view(out_shape);
 }
 
-// The small-row product with `weight`, or with its decoding copy when the thread has one.
+// y = x · W (+ bias), W [K, N], for more than kMaxSmallRows rows of x: blocks of output columns
+// over the threads (bits independent of their number), float32 weights.
+torch::Tensor tiled_kn_product(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, const Kernels& k) {
+  const int64_t K = x.size(-1), N = weight.size(1);
+  auto x2 = rows_of(x, K);
+  const int64_t M = x2.size(0), ldx = x2.stride(0);
+  auto y = torch::empty({M, N}, x.options());
+  const float *xp = x2.data_ptr<float>(), *wp = weight.data_ptr<float>();
+  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  const int64_t whole = N / k.lanes * k.lanes, block = (k.lanes >= 16 ? 4 : 2) * k.lanes;  // kTiledVectors
+  at::parallel_for(0, (whole + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+    k.kn_tiled(xp, ldx, M, wp, N, K, bp, yp, N, begin * block, std::min(whole, end * block));
+  });
+  if (whole < N) edge_columns(xp, ldx, M, wp, N, K, /*w_is_kn=*/true, bp, yp, N, whole, N);
+  auto out_shape = x.sizes().vec();
+  out_shape.back() = N;
+  return y.view(out_shape);
+}
+
+// The small-row product with `weight`, or with its decoding copy when the thread has one (at most
+// kMaxSmallRows rows; more read the float32 weight).
 torch::Tensor small_product(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, bool kn) {
   const Kernels& k = kernels_for(kernel_isa());
+  if (x.numel() / x.size(-1) > kMaxSmallRows) {
+    if (kn) return tiled_kn_product(x, weight, bias, k);
+    return small_product(x, weight.data_ptr<float>(), weight.size(0), bias, /*kn=*/false, k.f32, k.lanes, k.nk_cols);
+  }
   const int64_t N = kn ? weight.size(1) : weight.size(0);
   const torch::Tensor copy = current_decode_weights ? current_decode_weights->find(weight) : torch::Tensor();
   if (copy.defined())  // [N, K] whatever the weight's layout
     return small_product(x, reinterpret_cast<const Bf16*>(copy.data_ptr<at::BFloat16>()), N, bias, /*kn=*/false, k.bf16, k.lanes,
                          k.nk_cols);
   return small_product(x, weight.data_ptr<float>(), N, bias, kn, k.f32, k.lanes, k.nk_cols);
+}
+
+// Whether x · weight (+ bias) can take keel's kernels with at most max_rows rows of x.
+bool takes_kernels(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, int64_t max_rows) {
+  // The generic build (SSE, NEON) is not faster than OpenBLAS's own kernels: it runs only when a
+  // test limits a better CPU to it.
+  if (kernel_isa() == KernelIsa::kGeneric && best_kernel_isa() == KernelIsa::kGeneric) return false;
+  if (!x.defined() || x.dim() < 1 || x.device().type() != torch::kCPU || x.scalar_type() != torch::kFloat32) return false;
+  if (weight.scalar_type() != torch::kFloat32 || weight.dim() != 2 || !weight.is_contiguous() || !weight.device().is_cpu())
+    return false;
+  if (bias.defined() &&
+      (bias.scalar_type() != torch::kFloat32 || !bias.is_contiguous() || !bias.device().is_cpu() || bias.dim() != 1))
+    return false;
+  if (x.numel() / std::max<int64_t>(1, x.size(-1)) > max_rows || x.numel() == 0) return false;
+  // Autograd needs LibTorch's ops; decoding runs in inference mode or without grad.
+  if (torch::autograd::GradMode::is_enabled() &&
+      (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad())))
+    return false;
+  return true;
 }
 
 }  // namespace
@@ -557,28 +664,19 @@ DecodeWeightsScope::DecodeWeightsScope(const DecodeWeights* w) : previous_(curre
 DecodeWeightsScope::~DecodeWeightsScope() { current_decode_weights = previous_; }
 
 bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  // The generic build (SSE, NEON) is not faster than OpenBLAS's own kernels: it runs only when a
-  // test limits a better CPU to it.
-  if (kernel_isa() == KernelIsa::kGeneric && best_kernel_isa() == KernelIsa::kGeneric) return false;
-  if (!x.defined() || x.dim() < 1 || x.device().type() != torch::kCPU || x.scalar_type() != torch::kFloat32) return false;
-  if (weight.scalar_type() != torch::kFloat32 || weight.dim() != 2 || !weight.is_contiguous() || !weight.device().is_cpu())
-    return false;
-  if (bias.defined() &&
-      (bias.scalar_type() != torch::kFloat32 || !bias.is_contiguous() || !bias.device().is_cpu() || bias.dim() != 1))
-    return false;
-  if (x.numel() / std::max<int64_t>(1, x.size(-1)) > kMaxSmallRows || x.numel() == 0) return false;
-  // Autograd needs LibTorch's ops; decoding runs in inference mode or without grad.
-  if (torch::autograd::GradMode::is_enabled() &&
-      (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad())))
-    return false;
-  return true;
+  return takes_kernels(x, weight, bias, kMaxSmallRows);
+}
+bool uses_tiled_kernel(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  return x.defined() && x.dim() >= 1 && x.numel() / std::max<int64_t>(1, x.size(-1)) > kMaxSmallRows &&
+         takes_kernels(x, weight, bias, kMaxTiledRows);
 }
 
 torch::Tensor linear_nk(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   KEEL_CHECK(x.size(-1) == weight.size(1),
              "linear: input width " << x.size(-1) << " != weight [" << weight.size(0) << ", " << weight.size(1) << "] columns");
   // A bias of another length is left to LibTorch, which names the mismatch.
-  if (uses_small_kernel(x, weight, bias) && (!bias.defined() || bias.size(0) == weight.size(0)))
+  if ((uses_small_kernel(x, weight, bias) || uses_tiled_kernel(x, weight, bias)) &&
+      (!bias.defined() || bias.size(0) == weight.size(0)))
     return small_product(x, weight, bias, /*kn=*/false);
   return F::linear(x, weight, bias);
 }
@@ -644,7 +742,8 @@ std::vector<torch::Tensor> linear_nk_group(const torch::Tensor& x, const std::ve
 torch::Tensor linear_kn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   KEEL_CHECK(x.size(-1) == weight.size(0),
              "linear: input width " << x.size(-1) << " != weight [" << weight.size(0) << ", " << weight.size(1) << "] rows");
-  if (uses_small_kernel(x, weight, bias) && (!bias.defined() || bias.size(0) == weight.size(1)))
+  if ((uses_small_kernel(x, weight, bias) || uses_tiled_kernel(x, weight, bias)) &&
+      (!bias.defined() || bias.size(0) == weight.size(1)))
     return small_product(x, weight, bias, /*kn=*/true);
   // One fused addmm over the flattened tokens instead of a matmul and an add.
   auto x2 = x.reshape({-1, x.size(-1)});

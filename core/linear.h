@@ -23,6 +23,9 @@ namespace keel {
 // kernels win (1.7-1.8x per product at d 768). Above 8 rows OpenBLAS keeps them, and the row panels
 // of W [K, N] stay within L1 (core/linear.cc).
 inline constexpr int64_t kMaxSmallRows = 8;
+// Up to this many rows (a decoding step of a larger batch), float32 products still read W in place
+// (tiles whose sums stay in registers) rather than OpenBLAS, which repacks all of W per call.
+inline constexpr int64_t kMaxTiledRows = 32;
 
 // y[..., N] = x[..., K] · Wᵀ (+ bias), W stored [N, K] (torch::nn::Linear, the tied LM head).
 torch::Tensor linear_nk(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});
@@ -32,6 +35,8 @@ torch::Tensor linear_kn(const torch::Tensor& x, const torch::Tensor& weight, con
 
 // Whether x · weight (+ bias) takes the in-place kernels rather than LibTorch (for tests and benchmarks).
 bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
+// Whether it takes them with more than kMaxSmallRows rows (and at most kMaxTiledRows): float32 W.
+bool uses_tiled_kernel(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
 
 // bfloat16 copies of weight matrices for decoding, which is bound by the bytes of weights each
 // step reads: with a copy in scope (DecodeWeightsScope) the small-row kernels read it instead of

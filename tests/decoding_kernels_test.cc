@@ -108,6 +108,48 @@ TEST(SmallProducts, ReadTheBfloat16CopyInScopeAsTheWeightRoundedToBfloat16InEver
   });
 }
 
+// Decoding steps of 9 to kMaxTiledRows rows: register tiles over W [K, N] (every row count modulo
+// the tile's 4, column blocks of 4, 3, 2 and 1 vectors, edge columns, chunks of rows of W that do
+// not divide K) and the row-pair tiles over W [N, K]; the float32 weight is read even with a
+// bfloat16 copy in scope, and the bits do not depend on the thread count.
+TEST(SmallProducts, TilesOfMoreRowsEqualLibTorchReadFloat32AndKeepTheirBitsOnAnyThreadCount) {
+  c10::InferenceMode inference;
+  torch::manual_seed(6);
+  const ProductCase cases[] = {{9, 64, 64},     {10, 300, 80}, {11, 130, 112}, {12, 768, 2304},
+                               {13, 256, 1000}, {16, 17, 3},   {31, 129, 48},  {kMaxTiledRows, 3072, 768}};
+  in_every_instruction_set([&] {
+    for (const auto& c : cases) {
+      auto x = torch::randn({c.M, c.K});
+      auto w_nk = torch::randn({c.N, c.K}), w_kn = torch::randn({c.K, c.N}), bias = torch::randn({c.N});
+      SCOPED_TRACE("M " + std::to_string(c.M) + " K " + std::to_string(c.K) + " N " + std::to_string(c.N));
+      ASSERT_FALSE(uses_small_kernel(x, w_kn, bias));
+      ASSERT_TRUE(uses_tiled_kernel(x, w_kn, bias) && uses_tiled_kernel(x, w_nk, bias));
+      const auto kn = linear_kn(x, w_kn, bias), nk = linear_nk(x, w_nk, bias);
+      EXPECT_LT(relative_diff(kn, torch::addmm(bias, x, w_kn)), tolerance(c.K));
+      EXPECT_LT(relative_diff(linear_kn(x, w_kn), torch::mm(x, w_kn)), tolerance(c.K));
+      EXPECT_LT(relative_diff(nk, F::linear(x, w_nk, bias)), tolerance(c.K));
+      DecodeWeights copies;
+      copies.refresh({w_nk}, {w_kn});
+      DecodeWeightsScope scope(&copies);
+      EXPECT_TRUE(torch::equal(linear_kn(x, w_kn, bias), kn)) << "a bfloat16 copy was read";
+      EXPECT_TRUE(torch::equal(linear_nk(x, w_nk, bias), nk)) << "a bfloat16 copy was read";
+    }
+  });
+  const int threads = at::get_num_threads();
+  auto x = torch::randn({20, 512}), w_kn = torch::randn({512, 1536}), w_nk = torch::randn({1536, 512});
+  std::vector<torch::Tensor> kn, nk;
+  for (int t : {1, 2, 3}) {
+    at::set_num_threads(t);
+    kn.push_back(linear_kn(x, w_kn));
+    nk.push_back(linear_nk(x, w_nk));
+  }
+  at::set_num_threads(threads);
+  for (int i : {1, 2}) {
+    EXPECT_TRUE(torch::equal(kn[0], kn[i])) << i + 1 << " threads";
+    EXPECT_TRUE(torch::equal(nk[0], nk[i])) << i + 1 << " threads";
+  }
+}
+
 // A model decoding from bfloat16 copies gives the logits of its twin with every weight matrix
 // rounded to bfloat16 (Llama with an untied head, so that the embedding, a lookup table kept in
 // float32, is the same in both), and its own float32 logits again once the dtype is float32.
@@ -191,6 +233,7 @@ TEST(SmallProducts, LeaveAutogradLargeBatchesAndOtherTypesToLibTorch) {
   auto w = torch::randn({16, 8}, torch::requires_grad());
   auto x = torch::randn({4, 8});
   EXPECT_FALSE(uses_small_kernel(x, w, {}));  // training: gradients flow through LibTorch's ops
+  EXPECT_FALSE(uses_tiled_kernel(torch::randn({kMaxTiledRows, 8}), w, {}));
   auto y = linear_nk(x, w);
   y.sum().backward();
   EXPECT_LT((w.grad() - x.sum(0).expand({16, 8})).abs().max().item<double>(), 1e-5);
@@ -198,6 +241,9 @@ TEST(SmallProducts, LeaveAutogradLargeBatchesAndOtherTypesToLibTorch) {
     torch::NoGradGuard ng;
     EXPECT_TRUE(uses_small_kernel(x, w, {}));
     EXPECT_FALSE(uses_small_kernel(torch::randn({kMaxSmallRows + 1, 8}), w, {}));
+    EXPECT_FALSE(uses_tiled_kernel(x, w, {}));  // few rows take the small-row kernels
+    EXPECT_TRUE(uses_tiled_kernel(torch::randn({kMaxTiledRows, 8}), w, {}));
+    EXPECT_FALSE(uses_tiled_kernel(torch::randn({kMaxTiledRows + 1, 8}), w, {}));  // a prompt's prefill: OpenBLAS
     EXPECT_FALSE(uses_small_kernel(x.to(torch::kDouble), w.to(torch::kDouble), {}));
     EXPECT_FALSE(uses_small_kernel(x, w.t(), {}));  // a transposed view is not read in place
     auto wd = w.detach().to(torch::kDouble);
