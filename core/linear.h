@@ -2,13 +2,13 @@
 //
 // Decoding steps multiply a few rows (one token per sequence) by every weight matrix. OpenBLAS
 // repacks the whole weight on each call, which at a handful of rows costs as much as the product
-// itself; so products with at most kMaxSmallRows rows, float32 on the CPU, outside autograd, run
+// itself; so products with at most kMaxTiledRows rows, float32 on the CPU, outside autograd, run
 // kernels here that read the weight in place, split over the intra-op threads by output columns
-// (W [K, N] narrow enough: by fixed blocks of its rows, whose sums are added in order). The bits of
-// a result do not depend on the number of threads.
-// They are built for AVX-512 and for AVX2 + FMA (core/kernel_isa.h picks one at start); other CPUs
-// keep OpenBLAS. Everything else goes to LibTorch unchanged. Results equal LibTorch's to float32
-// rounding (the summation order differs).
+// (W [K, N] narrow enough for a few rows: by fixed blocks of its rows, whose sums are added in
+// order). The bits of a result do not depend on the number of threads. They are built for AVX-512
+// and for AVX2 + FMA (core/kernel_isa.h picks one at start); other CPUs keep OpenBLAS. Everything
+// else goes to LibTorch unchanged. Results equal LibTorch's to float32 rounding (the summation
+// order differs).
 #pragma once
 
 #include <torch/torch.h>
@@ -18,13 +18,14 @@
 
 namespace keel {
 
-// Whole GPT-2-small decoding steps on 2 threads (AVX2): at 16 rows these kernels and OpenBLAS are
-// within noise of each other (55 against 58 ms), at 32 even (98 against 97 ms); at 8 and fewer the
-// kernels win (1.7-1.8x per product at d 768). Above 8 rows OpenBLAS keeps them, and the row panels
-// of W [K, N] stay within L1 (core/linear.cc).
+// At most this many rows take the small-row kernels, which also read bfloat16 decoding copies
+// (DecodeWeights); steps of more rows read the float32 weights.
 inline constexpr int64_t kMaxSmallRows = 8;
-// Up to this many rows (a decoding step of a larger batch), float32 products still read W in place
-// (tiles whose sums stay in registers) rather than OpenBLAS, which repacks all of W per call.
+// Up to this many rows (a decoding step of a larger batch) float32 products read W in place in
+// register tiles of up to 4 rows (W [K, N]) or row pairs (W [N, K]). Whole GPT-2-small decoding
+// steps on 2 threads of an AVX-512 EPYC against OpenBLAS: 43-47 against 59-63 ms at 16 rows,
+// 70-74 against 83-92 at 32 (bench/README.md). Longer inputs (prefills, training) keep OpenBLAS,
+// whose packing their rows pay for.
 inline constexpr int64_t kMaxTiledRows = 32;
 
 // y[..., N] = x[..., K] · Wᵀ (+ bias), W stored [N, K] (torch::nn::Linear, the tied LM head).
