@@ -1,6 +1,8 @@
 #include "core/kernel_isa.h"
 
 #include <atomic>
+#include <cstdlib>
+#include <string_view>
 
 namespace keel {
 
@@ -12,8 +14,14 @@ KernelIsa best_kernel_isa() {
   return KernelIsa::kGeneric;
 }
 
+KernelIsa kernel_isa_for(KernelIsa best, const char* aten_cpu_capability) {
+  if (aten_cpu_capability && std::string_view(aten_cpu_capability) == "avx2" && best == KernelIsa::kAvx512)
+    return KernelIsa::kAvx2;
+  return best;
+}
+
 namespace {
-std::atomic<KernelIsa> g_isa{best_kernel_isa()};
+std::atomic<KernelIsa> g_isa{kernel_isa_for(best_kernel_isa(), std::getenv("ATEN_CPU_CAPABILITY"))};
 }  // namespace
 
 KernelIsa kernel_isa() { return g_isa.load(std::memory_order_relaxed); }

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <tuple>
 
@@ -216,6 +217,16 @@ TEST(SmallProducts, TakeStridedRowsAndBatchedShapesAndGiveTheSameBitsOnAnyThread
     EXPECT_TRUE(torch::equal(kn8[0], kn8[i])) << i + 1 << " threads";
   }
   EXPECT_LT(relative_diff(kn[0], torch::addmm(b_kn, x1, big_kn)), tolerance(1024));
+}
+
+TEST(KernelIsa, AtenCpuCapabilityAvx2LowersKeelsKernelsToAvx2Too) {
+  EXPECT_EQ(kernel_isa_for(KernelIsa::kAvx512, "avx2"), KernelIsa::kAvx2);
+  EXPECT_EQ(kernel_isa_for(KernelIsa::kAvx512, nullptr), KernelIsa::kAvx512);
+  EXPECT_EQ(kernel_isa_for(KernelIsa::kAvx512, "avx512"), KernelIsa::kAvx512);
+  EXPECT_EQ(kernel_isa_for(KernelIsa::kAvx2, "avx2"), KernelIsa::kAvx2);
+  EXPECT_EQ(kernel_isa_for(KernelIsa::kGeneric, "avx2"), KernelIsa::kGeneric);  // never above what the CPU has
+  const char* cap = std::getenv("ATEN_CPU_CAPABILITY");
+  EXPECT_EQ(kernel_isa(), kernel_isa_for(best_kernel_isa(), cap)) << "the process starts with the set the variable asks for";
 }
 
 TEST(SmallProducts, SpreadOverEveryIntraOpThread) {

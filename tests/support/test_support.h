@@ -40,7 +40,8 @@ RunResult python(const std::string& script_and_args);
 // Runs the keel binary with `args`.
 RunResult keel(const std::string& args);
 // Makes every keel this process starts compute on the AVX2 kernels on any x86-64 machine (LibTorch's
-// ATEN_CPU_CAPABILITY, OpenBLAS's OPENBLAS_CORETYPE; values already set are kept). The learning
+// ATEN_CPU_CAPABILITY, which keel's own kernels follow too, and OpenBLAS's OPENBLAS_CORETYPE; values
+// already set are kept). The learning
 // tests' margins were measured on that numeric path; on an AVX-512 machine LibTorch and OpenBLAS
 // round differently and a small model's trajectory moves with it (a run of the same seed there
 // gave DPO no arithmetic gain and SFT less headroom for RL).
