@@ -488,19 +488,21 @@ template <class W>
 void kn_product_by_rows(const float* xp, int64_t ldx, int64_t M, const W* wp, int64_t N, int64_t K, const float* bp, float* yp,
                         const KernelsOf<W>& k, int64_t whole) {
   const int64_t rows = (K + 4 * kRowBlocks - 1) / (4 * kRowBlocks) * 4;  // runs of 4 rows stay whole
-  const int64_t block = M * whole;
-  std::vector<float> sums(static_cast<size_t>(kRowBlocks * block), 0.0f);
-  at::parallel_for(0, kRowBlocks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t blocks = (K + rows - 1) / rows, block = M * whole;       // the last block may be short
+  // The calling thread's sums, kept between steps; each block's kn_panel writes all of its part.
+  thread_local std::vector<float> sums;
+  sums.resize(static_cast<size_t>(kRowBlocks * kPanelFloats));
+  float* s = sums.data();
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const int64_t k0 = b * rows, k1 = std::min(K, k0 + rows);
-      if (k0 < k1)
-        k.kn_panel(xp + k0, ldx, M, wp + k0 * N, N, k1 - k0, b == 0 ? bp : nullptr, sums.data() + b * block, whole, 0, whole);
+      k.kn_panel(xp + k0, ldx, M, wp + k0 * N, N, k1 - k0, b == 0 ? bp : nullptr, s + b * block, whole, 0, whole);
     }
   });
   for (int64_t m = 0; m < M; ++m)
     for (int64_t j = 0; j < whole; ++j) {
       float v = 0.0f;
-      for (int64_t b = 0; b < kRowBlocks; ++b) v += sums[b * block + m * whole + j];
+      for (int64_t b = 0; b < blocks; ++b) v += s[b * block + m * whole + j];
       yp[m * N + j] = v;
     }
 }

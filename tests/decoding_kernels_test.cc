@@ -41,7 +41,7 @@ struct ProductCase {
 // weights take the tiles; N with whole tiles of 8 so that AVX-512 reaches the kernels too), odd
 // row counts (row blocks of 8 or 4 for W [K, N], of 2 for W [N, K]), widths that are not whole
 // tiles (edge columns), K not a multiple of the lanes, the limit; W [K, N] split by blocks of rows
-// (GPT-2 small's c_attn and mlp.c_proj; K = 130 leaves the last block empty) and by panels.
+// (GPT-2 small's c_attn and mlp.c_proj; K = 130 gives 7 blocks, the last one short) and by panels.
 const ProductCase kCases[] = {{1, 16, 32},    {1, 256, 8},    {1, 40, 33},  {1, 100, 13},  {1, 1, 17},
                               {1, 8192, 17},  {1, 8200, 17},  {3, 40, 33},  {7, 17, 70},   {8, 256, 768},
                               {5, 64, 31},    {6, 96, 97},    {2, 1, 5},    {8, 130, 257}, {kMaxSmallRows, 48, 64},
