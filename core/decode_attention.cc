@@ -129,7 +129,7 @@ inline __attribute__((always_inline)) void softmax_body(float* scores, int64_t S
   }                                                                                                               \
   TARGET void softmax_##SUFFIX(float* scores, int64_t S, int64_t begin, int64_t end) { softmax_body<L>(scores, S, begin, end); }
 #if defined(__x86_64__)
-KEEL_ATTENTION_KERNELS(avx512, __attribute__((target("avx512f"))), 16)
+KEEL_ATTENTION_KERNELS(avx512, __attribute__((target("avx512f,fma"))), 16)
 KEEL_ATTENTION_KERNELS(avx2, __attribute__((target("avx2,fma"))), 8)
 #endif
 KEEL_ATTENTION_KERNELS(generic, , 4)

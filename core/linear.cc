@@ -27,6 +27,7 @@ template <class W>
 struct KernelsOf {
   void (*kn_panel)(const float*, int64_t, int64_t, const W*, int64_t, int64_t, const float*, float*, int64_t, int64_t, int64_t);
   void (*nk)(const float*, int64_t, int64_t, const W*, int64_t, const float*, float*, int64_t, int64_t, int64_t);
+  void (*nk_row)(const float*, const W*, int64_t, const float*, float*, int64_t, int64_t);
 };
 struct Kernels {
   int64_t lanes, nk_cols;
@@ -43,6 +44,9 @@ struct Kernels {
   TARGET void NAME##_nk(const float* x, int64_t ldx, int64_t M, const W* w, int64_t K, const float* bias, float* y, int64_t ldy, \
                         int64_t t0, int64_t t1) {                                                                                \
     nk_tiles<L, W>(x, ldx, M, w, K, bias, y, ldy, t0, t1);                                                                       \
+  }                                                                                                                              \
+  TARGET void NAME##_nk_row(const float* x, const W* w, int64_t K, const float* bias, float* y, int64_t n0, int64_t n1) {        \
+    nk_single_row<kStreamLanes<L>>(x, w, K, bias, y, n0, n1);                                                                    \
   }
 #define KEEL_KERNELS(NAME, TARGET, L)                                                                                          \
   KEEL_KERNELS_OF(NAME##F32, TARGET, L, float)                                                                                 \
@@ -51,10 +55,13 @@ struct Kernels {
                               float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {                                         \
     kn_tiled<L>(x, ldx, M, w, N, K, bias, y, ldy, n_begin, n_end);                                                             \
   }                                                                                                                            \
-  constexpr Kernels NAME = {                                                                                                   \
-      L, nk_cols<L>(), {NAME##F32_kn_panel, NAME##F32_nk}, {NAME##Bf16_kn_panel, NAME##Bf16_nk}, NAME##_kn_tiled};
+  constexpr Kernels NAME = {L,                                                                                                 \
+                            nk_cols<L>(),                                                                                      \
+                            {NAME##F32_kn_panel, NAME##F32_nk, NAME##F32_nk_row},                                              \
+                            {NAME##Bf16_kn_panel, NAME##Bf16_nk, NAME##Bf16_nk_row},                                           \
+                            NAME##_kn_tiled};
 #if defined(__x86_64__)
-KEEL_KERNELS(kAvx512Kernels, __attribute__((target("avx512f"))), 16)
+KEEL_KERNELS(kAvx512Kernels, __attribute__((target("avx512f,fma"))), 16)
 KEEL_KERNELS(kAvx2Kernels, __attribute__((target("avx2,fma"))), 8)
 #endif
 KEEL_KERNELS(kGenericKernels, , 4)
@@ -145,6 +152,9 @@ struct NkOperand {
 template <class W>
 void nk_products(const float* xp, int64_t ldx, int64_t M, int64_t K, const std::vector<NkOperand<W>>& ops, const KernelsOf<W>& k,
                  int64_t cols) {
+  // A single row takes its outputs one at a time, so its bits do not depend on the tiles' width.
+  const bool single_row = takes_single_row<W>(M, K);
+  if (single_row) cols = 1;
   std::vector<int64_t> first(ops.size() + 1, 0);  // first tile of each weight
   for (size_t i = 0; i < ops.size(); ++i) first[i + 1] = first[i] + ops[i].N / cols;
   // Enough multiply-adds per task (~64k) that handing tiles to another thread pays.
@@ -154,7 +164,10 @@ void nk_products(const float* xp, int64_t ldx, int64_t M, int64_t K, const std::
       const int64_t b = std::max(begin, first[i]) - first[i], e = std::min(end, first[i + 1]) - first[i];
       if (b >= e) continue;
       const auto& o = ops[i];
-      k.nk(xp, ldx, M, o.w, K, o.bias, o.y, o.N, b, e);
+      if (single_row)
+        k.nk_row(xp, o.w, K, o.bias, o.y, b, e);
+      else
+        k.nk(xp, ldx, M, o.w, K, o.bias, o.y, o.N, b, e);
     }
   });
   for (const auto& o : ops) {

@@ -6,9 +6,12 @@
 // kernels here that read the weight in place, split over the intra-op threads by output columns
 // (W [K, N] narrow enough for a few rows: by fixed blocks of its rows, whose sums are added in
 // order). The bits of a result do not depend on the number of threads. They are built for AVX-512
-// and for AVX2 + FMA (core/kernel_isa.h picks one at start); other CPUs keep OpenBLAS. Everything
-// else goes to LibTorch unchanged. Results equal LibTorch's to float32 rounding (the summation
-// order differs).
+// and for AVX2 + FMA (core/kernel_isa.h picks one at start); other CPUs keep OpenBLAS. A single
+// row (a decoding step at batch 1, bound by the stream of weights) reads with vectors of at most
+// 256 bits in either build, so its bits are the same on AVX2 and AVX-512 CPUs with W [N, K]; with
+// W [K, N] each output sums in order whatever the build, so a row's bits do not depend on the
+// other rows either. Everything else goes to LibTorch unchanged. Results equal LibTorch's to
+// float32 rounding (the summation order differs).
 #pragma once
 
 #include <torch/torch.h>

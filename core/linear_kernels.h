@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -139,31 +140,30 @@ inline __attribute__((always_inline)) void nk_tile(const float* x, int64_t ldx, 
 }
 
 // W [K, N] read row by row: the sums of `width` output columns from n0 (a multiple of L; M * width
-// at most kPanelFloats) for every row of x stay in L1 while each pass reads the panel's run of 4
+// at most kPanelFloats) for every row of x stay in L1 while each pass reads the panel's run of R
 // consecutive rows of W. Runs of hundreds of floats stream at the memory's rate (measured at d 768:
 // 20-24 GB/s of 30 on 2 threads, where register tiles of 2L columns, which read 2L floats of each
-// row, reached 12-18); a panel as wide as W reads one run front to back.
+// row, reached 12-18); a panel as wide as W reads one run front to back. Each output sums the bias
+// then k in order, whatever R.
 inline constexpr int64_t kPanelColumns = 512;
 inline constexpr int64_t kPanelFloats = kMaxSmallRows * kPanelColumns;
-template <int L, class W>
-inline __attribute__((always_inline)) void kn_panel(const float* x, int64_t ldx, int64_t M, const W* w, int64_t N, int64_t K,
-                                                    const float* bias, float* y, int64_t ldy, int64_t n0, int64_t width) {
+template <int L, int R, class W>
+inline __attribute__((always_inline)) void kn_panel_runs(const float* x, int64_t ldx, int64_t M, const W* w, int64_t N, int64_t K,
+                                                         const float* bias, float* y, int64_t ldy, int64_t n0, int64_t width) {
   alignas(64) float acc[kPanelFloats];
   for (int64_t m = 0; m < M; ++m)
     for (int64_t j = 0; j < width; ++j) acc[m * width + j] = bias ? bias[n0 + j] : 0.0f;
   int64_t k = 0;
-  for (; k + 4 <= K; k += 4) {
-    const W *w0 = w + k * N + n0, *w1 = w0 + N, *w2 = w1 + N, *w3 = w2 + N;
+  for (; k + R <= K; k += R) {
+    const W* wk = w + k * N + n0;
     for (int64_t m = 0; m < M; ++m) {
-      const float* xm = x + m * ldx + k;
-      const float x0 = xm[0], x1 = xm[1], x2 = xm[2], x3 = xm[3];
+      float xr[R];
+      for (int r = 0; r < R; ++r) xr[r] = x[m * ldx + k + r];
       float* a = acc + m * width;
       for (int64_t j = 0; j < width; j += L) {
         Vec<L> v = load<L>(a + j);
-        v += x0 * load<L>(w0 + j);
-        v += x1 * load<L>(w1 + j);
-        v += x2 * load<L>(w2 + j);
-        v += x3 * load<L>(w3 + j);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) v += xr[r] * load<L>(wk + r * N + j);
         store<L>(a + j, v);
       }
     }
@@ -175,6 +175,17 @@ inline __attribute__((always_inline)) void kn_panel(const float* x, int64_t ldx,
       for (int64_t j = 0; j < width; j += L) store<L>(a + j, load<L>(a + j) + xk * load<L>(w + k * N + n0 + j));
     }
   for (int64_t m = 0; m < M; ++m) std::copy(acc + m * width, acc + (m + 1) * width, y + m * ldy + n0);
+}
+
+// A single row of x reads each row of W once, so its passes take runs of 16 rows: 16 streams in
+// flight instead of 4 (GPT-2 small's [K, N] products at batch 1 read 41 GB/s against 33 with runs
+// of 4, 30 with 32, when a plain read ran at 48, on 2 threads of an AVX-512 EPYC). More rows reread
+// runs of 4, which stay in L1 across the rows of x (16 rows of a 512-column panel would not).
+template <int L, class W>
+inline __attribute__((always_inline)) void kn_panel(const float* x, int64_t ldx, int64_t M, const W* w, int64_t N, int64_t K,
+                                                    const float* bias, float* y, int64_t ldy, int64_t n0, int64_t width) {
+  if (M == 1) return kn_panel_runs<L, 16, W>(x, ldx, M, w, N, K, bias, y, ldy, n0, width);
+  kn_panel_runs<L, 4, W>(x, ldx, M, w, N, K, bias, y, ldy, n0, width);
 }
 
 // W [K, N] against 9 to kMaxTiledRows rows of x: tiles of MR rows of x and NV vectors of output
@@ -240,9 +251,20 @@ inline __attribute__((always_inline)) float single_row_sum(const Vec<L> (&acc)[4
   const Vec<L> a = (acc[0] + acc[1]) + (acc[2] + acc[3]);
   float v = bias;
   for (int i = 0; i < L; ++i) v += a[i];
-  for (; k < K; ++k) v += x[k] * to_float(wn[k]);
+  // Fused explicitly: left to contraction, GCC's AVX-512 build multiplied some tails as a vector
+  // and added the products one by one, so a row's bits differed from the AVX2 build's.
+  for (; k < K; ++k) v = std::fma(x[k], to_float(wn[k]), v);
   return v;
 }
+
+// Lanes of the single-row kernels' vectors: 256 bits at most, also in the AVX-512 build. A row
+// of x against W streams W from memory, and on an AMD EPYC with AVX-512 (Zen 4, whose 512-bit
+// operations run as two 256-bit halves) 512-bit loads streamed it more slowly: a plain 2-thread
+// sum of 494 MB read 39-40 GB/s with them against 44-46 with 256-bit loads, and the tied heads'
+// products took 25-40% longer. Vectors of 8 lanes also give a single row the same bits on an
+// AVX2 and an AVX-512 CPU.
+template <int L>
+inline constexpr int kStreamLanes = L < 8 ? L : 8;
 
 // One row of x against rows [n_begin, n_end) of W [N, K], one output at a time, so that the
 // weights stream front to back as one run the hardware prefetcher follows across rows (a decoding
@@ -381,13 +403,18 @@ inline __attribute__((always_inline)) void nk_rows_bf16(const float* x, int64_t 
   }
 }
 
-// Full tiles [tile_begin, tile_end) of W [N, K].
+// Whether a product of M rows of x with W [N, K] takes nk_single_row, one output at a time over
+// all N outputs (no edge columns), rather than the tiles of nk_tiles.
+template <class W>
+constexpr bool takes_single_row(int64_t M, int64_t K) {
+  return M == 1 && (std::is_same_v<W, float> || K <= kMaxPairedK);
+}
+
+// Full tiles [tile_begin, tile_end) of W [N, K] (products that do not take the single-row kernel).
 template <int L, class W>
 inline __attribute__((always_inline)) void nk_tiles(const float* x, int64_t ldx, int64_t M, const W* w, int64_t K,
                                                     const float* bias, float* y, int64_t ldy, int64_t tile_begin,
                                                     int64_t tile_end) {
-  if (M == 1 && (std::is_same_v<W, float> || K <= kMaxPairedK))
-    return nk_single_row<L>(x, w, K, bias, y, tile_begin * nk_cols<L>(), tile_end * nk_cols<L>());
   if constexpr (std::is_same_v<W, Bf16>)
     if (M >= 2) return nk_rows_bf16<L>(x, ldx, M, w, K, bias, y, ldy, tile_begin * nk_cols<L>(), tile_end * nk_cols<L>());
   for (int64_t t = tile_begin; t < tile_end; ++t) {

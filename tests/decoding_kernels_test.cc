@@ -219,6 +219,55 @@ TEST(SmallProducts, TakeStridedRowsAndBatchedShapesAndGiveTheSameBitsOnAnyThread
   EXPECT_LT(relative_diff(kn[0], torch::addmm(b_kn, x1, big_kn)), tolerance(1024));
 }
 
+// A single row's W [K, N] product reads runs of 16 rows of W a pass, more rows runs of 4; each
+// output still sums the bias then k in order, so a row's outputs are the same bits alone as in a
+// product of two rows (K = 130: a run of 16 and 4 rows left in each block; N = 257: edge columns).
+TEST(SmallProducts, ASingleRowsProductWithWKnHasItsBitsInAProductOfTwoRowsInEveryInstructionSet) {
+  c10::InferenceMode inference;
+  torch::manual_seed(8);
+  const ProductCase cases[] = {{1, 130, 257}, {1, 768, 768}, {1, 3072, 768}, {1, 1024, 2048}, {1, 40, 33}};
+  in_every_instruction_set([&] {
+    for (const auto& c : cases) {
+      SCOPED_TRACE("K " + std::to_string(c.K) + " N " + std::to_string(c.N));
+      auto x = torch::randn({2, c.K}), w = torch::randn({c.K, c.N}), bias = torch::randn({c.N});
+      const auto one = linear_kn(x.narrow(0, 0, 1), w, bias), two = linear_kn(x, w, bias);
+      EXPECT_TRUE(torch::equal(one, two.narrow(0, 0, 1)));
+      EXPECT_LT(relative_diff(one, torch::addmm(bias, x.narrow(0, 0, 1), w)), tolerance(c.K));
+    }
+  });
+}
+
+// A single row's W [N, K] product streams W with vectors of at most 256 bits in every build (on an
+// AVX-512 EPYC 512-bit loads streamed it more slowly), so an AVX2 and an AVX-512 CPU give a row the
+// same bits, with float32 weights and with bfloat16 copies (N = 13 and 17: no edge columns, which
+// depend on the tiles' width).
+TEST(SmallProducts, ASingleRowsProductWithWNkHasTheSameBitsOnAvx2AndAvx512) {
+  c10::InferenceMode inference;
+  const KernelIsa best = kernel_isa();
+  if (!limit_kernel_isa(KernelIsa::kAvx512)) GTEST_SKIP() << "this CPU lacks AVX-512";
+  torch::manual_seed(9);
+  for (const auto& c : {ProductCase{1, 576, 1536}, ProductCase{1, 100, 13}, ProductCase{1, 8192, 17}}) {
+    SCOPED_TRACE("K " + std::to_string(c.K) + " N " + std::to_string(c.N));
+    auto x = torch::randn({1, c.K}), w = torch::randn({c.N, c.K}), bias = torch::randn({c.N});
+    auto w_kn = torch::randn({c.K, c.N});  // its copy is kept [N, K], so it takes the same kernel
+    DecodeWeights copies;
+    copies.refresh({w}, {w_kn});
+    auto both = [&] {
+      auto f32 = linear_nk(x, w, bias);
+      DecodeWeightsScope scope(&copies);
+      return std::make_pair(f32, torch::cat({linear_nk(x, w, bias), linear_kn(x, w_kn, bias)}));
+    };
+    ASSERT_TRUE(limit_kernel_isa(KernelIsa::kAvx512));
+    const auto wide = both();
+    ASSERT_TRUE(limit_kernel_isa(KernelIsa::kAvx2));
+    const auto narrow = both();
+    EXPECT_TRUE(torch::equal(wide.first, narrow.first)) << "float32";
+    EXPECT_TRUE(torch::equal(wide.second, narrow.second)) << "bfloat16";
+    EXPECT_LT(relative_diff(wide.first, F::linear(x, w, bias)), tolerance(c.K));
+  }
+  EXPECT_TRUE(limit_kernel_isa(best));
+}
+
 TEST(KernelIsa, AtenCpuCapabilityAvx2LowersKeelsKernelsToAvx2Too) {
   EXPECT_EQ(kernel_isa_for(KernelIsa::kAvx512, "avx2"), KernelIsa::kAvx2);
   EXPECT_EQ(kernel_isa_for(KernelIsa::kAvx512, nullptr), KernelIsa::kAvx512);
