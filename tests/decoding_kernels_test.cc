@@ -219,20 +219,24 @@ TEST(SmallProducts, TakeStridedRowsAndBatchedShapesAndGiveTheSameBitsOnAnyThread
   EXPECT_LT(relative_diff(kn[0], torch::addmm(b_kn, x1, big_kn)), tolerance(1024));
 }
 
-// A single row's W [K, N] product reads runs of 16 rows of W a pass, more rows runs of 4; each
-// output still sums the bias then k in order, so a row's outputs are the same bits alone as in a
-// product of two rows (K = 130: a run of 16 and 4 rows left in each block; N = 257: edge columns).
-TEST(SmallProducts, ASingleRowsProductWithWKnHasItsBitsInAProductOfTwoRowsInEveryInstructionSet) {
+// A single row's W [K, N] product reads runs of 16 rows of W a pass; each output still sums the
+// bias then k in order, so a row's outputs are the same bits alone as in a product of two rows going
+// by the same blocks of rows (K = 130: a run of 16 and 4 rows left in each block; N = 257: edge
+// columns). Without blocks (K < 128), 2 to 8 rows take register tiles, one row panels: the same
+// order again.
+TEST(SmallProducts, ASingleRowsProductWithWKnHasItsBitsInAProductOfMoreRowsInEveryInstructionSet) {
   c10::InferenceMode inference;
   torch::manual_seed(8);
-  const ProductCase cases[] = {{1, 130, 257}, {1, 768, 768}, {1, 3072, 768}, {1, 1024, 2048}, {1, 40, 33}};
+  const ProductCase cases[] = {{2, 130, 257}, {2, 768, 768},  {2, 3072, 768}, {2, 1024, 2048},
+                               {8, 40, 33},   {8, 100, 1000}, {5, 127, 96}};
   in_every_instruction_set([&] {
     for (const auto& c : cases) {
-      SCOPED_TRACE("K " + std::to_string(c.K) + " N " + std::to_string(c.N));
-      auto x = torch::randn({2, c.K}), w = torch::randn({c.K, c.N}), bias = torch::randn({c.N});
-      const auto one = linear_kn(x.narrow(0, 0, 1), w, bias), two = linear_kn(x, w, bias);
-      EXPECT_TRUE(torch::equal(one, two.narrow(0, 0, 1)));
+      SCOPED_TRACE("M " + std::to_string(c.M) + " K " + std::to_string(c.K) + " N " + std::to_string(c.N));
+      auto x = torch::randn({c.M, c.K}), w = torch::randn({c.K, c.N}), bias = torch::randn({c.N});
+      const auto one = linear_kn(x.narrow(0, 0, 1), w, bias), all = linear_kn(x, w, bias);
+      EXPECT_TRUE(torch::equal(one, all.narrow(0, 0, 1)));
       EXPECT_LT(relative_diff(one, torch::addmm(bias, x.narrow(0, 0, 1), w)), tolerance(c.K));
+      EXPECT_LT(relative_diff(all, torch::addmm(bias, x, w)), tolerance(c.K));
     }
   });
 }
