@@ -10,7 +10,7 @@
 //   keel_bench transport [R T]        R rollouts of T tokens: encode, send, receive, decode over loopback TCP
 //   keel_bench loopback [MB A]        MB megabytes in 4 MiB ZeroMQ messages to each of A (2) processes over loopback
 //                                     TCP: the transport's own rate, the ceiling of `weights ... chunks`
-//   keel_bench bandwidth | decode DIR [B N DTYPE] | decode_pair DIR [B ROUNDS] | continuous DIR [S P G] | check DIR INPUTS REF | load DIR
+//   keel_bench bandwidth | read_widths [MB ROUNDS] | decode DIR [B N DTYPE] | decode_pair DIR [B ROUNDS] | continuous DIR [S P G] | check DIR INPUTS REF | load DIR
 //                                     at real model sizes (bench/size_bench.h)
 //   keel_bench stream PATH [B K]      one shuffled epoch (blocks of K pairs) of a preference buffer in batches of B pairs:
 //                                     pairs/s, tokens/s, peak RSS (bench/stream_larger_than_ram.sh)
@@ -34,6 +34,7 @@
 #include <thread>
 
 #include "actors/sampler.h"
+#include "bench/read_widths.h"
 #include "bench/size_bench.h"
 #include "wire/weights/receiver.h"
 #include "core/checkpoint.h"
@@ -547,6 +548,8 @@ int main(int argc, char** argv) {
     loopback(arg(argc, argv, 2, 495) * 1000000, static_cast<int>(arg(argc, argv, 3, 2)));
   else if (mode == "bandwidth")
     keel::bench::bandwidth();
+  else if (mode == "read_widths")
+    keel::bench::read_widths(arg(argc, argv, 2, 494), static_cast<int>(arg(argc, argv, 3, 40)));
   else if (mode == "decode" && argc > 2)
     keel::bench::decode(argv[2], arg(argc, argv, 3, 1), arg(argc, argv, 4, 64), argc > 5 ? argv[5] : "float32");
   else if (mode == "decode_pair" && argc > 2)
@@ -560,11 +563,11 @@ int main(int argc, char** argv) {
   else if (mode == "stream" && argc > 2)
     stream(argv[2], arg(argc, argv, 3, 64), arg(argc, argv, 4, 0));
   else {
-    std::fprintf(
-        stderr,
-        "usage: keel_bench sgemm | train [d L T B V C] | generate [d L B N] | weights [d L shm|shm-copy|chunks V] | "
-        "learner_scaling [W d L T B] | transport [R T] | loopback [MB A] | stream PATH [B K] | "
-        "bandwidth | decode DIR [B N DTYPE] | decode_pair DIR [B ROUNDS] | continuous DIR [S P G] | check DIR INPUTS REF | load DIR\n");
+    std::fprintf(stderr,
+                 "usage: keel_bench sgemm | train [d L T B V C] | generate [d L B N] | weights [d L shm|shm-copy|chunks V] | "
+                 "learner_scaling [W d L T B] | transport [R T] | loopback [MB A] | stream PATH [B K] | "
+                 "bandwidth | read_widths [MB ROUNDS] | decode DIR [B N DTYPE] | decode_pair DIR [B ROUNDS] | continuous DIR [S "
+                 "P G] | check DIR INPUTS REF | load DIR\n");
     return 2;
   }
   return 0;
