@@ -26,10 +26,9 @@ namespace keel {
 inline constexpr int64_t kMaxSmallRows = 8;
 // Up to this many rows (a decoding step of a larger batch) float32 products read W in place in
 // register tiles of up to 4 rows (W [K, N], from 2 rows on unless it goes by blocks of rows) or row
-// pairs (W [N, K]). Whole GPT-2-small decoding
-// steps on 2 threads of an AVX-512 EPYC against OpenBLAS: 43-47 against 59-63 ms at 16 rows,
-// 70-74 against 83-92 at 32 (bench/README.md). Longer inputs (prefills, training) keep OpenBLAS,
-// whose packing their rows pay for.
+// pairs (W [N, K]). Whole GPT-2-small decoding steps on 2 threads of an AVX-512 EPYC against
+// OpenBLAS: 43-47 against 59-63 ms at 16 rows, 70-74 against 83-92 at 32 (bench/README.md).
+// Longer inputs (prefills, training) keep OpenBLAS, whose packing their rows pay for.
 inline constexpr int64_t kMaxTiledRows = 32;
 
 // y[..., N] = x[..., K] · Wᵀ (+ bias), W stored [N, K] (torch::nn::Linear, the tied LM head).

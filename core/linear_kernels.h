@@ -179,7 +179,7 @@ inline __attribute__((always_inline)) void kn_panel_runs(const float* x, int64_t
 
 // A single row of x reads each row of W once, so its passes take runs of 16 rows: 16 streams in
 // flight instead of 4 (GPT-2 small's [K, N] products at batch 1 read 41 GB/s against 33 with runs
-// of 4, 30 with 32, when a plain read ran at 48, on 2 threads of an AVX-512 EPYC). More rows reread
+// of 4, 27 with 32, when a plain read ran at 48, on 2 threads of an AVX-512 EPYC). More rows reread
 // runs of 4, which stay in L1 across the rows of x (16 rows of a 512-column panel would not).
 template <int L, class W>
 inline __attribute__((always_inline)) void kn_panel(const float* x, int64_t ldx, int64_t M, const W* w, int64_t N, int64_t K,
@@ -260,9 +260,9 @@ inline __attribute__((always_inline)) float single_row_sum(const Vec<L> (&acc)[4
 // Lanes of the single-row kernels' vectors: 256 bits at most, also in the AVX-512 build. A row
 // of x against W streams W from memory, and on an AMD EPYC with AVX-512 (Zen 4, whose 512-bit
 // operations run as two 256-bit halves) 512-bit loads streamed it more slowly: a plain 2-thread
-// sum of 494 MB read 39-40 GB/s with them against 44-46 with 256-bit loads, and the tied heads'
-// products took 25-40% longer. Vectors of 8 lanes also give a single row the same bits on an
-// AVX2 and an AVX-512 CPU.
+// sum of 494 MB read 45 GB/s with them against 49 with 256-bit loads (`keel_bench read_widths`),
+// and Llama-135M's tied head 24-30 GB/s against 37-46. Vectors of 8 lanes also give a single row
+// the same bits on an AVX2 and an AVX-512 CPU.
 template <int L>
 inline constexpr int kStreamLanes = L < 8 ? L : 8;
 
