@@ -66,7 +66,7 @@ void read_widths(int64_t megabytes, int rounds) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
     return static_cast<double>(chunk * threads * 4) / s / 1e9;
   };
-  gbs(sum_256), gbs(sum_512);  // first touch
+  gbs(sum_256), gbs(sum_512);  // warm-up
   std::vector<double> narrow, wide, ratio;
   for (int r = 0; r < rounds; ++r) {  // the order alternates, so neither always runs second
     const double a = gbs(r % 2 ? sum_512 : sum_256), b = gbs(r % 2 ? sum_256 : sum_512);

@@ -8,8 +8,8 @@ namespace keel {
 
 KernelIsa best_kernel_isa() {
 #if defined(__x86_64__)
-  // The AVX-512 build is compiled with FMA too: GCC's avx512f alone contracts only 512-bit
-  // multiply-adds, and the single-row kernels' 256-bit ones must round as the AVX2 build's do.
+  // The AVX-512 build is compiled with FMA too: under avx512f alone GCC left the single-row
+  // kernels' 256-bit multiply-adds unfused, so they rounded otherwise than the AVX2 build's.
   const bool fma = __builtin_cpu_supports("fma");
   if (__builtin_cpu_supports("avx512f") && fma) return KernelIsa::kAvx512;
   if (__builtin_cpu_supports("avx2") && fma) return KernelIsa::kAvx2;

@@ -203,8 +203,8 @@ torch::Tensor small_product(const torch::Tensor& x, const W* wp, int64_t N, cons
   return y.view(out_shape);
 }
 
-// y = x · W (+ bias), W [K, N], for more than kMaxSmallRows rows of x: blocks of output columns
-// over the threads (bits independent of their number), float32 weights.
+// y = x · W (+ bias), W [K, N], for 2 to kMaxTiledRows rows of x in register tiles: blocks of
+// output columns over the threads (bits independent of their number), float32 weights.
 torch::Tensor tiled_kn_product(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, const Kernels& k) {
   const int64_t K = x.size(-1), N = weight.size(1);
   auto x2 = rows_of(x, K);
@@ -227,8 +227,8 @@ torch::Tensor tiled_kn_product(const torch::Tensor& x, const torch::Tensor& weig
 // kMaxSmallRows rows; more read the float32 weight). Float32 W [K, N] against 2 or more rows takes
 // the register tiles unless it goes by blocks of rows: the panels load and store each row's sums
 // once per 4 multiply-adds, the tiles keep 16 in registers (GPT-2 small's step at batch 8 on an
-// AVX-512 EPYC: 30.5-31.5 ms against 33.5-34.0; the bits are the same, each output summing its
-// bias then k in order in both).
+// AVX-512 EPYC: 31.4-36.6 ms against 34.2-41.7, builds alternating; the bits are the same, each
+// output summing its bias then k in order in both).
 torch::Tensor small_product(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, bool kn) {
   const Kernels& k = kernels_for(kernel_isa());
   const int64_t M = x.numel() / x.size(-1), K = x.size(-1), N = kn ? weight.size(1) : weight.size(0);

@@ -188,7 +188,7 @@ inline __attribute__((always_inline)) void kn_panel(const float* x, int64_t ldx,
   kn_panel_runs<L, 4, W>(x, ldx, M, w, N, K, bias, y, ldy, n0, width);
 }
 
-// W [K, N] against 9 to kMaxTiledRows rows of x: tiles of MR rows of x and NV vectors of output
+// W [K, N] against 2 to kMaxTiledRows rows of x: tiles of MR rows of x and NV vectors of output
 // columns whose sums stay in registers over a chunk of rows of W (NV loads of W and MR broadcasts
 // of x per NV * MR multiply-adds); the chunk, read from memory by the first tile, stays in cache for
 // the others. Each output sums the bias then k in order, as kn_panel does.

@@ -220,22 +220,23 @@ TEST(SmallProducts, TakeStridedRowsAndBatchedShapesAndGiveTheSameBitsOnAnyThread
 }
 
 // A single row's W [K, N] product reads runs of 16 rows of W a pass; each output still sums the
-// bias then k in order, so a row's outputs are the same bits alone as in a product of two rows going
-// by the same blocks of rows (K = 130: a run of 16 and 4 rows left in each block; N = 257: edge
-// columns). Without blocks (K < 128), 2 to 8 rows take register tiles, one row panels: the same
-// order again.
+// bias then k in order, so each row's outputs are the same bits alone as in a product of more rows
+// going by the same blocks of rows (K = 130: a run of 16 and 4 rows left in each block; N = 257:
+// edge columns). Without blocks (K < 128, or N > 4096 for one row), 2 to 8 rows take register
+// tiles, one row panels: the same order again, also across the tiles' chunks of 128 rows of W
+// (K = 200) and their rows left over (5 rows: a tile of 4 and one of 1).
 TEST(SmallProducts, ASingleRowsProductWithWKnHasItsBitsInAProductOfMoreRowsInEveryInstructionSet) {
   c10::InferenceMode inference;
   torch::manual_seed(8);
   const ProductCase cases[] = {{2, 130, 257}, {2, 768, 768},  {2, 3072, 768}, {2, 1024, 2048},
-                               {8, 40, 33},   {8, 100, 1000}, {5, 127, 96}};
+                               {8, 40, 33},   {8, 100, 1000}, {5, 127, 96},   {5, 200, 4112}};
   in_every_instruction_set([&] {
     for (const auto& c : cases) {
       SCOPED_TRACE("M " + std::to_string(c.M) + " K " + std::to_string(c.K) + " N " + std::to_string(c.N));
       auto x = torch::randn({c.M, c.K}), w = torch::randn({c.K, c.N}), bias = torch::randn({c.N});
-      const auto one = linear_kn(x.narrow(0, 0, 1), w, bias), all = linear_kn(x, w, bias);
-      EXPECT_TRUE(torch::equal(one, all.narrow(0, 0, 1)));
-      EXPECT_LT(relative_diff(one, torch::addmm(bias, x.narrow(0, 0, 1), w)), tolerance(c.K));
+      const auto all = linear_kn(x, w, bias);
+      for (int64_t m = 0; m < c.M; ++m)
+        EXPECT_TRUE(torch::equal(linear_kn(x.narrow(0, m, 1), w, bias), all.narrow(0, m, 1))) << "row " << m;
       EXPECT_LT(relative_diff(all, torch::addmm(bias, x, w)), tolerance(c.K));
     }
   });
