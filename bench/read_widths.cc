@@ -2,13 +2,14 @@
 
 #include <ATen/Parallel.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include <torch/torch.h>
+
+#include "bench/size_bench.h"
 
 // The vectors pass between inlined helpers only; no ABI crosses a library boundary.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -39,11 +40,6 @@ inline __attribute__((always_inline)) float sum_with(const float* p, int64_t n) 
 __attribute__((target("avx2"))) float sum_256(const float* p, int64_t n) { return sum_with<V8>(p, n); }
 __attribute__((target("avx512f"))) float sum_512(const float* p, int64_t n) { return sum_with<V16>(p, n); }
 #endif
-
-double quantile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
-}
 
 }  // namespace
 

@@ -68,6 +68,12 @@ double weight_bytes_per_step(Transformer& model) {
 
 }  // namespace
 
+double quantile(std::vector<double> v, double q) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
+}
+
 void bandwidth() {
   const int64_t n = int64_t{1} << 28;  // 1 GiB of float32, far beyond every cache
   auto a = torch::ones({n}), b = torch::empty({n});
@@ -90,12 +96,6 @@ std::vector<std::vector<int32_t>> random_prompts(int64_t batch, int64_t vocab) {
   for (auto& p : prompts)
     for (int64_t i = 0; i < kPromptTokens; ++i) p.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab)));
   return prompts;
-}
-
-double quantile(std::vector<double> v, double q) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
 }
 
 }  // namespace
@@ -305,7 +305,8 @@ void load(const std::string& dir) {
   const auto bytes = read_file(model_weights_path(dir));  // the baseline: one read of the file into fresh memory
   const double read_s = seconds_since(t);
   std::printf(
-      "{\"bench\": \"load\", \"model\": \"%s\", \"file_mb\": %.1f, \"load_s\": %.3f, \"build_alone_s\": %.3f, \"read_file_s\": %.3f, "
+      "{\"bench\": \"load\", \"model\": \"%s\", \"file_mb\": %.1f, \"load_s\": %.3f, \"build_alone_s\": %.3f, \"read_file_s\": "
+      "%.3f, "
       "\"load_over_read\": %.2f, \"load_peak_rss_growth_mb\": %.1f}\n",
       dir.c_str(), static_cast<double>(bytes.size()) / 1e6, load_s, build_s, read_s, load_s / read_s, growth);
 }

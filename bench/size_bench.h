@@ -22,8 +22,12 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace keel::bench {
+
+// The q-quantile of v (nearest rank; 0 for an empty v).
+double quantile(std::vector<double> v, double q);
 
 void bandwidth();
 void decode(const std::string& dir, int64_t batch, int64_t new_tokens, const std::string& dtype);
