@@ -22,51 +22,49 @@ using namespace linear_kernels;
 
 thread_local const DecodeWeights* current_decode_weights = nullptr;
 
-// The kernels compiled for each instruction set, for each weight type; the set is picked once from the CPU.
-template <class W>
-struct KernelsOf {
-  void (*kn_panel)(const float*, int64_t, int64_t, const W*, int64_t, int64_t, const float*, float*, int64_t, int64_t, int64_t);
-  void (*nk)(const float*, int64_t, int64_t, const W*, int64_t, const float*, float*, int64_t, int64_t, int64_t);
-  void (*nk_row)(const float*, const W*, int64_t, const float*, float*, int64_t, int64_t);
-};
+// The kernels compiled for each instruction set; the set is picked once from the CPU. Float32
+// weights take panels (W [K, N]), register tiles (W [N, K] or [K, N] against more rows) or one
+// output at a time (W [N, K], a single row); bfloat16 decoding copies, kept [N, K], always go one
+// output at a time (goes_by_outputs).
 struct Kernels {
   int64_t lanes, nk_cols;
-  KernelsOf<float> f32;
-  KernelsOf<Bf16> bf16;
+  void (*kn_panel)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, int64_t,
+                   int64_t);
+  void (*nk)(const float*, int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t, int64_t);
+  void (*nk_outputs)(const float*, int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t, int64_t);
+  void (*nk_outputs_bf16)(const float*, int64_t, int64_t, const Bf16*, int64_t, const float*, float*, int64_t, int64_t, int64_t);
   void (*kn_tiled)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, int64_t,
                    int64_t);
 };
-#define KEEL_KERNELS_OF(NAME, TARGET, L, W)                                                                                      \
-  TARGET void NAME##_kn_panel(const float* x, int64_t ldx, int64_t M, const W* w, int64_t N, int64_t K, const float* bias,       \
-                              float* y, int64_t ldy, int64_t n0, int64_t width) {                                                \
-    kn_panel<L, W>(x, ldx, M, w, N, K, bias, y, ldy, n0, width);                                                                 \
-  }                                                                                                                              \
-  TARGET void NAME##_nk(const float* x, int64_t ldx, int64_t M, const W* w, int64_t K, const float* bias, float* y, int64_t ldy, \
-                        int64_t t0, int64_t t1) {                                                                                \
-    nk_tiles<L, W>(x, ldx, M, w, K, bias, y, ldy, t0, t1);                                                                       \
-  }                                                                                                                              \
-  TARGET void NAME##_nk_row(const float* x, const W* w, int64_t K, const float* bias, float* y, int64_t n0, int64_t n1) {        \
-    nk_single_row<kStreamLanes<L>>(x, w, K, bias, y, n0, n1);                                                                    \
-  }
-#define KEEL_KERNELS(NAME, TARGET, L)                                                                                          \
-  KEEL_KERNELS_OF(NAME##F32, TARGET, L, float)                                                                                 \
-  KEEL_KERNELS_OF(NAME##Bf16, TARGET, L, Bf16)                                                                                 \
-  TARGET void NAME##_kn_tiled(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K, const float* bias, \
-                              float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {                                         \
-    kn_tiled<L>(x, ldx, M, w, N, K, bias, y, ldy, n_begin, n_end);                                                             \
-  }                                                                                                                            \
-  constexpr Kernels NAME = {L,                                                                                                 \
-                            nk_cols<L>(),                                                                                      \
-                            {NAME##F32_kn_panel, NAME##F32_nk, NAME##F32_nk_row},                                              \
-                            {NAME##Bf16_kn_panel, NAME##Bf16_nk, NAME##Bf16_nk_row},                                           \
-                            NAME##_kn_tiled};
+#define KEEL_KERNELS(NAME, TARGET, L)                                                                                           \
+  TARGET void NAME##_kn_panel(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K, const float* bias,  \
+                              float* y, int64_t ldy, int64_t n0, int64_t width) {                                               \
+    kn_panel<L>(x, ldx, M, w, N, K, bias, y, ldy, n0, width);                                                                   \
+  }                                                                                                                             \
+  TARGET void NAME##_nk(const float* x, int64_t ldx, int64_t M, const float* w, int64_t K, const float* bias, float* y,         \
+                        int64_t ldy, int64_t t0, int64_t t1) {                                                                  \
+    nk_tiles<L>(x, ldx, M, w, K, bias, y, ldy, t0, t1);                                                                         \
+  }                                                                                                                             \
+  TARGET void NAME##_nk_outputs(const float* x, int64_t ldx, int64_t M, const float* w, int64_t K, const float* bias, float* y, \
+                                int64_t ldy, int64_t n0, int64_t n1) {                                                          \
+    nk_outputs<L>(x, ldx, M, w, K, bias, y, ldy, n0, n1);                                                                       \
+  }                                                                                                                             \
+  TARGET void NAME##_nk_outputs_bf16(const float* x, int64_t ldx, int64_t M, const Bf16* w, int64_t K, const float* bias,       \
+                                     float* y, int64_t ldy, int64_t n0, int64_t n1) {                                           \
+    nk_outputs<L>(x, ldx, M, w, K, bias, y, ldy, n0, n1);                                                                       \
+  }                                                                                                                             \
+  TARGET void NAME##_kn_tiled(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K, const float* bias,  \
+                              float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {                                          \
+    kn_tiled<L>(x, ldx, M, w, N, K, bias, y, ldy, n_begin, n_end);                                                              \
+  }                                                                                                                             \
+  constexpr Kernels NAME = {                                                                                                    \
+      L, nk_cols<L>(), NAME##_kn_panel, NAME##_nk, NAME##_nk_outputs, NAME##_nk_outputs_bf16, NAME##_kn_tiled};
 #if defined(__x86_64__)
 KEEL_KERNELS(kAvx512Kernels, __attribute__((target("avx512f,fma"))), 16)
 KEEL_KERNELS(kAvx2Kernels, __attribute__((target("avx2,fma"))), 8)
 #endif
 KEEL_KERNELS(kGenericKernels, , 4)
 #undef KEEL_KERNELS
-#undef KEEL_KERNELS_OF
 
 const Kernels& kernels_for(KernelIsa isa) {
   switch (isa) {
@@ -101,9 +99,8 @@ inline constexpr int64_t kMinBlockRows = 16;
 bool by_rows(int64_t M, int64_t whole, int64_t K) {
   return whole > 0 && M * whole <= kPanelFloats && K >= kRowBlocks * kMinBlockRows;
 }
-template <class W>
-void kn_product_by_rows(const float* xp, int64_t ldx, int64_t M, const W* wp, int64_t N, int64_t K, const float* bp, float* yp,
-                        const KernelsOf<W>& k, int64_t whole) {
+void kn_product_by_rows(const float* xp, int64_t ldx, int64_t M, const float* wp, int64_t N, int64_t K, const float* bp,
+                        float* yp, const Kernels& k, int64_t whole) {
   const int64_t rows = (K + 4 * kRowBlocks - 1) / (4 * kRowBlocks) * 4;  // runs of 4 rows stay whole
   const int64_t blocks = (K + rows - 1) / rows, block = M * whole;       // the last block may be short
   // The calling thread's sums, kept between steps; each block's kn_panel writes all of its part.
@@ -127,10 +124,10 @@ void kn_product_by_rows(const float* xp, int64_t ldx, int64_t M, const W* wp, in
 // Output columns [0, whole) of W [K, N]: by blocks of rows when M rows of them fit one panel and
 // W has rows enough, else in panels side by side, as many per thread, so the threads finish
 // together. Neither gives bits that depend on the thread count.
-template <class W>
-void kn_product(const float* xp, int64_t ldx, int64_t M, const W* wp, int64_t N, int64_t K, const float* bp, float* yp,
-                const KernelsOf<W>& k, int64_t lanes, int64_t whole) {
+void kn_product(const float* xp, int64_t ldx, int64_t M, const float* wp, int64_t N, int64_t K, const float* bp, float* yp,
+                const Kernels& k, int64_t whole) {
   if (by_rows(M, whole, K)) return kn_product_by_rows(xp, ldx, M, wp, N, K, bp, yp, k, whole);
+  const int64_t lanes = k.lanes;
   const int64_t threads = at::get_num_threads();
   const int64_t panels = threads * std::max<int64_t>(1, (whole + threads * kPanelColumns - 1) / (threads * kPanelColumns));
   const int64_t width = ((whole + panels - 1) / panels + lanes - 1) / lanes * lanes;
@@ -152,13 +149,12 @@ struct NkOperand {
 };
 
 // Products of x [M, K] with several [N_i, K] weights of one element type in one pass over the
-// threads: the tiles of every weight are numbered one after the other and split together.
+// threads: the tiles (or outputs, goes_by_outputs) of every weight are numbered one after the
+// other and split together.
 template <class W>
-void nk_products(const float* xp, int64_t ldx, int64_t M, int64_t K, const std::vector<NkOperand<W>>& ops, const KernelsOf<W>& k,
-                 int64_t cols) {
-  // A single row takes its outputs one at a time, so its bits do not depend on the tiles' width.
-  const bool single_row = takes_single_row<W>(M, K);
-  if (single_row) cols = 1;
+void nk_products(const float* xp, int64_t ldx, int64_t M, int64_t K, const std::vector<NkOperand<W>>& ops, const Kernels& k) {
+  const bool by_outputs = goes_by_outputs<W>(M);
+  const int64_t cols = by_outputs ? 1 : k.nk_cols;
   std::vector<int64_t> first(ops.size() + 1, 0);  // first tile of each weight
   for (size_t i = 0; i < ops.size(); ++i) first[i + 1] = first[i] + ops[i].N / cols;
   // Enough multiply-adds per task (~64k) that handing tiles to another thread pays.
@@ -168,8 +164,10 @@ void nk_products(const float* xp, int64_t ldx, int64_t M, int64_t K, const std::
       const int64_t b = std::max(begin, first[i]) - first[i], e = std::min(end, first[i + 1]) - first[i];
       if (b >= e) continue;
       const auto& o = ops[i];
-      if (single_row)
-        k.nk_row(xp, o.w, K, o.bias, o.y, b, e);
+      if constexpr (std::is_same_v<W, Bf16>)
+        k.nk_outputs_bf16(xp, ldx, M, o.w, K, o.bias, o.y, o.N, b, e);
+      else if (by_outputs)
+        k.nk_outputs(xp, ldx, M, o.w, K, o.bias, o.y, o.N, b, e);
       else
         k.nk(xp, ldx, M, o.w, K, o.bias, o.y, o.N, b, e);
     }
@@ -180,10 +178,10 @@ void nk_products(const float* xp, int64_t ldx, int64_t M, int64_t K, const std::
   }
 }
 
-// y = x · W (+ bias) with W's elements of type W (float32 or bfloat16 bits).
+// y = x · W (+ bias) with W's elements of type W (float32, or bfloat16 bits kept [N, K]).
 template <class W>
 torch::Tensor small_product(const torch::Tensor& x, const W* wp, int64_t N, const torch::Tensor& bias, bool kn,
-                            const KernelsOf<W>& k, int64_t lanes, int64_t nk_cols) {
+                            const Kernels& k) {
   const int64_t K = x.size(-1);
   auto x2 = rows_of(x, K);
   const int64_t M = x2.size(0), ldx = x2.stride(0);
@@ -193,13 +191,14 @@ torch::Tensor small_product(const torch::Tensor& x, const W* wp, int64_t N, cons
   const float* xp = x2.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  if (kn) {
-    const int64_t whole = N / lanes * lanes;  // columns the panels cover; the rest are edge columns
-    kn_product(xp, ldx, M, wp, N, K, bp, yp, k, lanes, whole);
-    if (whole < N) edge_columns(xp, ldx, M, wp, N, K, /*w_is_kn=*/true, bp, yp, N, whole, N);
-  } else {
-    nk_products<W>(xp, ldx, M, K, {{wp, bp, yp, N}}, k, nk_cols);
-  }
+  if constexpr (std::is_same_v<W, float>)
+    if (kn) {
+      const int64_t whole = N / k.lanes * k.lanes;  // columns the panels cover; the rest are edge columns
+      kn_product(xp, ldx, M, wp, N, K, bp, yp, k, whole);
+      if (whole < N) edge_columns(xp, ldx, M, wp, N, K, /*w_is_kn=*/true, bp, yp, N, whole, N);
+      return y.view(out_shape);
+    }
+  nk_products<W>(xp, ldx, M, K, {{wp, bp, yp, N}}, k);
   return y.view(out_shape);
 }
 
@@ -234,14 +233,13 @@ torch::Tensor small_product(const torch::Tensor& x, const torch::Tensor& weight,
   const int64_t M = x.numel() / x.size(-1), K = x.size(-1), N = kn ? weight.size(1) : weight.size(0);
   if (M > kMaxSmallRows) {
     if (kn) return tiled_kn_product(x, weight, bias, k);
-    return small_product(x, weight.data_ptr<float>(), N, bias, /*kn=*/false, k.f32, k.lanes, k.nk_cols);
+    return small_product(x, weight.data_ptr<float>(), N, bias, /*kn=*/false, k);
   }
   const torch::Tensor copy = current_decode_weights ? current_decode_weights->find(weight) : torch::Tensor();
   if (copy.defined())  // [N, K] whatever the weight's layout
-    return small_product(x, reinterpret_cast<const Bf16*>(copy.data_ptr<at::BFloat16>()), N, bias, /*kn=*/false, k.bf16, k.lanes,
-                         k.nk_cols);
+    return small_product(x, reinterpret_cast<const Bf16*>(copy.data_ptr<at::BFloat16>()), N, bias, /*kn=*/false, k);
   if (kn && M >= 2 && !by_rows(M, N / k.lanes * k.lanes, K)) return tiled_kn_product(x, weight, bias, k);
-  return small_product(x, weight.data_ptr<float>(), N, bias, kn, k.f32, k.lanes, k.nk_cols);
+  return small_product(x, weight.data_ptr<float>(), N, bias, kn, k);
 }
 
 // Whether x · weight (+ bias) can take keel's kernels with at most max_rows rows of x.
@@ -335,12 +333,12 @@ void linear_nk_group_into(const float* x, int64_t M, int64_t ldx, int64_t K, con
   if (copies.empty()) {
     std::vector<NkOperand<float>> ops;
     for (size_t i = 0; i < weights.size(); ++i) ops.push_back({weights[i].data_ptr<float>(), nullptr, ys[i], weights[i].size(0)});
-    nk_products(x, ldx, M, K, ops, k.f32, k.nk_cols);
+    nk_products(x, ldx, M, K, ops, k);
   } else if (copies.size() == weights.size()) {
     std::vector<NkOperand<Bf16>> ops;
     for (size_t i = 0; i < weights.size(); ++i)
       ops.push_back({reinterpret_cast<const Bf16*>(copies[i].data_ptr<at::BFloat16>()), nullptr, ys[i], weights[i].size(0)});
-    nk_products(x, ldx, M, K, ops, k.bf16, k.nk_cols);
+    nk_products(x, ldx, M, K, ops, k);
   } else {  // some with copies, some without: one pass each
     for (size_t i = 0; i < weights.size(); ++i) linear_nk_group_into(x, M, ldx, K, {weights[i]}, {ys[i]});
   }

@@ -52,22 +52,9 @@ inline __attribute__((always_inline)) void store(float* p, Vec<L> v) {
 // bits of a float32: widened in registers, so products still accumulate in float32.
 using Bf16 = uint16_t;
 template <int L>
-struct Halves {
-  typedef uint16_t type __attribute__((vector_size(2 * L)));
-};
-template <int L>
 struct Words {
   typedef uint32_t type __attribute__((vector_size(4 * L)));
 };
-template <int L>
-inline __attribute__((always_inline)) Vec<L> load(const Bf16* p) {
-  typename Halves<L>::type h;
-  __builtin_memcpy(&h, p, sizeof h);
-  const auto bits = __builtin_convertvector(h, typename Words<L>::type) << 16;
-  Vec<L> v;
-  __builtin_memcpy(&v, &bits, sizeof v);
-  return v;
-}
 inline float to_float(float w) { return w; }
 inline float to_float(Bf16 w) {
   const uint32_t bits = static_cast<uint32_t>(w) << 16;
@@ -113,8 +100,8 @@ inline __attribute__((always_inline)) Vec<L> lane_sums(Vec<L> (&a)[L]) {
 // W [N, K]: L/2 rows of W (output columns) against MR <= 2 rows of x, as dot products along K.
 // The accumulator of output lane p = m * L/2 + j sits at a[bit_reversed(p)], so the reduction
 // tree leaves the sums in output order.
-template <int L, int MR, class W>
-inline __attribute__((always_inline)) void nk_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K,
+template <int L, int MR>
+inline __attribute__((always_inline)) void nk_tile(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K,
                                                    const float* bias, float* y, int64_t ldy, bool prefetch) {
   static_assert(MR == 1 || MR == 2);
   constexpr int NR = L / 2;
@@ -134,7 +121,7 @@ inline __attribute__((always_inline)) void nk_tile(const float* x, int64_t ldx, 
   for (int m = 0; m < MR; ++m)
     for (int j = 0; j < NR; ++j) {
       float v = sums[m * NR + j] + (bias ? bias[j] : 0.0f);
-      for (int64_t k = kv; k < K; ++k) v += x[m * ldx + k] * to_float(w[j * ldw + k]);
+      for (int64_t k = kv; k < K; ++k) v += x[m * ldx + k] * w[j * ldw + k];
       y[m * ldy + j] = v;
     }
 }
@@ -147,15 +134,16 @@ inline __attribute__((always_inline)) void nk_tile(const float* x, int64_t ldx, 
 // then k in order, whatever R.
 inline constexpr int64_t kPanelColumns = 512;
 inline constexpr int64_t kPanelFloats = kMaxSmallRows * kPanelColumns;
-template <int L, int R, class W>
-inline __attribute__((always_inline)) void kn_panel_runs(const float* x, int64_t ldx, int64_t M, const W* w, int64_t N, int64_t K,
-                                                         const float* bias, float* y, int64_t ldy, int64_t n0, int64_t width) {
+template <int L, int R>
+inline __attribute__((always_inline)) void kn_panel_runs(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N,
+                                                         int64_t K, const float* bias, float* y, int64_t ldy, int64_t n0,
+                                                         int64_t width) {
   alignas(64) float acc[kPanelFloats];
   for (int64_t m = 0; m < M; ++m)
     for (int64_t j = 0; j < width; ++j) acc[m * width + j] = bias ? bias[n0 + j] : 0.0f;
   int64_t k = 0;
   for (; k + R <= K; k += R) {
-    const W* wk = w + k * N + n0;
+    const float* wk = w + k * N + n0;
     for (int64_t m = 0; m < M; ++m) {
       float xr[R];
       for (int r = 0; r < R; ++r) xr[r] = x[m * ldx + k + r];
@@ -181,11 +169,11 @@ inline __attribute__((always_inline)) void kn_panel_runs(const float* x, int64_t
 // flight instead of 4 (GPT-2 small's [K, N] products at batch 1 read 41 GB/s against 33 with runs
 // of 4, 27 with 32, when a plain read ran at 48, on 2 threads of an AVX-512 EPYC). More rows reread
 // runs of 4, which stay in L1 across the rows of x (16 rows of a 512-column panel would not).
-template <int L, class W>
-inline __attribute__((always_inline)) void kn_panel(const float* x, int64_t ldx, int64_t M, const W* w, int64_t N, int64_t K,
+template <int L>
+inline __attribute__((always_inline)) void kn_panel(const float* x, int64_t ldx, int64_t M, const float* w, int64_t N, int64_t K,
                                                     const float* bias, float* y, int64_t ldy, int64_t n0, int64_t width) {
-  if (M == 1) return kn_panel_runs<L, 16, W>(x, ldx, M, w, N, K, bias, y, ldy, n0, width);
-  kn_panel_runs<L, 4, W>(x, ldx, M, w, N, K, bias, y, ldy, n0, width);
+  if (M == 1) return kn_panel_runs<L, 16>(x, ldx, M, w, N, K, bias, y, ldy, n0, width);
+  kn_panel_runs<L, 4>(x, ldx, M, w, N, K, bias, y, ldy, n0, width);
 }
 
 // W [K, N] against 2 to kMaxTiledRows rows of x: tiles of MR rows of x and NV vectors of output
@@ -299,8 +287,8 @@ inline __attribute__((always_inline)) void load_pairs(const Bf16* p, Vec<L>& eve
   __builtin_memcpy(&odd, &o, sizeof odd);
 }
 
-// The bfloat16 single-row kernel reorders x on the stack: rows of x up to this width; wider rows
-// of bfloat16 weights take the tiles.
+// The bfloat16 single-row kernel reorders x on the stack: rows of x up to this width; a wider row
+// takes nk_rows_bf16, which reorders it on the heap.
 inline constexpr int64_t kMaxPairedK = 8192;
 
 // nk_single_row for bfloat16 weights: x's elements reordered once per call to load_pairs' order
@@ -352,9 +340,14 @@ const float* paired_rows(const float* x, int64_t ldx, int64_t M, int64_t kp) {
   return buffer.data();
 }
 
-// M (2 to kMaxSmallRows) rows of x against rows [n_begin, n_end) of bfloat16 W [N, K], one row of
-// W at a time, so that each weight is widened once (load_pairs) for all M rows rather than once per
-// pair of rows as in the tiles: at 8 rows the widening, not the memory, bounded the tiles.
+// M (at most kMaxSmallRows) rows of x against rows [n_begin, n_end) of bfloat16 W [N, K], one row
+// of W at a time, so that each weight is widened once (load_pairs) for all M rows rather than once
+// per pair of rows as in the tiles (at 8 rows the widening, not the memory, bounded the tiles).
+// Called with L = kStreamLanes: on an AVX-512 EPYC, Llama-135M's bfloat16 step at 2, 4 and 8 rows
+// took 11-12, 16-17 and 32-34 ms with 512-bit vectors, 10-11, 14-15 and 25-27 with 256-bit ones
+// and each row of W fetched while the one before it is read (the hardware prefetcher, with the M
+// rows of x to follow too, left the loads of W waiting on memory; `perf annotate` put 25-47% of the
+// kernel's samples on them). Each output sums in the same order in every build.
 template <int L, int M>
 inline __attribute__((always_inline)) void nk_rows_bf16(const float* x, int64_t ldx, const Bf16* w, int64_t K, const float* bias,
                                                         float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
@@ -365,6 +358,7 @@ inline __attribute__((always_inline)) void nk_rows_bf16(const float* x, int64_t 
     const Bf16* wn = w + n * K;
     Vec<L> acc[M][A] = {};
     for (int64_t k = 0; k < kp; k += 2 * L) {
+      __builtin_prefetch(wn + K + k);  // the next row of W, one row ahead
       Vec<L> even, odd;
       load_pairs<L>(wn + k, even, odd);
       for (int m = 0; m < M; ++m) {
@@ -386,6 +380,8 @@ inline __attribute__((always_inline)) void nk_rows_bf16(const float* x, int64_t 
                                                         int64_t n_end) {
   static_assert(kMaxSmallRows == 8, "one case per row count");
   switch (M) {
+    case 1:
+      return nk_rows_bf16<L, 1>(x, ldx, w, K, bias, y, ldy, n_begin, n_end);
     case 2:
       return nk_rows_bf16<L, 2>(x, ldx, w, K, bias, y, ldy, n_begin, n_end);
     case 3:
@@ -403,27 +399,37 @@ inline __attribute__((always_inline)) void nk_rows_bf16(const float* x, int64_t 
   }
 }
 
-// Whether a product of M rows of x with W [N, K] takes nk_single_row, one output at a time over
-// all N outputs (no edge columns), rather than the tiles of nk_tiles.
+// Whether a product of M rows of x with W [N, K] goes one output at a time over all N outputs (no
+// edge columns, so the bits do not depend on a tile's width), rather than by the tiles of nk_tiles:
+// a single row, and every product with bfloat16 weights.
 template <class W>
-constexpr bool takes_single_row(int64_t M, int64_t K) {
-  return M == 1 && (std::is_same_v<W, float> || K <= kMaxPairedK);
+constexpr bool goes_by_outputs(int64_t M) {
+  return M == 1 || std::is_same_v<W, Bf16>;
 }
 
-// Full tiles [tile_begin, tile_end) of W [N, K] (products that do not take the single-row kernel).
+// Outputs [n_begin, n_end) of M rows of x against W [N, K], one output at a time, with vectors of
+// kStreamLanes<L>.
 template <int L, class W>
-inline __attribute__((always_inline)) void nk_tiles(const float* x, int64_t ldx, int64_t M, const W* w, int64_t K,
+inline __attribute__((always_inline)) void nk_outputs(const float* x, int64_t ldx, int64_t M, const W* w, int64_t K,
+                                                      const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
+  constexpr int S = kStreamLanes<L>;
+  if constexpr (std::is_same_v<W, Bf16>)
+    if (M >= 2 || K > kMaxPairedK) return nk_rows_bf16<S>(x, ldx, M, w, K, bias, y, ldy, n_begin, n_end);
+  nk_single_row<S>(x, w, K, bias, y, n_begin, n_end);
+}
+
+// Full tiles [tile_begin, tile_end) of float32 W [N, K], for 2 or more rows of x.
+template <int L>
+inline __attribute__((always_inline)) void nk_tiles(const float* x, int64_t ldx, int64_t M, const float* w, int64_t K,
                                                     const float* bias, float* y, int64_t ldy, int64_t tile_begin,
                                                     int64_t tile_end) {
-  if constexpr (std::is_same_v<W, Bf16>)
-    if (M >= 2) return nk_rows_bf16<L>(x, ldx, M, w, K, bias, y, ldy, tile_begin * nk_cols<L>(), tile_end * nk_cols<L>());
   for (int64_t t = tile_begin; t < tile_end; ++t) {
     const int64_t n0 = t * nk_cols<L>();
-    const W* wt = w + n0 * K;
+    const float* wt = w + n0 * K;
     const float* bt = bias ? bias + n0 : nullptr;
     int64_t m0 = 0;
-    for (; m0 + 2 <= M; m0 += 2) nk_tile<L, 2, W>(x + m0 * ldx, ldx, wt, K, K, bt, y + m0 * ldy + n0, ldy, m0 == 0);
-    if (m0 < M) nk_tile<L, 1, W>(x + m0 * ldx, ldx, wt, K, K, bt, y + m0 * ldy + n0, ldy, m0 == 0);
+    for (; m0 + 2 <= M; m0 += 2) nk_tile<L, 2>(x + m0 * ldx, ldx, wt, K, K, bt, y + m0 * ldy + n0, ldy, m0 == 0);
+    if (m0 < M) nk_tile<L, 1>(x + m0 * ldx, ldx, wt, K, K, bt, y + m0 * ldy + n0, ldy, m0 == 0);
   }
 }
 
