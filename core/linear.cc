@@ -155,9 +155,9 @@ template <class W>
 void nk_products(const float* xp, int64_t ldx, int64_t M, int64_t K, const std::vector<NkOperand<W>>& ops, const Kernels& k) {
   const bool by_outputs = goes_by_outputs<W>(M);
   const int64_t cols = by_outputs ? 1 : k.nk_cols;
-  std::vector<int64_t> first(ops.size() + 1, 0);  // first tile of each weight
+  std::vector<int64_t> first(ops.size() + 1, 0);  // first tile (or output) of each weight
   for (size_t i = 0; i < ops.size(); ++i) first[i + 1] = first[i] + ops[i].N / cols;
-  // Enough multiply-adds per task (~64k) that handing tiles to another thread pays.
+  // Enough multiply-adds per task (~64k) that handing work to another thread pays.
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K * cols));
   at::parallel_for(0, first.back(), grain, [&](int64_t begin, int64_t end) {
     for (size_t i = 0; i < ops.size(); ++i) {
@@ -319,8 +319,8 @@ bool linear_nk_group_applies(const torch::Tensor& x, const std::vector<torch::Te
 
 void linear_nk_group_into(const float* x, int64_t M, int64_t ldx, int64_t K, const std::vector<torch::Tensor>& weights,
                           const std::vector<float*>& ys) {
-  KEEL_CHECK(ys.size() == weights.size() && M <= kMaxSmallRows,
-             "linear_nk_group_into: one output per weight, at most " << kMaxSmallRows << " rows");
+  KEEL_CHECK(ys.size() == weights.size() && M >= 1 && M <= kMaxSmallRows,
+             "linear_nk_group_into: one output per weight, 1 to " << kMaxSmallRows << " rows");
   for (const auto& w : weights)
     KEEL_CHECK(w.dim() == 2 && w.size(1) == K && w.is_contiguous() && w.scalar_type() == torch::kFloat32,
                "linear_nk_group_into: weights [N, " << K << "] contiguous float32, got " << w.sizes());

@@ -245,7 +245,8 @@ inline __attribute__((always_inline)) float single_row_sum(const Vec<L> (&acc)[4
   return v;
 }
 
-// Lanes of the single-row kernels' vectors: 256 bits at most, also in the AVX-512 build. A row
+// Lanes of the vectors of the kernels that go one output at a time (a single row; every bfloat16
+// product): 256 bits at most, also in the AVX-512 build. A row
 // of x against W streams W from memory, and on an AMD EPYC with AVX-512 (Zen 4, whose 512-bit
 // operations run as two 256-bit halves) 512-bit loads streamed it more slowly: a plain 2-thread
 // sum of 494 MB read 45 GB/s with them against 49 with 256-bit loads (`keel_bench read_widths`),
@@ -341,13 +342,14 @@ const float* paired_rows(const float* x, int64_t ldx, int64_t M, int64_t kp) {
 }
 
 // M (at most kMaxSmallRows) rows of x against rows [n_begin, n_end) of bfloat16 W [N, K], one row
-// of W at a time, so that each weight is widened once (load_pairs) for all M rows rather than once
-// per pair of rows as in the tiles (at 8 rows the widening, not the memory, bounded the tiles).
-// Called with L = kStreamLanes: on an AVX-512 EPYC, Llama-135M's bfloat16 step at 2, 4 and 8 rows
-// took 11-12, 16-17 and 32-34 ms with 512-bit vectors, 10-11, 14-15 and 25-27 with 256-bit ones
-// and each row of W fetched while the one before it is read (the hardware prefetcher, with the M
-// rows of x to follow too, left the loads of W waiting on memory; `perf annotate` put 25-47% of the
-// kernel's samples on them). Each output sums in the same order in every build.
+// of W at a time, so that each weight is widened once (load_pairs) for all M rows (the register
+// tiles this replaced widened it once per pair of rows, which bounded them at 8 rows). Called with
+// L = kStreamLanes, each row of W fetched while the one before it is read: with 512-bit vectors
+// and the hardware prefetcher alone, which also follows the M rows of x, a quarter of the kernel's
+// samples waited on loads of W (`perf annotate`), and Llama-135M's bfloat16 step on an AVX-512
+// EPYC took 12.8-14.4, 16.6-18.7 and 33.7-37.6 ms at 2, 4 and 8 rows against 9.8-10.6, 13.5-14.9
+// and 25.4-27.1 now (bench/README.md). Each output sums in the same order in the AVX2 and the
+// AVX-512 build.
 template <int L, int M>
 inline __attribute__((always_inline)) void nk_rows_bf16(const float* x, int64_t ldx, const Bf16* w, int64_t K, const float* bias,
                                                         float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
@@ -408,7 +410,8 @@ constexpr bool goes_by_outputs(int64_t M) {
 }
 
 // Outputs [n_begin, n_end) of M rows of x against W [N, K], one output at a time, with vectors of
-// kStreamLanes<L>.
+// kStreamLanes<L>: M rows of bfloat16 weights, or a single row (float32 weights go by outputs only
+// then, goes_by_outputs).
 template <int L, class W>
 inline __attribute__((always_inline)) void nk_outputs(const float* x, int64_t ldx, int64_t M, const W* w, int64_t K,
                                                       const float* bias, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
