@@ -12,8 +12,8 @@
 // bits in either build, so their bits are the same on AVX2 and AVX-512 CPUs; a single row with
 // W [K, N] reads runs of 16 rows of W a pass, more rows runs of 4, in the same order of sums.
 // Everything else goes to LibTorch unchanged. Results equal LibTorch's to float32 rounding (the
-// summation order differs). The equal bits rest on GCC contracting each
-// `acc += x * w` of the kernels into one fused multiply-add (GNU mode's -ffp-contract=fast).
+// summation order differs). The equal bits rest on GCC contracting each `acc += x * w` of the
+// kernels into one fused multiply-add (GNU mode's -ffp-contract=fast).
 #pragma once
 
 #include <torch/torch.h>
