@@ -246,12 +246,11 @@ inline __attribute__((always_inline)) float single_row_sum(const Vec<L> (&acc)[4
 }
 
 // Lanes of the vectors of the kernels that go one output at a time (a single row; every bfloat16
-// product): 256 bits at most, also in the AVX-512 build. A row
-// of x against W streams W from memory, and on an AMD EPYC with AVX-512 (Zen 4, whose 512-bit
-// operations run as two 256-bit halves) 512-bit loads streamed it more slowly: a plain 2-thread
-// sum of 494 MB read 45 GB/s with them against 49 with 256-bit loads (`keel_bench read_widths`),
-// and Llama-135M's tied head 24-30 GB/s against 37-46. Vectors of 8 lanes also give a single row
-// the same bits on an AVX2 and an AVX-512 CPU.
+// product): 256 bits at most, also in the AVX-512 build. Those kernels stream W from memory, and
+// on an AMD EPYC with AVX-512 (Zen 4, whose 512-bit operations run as two 256-bit halves) 512-bit
+// loads streamed it more slowly: a plain 2-thread sum of 494 MB read 45 GB/s with them against 49
+// with 256-bit loads (`keel_bench read_widths`), and Llama-135M's tied head 24-30 GB/s against
+// 37-46. Vectors of 8 lanes also give their outputs the same bits on an AVX2 and an AVX-512 CPU.
 template <int L>
 inline constexpr int kStreamLanes = L < 8 ? L : 8;
 
