@@ -28,6 +28,19 @@ void rms_norm_into(const float* x, int64_t rows, int64_t d, const float* weight,
   }
 }
 
+void layer_norm_into(const float* x, int64_t rows, int64_t d, const float* weight, const float* bias, double eps, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * d;
+    float* yr = y + r * d;
+    float sum = 0.0f, ss = 0.0f;
+    for (int64_t i = 0; i < d; ++i) sum += xr[i];
+    const float mean = sum / static_cast<float>(d);
+    for (int64_t i = 0; i < d; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
+    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(d) + static_cast<float>(eps));
+    for (int64_t i = 0; i < d; ++i) yr[i] = (xr[i] - mean) * inv * weight[i] + bias[i];
+  }
+}
+
 void rotary_into(float* x, int64_t rows, int64_t heads, int64_t hd, const float* cos, const float* sin) {
   const int64_t half = hd / 2;
   for (int64_t r = 0; r < rows; ++r) {

@@ -1,4 +1,4 @@
-// The normalisation and rotary embedding of a Llama decoding step, each in one pass over its rows. A step at
+// The normalisations and rotary embedding of a decoding step, each in one pass over its rows. A step at
 // batch 1 moves a few kilobytes through each of them, so LibTorch's chain of ops for the same
 // formula (RMSNorm: 7 ops, rotary: 7 for each of q and k, each allocating its result) costs more
 // in dispatch than in arithmetic, 30 layers a step.
@@ -27,6 +27,9 @@ torch::Tensor rotary_rows_(torch::Tensor x, const torch::Tensor& cos, const torc
 // rms_norm(x [rows, d]) * weight [d]; x [rows, heads, hd] rotated in place by row r's cos, sin
 // [rows, hd] (hd even).
 void rms_norm_into(const float* x, int64_t rows, int64_t d, const float* weight, double eps, float* y);
+// GPT-2's: y [rows, d] = (x - mean) / sqrt(var + eps) * weight + bias, the variance biased (as
+// torch::nn::LayerNorm's).
+void layer_norm_into(const float* x, int64_t rows, int64_t d, const float* weight, const float* bias, double eps, float* y);
 void rotary_into(float* x, int64_t rows, int64_t heads, int64_t hd, const float* cos, const float* sin);
 
 }  // namespace keel

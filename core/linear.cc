@@ -178,68 +178,66 @@ void nk_products(const float* xp, int64_t ldx, int64_t M, int64_t K, const std::
   }
 }
 
-// y = x · W (+ bias) with W's elements of type W (float32, or bfloat16 bits kept [N, K]).
+// y [M, N] = x · W (+ bias) with W's elements of type W (float32, or bfloat16 bits kept [N, K]).
 template <class W>
-torch::Tensor small_product(const torch::Tensor& x, const W* wp, int64_t N, const torch::Tensor& bias, bool kn,
-                            const Kernels& k) {
-  const int64_t K = x.size(-1);
-  auto x2 = rows_of(x, K);
-  const int64_t M = x2.size(0), ldx = x2.stride(0);
-  auto out_shape = x.sizes().vec();
-  out_shape.back() = N;
-  auto y = torch::empty({M, N}, x.options());
-  const float* xp = x2.data_ptr<float>();
-  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
-  float* yp = y.data_ptr<float>();
+void small_product_into(const float* xp, int64_t ldx, int64_t M, int64_t K, const W* wp, int64_t N, const float* bp, bool kn,
+                        float* yp, const Kernels& k) {
   if constexpr (std::is_same_v<W, float>)
     if (kn) {
       const int64_t whole = N / k.lanes * k.lanes;  // columns the panels cover; the rest are edge columns
       kn_product(xp, ldx, M, wp, N, K, bp, yp, k, whole);
       if (whole < N) edge_columns(xp, ldx, M, wp, N, K, /*w_is_kn=*/true, bp, yp, N, whole, N);
-      return y.view(out_shape);
+      return;
     }
   nk_products<W>(xp, ldx, M, K, {{wp, bp, yp, N}}, k);
-  return y.view(out_shape);
 }
 
-// y = x · W (+ bias), W [K, N], for 2 to kMaxTiledRows rows of x in register tiles: blocks of
+// y [M, N] = x · W (+ bias), W [K, N], for 2 to kMaxTiledRows rows of x in register tiles: blocks of
 // output columns over the threads (bits independent of their number), float32 weights.
-torch::Tensor tiled_kn_product(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, const Kernels& k) {
-  const int64_t K = x.size(-1), N = weight.size(1);
-  auto x2 = rows_of(x, K);
-  const int64_t M = x2.size(0), ldx = x2.stride(0);
-  auto y = torch::empty({M, N}, x.options());
-  const float *xp = x2.data_ptr<float>(), *wp = weight.data_ptr<float>();
-  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
-  float* yp = y.data_ptr<float>();
+void tiled_kn_into(const float* xp, int64_t ldx, int64_t M, int64_t K, const float* wp, int64_t N, const float* bp, float* yp,
+                   const Kernels& k) {
   const int64_t whole = N / k.lanes * k.lanes, block = (k.lanes >= 16 ? 4 : 2) * k.lanes;  // kTiledVectors
   at::parallel_for(0, (whole + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
     k.kn_tiled(xp, ldx, M, wp, N, K, bp, yp, N, begin * block, std::min(whole, end * block));
   });
   if (whole < N) edge_columns(xp, ldx, M, wp, N, K, /*w_is_kn=*/true, bp, yp, N, whole, N);
+}
+
+// y [M, N] = x [M, K] · W (+ bias) with `weight` ([N, K], or [K, N] when kn), or with its decoding
+// copy when the thread has one (at most kMaxSmallRows rows; more read the float32 weight), at most
+// kMaxTiledRows rows. Float32 W [K, N] against 2 or more rows takes the register tiles unless it
+// goes by blocks of rows: the panels load and store each row's sums once per 4 multiply-adds, the
+// tiles keep 16 in registers (GPT-2 small's step at batch 8 on an AVX-512 EPYC: 31.4-36.6 ms
+// against 34.2-41.7, builds alternating; the bits are the same, each output summing its bias then
+// k in order in both).
+void product_into(const float* xp, int64_t ldx, int64_t M, int64_t K, const torch::Tensor& weight, const float* bp, bool kn,
+                  float* yp) {
+  const Kernels& k = kernels_for(kernel_isa());
+  const int64_t N = kn ? weight.size(1) : weight.size(0);
+  const float* wp = weight.data_ptr<float>();
+  if (M > kMaxSmallRows) {
+    if (kn) return tiled_kn_into(xp, ldx, M, K, wp, N, bp, yp, k);
+    return small_product_into(xp, ldx, M, K, wp, N, bp, /*kn=*/false, yp, k);
+  }
+  const torch::Tensor copy = current_decode_weights ? current_decode_weights->find(weight) : torch::Tensor();
+  if (copy.defined()) {  // [N, K] whatever the weight's layout
+    const auto* cp = reinterpret_cast<const Bf16*>(copy.data_ptr<at::BFloat16>());
+    return small_product_into(xp, ldx, M, K, cp, N, bp, /*kn=*/false, yp, k);
+  }
+  if (kn && M >= 2 && !by_rows(M, N / k.lanes * k.lanes, K)) return tiled_kn_into(xp, ldx, M, K, wp, N, bp, yp, k);
+  small_product_into(xp, ldx, M, K, wp, N, bp, kn, yp, k);
+}
+
+// product_into on tensors: x [..., K] gives y [..., N].
+torch::Tensor small_product(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, bool kn) {
+  const int64_t K = x.size(-1), N = kn ? weight.size(1) : weight.size(0);
+  auto x2 = rows_of(x, K);
+  auto y = torch::empty({x2.size(0), N}, x.options());
+  product_into(x2.data_ptr<float>(), x2.stride(0), x2.size(0), K, weight, bias.defined() ? bias.data_ptr<float>() : nullptr, kn,
+               y.data_ptr<float>());
   auto out_shape = x.sizes().vec();
   out_shape.back() = N;
   return y.view(out_shape);
-}
-
-// The small-row product with `weight`, or with its decoding copy when the thread has one (at most
-// kMaxSmallRows rows; more read the float32 weight). Float32 W [K, N] against 2 or more rows takes
-// the register tiles unless it goes by blocks of rows: the panels load and store each row's sums
-// once per 4 multiply-adds, the tiles keep 16 in registers (GPT-2 small's step at batch 8 on an
-// AVX-512 EPYC: 31.4-36.6 ms against 34.2-41.7, builds alternating; the bits are the same, each
-// output summing its bias then k in order in both).
-torch::Tensor small_product(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, bool kn) {
-  const Kernels& k = kernels_for(kernel_isa());
-  const int64_t M = x.numel() / x.size(-1), K = x.size(-1), N = kn ? weight.size(1) : weight.size(0);
-  if (M > kMaxSmallRows) {
-    if (kn) return tiled_kn_product(x, weight, bias, k);
-    return small_product(x, weight.data_ptr<float>(), N, bias, /*kn=*/false, k);
-  }
-  const torch::Tensor copy = current_decode_weights ? current_decode_weights->find(weight) : torch::Tensor();
-  if (copy.defined())  // [N, K] whatever the weight's layout
-    return small_product(x, reinterpret_cast<const Bf16*>(copy.data_ptr<at::BFloat16>()), N, bias, /*kn=*/false, k);
-  if (kn && M >= 2 && !by_rows(M, N / k.lanes * k.lanes, K)) return tiled_kn_product(x, weight, bias, k);
-  return small_product(x, weight.data_ptr<float>(), N, bias, kn, k);
 }
 
 // Whether x · weight (+ bias) can take keel's kernels with at most max_rows rows of x.
@@ -364,6 +362,17 @@ std::vector<torch::Tensor> linear_nk_group(const torch::Tensor& x, const std::ve
     y = y.view(shape);
   }
   return ys;
+}
+
+void linear_kn_into(const float* x, int64_t M, int64_t ldx, const torch::Tensor& weight, const torch::Tensor& bias, float* y) {
+  KEEL_CHECK(M >= 1 && M <= kMaxSmallRows && weight.dim() == 2 && weight.is_contiguous() && weight.device().is_cpu() &&
+                 weight.scalar_type() == torch::kFloat32,
+             "linear_kn_into: 1 to " << kMaxSmallRows << " rows and a contiguous float32 CPU weight [K, N], got " << M
+                                     << " rows, weight " << weight.sizes());
+  KEEL_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(1) && bias.is_contiguous() &&
+                                 bias.device().is_cpu() && bias.scalar_type() == torch::kFloat32),
+             "linear_kn_into: bias [" << weight.size(1) << "] contiguous float32, got " << bias.sizes());
+  product_into(x, ldx, M, weight.size(0), weight, bias.defined() ? bias.data_ptr<float>() : nullptr, /*kn=*/true, y);
 }
 
 torch::Tensor linear_kn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {

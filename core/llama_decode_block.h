@@ -10,7 +10,7 @@
 
 #include <torch/torch.h>
 
-#include <vector>
+#include "core/decode_slots.h"
 
 namespace keel {
 
@@ -21,15 +21,6 @@ struct LlamaBlockWeights {
   torch::Tensor q, k, v, o, gate, up, down;
   double eps = 1e-5;
   int64_t heads = 0, kv_heads = 0;
-};
-
-// Where a step's rows keep their keys and values, and what each row attends to.
-struct DecodeSlots {
-  torch::Tensor k_cache, v_cache;  // this layer's [B, KV, capacity, hd], contiguous float32
-  std::vector<int64_t> write;      // row b's new key and value go to slot write[b] < span
-  int64_t span = 0;                // every row attends to slots [0, span), masked by bias
-  torch::Tensor bias;              // [B, 1, 1, span] additive, contiguous float32
-  torch::Tensor cos, sin;          // [B, 1, 1, hd] rotary tables of each row's position
 };
 
 // Whether llama_decode_block takes x [B, 1, d] with these weights and slots: CPU float32

@@ -11,6 +11,7 @@
 #include "core/fused_cross_entropy.h"
 #include "core/error.h"
 #include "core/linear.h"
+#include "core/gpt2_decode_block.h"
 #include "core/llama_decode_block.h"
 
 namespace keel {
@@ -162,12 +163,21 @@ struct Gpt2Block : torch::nn::Module {
     mlp_proj = mlp->register_module("c_proj", Conv1D(c.ffn_dim(), c.d_model));
   }
   torch::Tensor forward(torch::Tensor x, int64_t layer, AttnContext& ctx) {
+    if (ctx.cache && x.size(1) == 1 && x.device().is_cpu()) {  // a decoding step: fused when it can be
+      const auto w = weights();
+      const auto slots = decode_slots(ctx, layer);
+      if (gpt2_decode_block_applies(x, w, slots)) return gpt2_decode_block(x, w, slots);
+    }
     const int64_t B = x.size(0), T = x.size(1), H = c.n_head, hd = c.head_dim();
     auto qkv = c_attn(ln_1(x)).view({B, T, 3, H, hd}).permute({2, 0, 3, 1, 4});
     auto [k, v] = cache_append(ctx, layer, qkv[1], qkv[2]);
     auto a = attend(qkv[0], k, v, ctx.bias).transpose(1, 2).reshape({B, T, c.d_model});
     x = x + attn_proj(a);
     return x + mlp_proj(torch::gelu(c_fc(ln_2(x)), "tanh"));
+  }
+  Gpt2BlockWeights weights() const {
+    return {ln_1->weight,    ln_1->bias,   ln_2->weight, ln_2->bias,       c_attn->weight, c_attn->bias, attn_proj->weight,
+            attn_proj->bias, c_fc->weight, c_fc->bias,   mlp_proj->weight, mlp_proj->bias, c.norm_eps,   c.n_head};
   }
   const ModelConfig c;
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};

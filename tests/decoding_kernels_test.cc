@@ -218,6 +218,36 @@ TEST(SmallProducts, TakeStridedRowsAndBatchedShapesAndGiveTheSameBitsOnAnyThread
   EXPECT_LT(relative_diff(kn[0], torch::addmm(b_kn, x1, big_kn)), tolerance(1024));
 }
 
+// linear_kn_into (a fused decoding block's products, into its own buffers, rows at a stride) gives
+// linear_kn's bits at every row count, by blocks of rows, panels, tiles and bfloat16 copies, and
+// refuses what it does not compute.
+TEST(SmallProducts, IntoACallersBufferGiveLinearKnsBits) {
+  c10::InferenceMode inference;
+  if (best_kernel_isa() == KernelIsa::kGeneric) GTEST_SKIP() << "linear_kn leaves these products to OpenBLAS here";
+  torch::manual_seed(9);
+  auto rows = torch::randn({kMaxSmallRows, 200});  // K = 130 of each row's 200: a stride
+  for (const auto& [K, N] : {std::pair<int64_t, int64_t>{130, 257}, {64, 40}}) {
+    auto w = torch::randn({K, N}), b = torch::randn({N});
+    DecodeWeights copies;
+    copies.refresh({}, {w});
+    for (const bool bf16 : {false, true}) {
+      const DecodeWeights* scope = bf16 ? &copies : nullptr;
+      DecodeWeightsScope in_scope(scope);
+      for (int64_t M = 1; M <= kMaxSmallRows; ++M) {
+        auto x = rows.narrow(0, 0, M).narrow(1, 0, K);
+        auto y = torch::full({M, N}, std::nanf(""));
+        linear_kn_into(x.data_ptr<float>(), M, x.stride(0), w, b, y.data_ptr<float>());
+        EXPECT_TRUE(torch::equal(y, linear_kn(x, w, b))) << M << " rows, K " << K << (bf16 ? ", bfloat16" : "");
+      }
+    }
+  }
+  auto y = torch::empty({kMaxSmallRows + 1, 40});
+  EXPECT_THROW(linear_kn_into(rows.data_ptr<float>(), kMaxSmallRows + 1, 200, torch::randn({64, 40}), {}, y.data_ptr<float>()),
+               KeelError);
+  EXPECT_THROW(linear_kn_into(rows.data_ptr<float>(), 1, 200, torch::randn({64, 40}), torch::randn({39}), y.data_ptr<float>()),
+               KeelError);
+}
+
 // A single row's W [K, N] product reads runs of 16 rows of W a pass; each output still sums the
 // bias then k in order, so each row's outputs are the same bits alone as in a product of more rows
 // going by the same blocks of rows (K = 130: a run of 16 and 4 rows left in each block; N = 257:
