@@ -32,11 +32,12 @@ void layer_norm_into(const float* x, int64_t rows, int64_t d, const float* weigh
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * d;
     float* yr = y + r * d;
-    float sum = 0.0f, ss = 0.0f;
+    // The moments in double: a float sum of d terms drifts by up to d rounding steps.
+    double sum = 0.0, ss = 0.0;
     for (int64_t i = 0; i < d; ++i) sum += xr[i];
-    const float mean = sum / static_cast<float>(d);
-    for (int64_t i = 0; i < d; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
-    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(d) + static_cast<float>(eps));
+    const auto mean = static_cast<float>(sum / static_cast<double>(d));
+    for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(xr[i] - mean) * (xr[i] - mean);
+    const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
     for (int64_t i = 0; i < d; ++i) yr[i] = (xr[i] - mean) * inv * weight[i] + bias[i];
   }
 }

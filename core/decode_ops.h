@@ -23,7 +23,8 @@ torch::Tensor rms_norm_rows(const torch::Tensor& x, const torch::Tensor& weight,
 // contiguous, where rotate_half(x) = cat(-x[hd/2:], x[:hd/2]). Returns x.
 torch::Tensor rotary_rows_(torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin);
 
-// The same on raw buffers (a fused decoding block, core/llama_decode_block.h): y [rows, d] =
+// The same on raw buffers (the fused decoding blocks, core/llama_decode_block.h and
+// core/gpt2_decode_block.h, which check their own inputs): y [rows, d] =
 // rms_norm(x [rows, d]) * weight [d]; x [rows, heads, hd] rotated in place by row r's cos, sin
 // [rows, hd] (hd even).
 void rms_norm_into(const float* x, int64_t rows, int64_t d, const float* weight, double eps, float* y);

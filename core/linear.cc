@@ -365,10 +365,10 @@ std::vector<torch::Tensor> linear_nk_group(const torch::Tensor& x, const std::ve
 }
 
 void linear_kn_into(const float* x, int64_t M, int64_t ldx, const torch::Tensor& weight, const torch::Tensor& bias, float* y) {
-  KEEL_CHECK(M >= 1 && M <= kMaxSmallRows && weight.dim() == 2 && weight.is_contiguous() && weight.device().is_cpu() &&
-                 weight.scalar_type() == torch::kFloat32,
-             "linear_kn_into: 1 to " << kMaxSmallRows << " rows and a contiguous float32 CPU weight [K, N], got " << M
-                                     << " rows, weight " << weight.sizes());
+  KEEL_CHECK(M >= 1 && M <= kMaxSmallRows && weight.dim() == 2 && ldx >= weight.size(0) && weight.is_contiguous() &&
+                 weight.device().is_cpu() && weight.scalar_type() == torch::kFloat32,
+             "linear_kn_into: 1 to " << kMaxSmallRows << " rows of stride >= K and a contiguous float32 CPU weight [K, N], got "
+                                     << M << " rows of stride " << ldx << ", weight " << weight.sizes());
   KEEL_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(1) && bias.is_contiguous() &&
                                  bias.device().is_cpu() && bias.scalar_type() == torch::kFloat32),
              "linear_kn_into: bias [" << weight.size(1) << "] contiguous float32, got " << bias.sizes());

@@ -39,9 +39,10 @@ torch::Tensor linear_nk(const torch::Tensor& x, const torch::Tensor& weight, con
 // y[..., N] = x[..., K] · W (+ bias), W stored [K, N] (GPT-2's Conv1D).
 torch::Tensor linear_kn(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});
 
-// linear_kn into a buffer the caller owns (a fused decoding block): x [M, K] with row stride ldx,
-// 1 to kMaxSmallRows rows, y [M, N] contiguous; weight [K, N] and bias [N] (or undefined) contiguous
-// float32 on the CPU. Equal to linear_kn's result, bit for bit.
+// linear_kn into a buffer the caller owns (a fused decoding block): x [M, K] with row stride
+// ldx >= K, 1 to kMaxSmallRows rows, y [M, N] contiguous and apart from x; weight [K, N] and bias
+// [N] (or undefined) contiguous float32 on the CPU. Runs keel's kernels: linear_kn's result bit
+// for bit where linear_kn takes them too (uses_small_kernel).
 void linear_kn_into(const float* x, int64_t M, int64_t ldx, const torch::Tensor& weight, const torch::Tensor& bias, float* y);
 
 // Whether x · weight (+ bias) takes the in-place kernels rather than LibTorch (for tests and benchmarks).

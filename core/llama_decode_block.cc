@@ -85,6 +85,7 @@ bool llama_decode_block_applies(const torch::Tensor& x, const LlamaBlockWeights&
   if (!cpu_float_contiguous(x) || x.dim() != 3 || x.size(1) != 1 || x.size(0) < 1 || x.size(0) > kMaxSmallRows) return false;
   if (w.heads <= 0 || w.kv_heads <= 0 || w.heads % w.kv_heads != 0 || !w.gate.defined() || s.span < 1) return false;
   if (!cpu_float_contiguous(s.cos) || s.cos.dim() != 4 || s.cos.size(3) % 2 != 0) return false;
+  if (!cpu_float_contiguous(s.sin) || !s.sin.sizes().equals(s.cos.sizes())) return false;  // read as cos is
   const Dims n = dims_of(x, w, s);
   return s.cos.sizes().equals({n.B, 1, 1, n.hd}) && weights_fit(x, w, n) && decode_slots_fit(s, n.B, n.KV, n.hd);
 }

@@ -24,8 +24,8 @@ struct LlamaBlockWeights {
 };
 
 // Whether llama_decode_block takes x [B, 1, d] with these weights and slots: CPU float32
-// contiguous tensors of the shapes above outside autograd, B at most kMaxSmallRows, products that
-// take the small-row kernels (uses_small_kernel).
+// contiguous tensors outside autograd, of the shapes above and in DecodeSlots (rotary tables
+// included), B at most kMaxSmallRows, products that take the small-row kernels (uses_small_kernel).
 bool llama_decode_block_applies(const torch::Tensor& x, const LlamaBlockWeights& w, const DecodeSlots& s);
 
 // The block's output [B, 1, d] for input x [B, 1, d]; writes each row's new key and value into

@@ -78,9 +78,10 @@ torch::Tensor reference_block(const torch::Tensor& x, const Gpt2BlockWeights& w,
 
 double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
-// One row; several rows at their own slots with widths that fill no whole vector; the row limit.
+// One row; several rows at their own slots, with widths (d, 3d, ff) that are no multiple of
+// either instruction set's vector (edge columns, an odd head width); the row limit.
 const Gpt2Case kCases[] = {
-    {1, 64, 4, 256, 12, 7, {6}}, {3, 40, 5, 72, 10, 7, {2, 6, 4}}, {kMaxSmallRows, 32, 4, 48, 5, 5, {4, 0, 1, 2, 3, 4, 4, 1}}};
+    {1, 64, 4, 256, 12, 7, {6}}, {3, 36, 4, 68, 10, 7, {2, 6, 4}}, {kMaxSmallRows, 28, 4, 44, 5, 5, {4, 0, 1, 2, 3, 4, 4, 1}}};
 
 class FusedGpt2Block : public ::testing::TestWithParam<bool> {};  // with bfloat16 decoding copies or not
 
@@ -122,6 +123,7 @@ TEST(FusedGpt2BlockInputs, TurnsAwayWhatItDoesNotComputeAndNamesIt) {
   EXPECT_FALSE(gpt2_decode_block_applies(torch::randn({kMaxSmallRows + 1, 1, c.d}), w, s));  // rows beyond the limit
   EXPECT_FALSE(gpt2_decode_block_applies(torch::randn({c.B, 2, c.d}), w, s));                // two tokens a row
   EXPECT_FALSE(gpt2_decode_block_applies(x.to(torch::kFloat64), w, s));
+  EXPECT_FALSE(gpt2_decode_block_applies(torch::randn({c.B, 1, 2 * c.d}).narrow(2, 0, c.d), w, s));  // rows at a stride
   auto beyond = s;
   beyond.write = {3, 4};  // a slot outside the span
   EXPECT_FALSE(gpt2_decode_block_applies(x, w, beyond));
@@ -146,6 +148,12 @@ TEST(FusedGpt2BlockInputs, TurnsAwayWhatItDoesNotComputeAndNamesIt) {
   auto one_slot = s;
   one_slot.write = {3};  // a slot for one of the two rows
   EXPECT_FALSE(gpt2_decode_block_applies(x, w, one_slot));
+  auto grouped = s;  // key/value heads fewer than the query heads: GPT-2 has none
+  grouped.k_cache = torch::zeros({c.B, 2, c.capacity, c.d / c.H}), grouped.v_cache = grouped.k_cache.clone();
+  EXPECT_FALSE(gpt2_decode_block_applies(x, w, grouped));
+  auto wide_mask = s;
+  wide_mask.bias = torch::zeros({c.B, 1, 1, c.span + 1});
+  EXPECT_FALSE(gpt2_decode_block_applies(x, w, wide_mask));
   try {
     gpt2_decode_block(torch::randn({kMaxSmallRows + 1, 1, c.d}), w, s);
     FAIL() << "a step of too many rows was computed";
@@ -158,7 +166,15 @@ TEST(FusedGpt2BlockInputs, StaysOutOfAutograd) {
   const Gpt2Case c{1, 32, 4, 48, 6, 4, {3}};
   const auto w = random_weights(c);
   const auto s = random_slots(c);
-  EXPECT_FALSE(gpt2_decode_block_applies(torch::randn({c.B, 1, c.d}).requires_grad_(), w, s));
+  const auto x = torch::randn({c.B, 1, c.d});
+  ASSERT_TRUE(gpt2_decode_block_applies(x, w, s));
+  EXPECT_FALSE(gpt2_decode_block_applies(x.clone().requires_grad_(), w, s));
+  auto trained = w;
+  trained.fc = w.fc.clone().requires_grad_();  // a product autograd must follow
+  EXPECT_FALSE(gpt2_decode_block_applies(x, trained, s));
+  trained = w;
+  trained.ln_2_weight = w.ln_2_weight.clone().requires_grad_();
+  EXPECT_FALSE(gpt2_decode_block_applies(x, trained, s));
 }
 
 // A GPT-2 model's KV-cached decoding steps go through the fused block, one call a layer and step,

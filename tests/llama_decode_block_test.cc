@@ -148,6 +148,12 @@ TEST(FusedBlockInputs, TurnsAwayWhatItDoesNotComputeAndNamesIt) {
   auto shared_tables = s;
   shared_tables.cos = s.cos.narrow(0, 0, 1), shared_tables.sin = s.sin.narrow(0, 0, 1);  // one row's tables for two rows
   EXPECT_FALSE(llama_decode_block_applies(x, w, shared_tables));
+  auto short_sin = s;
+  short_sin.sin = s.sin.narrow(-1, 0, c.hd / 2).contiguous();  // cos whole, sin half a head: read past its end
+  EXPECT_FALSE(llama_decode_block_applies(x, w, short_sin));
+  auto no_sin = s;
+  no_sin.sin = torch::Tensor();
+  EXPECT_FALSE(llama_decode_block_applies(x, w, no_sin));
   auto short_bias = s;
   short_bias.bias = s.bias.narrow(-1, 0, c.span - 1).contiguous();
   EXPECT_FALSE(llama_decode_block_applies(x, w, short_bias));
