@@ -329,7 +329,9 @@ TEST(SmallProducts, ProductsWithBfloat16CopiesHaveTheSameBitsOnAnyThreadCountAnd
     const KernelIsa isa = avx512 ? KernelIsa::kAvx512 : KernelIsa::kAvx2;
     const auto y = product(isa, 1);
     for (int t : {2, 3}) EXPECT_TRUE(torch::equal(y, product(isa, t))) << t << " threads";
-    if (avx512) EXPECT_TRUE(torch::equal(y, product(KernelIsa::kAvx2, 2))) << "AVX2";
+    if (avx512) {
+      EXPECT_TRUE(torch::equal(y, product(KernelIsa::kAvx2, 2))) << "AVX2";
+    }
     at::set_num_threads(threads);
     EXPECT_LT(relative_diff(y, F::linear(x, w.to(torch::kBFloat16).to(torch::kFloat32), bias)), tolerance(c.K));
   }
