@@ -85,6 +85,22 @@ ldd "$keel" | grep -E "not found|gomp|omp\.so|torch_cuda|nccl" | tee -a "$sum"
 say "cuda_test: exit $? -- $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/tests.log" | tr '\n' ' ')"
 grep -E '^\[  FAILED  \]|Failure|Expected|Which is|what\(\)' "$out/tests.log" | head -20 | tee -a "$sum"
 
+# symbolise: crash-report lines on stdin, each frame followed by the function (and file:line, where
+# the module has debug information) addr2line finds at its offset, or its symbol demangled.
+symbolise() {
+  local l f o
+  while IFS= read -r l; do
+    if [[ $l =~ ([^[:space:]\(]+)\(\+(0x[0-9a-f]+)\) ]] && command -v addr2line >/dev/null; then
+      f=${BASH_REMATCH[1]} o=${BASH_REMATCH[2]}
+      echo "$l  => $(addr2line -f -C -e "$f" "$o" 2>/dev/null | paste -sd ' ')"
+    elif [[ $l =~ \(([A-Za-z_][^+\)]*)\+0x ]] && command -v c++filt >/dev/null; then
+      echo "$l  => $(c++filt "${BASH_REMATCH[1]}")"
+    else
+      echo "$l"
+    fi
+  done
+}
+
 # ---- stages with --device cuda -----------------------------------------------------------------
 # stage NAME CAP CMD...: runs CMD under `timeout` (CAP seconds, or what is left before the deadline
 # if less), logs to pipeline.log, records wall seconds and the GPU's peak memory in use above the
@@ -122,9 +138,9 @@ stage() {
   say "$(printf '%-12s exit %d  %6s s  peak GPU memory %s MiB%s' "$name" $rc "$(since "$t0")" "$peak" \
     "$({ [ $rc = 124 ] || [ $rc = 137 ]; } && echo "  (stopped at its $cap s limit)")")"
   [ $rc = 0 ] || tail -5 "$out/pipeline.log" | sed 's/^/    /' | tee -a "$sum"
-  # keel prints its stack when it crashes: keep that too.
+  # keel prints where it crashed and its stack (core/crash_report.h): keep that, symbolised.
   if [ $rc -gt 128 ] && [ $rc != 137 ]; then
-    tail -n +"$from" "$out/pipeline.log" | grep -A24 "fatal signal" | head -25 | sed 's/^/    /' | tee -a "$sum"
+    tail -n +"$from" "$out/pipeline.log" | grep -A40 "fatal signal" | head -42 | symbolise | sed 's/^/    /' | tee -a "$sum"
   fi
   return $rc
 }
@@ -200,27 +216,38 @@ for bs in 1 32; do
 done
 
 # ---- the default job's stages --------------------------------------------------------------------
+# model_of RUN: the model a finished RUN wrote, or, where it died before writing it, its latest
+# checkpoint (a model directory too), so one crash at a stage's end does not stop every stage after it.
+model_of() {
+  if [ ! -f "$1/model/model.safetensors" ] && [ -f "$1/checkpoints/latest" ]; then
+    echo "$1/checkpoints/$(cat "$1/checkpoints/latest")"
+    echo "  ${1#"$r"/}/model missing: the stages after it start from ${1#"$r"/}/checkpoints/$(cat "$1/checkpoints/latest")" >>"$sum"
+  else
+    echo "$1/model"
+  fi
+}
 stage pretrain 90 $keel pretrain $run --data "$r/data" --tokenizer "$r/tok.model" --out "$r/pretrain" \
   --d-model 256 --n-layer 4 --n-head 4 --seq-len 256 --batch-size 8 --steps "$(steps 300)" --lr 2e-3 \
   --warmup-steps 3 --eval-every 100 --checkpoint-every 100 --log-every 25
 $keel tasks export --split train --per-family 4000 --out "$r/tasks_train.jsonl" >/dev/null 2>&1
 $keel tasks export --split held-out --per-family 50 --out "$r/tasks_heldout.jsonl" >/dev/null 2>&1
-stage sft 90 $keel sft $run --init "$r/pretrain/model" --train-file "$r/tasks_train.jsonl" \
+stage sft 90 $keel sft $run --init "$(model_of "$r/pretrain")" --train-file "$r/tasks_train.jsonl" \
   --eval-file "$r/tasks_heldout.jsonl" --out "$r/sft" --seq-len 128 --batch-size 16 --steps "$(steps 600)" --lr 1.5e-3 \
   --warmup-steps 3 --eval-every 300 --checkpoint-every 300 --log-every 100
-stage ppo 120 $keel launch --out "$r/ppo" --init "$r/sft/model" --actors 2 --base-port 29600 --threads-per-process 4 \
+sft_model=$(model_of "$r/sft")
+stage ppo 120 $keel launch --out "$r/ppo" --init "$sft_model" --actors 2 --base-port 29600 --threads-per-process 4 \
   --ppo-args "$dev --updates $(steps 12) --rollouts-per-update 256 --epochs 1 --minibatches 1 --lr 5e-5 --kl-coef 0.04 --eval-every $(steps 12) --eval-per-family 100 --eval-families arithmetic" \
   --actor-args "$dev --batch-prompts 32 --families arithmetic"
 for m in pretrain sft ppo/learner; do
-  stage "eval_${m%%/*}" 40 $keel eval tasks $run --model "$r/$m/model" --per-family 100 --out "$r/eval_${m%%/*}.json"
+  stage "eval_${m%%/*}" 40 $keel eval tasks $run --model "$(model_of "$r/$m")" --per-family 100 --out "$r/eval_${m%%/*}.json"
 done
 $keel tasks export --pairs --wrong random --split train --per-family 1000 --seed 2 --out "$r/pairs.jsonl" >/dev/null 2>&1
 $keel tasks export --pairs --wrong random --split held-out --per-family 100 --seed 2 --out "$r/pairs_held.jsonl" >/dev/null 2>&1
-$keel prefs import --input "$r/pairs.jsonl" --tokenizer "$r/sft/model" --out "$r/pairs.h5" >/dev/null 2>&1
-$keel prefs import --input "$r/pairs_held.jsonl" --tokenizer "$r/sft/model" --out "$r/pairs_held.h5" >/dev/null 2>&1
-stage reward_model 60 $keel reward train $run --init "$r/sft/model" --train "$r/pairs.h5" --eval-buffer "$r/pairs_held.h5" \
+$keel prefs import --input "$r/pairs.jsonl" --tokenizer "$sft_model" --out "$r/pairs.h5" >/dev/null 2>&1
+$keel prefs import --input "$r/pairs_held.jsonl" --tokenizer "$sft_model" --out "$r/pairs_held.h5" >/dev/null 2>&1
+stage reward_model 60 $keel reward train $run --init "$sft_model" --train "$r/pairs.h5" --eval-buffer "$r/pairs_held.h5" \
   --out "$r/rm" --steps "$(steps 300)" --batch-size 16 --lr 2e-4 --warmup-steps 3 --eval-every "$(steps 300)" --log-every 100
-stage dpo 60 $keel dpo $run --init "$r/sft/model" --train "$r/pairs.h5" --eval-buffer "$r/pairs_held.h5" --out "$r/dpo" \
+stage dpo 60 $keel dpo $run --init "$sft_model" --train "$r/pairs.h5" --eval-buffer "$r/pairs_held.h5" --out "$r/dpo" \
   --steps "$(steps 200)" --batch-size 16 --lr 2e-5 --beta 0.05 --sft-weight 1.0 --eval-at-start true --eval-every "$(steps 200)" --log-every 50
 python3 - "$r" <<'PY' 2>&1 | tee -a "$sum"
 import json, os, sys

@@ -1,37 +1,15 @@
 // keel: one binary, many roles. `keel <command> --help` explains each.
-#include <execinfo.h>
-#include <unistd.h>
-
-#include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "core/crash_report.h"
 #include "core/error.h"
 #include "core/malloc_policy.h"
 #include "launch/commands.h"
 
 namespace {
-
-// A crash names its signal and prints the stack (unsymbolised frames read with addr2line), then
-// dies of the same signal: an exit code of 139 alone says nothing about where.
-void report_crash(int sig) {
-  char msg[] = "keel: fatal signal NN; stack:\n";  // formatted by hand: no stdio in a handler
-  msg[19] = static_cast<char>('0' + sig / 10 % 10);
-  msg[20] = static_cast<char>('0' + sig % 10);
-  [[maybe_unused]] auto w = ::write(2, msg, sizeof msg - 1);
-  void* frames[64];
-  backtrace_symbols_fd(frames, backtrace(frames, 64), 2);
-  std::signal(sig, SIG_DFL);
-  std::raise(sig);
-}
-
-void install_crash_report() {
-  void* warm[1];
-  backtrace(warm, 1);  // loads libgcc's unwinder now, not inside the handler
-  for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT}) std::signal(sig, report_crash);
-}
 
 struct Command {
   const char* name;
@@ -74,7 +52,7 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  install_crash_report();
+  keel::install_crash_report();
   keel::keep_freed_memory();
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
