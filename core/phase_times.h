@@ -1,7 +1,15 @@
 // Seconds spent in named phases, summed until taken: the breakdown of one training update or one
 // actor batch into its parts (waiting for rollouts, forward/backward, publication, generation...),
 // logged as metrics "<prefix><phase>". Not thread-safe: one instance per thread of work.
+//
+// Work on a CUDA device runs after the call that queued it returns, so a phase timed by the clock
+// alone gets its launches and the phase that first waits for a result gets its kernels. Times kept
+// for such a device end every phase by waiting for the device's queued work (one synchronisation a
+// phase; no overlap of one phase's kernels with the next phase's host work).
 #pragma once
+
+#include <torch/cuda.h>
+#include <torch/types.h>
 
 #include <chrono>
 #include <string>
@@ -14,11 +22,17 @@ class PhaseTimes {
  public:
   using Clock = std::chrono::steady_clock;
 
+  // `device`: where the timed phases queue their work (its CUDA work is waited for at each phase's end).
+  explicit PhaseTimes(torch::Device device = torch::kCPU) : device_(device) {}
+
   // Adds the time from its construction to its destruction to one phase.
   class Scope {
    public:
     Scope(PhaseTimes& times, std::string phase) : times_(times), phase_(std::move(phase)), start_(Clock::now()) {}
-    ~Scope() { times_.add(phase_, std::chrono::duration<double>(Clock::now() - start_).count()); }
+    ~Scope() {
+      times_.wait_for_device();
+      times_.add(phase_, std::chrono::duration<double>(Clock::now() - start_).count());
+    }
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
 
@@ -49,6 +63,17 @@ class PhaseTimes {
   }
 
  private:
+  // A CUDA error met here is not thrown from a destructor: it is sticky, and the next call on the
+  // device reports it.
+  void wait_for_device() const noexcept {
+    if (!device_.is_cuda()) return;
+    try {
+      torch::cuda::synchronize(device_.index());
+    } catch (...) {
+    }
+  }
+
+  torch::Device device_;
   Scalars seconds_;
 };
 

@@ -45,7 +45,7 @@ class ActorLearner::Steps : public Objective {
 ActorLearner::ActorLearner(TrainOptions train, Transformer policy, UpdateBuilder& builder, RolloutSource& source,
                            WeightPublisher& publisher, std::string run_config, std::string tokenizer_file)
     : policy_(policy), builder_(builder), source_(source), publisher_(publisher), steps_(std::make_unique<Steps>(*this)),
-      out_dir_(train.out_dir) {
+      out_dir_(train.out_dir), phases_(policy_->device()) {
   KEEL_CHECK(train.steps % builder_.steps_per_update() == 0,
              "steps " << train.steps << " are not a whole number of updates of " << builder_.steps_per_update() << " steps");
   loop_ =

@@ -269,7 +269,7 @@ Scalars PpoUpdateBuilder::prepare(uint64_t version, Transformer& /*policy*/) {
     for (size_t i : group_order(collected_, o_.group_size)) grouped.push_back(std::move(collected_[i]));
     collected_ = std::move(grouped);
   }
-  PhaseTimes times;
+  PhaseTimes times(policy_->device());
   {
     auto timed = times.time("batch_tensors");
     fill_batch_tensors(collected_, score, m);

@@ -79,7 +79,7 @@ struct TrainLoop::Run {
 TrainLoop::TrainLoop(TrainOptions options, Transformer model, Objective& objective, std::string run_config,
                      std::string tokenizer_file)
     : o_(std::move(options)), model_(std::move(model)), objective_(objective), run_config_(std::move(run_config)),
-      tokenizer_file_(std::move(tokenizer_file)) {
+      tokenizer_file_(std::move(tokenizer_file)), phases_(model_->device()) {
   o_.validate();
 }
 

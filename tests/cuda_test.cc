@@ -1,14 +1,16 @@
 // The CUDA path gives the CPU path's numbers: forward, KV-cached decoding, sampling with behaviour
-// log-probs, one optimizer step, and the NCCL data-parallel group's collectives. Built only with
-// KEEL_USE_CUDA; every test skips when no CUDA device is present (run it on a GPU machine:
-// DEVELOPERS.md, "Building on a GPU machine").
+// log-probs, one optimizer step, and the NCCL data-parallel group's collectives; per-phase timing
+// counts a phase's kernels in that phase. Built everywhere; every test skips when no CUDA device is
+// present (run it on a GPU machine: DEVELOPERS.md, "Building on a GPU machine").
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <string>
 
 #include "actors/sampler.h"
+#include "core/phase_times.h"
 #include "core/transformer.h"
 #include "learner/data_parallel.h"
 #include "support/test_support.h"
@@ -143,6 +145,26 @@ TEST(CudaDataParallel, NcclGroupOfOneRankRunsEveryCollective) {
   auto params = m->parameters();
   for (size_t i = 0; i < params.size(); ++i) EXPECT_LT(max_diff(params[i].grad(), before[i]), 1e-6) << i;
   dp.barrier();
+}
+
+// Per-phase timing on a CUDA device (core/phase_times.h): the kernels a phase queues count in that
+// phase, not in the next one, which is the first to wait for a result. 40 float32 products of
+// 4096 x 4096 take tens of milliseconds on any GPU, their launches well under one.
+TEST(CudaPhaseTimes, KernelsCountInThePhaseThatQueuedThem) {
+  KEEL_REQUIRE_CUDA();
+  const torch::Device dev(torch::kCUDA, 0);
+  PhaseTimes times(dev);
+  auto a = torch::randn({4096, 4096}, torch::device(dev)) / 64;
+  auto b = a.clone();
+  torch::cuda::synchronize();
+  times.run("queue", [&] {
+    for (int i = 0; i < 40; ++i) b = torch::mm(b, a);
+  });
+  double sum = 0;
+  times.run("read", [&] { sum = b.sum().item<double>(); });
+  const Scalars s = times.take("");
+  EXPECT_TRUE(std::isfinite(sum));
+  EXPECT_GT(s.at("queue"), 10 * s.at("read")) << "queue " << s.at("queue") << " s, read " << s.at("read") << " s";
 }
 
 }  // namespace
