@@ -33,6 +33,9 @@ void ActorOptions::validate() const {
   sampling.validate();
   KEEL_CHECK(decode_dtype == "float32" || decode_dtype == "bfloat16",
              "--decode-dtype is float32 or bfloat16, got '" << decode_dtype << "'");
+  KEEL_CHECK(decode_dtype == "float32" || device == "cpu",
+             "--decode-dtype bfloat16 keeps bfloat16 copies of the weights for keel's CPU decoding kernels; with --device "
+                 << device << " leave it at float32 (LibTorch's CUDA kernels decode from the model's own weights)");
   // The learner recomputes log-probs under the full softmax at --temperature (learner/sampling_contract.h).
   KEEL_CHECK(sampling.temperature > 0,
              "an RL actor needs --temperature > 0: greedy samples have no sampling log-probs for the learner's ratio");

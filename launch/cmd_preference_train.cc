@@ -39,7 +39,7 @@ int cmd_reward_train(const Args& args) {
   // clang-format on
   const auto parsed = parse_options(args, "reward train", "Trains a reward model (Bradley-Terry) on a preference buffer.", d);
   if (parsed.help) return 0;
-  apply_runtime(threads, o.device);
+  o.device = apply_runtime(threads, o.device).str();
   install_stop_signal_handlers();
   o.run_config = parsed.resolved;
   return run_reward_training(std::move(o));
@@ -73,7 +73,7 @@ int cmd_dpo(const Args& args) {
   if (parsed.help) return 0;
   dpo.loss.type = parse_dpo_loss_type(loss_type);
   o.reference_mode = parse_reference_mode(ref_mode);
-  apply_runtime(threads, o.device);
+  o.device = apply_runtime(threads, o.device).str();
   if (!o.precompute_reference) install_stop_signal_handlers();
   o.run_config = parsed.resolved;
   return run_dpo(std::move(o));

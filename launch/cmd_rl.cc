@@ -63,7 +63,7 @@ int cmd_actor(const Args& args) {
   if (parsed.help && !parsed.check) return 0;
   o.validate();
   if (parsed.check) return 0;
-  apply_runtime(threads, o.device);
+  o.device = apply_runtime(threads, o.device).str();
   apply_transport(transport);
   install_stop_flag();
   const auto st = run_actor(o, g_stop);
@@ -95,7 +95,7 @@ int cmd_reward_serve(const Args& args) {
   if (parsed.help && !parsed.check) return 0;
   scorer.validate();
   if (parsed.check) return 0;
-  apply_runtime(threads, scorer.device);
+  scorer.device = apply_runtime(threads, scorer.device).str();
   apply_transport(transport);
   install_stop_flag();
   run_reward_service(o, scorer, g_stop);
@@ -219,7 +219,7 @@ int cmd_ppo(const Args& args) {
   o.ppo.kl_estimator = parse_kl_estimator(choices.kl_estimator == "auto" ? (in_loss ? "k3" : "k1") : choices.kl_estimator);
   o.ppo.validate();
   if (parsed.check) return 0;
-  apply_runtime(threads, o.device);
+  o.device = apply_runtime(threads, o.device).str();
   apply_transport(transport);
   install_stop_signal_handlers();
   o.run_config = parsed.resolved;
@@ -258,7 +258,7 @@ int cmd_dpo_online(const Args& args) {
   resolve_rollout_side_options(o.side);
   o.dpo.loss.type = parse_dpo_loss_type(loss_type);
   if (parsed.check) return 0;
-  apply_runtime(threads, o.device);
+  o.device = apply_runtime(threads, o.device).str();
   apply_transport(transport);
   install_stop_signal_handlers();
   o.run_config = parsed.resolved;

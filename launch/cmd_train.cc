@@ -34,7 +34,7 @@ int cmd_pretrain(const Args& args) {
   // clang-format on
   const auto parsed = parse_options(args, "pretrain", "Packed next-token prediction over a token file.", d);
   if (parsed.help) return 0;
-  apply_runtime(threads, o.device);
+  o.device = apply_runtime(threads, o.device).str();
   install_stop_signal_handlers();
   o.run_config = parsed.resolved;
   return run_pretrain(std::move(o));
@@ -59,7 +59,7 @@ int cmd_sft(const Args& args) {
   // clang-format on
   const auto parsed = parse_options(args, "sft", "Supervised fine-tuning; loss on response tokens only.", d);
   if (parsed.help) return 0;
-  apply_runtime(threads, o.device);
+  o.device = apply_runtime(threads, o.device).str();
   install_stop_signal_handlers();
   o.run_config = parsed.resolved;
   return run_sft(std::move(o));

@@ -1,5 +1,6 @@
 #include "launch/options.h"
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -235,6 +236,12 @@ torch::Device apply_runtime(int threads, const std::string& device) {
     const auto env = distributed_env_from_environment();
     const auto gpus = static_cast<int>(torch::cuda::device_count());
     if (env.enabled()) dev = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % gpus));
+  }
+  if (dev.is_cuda() && dev.has_index()) {
+    KEEL_CHECK(dev.index() < static_cast<int>(torch::cuda::device_count()),
+               "--device " << device << ": this machine has " << torch::cuda::device_count() << " CUDA device(s)");
+    c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->setDevice(dev);
+    std::cerr << "device = " << dev << "\n";
   }
   return dev;
 }

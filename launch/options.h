@@ -54,7 +54,10 @@ void add_transport_options(po::options_description& d, TransportOptions& t);
 // plain and may bind only to loopback.
 void apply_transport(const TransportOptions& t);
 
-// Applies --threads and --device; returns the device.
-torch::Device apply_runtime(int threads, const std::string& device);
+// Applies --threads and --device; returns the device to compute on, which the caller must use in
+// place of the --device string: plain `cuda` in a data-parallel rank becomes that rank's own GPU,
+// cuda:(LOCAL_RANK mod GPUs). A CUDA device is also made the process's current one, so work that
+// names no index (NCCL's own buffers, a synchronisation) goes to it and not to GPU 0.
+[[nodiscard]] torch::Device apply_runtime(int threads, const std::string& device);
 
 }  // namespace keel
