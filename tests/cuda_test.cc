@@ -1,5 +1,5 @@
 // The CUDA path gives the CPU path's numbers: forward, KV-cached decoding, sampling with behaviour
-// log-probs, one optimizer step, and the NCCL data-parallel group's collectives; per-phase timing
+// log-probs (static and continuous batching), one optimizer step, and the NCCL data-parallel group's collectives; per-phase timing
 // counts a phase's kernels in that phase. Built everywhere; every test skips when no CUDA device is
 // present (run it on a GPU machine: DEVELOPERS.md, "Building on a GPU machine").
 #include <gtest/gtest.h>
@@ -59,6 +59,22 @@ TEST_P(CudaTest, CachedDecodingEqualsFullRecomputation) {
   EXPECT_LT(max_diff(torch::cat(parts, 1), full), 1e-4);
 }
 
+// Each response's recorded behaviour log-probs against the CPU model's full recomputation.
+void expect_cpu_logprobs(Transformer& cpu, const std::vector<std::vector<int32_t>>& prompts, const Samples& s,
+                         double temperature) {
+  torch::NoGradGuard ng;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::vector<int64_t> seq(prompts[i].begin(), prompts[i].end());
+    seq.insert(seq.end(), s.responses[i].begin(), s.responses[i].end());
+    auto t = torch::tensor(seq).unsqueeze(0);
+    auto logits = cpu->logits(cpu->hidden({t, {}, {}, {}}));
+    const int64_t p = static_cast<int64_t>(prompts[i].size()), n = static_cast<int64_t>(s.responses[i].size());
+    ASSERT_GT(n, 0) << "row " << i;
+    auto lp = token_logprobs(logits.narrow(1, p - 1, n), t.narrow(1, p, n), temperature).squeeze(0);
+    EXPECT_LT(max_diff(lp, torch::tensor(s.logprobs[i])), 1e-4) << "row " << i;
+  }
+}
+
 TEST_P(CudaTest, SampledLogprobsEqualTheCpuRecomputation) {
   KEEL_REQUIRE_CUDA();
   auto gpu = make_model(GetParam(), torch::kCUDA);
@@ -69,18 +85,29 @@ TEST_P(CudaTest, SampledLogprobsEqualTheCpuRecomputation) {
   cfg.max_new_tokens = 10;
   cfg.stop_at_eos = false;
   auto s = sample(gpu, prompts, cfg, 2, 3);
-  torch::NoGradGuard ng;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    std::vector<int64_t> seq(prompts[i].begin(), prompts[i].end());
-    seq.insert(seq.end(), s.responses[i].begin(), s.responses[i].end());
-    auto t = torch::tensor(seq).unsqueeze(0);
-    auto logits = cpu->logits(cpu->hidden({t, {}, {}, {}}));
-    const int64_t p = static_cast<int64_t>(prompts[i].size()), n = static_cast<int64_t>(s.responses[i].size());
-    auto lp = token_logprobs(logits.narrow(1, p - 1, n), t.narrow(1, p, n), cfg.temperature).squeeze(0);
-    auto recorded = torch::tensor(s.logprobs[i]);
-    ASSERT_EQ(n, cfg.max_new_tokens);
-    EXPECT_LT(max_diff(lp, recorded), 1e-4) << "row " << i;
-  }
+  for (const auto& r : s.responses) EXPECT_EQ(static_cast<int64_t>(r.size()), cfg.max_new_tokens);
+  expect_cpu_logprobs(cpu, prompts, s, cfg.temperature);
+}
+
+// Continuous batching on the GPU (actors/continuous_sampler.h): 3 slots for 7 prompts in three runs
+// of identical prompts, each prefilled once, responses of different bounds, so slots take new
+// prompts mid-run; every response keeps its exact behaviour log-probs and its bound.
+TEST_P(CudaTest, ContinuousBatchedLogprobsEqualTheCpuRecomputation) {
+  KEEL_REQUIRE_CUDA();
+  auto gpu = make_model(GetParam(), torch::kCUDA);
+  auto cpu = make_model(GetParam(), torch::kCPU);
+  const std::vector<std::vector<int32_t>> prompts = {{5, 6, 7}, {5, 6, 7}, {5, 6, 7}, {9, 10, 11, 12, 13},
+                                                     {14, 15},  {14, 15},  {14, 15}};
+  const std::vector<int64_t> limits = {8, 1, 5, 8, 3, 8, 2};
+  SamplingConfig cfg;
+  cfg.temperature = 0.7;
+  cfg.max_new_tokens = 8;
+  cfg.stop_at_eos = false;
+  cfg.slots = 3;
+  auto s = sample(gpu, prompts, cfg, 2, 3, limits);
+  EXPECT_EQ(s.prefill_rows, 3);
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(static_cast<int64_t>(s.responses[i].size()), limits[i]) << i;
+  expect_cpu_logprobs(cpu, prompts, s, cfg.temperature);
 }
 
 // Adam's first step moves each weight by about lr * sign(gradient), so a gradient within float32
