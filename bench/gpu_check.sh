@@ -249,6 +249,29 @@ stage reward_model 60 $keel reward train $run --init "$sft_model" --train "$r/pa
   --out "$r/rm" --steps "$(steps 300)" --batch-size 16 --lr 2e-4 --warmup-steps 3 --eval-every "$(steps 300)" --log-every 100
 stage dpo 60 $keel dpo $run --init "$sft_model" --train "$r/pairs.h5" --eval-buffer "$r/pairs_held.h5" --out "$r/dpo" \
   --steps "$(steps 200)" --batch-size 16 --lr 2e-5 --beta 0.05 --sft-weight 1.0 --eval-at-start true --eval-every "$(steps 200)" --log-every 50
+
+# ---- data parallel: two SFT ranks on one node (NCCL, a GPU each), where the machine has two GPUs -
+# (on the CPU check, two Gloo ranks: the same script). Each rank names the GPU it computes on.
+gpus=0
+gpu && gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+if [ "$gpus" -ge 2 ] || ! gpu; then
+  {
+    echo 'pids=(); rc=0'
+    echo 'trap '"'"'kill "${pids[@]}" 2>/dev/null'"'"' TERM INT'
+    echo 'for rank in 1 0; do'
+    echo "  WORLD_SIZE=2 RANK=\$rank LOCAL_RANK=\$rank MASTER_ADDR=127.0.0.1 MASTER_PORT=29710 $keel sft $dev --threads 4 \\"
+    echo "    --init $(model_of "$r/pretrain") --train-file $r/tasks_train.jsonl --out $r/sft_dp2 --seq-len 128 --batch-size 16 \\"
+    echo "    --steps $(steps 100) --lr 1.5e-3 --warmup-steps 3 --eval-every 0 --checkpoint-every 0 --log-every 25 &"
+    echo '  pids+=($!)'
+    echo 'done'
+    echo 'for p in "${pids[@]}"; do wait "$p" || rc=$?; done'
+    echo 'exit $rc'
+  } >"$work/sft_dp2.sh"
+  from=$(wc -l <"$out/pipeline.log")
+  if stage sft_2_ranks 90 bash "$work/sft_dp2.sh"; then
+    say "  2 ranks: $(tail -n +"$from" "$out/pipeline.log" | grep -o "^computing on .*" | sort | paste -sd ' '); last $(grep -o '"train/loss":[0-9.e+-]*' "$r/sft_dp2/metrics.jsonl" | tail -1)"
+  fi
+fi
 python3 - "$r" <<'PY' 2>&1 | tee -a "$sum"
 import json, os, sys
 r = sys.argv[1]

@@ -241,7 +241,7 @@ torch::Device apply_runtime(int threads, const std::string& device) {
     KEEL_CHECK(dev.index() < static_cast<int>(torch::cuda::device_count()),
                "--device " << device << ": this machine has " << torch::cuda::device_count() << " CUDA device(s)");
     c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->setDevice(dev);
-    std::cerr << "device = " << dev << "\n";
+    std::cerr << "computing on " << dev << "\n";
   }
   return dev;
 }
