@@ -86,13 +86,14 @@ say "cuda_test: exit $? -- $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/tests
 grep -E '^\[  FAILED  \]|Failure|Expected|Which is|what\(\)' "$out/tests.log" | head -20 | tee -a "$sum"
 
 # symbolise: crash-report lines on stdin, each frame followed by the function (and file:line, where
-# the module has debug information) addr2line finds at its offset, or its symbol demangled.
+# the module has debug information) addr2line finds at its offset (5 s at most a frame: LibTorch's
+# CUDA library is a gigabyte), or its symbol demangled.
 symbolise() {
   local l f o
   while IFS= read -r l; do
     if [[ $l =~ ([^[:space:]\(]+)\(\+(0x[0-9a-f]+)\) ]] && command -v addr2line >/dev/null; then
       f=${BASH_REMATCH[1]} o=${BASH_REMATCH[2]}
-      echo "$l  => $(addr2line -f -C -e "$f" "$o" 2>/dev/null | paste -sd ' ')"
+      echo "$l  => $(timeout 5 addr2line -f -C -e "$f" "$o" 2>/dev/null | paste -sd ' ')"
     elif [[ $l =~ \(([A-Za-z_][^+\)]*)\+0x ]] && command -v c++filt >/dev/null; then
       echo "$l  => $(c++filt "${BASH_REMATCH[1]}")"
     else
@@ -231,15 +232,26 @@ stage pretrain 90 $keel pretrain $run --data "$r/data" --tokenizer "$r/tok.model
   --warmup-steps 3 --eval-every 100 --checkpoint-every 100 --log-every 25
 $keel tasks export --split train --per-family 4000 --out "$r/tasks_train.jsonl" >/dev/null 2>&1
 $keel tasks export --split held-out --per-family 50 --out "$r/tasks_heldout.jsonl" >/dev/null 2>&1
-stage sft 90 $keel sft $run --init "$(model_of "$r/pretrain")" --train-file "$r/tasks_train.jsonl" \
+pretrain_model=$(model_of "$r/pretrain")
+stage sft 90 $keel sft $run --init "$pretrain_model" --train-file "$r/tasks_train.jsonl" \
   --eval-file "$r/tasks_heldout.jsonl" --out "$r/sft" --seq-len 128 --batch-size 16 --steps "$(steps 600)" --lr 1.5e-3 \
   --warmup-steps 3 --eval-every 300 --checkpoint-every 300 --log-every 100
 sft_model=$(model_of "$r/sft")
 stage ppo 120 $keel launch --out "$r/ppo" --init "$sft_model" --actors 2 --base-port 29600 --threads-per-process 4 \
   --ppo-args "$dev --updates $(steps 12) --rollouts-per-update 256 --epochs 1 --minibatches 1 --lr 5e-5 --kl-coef 0.04 --eval-every $(steps 12) --eval-per-family 100 --eval-families arithmetic" \
   --actor-args "$dev --batch-prompts 32 --families arithmetic"
-for m in pretrain sft ppo/learner; do
-  stage "eval_${m%%/*}" 40 $keel eval tasks $run --model "$(model_of "$r/$m")" --per-family 100 --out "$r/eval_${m%%/*}.json"
+# A process keel launch started writes its crash report to its own log, and may be restarted.
+if grep -qs "fatal signal" "$r"/ppo/logs/*.log; then
+  for f in "$r"/ppo/logs/*.log; do
+    grep -q "fatal signal" "$f" || continue
+    say "  ${f#"$r"/}: $(grep -c "fatal signal" "$f") fatal signal(s); the first:"
+    grep -m1 -A40 "fatal signal" "$f" | head -42 | symbolise | sed 's/^/    /' | tee -a "$sum"
+  done
+fi
+ppo_model=$(model_of "$r/ppo/learner")
+for m in pretrain sft ppo; do
+  case $m in pretrain) model=$pretrain_model ;; sft) model=$sft_model ;; *) model=$ppo_model ;; esac
+  stage "eval_$m" 40 $keel eval tasks $run --model "$model" --per-family 100 --out "$r/eval_$m.json"
 done
 $keel tasks export --pairs --wrong random --split train --per-family 1000 --seed 2 --out "$r/pairs.jsonl" >/dev/null 2>&1
 $keel tasks export --pairs --wrong random --split held-out --per-family 100 --seed 2 --out "$r/pairs_held.jsonl" >/dev/null 2>&1
@@ -253,23 +265,29 @@ stage dpo 60 $keel dpo $run --init "$sft_model" --train "$r/pairs.h5" --eval-buf
 # ---- data parallel: two SFT ranks on one node (NCCL, a GPU each), where the machine has two GPUs -
 # (on the CPU check, two Gloo ranks: the same script). Each rank names the GPU it computes on.
 gpus=0
-gpu && gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+gpu && gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | wc -l)  # whole GPUs, not MIG slices
 if [ "$gpus" -ge 2 ] || ! gpu; then
+  # Both ranks in the background; the first to fail stops the other (it would wait in the
+  # rendezvous until the stage's limit).
   {
-    echo 'pids=(); rc=0'
-    echo 'trap '"'"'kill "${pids[@]}" 2>/dev/null'"'"' TERM INT'
-    echo 'for rank in 1 0; do'
-    echo "  WORLD_SIZE=2 RANK=\$rank LOCAL_RANK=\$rank MASTER_ADDR=127.0.0.1 MASTER_PORT=29710 $keel sft $dev --threads 4 \\"
-    echo "    --init $(model_of "$r/pretrain") --train-file $r/tasks_train.jsonl --out $r/sft_dp2 --seq-len 128 --batch-size 16 \\"
-    echo "    --steps $(steps 100) --lr 1.5e-3 --warmup-steps 3 --eval-every 0 --checkpoint-every 0 --log-every 25 &"
-    echo '  pids+=($!)'
-    echo 'done'
-    echo 'for p in "${pids[@]}"; do wait "$p" || rc=$?; done'
-    echo 'exit $rc'
+    printf 'cmd=(%q sft %s --threads 4 --init %q --train-file %q --out %q' "$keel" "$dev" "$pretrain_model" \
+      "$r/tasks_train.jsonl" "$r/sft_dp2"
+    printf ' --seq-len 128 --batch-size 16 --steps %d --lr 1.5e-3 --warmup-steps 3 --eval-every 0 --checkpoint-every 0 --log-every 25)\n' \
+      "$(steps 100)"
+    cat <<'SH'
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null' EXIT
+for rank in 1 0; do
+  WORLD_SIZE=2 RANK=$rank LOCAL_RANK=$rank MASTER_ADDR=127.0.0.1 MASTER_PORT=29710 "${cmd[@]}" &
+  pids+=($!)
+done
+for _ in 1 2; do wait -n || exit $?; done
+SH
   } >"$work/sft_dp2.sh"
   from=$(wc -l <"$out/pipeline.log")
   if stage sft_2_ranks 90 bash "$work/sft_dp2.sh"; then
-    say "  2 ranks: $(tail -n +"$from" "$out/pipeline.log" | grep -o "^computing on .*" | sort | paste -sd ' '); last $(grep -o '"train/loss":[0-9.e+-]*' "$r/sft_dp2/metrics.jsonl" | tail -1)"
+    say "  2 ranks: $(tail -n +"$from" "$out/pipeline.log" | grep -o "^computing on .*" | sort | paste -sd ' ' | grep . || echo "on $device");" \
+      "last $(grep -o '"train/loss":[0-9.e+-]*' "$r/sft_dp2/metrics.jsonl" | tail -1)"
   fi
 fi
 python3 - "$r" <<'PY' 2>&1 | tee -a "$sum"

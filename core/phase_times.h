@@ -4,11 +4,14 @@
 //
 // Work on a CUDA device runs after the call that queued it returns, so a phase timed by the clock
 // alone gets its launches and the phase that first waits for a result gets its kernels. Times kept
-// for such a device end every phase by waiting for the device's queued work (one synchronisation a
-// phase; no overlap of one phase's kernels with the next phase's host work).
+// for such a device end every phase by waiting for the work queued on the device's current stream
+// (LibTorch's ops; not NCCL's streams, so an all-reduce overlapping backward stays the gradient
+// sync's): one synchronisation a phase, and no overlap of one phase's kernels with the next
+// phase's host work. Not yet run on a GPU.
 #pragma once
 
-#include <torch/cuda.h>
+#include <c10/core/Stream.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/types.h>
 
 #include <chrono>
@@ -63,12 +66,12 @@ class PhaseTimes {
   }
 
  private:
-  // A CUDA error met here is not thrown from a destructor: it is sticky, and the next call on the
-  // device reports it.
+  // An error met here is not thrown from a destructor (which would end the process): a kernel's
+  // fault stays with the device, and the next call that waits on it reports it.
   void wait_for_device() const noexcept {
     if (!device_.is_cuda()) return;
     try {
-      torch::cuda::synchronize(device_.index());
+      c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_).synchronize();
     } catch (...) {
     }
   }

@@ -2,15 +2,20 @@
 // through a null pointer names the signal, the address and the instruction's place, an offset that
 // addr2line turns back into the faulting function; a call through a bad pointer, where the unwinder
 // stops, names the caller it came from; a stack overflow still reports (the handler's own stack);
-// abort() names no address.
+// threads faulting together give one whole report; abort() names no address.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <thread>
+#include <vector>
 
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <algorithm>
 #include <functional>
 #include <regex>
 #include <string>
@@ -68,6 +73,8 @@ Crash crash_of(const std::function<void()>& body) {
   return c;
 }
 
+bool have_addr2line() { return std::system("command -v addr2line >/dev/null 2>&1") == 0; }
+
 // The function addr2line names at `offset` of this test's executable ("??" where it cannot).
 std::string function_at(const std::string& offset) {
   const std::string cmd = "addr2line -f -e /proc/" + std::to_string(getpid()) + "/exe " + offset + " 2>/dev/null";
@@ -98,6 +105,7 @@ TEST(CrashReport, NullWriteNamesSignalAddressAndTheFaultingFunction) {
   EXPECT_NE(c.report.find("\nkeel: stack:\n"), std::string::npos) << c.report;
   const std::string offset = offset_in_line(c.report, "  at ");
   ASSERT_FALSE(offset.empty()) << c.report;
+  if (!have_addr2line()) GTEST_SKIP() << "no addr2line (binutils) to check the offset with";
   EXPECT_NE(function_at(offset).find("write_through_null"), std::string::npos) << offset << "\n" << c.report;
 }
 
@@ -107,15 +115,45 @@ TEST(CrashReport, CallThroughBadPointerNamesItsCaller) {
   EXPECT_NE(c.report.find("address 0x10\n  at in no module (0x10)\n  called from "), std::string::npos) << c.report;
   const std::string offset = offset_in_line(c.report, "  called from ");
   ASSERT_FALSE(offset.empty()) << c.report;
+  if (!have_addr2line()) GTEST_SKIP() << "no addr2line (binutils) to check the offset with";
   EXPECT_NE(function_at(offset).find("call_through_bad_pointer"), std::string::npos) << offset << "\n" << c.report;
 }
 
 TEST(CrashReport, StackOverflowStillReports) {
-  const Crash c = crash_of([] { std::exit(recurse(0)); });
+  const Crash c = crash_of([] {
+    rlimit stack{};
+    getrlimit(RLIMIT_STACK, &stack);  // an unlimited stack would take the machine's memory first
+    stack.rlim_cur = std::min<rlim_t>(stack.rlim_max, rlim_t{8} << 20);
+    setrlimit(RLIMIT_STACK, &stack);
+    std::exit(recurse(0));
+  });
   EXPECT_EQ(c.signal, SIGSEGV) << c.report;
   const std::string offset = offset_in_line(c.report, "  at ");
   ASSERT_FALSE(offset.empty()) << c.report.substr(0, 2000);
+  if (!have_addr2line()) GTEST_SKIP() << "no addr2line (binutils) to check the offset with";
   EXPECT_NE(function_at(offset).find("recurse"), std::string::npos) << offset;
+}
+
+// Four threads fault at once: one report, whole, and the process dies of the signal.
+TEST(CrashReport, ThreadsFaultingTogetherGiveOneWholeReport) {
+  const Crash c = crash_of([] {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) threads.emplace_back([] { write_through_null(); });
+    for (auto& t : threads) t.join();
+  });
+  EXPECT_EQ(c.signal, SIGSEGV) << c.report;
+  size_t reports = 0;
+  for (size_t at = c.report.find("keel: fatal signal"); at != std::string::npos; at = c.report.find("keel: fatal signal", at + 1))
+    ++reports;
+  EXPECT_EQ(reports, 1u) << c.report;
+  const size_t stack = c.report.find("keel: stack:\n");
+  ASSERT_NE(stack, std::string::npos) << c.report;
+  EXPECT_GE(std::count(c.report.begin() + static_cast<long>(stack), c.report.end(), '\n'), 5)
+      << c.report;  // unwound to the thread's start
+  const std::string offset = offset_in_line(c.report, "  at ");
+  ASSERT_FALSE(offset.empty()) << c.report;
+  if (!have_addr2line()) GTEST_SKIP() << "no addr2line (binutils) to check the offset with";
+  EXPECT_NE(function_at(offset).find("write_through_null"), std::string::npos) << offset << "\n" << c.report;
 }
 
 TEST(CrashReport, AbortNamesNoAddress) {

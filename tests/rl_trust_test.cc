@@ -187,6 +187,8 @@ TEST(SamplingContract, AnActorRefusesBfloat16DecodingCopiesOnCuda) {
   o.model_dir = "m";
   o.decode_dtype = "bfloat16";
   EXPECT_NO_THROW(o.validate());
+  o.device = "cpu:0";
+  EXPECT_NO_THROW(o.validate());
   o.device = "cuda:1";
   EXPECT_NE(test::keel_error_of([&] { o.validate(); }).find("with --device cuda:1 leave it at float32"), std::string::npos);
 }
