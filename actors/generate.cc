@@ -1,5 +1,8 @@
 #include "actors/generate.h"
 
+#include <chrono>
+#include <sstream>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -27,10 +30,22 @@ std::vector<Input> inputs(const GenerateOptions& o) {
 
 }  // namespace
 
-int64_t generate_jsonl(const GenerateOptions& o, torch::Device device, std::ostream& out) {
+std::string GenerateStats::describe() const {
+  std::ostringstream s;
+  s << "generated " << responses << " responses, " << new_tokens << " new tokens in " << sampling_seconds
+    << " s of sampling: " << (sampling_seconds > 0 ? static_cast<double>(new_tokens) / sampling_seconds : 0.0)
+    << " new tokens/s (model load " << load_seconds << " s)";
+  return s.str();
+}
+
+GenerateStats generate_jsonl(const GenerateOptions& o, torch::Device device, std::ostream& out) {
+  using Clock = std::chrono::steady_clock;
   KEEL_CHECK_KIND(ErrorKind::kInvalidArgument, o.batch_size > 0, "--batch-size must be positive, got " << o.batch_size);
   const auto in = inputs(o);
+  GenerateStats stats;
+  const auto load_start = Clock::now();
   auto [model, tok_file, tok] = load_model_dir(o.model_dir, ModelLoadOptions::on(device));
+  stats.load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
   const auto t = resolve_prompt_template(o.prompt_template, o.model_dir);
   const auto batch = static_cast<size_t>(o.batch_size);
   for (size_t i = 0; i < in.size(); i += batch) {
@@ -39,8 +54,11 @@ int64_t generate_jsonl(const GenerateOptions& o, torch::Device device, std::ostr
     for (size_t j = i; j < end; ++j) ids.push_back(prompt_ids(in[j].conversation, t, *tok));
     SamplingConfig sc = o.sampling;
     sc.seed = o.sampling.seed + i;
-    const auto r = sample(model, ids, sc, tok->specials().eos, tok->specials().pad);
+    const auto sample_start = Clock::now();
+    const auto r = sample(model, ids, sc, tok->specials().eos, tok->specials().pad);  // tokens end on the CPU: timed whole
+    stats.sampling_seconds += std::chrono::duration<double>(Clock::now() - sample_start).count();
     for (size_t j = i; j < end; ++j) {
+      stats.new_tokens += static_cast<int64_t>(r.responses[j - i].size());
       double lp = 0;
       for (float x : r.logprobs[j - i]) lp += x;
       auto line = in[j].line;
@@ -52,7 +70,8 @@ int64_t generate_jsonl(const GenerateOptions& o, torch::Device device, std::ostr
       out << line.dump() << "\n";
     }
   }
-  return static_cast<int64_t>(in.size());
+  stats.responses = static_cast<int64_t>(in.size());
+  return stats;
 }
 
 }  // namespace keel

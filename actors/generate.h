@@ -25,7 +25,16 @@ struct GenerateOptions {
   SamplingConfig sampling;  // batch b samples with seed sampling.seed + its first prompt's index
 };
 
-// Throws KeelError when there is nothing to generate from. Returns the lines written.
-int64_t generate_jsonl(const GenerateOptions& o, torch::Device device, std::ostream& out);
+// What a generation took: the throughput a user (or a benchmark) reads off its last line.
+struct GenerateStats {
+  int64_t responses = 0;         // = the lines written
+  int64_t new_tokens = 0;        // summed over responses
+  double load_seconds = 0;       // the model directory, onto the device
+  double sampling_seconds = 0;   // prefills and decoding steps of every batch, from first to last token
+  std::string describe() const;  // one line: counts, seconds, new tokens/s
+};
+
+// Throws KeelError when there is nothing to generate from.
+GenerateStats generate_jsonl(const GenerateOptions& o, torch::Device device, std::ostream& out);
 
 }  // namespace keel

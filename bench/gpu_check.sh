@@ -212,7 +212,7 @@ for bs in 1 32; do
   t0=$(now)
   if stage "decode_b$bs" 60 $keel generate $run --model "$r/gpt2_124m_shape" --prompts "$r/prompts_$bs.jsonl" \
     --batch-size "$bs" --max-new-tokens "$(steps 128)" --stop-at-eos 0 --template none --out "$r/gen_$bs.jsonl"; then
-    say "  decode batch $bs: $n x $(steps 128) tokens in $(since "$t0") s wall, model load and prefill included"
+    say "  decode batch $bs: $n x $(steps 128) tokens in $(since "$t0") s wall; $(grep -o "^generated .*" "$out/pipeline.log" | tail -1)"
   fi
 done
 

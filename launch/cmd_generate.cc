@@ -30,14 +30,15 @@ int cmd_generate(const Args& args) {
   if (parse_options(args, "generate", "Samples responses with the KV cache; writes JSONL.", d).help) return 0;
   const auto dev = apply_runtime(threads, device);
   if (out.empty()) {
-    generate_jsonl(o, dev, std::cout);
+    std::cerr << generate_jsonl(o, dev, std::cout).describe() << "\n";
     return 0;
   }
   std::ofstream file(out);
   KEEL_CHECK_KIND(ErrorKind::kIo, file, "cannot write " << out);
-  generate_jsonl(o, dev, file);
+  const auto stats = generate_jsonl(o, dev, file);
   file.close();
   KEEL_CHECK_KIND(ErrorKind::kIo, file, "write to " << out << " failed");
+  std::cerr << stats.describe() << "\n";
   return 0;
 }
 

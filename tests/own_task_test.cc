@@ -13,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <regex>
 
 #include "tests/support/test_support.h"
 
@@ -103,8 +104,18 @@ TEST(OwnTask, OneTextFileToAReportThroughLaunchConfigAndTheRlStageBeatsSft) {
                    "/sft --seq-len 64 --batch-size 16 --steps 300 --lr 1e-3 --warmup-steps 10 --eval-every 0"
                    " --checkpoint-every 300 --log-every 100"));
   // Generation keeps each input line's fields, so results join back to the inputs.
-  ASSERT_TRUE(step("generate --model " + dir + "/sft/model --prompts " + dir +
-                   "/eval.jsonl --temperature 0 --max-new-tokens 8 --out " + dir + "/generated.jsonl"));
+  {
+    // It ends saying what it produced and at what rate.
+    const auto g = test::keel("generate --model " + dir + "/sft/model --prompts " + dir +
+                              "/eval.jsonl --temperature 0 --max-new-tokens 8 --out " + dir + "/generated.jsonl");
+    ASSERT_EQ(g.code, 0) << g.output;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(g.output, m,
+                                  std::regex("generated ([0-9]+) responses, ([0-9]+) new tokens in [0-9.e-]+ s of "
+                                             "sampling: [0-9.e+]+ new tokens/s")))
+        << g.output;
+    EXPECT_GT(std::stoi(m[2]), std::stoi(m[1])) << g.output;  // more than one token a response
+  }
   {
     std::ifstream in(dir + "/eval.jsonl"), out(dir + "/generated.jsonl");
     std::string a, b;
