@@ -2,9 +2,10 @@
 # keel on a CUDA machine (issue 14, GPU readiness): builds keel against the machine's PyTorch
 # (LibTorch 2.x with CUDA and NCCL), runs the CUDA tests (the CUDA path against the CPU path, a
 # one-rank NCCL group), then the default job's stages with --device cuda (tokenizer, token files,
-# pretrain, SFT, PPO through keel launch with 2 actors, reward model, DPO, held-out evaluation),
-# each stage's wall time and peak GPU memory, and one training step at GPT-2 small's width and
-# depth beside Python eager on the same GPU.
+# pretrain, SFT, PPO through keel launch with 2 actors, reward model, DPO, held-out evaluation;
+# two data-parallel SFT ranks where there are two GPUs), each stage's wall time and peak GPU
+# memory, and at GPT-2 small's width and depth one training step and decoding at batch 1 and 32,
+# each beside Python eager on the same GPU.
 #   bash bench/gpu_check.sh DEB_DIR OUT_DIR
 # DEB_DIR holds the Debian 12 packages keel builds against (DEVELOPERS.md, "Building on a GPU
 # machine"); OUT_DIR gets summary.txt (the figures) and the logs. Writes under /tmp/keel-gpu.
@@ -32,6 +33,8 @@ left() { awk "BEGIN { printf \"%d\", $deadline - ($(now) - $start) }"; }
 # steps N: N, or a few under KEEL_GPU_QUICK.
 steps() { if [ "$quick" = 1 ]; then echo $(($1 < 4 ? $1 : 4)); else echo "$1"; fi; }
 gpu() { [ "$device" != cpu ]; }
+# The Python with PyTorch: the image's on a GPU machine, Debian's python3-torch here.
+py=$(gpu && echo python3 || echo /usr/bin/python3)
 
 if gpu; then
   KEEL_IMAGE_CXX=${CXX:-}
@@ -213,6 +216,12 @@ for bs in 1 32; do
   if stage "decode_b$bs" 60 $keel generate $run --model "$r/gpt2_124m_shape" --prompts "$r/prompts_$bs.jsonl" \
     --batch-size "$bs" --max-new-tokens "$(steps 128)" --stop-at-eos 0 --template none --out "$r/gen_$bs.jsonl"; then
     say "  decode batch $bs: $n x $(steps 128) tokens in $(since "$t0") s wall; $(grep -o "^generated .*" "$out/pipeline.log" | tail -1)"
+    # Python eager on the same device and model: KV cache grown with torch.cat, tokens drawn on the
+    # CPU as keel draws them; new tokens/s over prefill and steps, as keel's line above.
+    if [ -f "$r/gpt2_124m_shape/model.safetensors" ] && [ "$(left)" -gt 30 ]; then
+      KEEL_BENCH_DEVICE=$device timeout "$(($(left) < 60 ? $(left) : 60))" $py bench/reference_bench.py decode \
+        "$r/gpt2_124m_shape" "$bs" "$(steps 128)" 2>&1 | tail -1 | sed 's/^/  Python eager: /' | tee -a "$sum"
+    fi
   fi
 done
 

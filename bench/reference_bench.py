@@ -147,12 +147,12 @@ def _cached_step(w, cfg, tok, pos, cache):
     KV = H if gpt2 else cfg["num_key_value_heads"]
     hd = d // H
     S = t + (cache[0][0].shape[2] if cache[0] is not None else 0)
-    allowed = torch.ones(t, S, dtype=torch.bool).tril(S - t)
+    allowed = torch.ones(t, S, dtype=torch.bool, device=tok.device).tril(S - t)
     if gpt2:
         x = w["transformer.wte.weight"][tok] + w["transformer.wpe.weight"][pos]
     else:
         x = w["model.embed_tokens.weight"][tok]
-        inv = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+        inv = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float32, device=tok.device) / hd))
         f = pos.float()[..., None] * inv
         emb = torch.cat((f, f), -1)[:, None]
         cos, sin = emb.cos(), emb.sin()
@@ -195,25 +195,27 @@ def _cached_step(w, cfg, tok, pos, cache):
 @torch.no_grad()
 def decode(model_dir, B=1, N=64):
     """KV-cached sampling of N new tokens for B prompts of 16 random tokens, the model read from
-    DIR (Hugging Face layout); the time of one step from runs of 1 and N new tokens."""
+    DIR (Hugging Face layout); the time of one step from runs of 1 and N new tokens. On
+    KEEL_BENCH_DEVICE (default cpu); tokens are drawn on the CPU, as keel draws them."""
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "reference"))
     import reference
     cfg, w = reference.load_dir(model_dir)
-    w = {k: v.float() for k, v in w.items()}
+    dev = torch.device(os.environ.get("KEEL_BENCH_DEVICE", "cpu"))
+    w = {k: v.float().to(dev) for k, v in w.items()}
     L = cfg.get("n_layer", cfg.get("num_hidden_layers"))
-    tokens = torch.randint(0, cfg["vocab_size"], (B, 16))
+    tokens = torch.randint(0, cfg["vocab_size"], (B, 16)).to(dev)
     gen = torch.Generator().manual_seed(1)
 
     def run(n):
         cache = [None] * L
-        pos = torch.arange(16)[None].expand(B, 16)
+        pos = torch.arange(16, device=dev)[None].expand(B, 16)
         logits = _cached_step(w, cfg, tokens, pos, cache)
         for i in range(n):
-            logp = torch.log_softmax(logits, -1)
+            logp = torch.log_softmax(logits, -1).cpu()
             nxt = torch.multinomial(logp.exp(), 1, generator=gen)
             logp.gather(1, nxt)
             if i + 1 < n:
-                logits = _cached_step(w, cfg, nxt, torch.full((B, 1), 16 + i), cache)
+                logits = _cached_step(w, cfg, nxt.to(dev), torch.full((B, 1), 16 + i, device=dev), cache)
 
     def best(n, reps):
         t = []
@@ -224,7 +226,7 @@ def decode(model_dir, B=1, N=64):
         return min(t)
     run(2)
     prefill, total = best(1, 3), best(N, 2)
-    print(json.dumps({"bench": "decode", "impl": "python", "model": model_dir, "batch": B, "new_tokens": N,
+    print(json.dumps({"bench": "decode", "impl": "python", "device": str(dev), "model": model_dir, "batch": B, "new_tokens": N,
                       "seconds": round(total, 4), "tokens_per_s": round(B * N / total, 2),
                       "step_s": round((total - prefill) / (N - 1), 5)}))
 
