@@ -33,15 +33,6 @@ void ActorOptions::validate() const {
   sampling.validate();
   KEEL_CHECK(decode_dtype == "float32" || decode_dtype == "bfloat16",
              "--decode-dtype is float32 or bfloat16, got '" << decode_dtype << "'");
-  bool on_cpu = true;
-  try {
-    on_cpu = torch::Device(device).is_cpu();
-  } catch (const std::exception&) {
-    // a --device LibTorch cannot parse is apply_runtime's to name
-  }
-  KEEL_CHECK(decode_dtype == "float32" || on_cpu,
-             "--decode-dtype bfloat16 keeps bfloat16 copies of the weights for keel's CPU decoding kernels; with --device "
-                 << device << " leave it at float32 (LibTorch's CUDA kernels decode from the model's own weights)");
   // The learner recomputes log-probs under the full softmax at --temperature (learner/sampling_contract.h).
   KEEL_CHECK(sampling.temperature > 0,
              "an RL actor needs --temperature > 0: greedy samples have no sampling log-probs for the learner's ratio");

@@ -266,8 +266,8 @@ void DecodeWeights::refresh(const std::vector<torch::Tensor>& nk, const std::vec
   std::unordered_map<const void*, Copy> copies;
   for (const auto* list : {&nk, &kn})
     for (const auto& w : *list) {
-      KEEL_CHECK(w.dim() == 2 && w.scalar_type() == torch::kFloat32 && w.device().is_cpu(),
-                 "decoding copies are made of float32 CPU weight matrices, got " << w.sizes() << " " << w.scalar_type());
+      KEEL_CHECK(w.dim() == 2 && w.scalar_type() == torch::kFloat32,
+                 "decoding copies are made of float32 weight matrices, got " << w.sizes() << " " << w.scalar_type());
       const auto nk_view = list == &kn ? w.detach().t() : w.detach();
       copies[w.unsafeGetTensorImpl()] = {w, nk_view.to(torch::kBFloat16).contiguous()};
     }
@@ -288,6 +288,16 @@ int64_t DecodeWeights::bytes() const {
 DecodeWeightsScope::DecodeWeightsScope(const DecodeWeights* w) : previous_(current_decode_weights) { current_decode_weights = w; }
 DecodeWeightsScope::~DecodeWeightsScope() { current_decode_weights = previous_; }
 
+torch::Tensor decoding_copy_product(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (!current_decode_weights || !x.defined() || x.scalar_type() != torch::kFloat32) return {};
+  if (torch::autograd::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())) return {};
+  const auto copy = current_decode_weights->find(weight);  // [N, K]
+  if (!copy.defined() || copy.device() != x.device()) return {};
+  KEEL_CHECK(x.size(-1) == copy.size(1), "linear: input width " << x.size(-1) << " != the decoding copy's " << copy.size(1));
+  auto y = F::linear(x.to(torch::kBFloat16), copy).to(torch::kFloat32);
+  return bias.defined() ? y + bias : y;
+}
+
 bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   return takes_kernels(x, weight, bias, kMaxSmallRows);
 }
@@ -303,6 +313,8 @@ torch::Tensor linear_nk(const torch::Tensor& x, const torch::Tensor& weight, con
   if ((uses_small_kernel(x, weight, bias) || uses_tiled_kernel(x, weight, bias)) &&
       (!bias.defined() || bias.size(0) == weight.size(0)))
     return small_product(x, weight, bias, /*kn=*/false);
+  if (!x.device().is_cpu())
+    if (auto y = decoding_copy_product(x, weight, bias); y.defined()) return y;
   return F::linear(x, weight, bias);
 }
 
@@ -381,6 +393,8 @@ torch::Tensor linear_kn(const torch::Tensor& x, const torch::Tensor& weight, con
   if ((uses_small_kernel(x, weight, bias) || uses_tiled_kernel(x, weight, bias)) &&
       (!bias.defined() || bias.size(0) == weight.size(1)))
     return small_product(x, weight, bias, /*kn=*/true);
+  if (!x.device().is_cpu())
+    if (auto y = decoding_copy_product(x, weight, bias); y.defined()) return y;
   // One fused addmm over the flattened tokens instead of a matmul and an add.
   auto x2 = x.reshape({-1, x.size(-1)});
   auto y = bias.defined() ? torch::addmm(bias, x2, weight) : torch::mm(x2, weight);

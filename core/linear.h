@@ -45,6 +45,13 @@ torch::Tensor linear_kn(const torch::Tensor& x, const torch::Tensor& weight, con
 // for bit where linear_kn takes them too (uses_small_kernel).
 void linear_kn_into(const float* x, int64_t M, int64_t ldx, const torch::Tensor& weight, const torch::Tensor& bias, float* y);
 
+// x · weight (+ bias) as a device without keel's kernels (CUDA) computes it with `weight`'s
+// decoding copy in scope: the device's own bfloat16 product (x rounded to bfloat16, sums in
+// float32, the result rounded to bfloat16 and widened back) and the bias added in float32. Every
+// row count (a prefill too). Undefined where no copy of `weight` on x's device is in scope, x is not
+// float32, or autograd follows x or weight. linear_nk and linear_kn take it for non-CPU inputs.
+torch::Tensor decoding_copy_product(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
+
 // Whether x · weight (+ bias) takes the in-place kernels rather than LibTorch (for tests and benchmarks).
 bool uses_small_kernel(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
 // Whether it takes them with more than kMaxSmallRows rows (and at most kMaxTiledRows): float32 W.
@@ -54,15 +61,17 @@ bool uses_tiled_kernel(const torch::Tensor& x, const torch::Tensor& weight, cons
 // step reads: with a copy in scope (DecodeWeightsScope) the small-row kernels read it instead of
 // the float32 weight, widening each element to float32 in registers, so products still
 // accumulate in float32 (the result equals the float32 product with the weight rounded to
-// bfloat16, up to summation order). Products with more rows (a prompt's prefill) and autograd keep
-// the float32 weights. Copies are taken by refresh(), after every change of the weights. Copies of
-// [K, N] weights are kept transposed to [N, K]: the dot products along K widen a whole vector of
-// halves per multiply, where the row panels of [K, N] ran compute-bound on the widening (GPT-2
-// small on AVX2: no faster than float32).
+// bfloat16, up to summation order). On the CPU, products with more rows (a prompt's prefill) and
+// autograd keep the float32 weights; on a CUDA device every product without autograd takes the
+// device's bfloat16 product instead (decoding_copy_product), which rounds x and the result too.
+// Copies are taken by refresh(), after every change of the weights. Copies of [K, N] weights are
+// kept transposed to [N, K]: the dot products along K widen a whole vector of halves per multiply,
+// where the row panels of [K, N] ran compute-bound on the widening (GPT-2 small on AVX2: no faster
+// than float32).
 class DecodeWeights {
  public:
-  // Float32 CPU matrices stored [N, K] (`nk`: torch::nn::Linear, the tied head) and [K, N] (`kn`:
-  // GPT-2's Conv1D); replaces every copy.
+  // Float32 matrices stored [N, K] (`nk`: torch::nn::Linear, the tied head) and [K, N] (`kn`:
+  // GPT-2's Conv1D), each copied on its own device; replaces every copy.
   void refresh(const std::vector<torch::Tensor>& nk, const std::vector<torch::Tensor>& kn = {});
   // The copy of `weight` ([N, K] whichever layout `weight` has), or undefined.
   torch::Tensor find(const torch::Tensor& weight) const;

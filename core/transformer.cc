@@ -367,7 +367,6 @@ void TransformerImpl::set_decode_dtype(torch::ScalarType dtype) {
     decode_weights_.reset();
     return;
   }
-  KEEL_CHECK(device().is_cpu(), "bfloat16 decoding copies are for CPU actors; on " << device() << " convert the model instead");
   // Every matrix a decoding step multiplies by; lookup tables (positions, an untied embedding)
   // are read a row at a time and stay float32, as do the training heads.
   std::vector<torch::Tensor> nk, kn;

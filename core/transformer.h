@@ -90,7 +90,9 @@ class TransformerImpl : public torch::nn::Module {
 
   // With kBFloat16, decoding steps (products of few rows, core/linear.h) read bfloat16 copies of
   // the weight matrices, taken now: call again after every change of the weights (an actor, after
-  // each new version). kFloat32 (the default) drops the copies. Training and prefill are unchanged.
+  // each new version). kFloat32 (the default) drops the copies. Training is unchanged, and on the
+  // CPU prefill too; on a CUDA device every product outside autograd is the device's bfloat16
+  // product (core/linear.h, decoding_copy_product).
   void set_decode_dtype(torch::ScalarType dtype);
   torch::ScalarType decode_dtype() const { return decode_weights_ ? torch::kBFloat16 : torch::kFloat32; }
 

@@ -57,7 +57,8 @@ int cmd_actor(const Args& args) {
       "reward-retries", po::value(&o.reward_retries)->default_value(o.reward_retries), "score retries before giving up")(
       "max-batches", po::value(&o.max_batches)->default_value(o.max_batches), "stop after this many batches (0 = never)")(
       "decode-dtype", po::value(&o.decode_dtype)->default_value(o.decode_dtype),
-      "float32 | bfloat16: weights decoding steps read (bfloat16 halves the bytes; products still sum in float32)");
+      "float32 | bfloat16: weights decoding steps read (bfloat16 halves the bytes; products still sum in float32; "
+      "on CUDA, the device's bfloat16 products)");
   // clang-format on
   const auto parsed = parse_options(args, "actor", "Generates, scores and pushes rollouts with the newest policy.", d);
   if (parsed.help && !parsed.check) return 0;

@@ -108,6 +108,35 @@ TEST(SmallProducts, ReadTheBfloat16CopyInScopeAsTheWeightRoundedToBfloat16InEver
   });
 }
 
+// The product a device without keel's kernels (CUDA) computes with a decoding copy, here on the
+// CPU's LibTorch: x and the result rounded to bfloat16 around a float32-summed product with the
+// rounded weight, in either stored layout, the bias added in float32; none without a copy in scope,
+// for a weight without one, or where autograd follows x.
+TEST(DecodingCopyProduct, IsTheBfloat16ProductOfTheRoundedOperandsPlusTheFloat32Bias) {
+  torch::manual_seed(5);
+  auto x = torch::randn({5, 48}), w_nk = torch::randn({24, 48}), w_kn = torch::randn({48, 24}), bias = torch::randn({24});
+  auto bf = [](const torch::Tensor& t) { return t.to(torch::kBFloat16).to(torch::kFloat32); };
+  DecodeWeights copies;
+  copies.refresh({w_nk}, {w_kn});
+  EXPECT_FALSE(decoding_copy_product(x, w_nk, bias).defined()) << "no copy in scope";
+  DecodeWeightsScope scope(&copies);
+  torch::NoGradGuard no_grad;
+  // Each output is one bfloat16 rounding of a float32 sum: within 2^-8 of the sum, relatively.
+  for (const auto& [w, exact] : {std::pair{w_nk, F::linear(bf(x), bf(w_nk))}, std::pair{w_kn, torch::mm(bf(x), bf(w_kn))}}) {
+    const auto y = decoding_copy_product(x, w, bias), product = decoding_copy_product(x, w, {});
+    ASSERT_TRUE(y.defined() && product.defined());
+    EXPECT_EQ(y.scalar_type(), torch::kFloat32);
+    EXPECT_TRUE(y.equal(product + bias)) << "the bias added in float32";
+    EXPECT_LE(((product - exact).abs() - exact.abs() * std::ldexp(1.0, -8)).max().item<float>(), 1e-5);
+    EXPECT_TRUE(product.equal(bf(product))) << "the product is a bfloat16 value widened";
+    EXPECT_GT((y - F::linear(x, w.dim() == 2 && w.size(0) == 24 ? w : w.t(), bias)).abs().max().item<float>(), 1e-3)
+        << "the float32 product, not the copy's";
+  }
+  EXPECT_FALSE(decoding_copy_product(x, torch::randn({24, 48}), bias).defined()) << "a weight without a copy";
+  torch::AutoGradMode grad(true);
+  EXPECT_FALSE(decoding_copy_product(x.clone().requires_grad_(), w_nk, bias).defined()) << "autograd follows x";
+}
+
 // Decoding steps of 9 to kMaxTiledRows rows: register tiles over W [K, N] (every row count modulo
 // the tile's 4, column blocks of 4, 3, 2 and 1 vectors, edge columns, chunks of rows of W that do
 // not divide K) and the row-pair tiles over W [N, K]; the float32 weight is read even with a

@@ -180,19 +180,6 @@ TEST(SamplingContract, AnActorRefusesTruncatedOrGreedySamplingAtStart) {
   EXPECT_NE(test::keel_error_of([&] { o.validate(); }).find("--temperature > 0"), std::string::npos);
 }
 
-// bfloat16 decoding copies are a CPU path: a CUDA actor asking for them stops at its option check,
-// not after loading the model (under keel launch, a restart loop).
-TEST(SamplingContract, AnActorRefusesBfloat16DecodingCopiesOnCuda) {
-  ActorOptions o;
-  o.model_dir = "m";
-  o.decode_dtype = "bfloat16";
-  EXPECT_NO_THROW(o.validate());
-  o.device = "cpu:0";
-  EXPECT_NO_THROW(o.validate());
-  o.device = "cuda:1";
-  EXPECT_NE(test::keel_error_of([&] { o.validate(); }).find("with --device cuda:1 leave it at float32"), std::string::npos);
-}
-
 // rlhf-math / issue numbers: a group whose scores are all equal, summed KL [2, 3.5, 1, 2.5].
 TEST(SamplingContract, TheLauncherGivesActorsTheLearnersSettingsAndRefusesADifferentOne) {
   ActorLearnerJobOptions o;
