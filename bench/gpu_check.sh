@@ -2,8 +2,8 @@
 # keel on a CUDA machine (issue 14, GPU readiness): builds keel against the machine's PyTorch
 # (LibTorch 2.x with CUDA and NCCL), runs the CUDA tests (the CUDA path against the CPU path, a
 # one-rank NCCL group), then the default job's stages with --device cuda (tokenizer, token files,
-# pretrain, SFT, PPO through keel launch with 2 actors, reward model, DPO, held-out evaluation;
-# two data-parallel SFT ranks where there are two GPUs), each stage's wall time and peak GPU
+# pretrain, SFT, PPO through keel launch with 2 bfloat16 actors, reward model, DPO, held-out
+# evaluation; two data-parallel SFT ranks where there are two GPUs), each stage's wall time and peak GPU
 # memory, and at GPT-2 small's width and depth one training step and decoding at batch 1 and 32,
 # each beside Python eager on the same GPU.
 #   bash bench/gpu_check.sh DEB_DIR OUT_DIR
@@ -248,7 +248,7 @@ stage sft 90 $keel sft $run --init "$pretrain_model" --train-file "$r/tasks_trai
 sft_model=$(model_of "$r/sft")
 stage ppo 120 $keel launch --out "$r/ppo" --init "$sft_model" --actors 2 --base-port 29600 --threads-per-process 4 \
   --ppo-args "$dev --updates $(steps 12) --rollouts-per-update 256 --epochs 1 --minibatches 1 --lr 5e-5 --kl-coef 0.04 --eval-every $(steps 12) --eval-per-family 100 --eval-families arithmetic" \
-  --actor-args "$dev --batch-prompts 32 --families arithmetic"
+  --actor-args "$dev --batch-prompts 32 --families arithmetic --decode-dtype bfloat16"
 # A process keel launch started writes its crash report to its own log, and may be restarted.
 if grep -qs "fatal signal" "$r"/ppo/logs/*.log; then
   for f in "$r"/ppo/logs/*.log; do
@@ -316,7 +316,8 @@ if "sft" in acc:
 print(f"  pretrain held-out loss {last(f'{r}/pretrain/metrics.jsonl', 'eval/loss')}; SFT eval loss {last(f'{r}/sft/metrics.jsonl', 'eval/loss')}")
 ppo = f"{r}/ppo/learner/metrics.jsonl"
 print(f"  PPO last update: KL {last(ppo, 'ppo/kl')}, version {last(ppo, 'ppo/version')}, held-out arithmetic "
-      f"accuracy {last(ppo, 'eval/accuracy/arithmetic')}, expected reward {last(ppo, 'eval/expected_reward')}")
+      f"accuracy {last(ppo, 'eval/accuracy/arithmetic')}, expected reward {last(ppo, 'eval/expected_reward')}; "
+      f"bfloat16 actors' log-prob gap to the learner: mean {last(ppo, 'ppo/logp_gap_mean')}, max {last(ppo, 'ppo/logp_gap_max')}")
 if os.path.exists(ppo):
     ups = [u for u in map(json.loads, open(ppo)) if "ppo/time/cycle" in u][1:]
     if ups:
