@@ -103,6 +103,15 @@ std::string offset_in_line(const std::string& report, const std::string& prefix)
   return std::regex_search(report, m, line) ? m[1].str() : "";
 }
 
+// The report's line starting with `prefix` names this executable at an offset addr2line maps back
+// into `function` (the check skipped where binutils is missing).
+void expect_line_names(const std::string& report, const std::string& prefix, const std::string& function) {
+  const std::string offset = offset_in_line(report, prefix);
+  ASSERT_FALSE(offset.empty()) << prefix << "\n" << report.substr(0, 2000);
+  if (!have_addr2line()) GTEST_SKIP() << "no addr2line (binutils) to check the offset with";
+  EXPECT_NE(function_at(offset).find(function), std::string::npos) << offset << "\n" << report.substr(0, 2000);
+}
+
 TEST(CrashReport, NullWriteNamesSignalAddressAndTheFaultingFunction) {
   KEEL_SKIP_UNDER_ASAN();
   const Crash c = crash_of([] { write_through_null(); });
@@ -111,10 +120,7 @@ TEST(CrashReport, NullWriteNamesSignalAddressAndTheFaultingFunction) {
                                                      "\\(main\\), address 0x0\n  at ")))
       << c.report;
   EXPECT_NE(c.report.find("\nkeel: stack:\n"), std::string::npos) << c.report;
-  const std::string offset = offset_in_line(c.report, "  at ");
-  ASSERT_FALSE(offset.empty()) << c.report;
-  if (!have_addr2line()) GTEST_SKIP() << "no addr2line (binutils) to check the offset with";
-  EXPECT_NE(function_at(offset).find("write_through_null"), std::string::npos) << offset << "\n" << c.report;
+  expect_line_names(c.report, "  at ", "write_through_null");
 }
 
 TEST(CrashReport, CallThroughBadPointerNamesItsCaller) {
@@ -122,10 +128,7 @@ TEST(CrashReport, CallThroughBadPointerNamesItsCaller) {
   const Crash c = crash_of([] { call_through_bad_pointer(); });
   EXPECT_EQ(c.signal, SIGSEGV) << c.report;
   EXPECT_NE(c.report.find("address 0x10\n  at in no module (0x10)\n  called from "), std::string::npos) << c.report;
-  const std::string offset = offset_in_line(c.report, "  called from ");
-  ASSERT_FALSE(offset.empty()) << c.report;
-  if (!have_addr2line()) GTEST_SKIP() << "no addr2line (binutils) to check the offset with";
-  EXPECT_NE(function_at(offset).find("call_through_bad_pointer"), std::string::npos) << offset << "\n" << c.report;
+  expect_line_names(c.report, "  called from ", "call_through_bad_pointer");
 }
 
 TEST(CrashReport, StackOverflowStillReports) {
@@ -138,10 +141,7 @@ TEST(CrashReport, StackOverflowStillReports) {
     std::exit(recurse(0));
   });
   EXPECT_EQ(c.signal, SIGSEGV) << c.report;
-  const std::string offset = offset_in_line(c.report, "  at ");
-  ASSERT_FALSE(offset.empty()) << c.report.substr(0, 2000);
-  if (!have_addr2line()) GTEST_SKIP() << "no addr2line (binutils) to check the offset with";
-  EXPECT_NE(function_at(offset).find("recurse"), std::string::npos) << offset;
+  expect_line_names(c.report, "  at ", "recurse");
 }
 
 // Four threads fault at once: one report, whole, and the process dies of the signal.
@@ -161,10 +161,7 @@ TEST(CrashReport, ThreadsFaultingTogetherGiveOneWholeReport) {
   ASSERT_NE(stack, std::string::npos) << c.report;
   EXPECT_GE(std::count(c.report.begin() + static_cast<long>(stack), c.report.end(), '\n'), 5)
       << c.report;  // unwound to the thread's start
-  const std::string offset = offset_in_line(c.report, "  at ");
-  ASSERT_FALSE(offset.empty()) << c.report;
-  if (!have_addr2line()) GTEST_SKIP() << "no addr2line (binutils) to check the offset with";
-  EXPECT_NE(function_at(offset).find("write_through_null"), std::string::npos) << offset << "\n" << c.report;
+  expect_line_names(c.report, "  at ", "write_through_null");
 }
 
 TEST(CrashReport, AbortNamesNoAddress) {
