@@ -62,4 +62,26 @@ std::string shell_join(const std::vector<std::string>& words) {
   return out;
 }
 
+std::string arg_value(const std::vector<std::string>& args, const std::string& name) {
+  std::string v;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == name && i + 1 < args.size()) v = args[i + 1];
+    if (args[i].rfind(name + "=", 0) == 0) v = args[i].substr(name.size() + 1);
+  }
+  return v;
+}
+
+std::vector<std::string> with_option(std::vector<std::string> args, const std::string& name, const std::string& value) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == name) {
+      ++i;  // and its value
+      continue;
+    }
+    if (args[i].rfind(name + "=", 0) != 0) out.push_back(args[i]);
+  }
+  out.insert(out.end(), {name, value});
+  return out;
+}
+
 }  // namespace keel

@@ -47,7 +47,12 @@ int cmd_launch(const Args& args) {
       "all | head (reward service and learner) | actors (only this node's actors, against --host's endpoints)")(
       "actor-rank-base", po::value(&o.actor_rank_base)->default_value(o.actor_rank_base), "rank of this node's first actor")(
       "actor-world", po::value(&o.actor_world)->default_value(o.actor_world), "actors over all nodes (0: --actors)")(
-      "done-file", po::value(&o.done_file), "role actors: stop the actors when this file appears (the learner's end)");
+      "done-file", po::value(&o.done_file), "role actors: stop the actors when this file appears (the learner's end)")(
+      "actor-devices", po::value(&o.actor_devices)->default_value(o.actor_devices),
+      "auto: actors given --device cuda take this node's GPUs in turn, leaving out the learner's, the reward service's and "
+      "--head-gpus while any is left; or a list the actors take in turn (cuda:1,cuda:2,cpu), replacing their --device")(
+      "head-gpus", po::value(&o.head_gpus)->default_value(o.head_gpus),
+      "this node's first N GPUs belong to processes started elsewhere (role actors on the head node: the learner ranks)");
   // clang-format on
   const auto parsed = parse_options(args, "launch",
                                     "Starts learner, reward service and actors as processes on this machine. A --config file "

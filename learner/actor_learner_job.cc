@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/shell_words.h"
+#include "learner/actor_devices.h"
 #include "learner/run_status.h"
 #include "wire/curve.h"
 
@@ -24,6 +25,7 @@ void ActorLearnerJobOptions::validate() const {
   KEEL_CHECK(
       actor_rank_base >= 0 && (actor_world == 0 || actor_rank_base + actors <= actor_world),
       "actor ranks " << actor_rank_base << ".." << actor_rank_base + actors - 1 << " do not fit --actor-world " << actor_world);
+  KEEL_CHECK(head_gpus >= 0, "--head-gpus must be at least 0");
 }
 
 namespace {
@@ -57,17 +59,6 @@ void write_launch_ini(const ActorLearnerJobOptions& o, const std::vector<ChildSp
   std::ofstream f(o.out + "/launch.ini");
   f << o.resolved_config;
   for (const auto& c : children) f << "# " << c.name << ": keel " << shell_join(c.args) << "\n";
-}
-
-// The value of `--name` in a command line (`--name v` or `--name=v`), the last one winning as in
-// Boost.Program_options; empty when absent.
-std::string arg_value(const std::vector<std::string>& args, const std::string& name) {
-  std::string v;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == name && i + 1 < args.size()) v = args[i + 1];
-    if (args[i].rfind(name + "=", 0) == 0) v = args[i].substr(name.size() + 1);
-  }
-  return v;
 }
 
 bool same_setting(const std::string& a, const std::string& b) {
@@ -180,13 +171,14 @@ std::vector<ChildSpec> actor_learner_processes(const ActorLearnerJobOptions& o) 
   if (o.role == "head") return out;
   const int world = o.actor_world > 0 ? o.actor_world : o.actors;
   const auto actor_args = actor_args_with_learner_sampling(o);
+  const auto devices = actor_devices(o, actor_devices_need_gpus(o) ? visible_gpus() : 0);
   for (int i = 0; i < o.actors; ++i) {
     const int rank = o.actor_rank_base + i;
     out.push_back(
         child("actor-" + std::to_string(rank),
               {"actor", "--model", o.init, "--rank", std::to_string(rank), "--world", std::to_string(world), "--rollouts",
                e.rollouts, "--weights", e.weights, "--chunks", e.chunks, "--reward", e.reward, "--threads", th},
-              actor_args, o));
+              devices[i].empty() ? actor_args : with_option(actor_args, "--device", devices[i]), o));
     out.back().args.insert(out.back().args.end(), {"--incarnation", "0"});
     out.back().incarnation_arg = static_cast<int>(out.back().args.size()) - 1;
   }
@@ -198,7 +190,7 @@ void check_job_options(const ActorLearnerJobOptions& o) {
   bool actor_checked = false;
   for (const auto& c : actor_learner_processes(o)) {
     const bool actor = c.name.rfind("actor-", 0) == 0;
-    if (actor && actor_checked) continue;  // every actor has the same options but its rank
+    if (actor && actor_checked) continue;  // actors differ only in rank and device (checked by actor_devices)
     actor_checked |= actor;
     auto args = c.args;
     args.push_back("--check-config");

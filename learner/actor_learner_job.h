@@ -40,6 +40,8 @@ struct ActorLearnerJobOptions {
   int actor_rank_base = 0;                                         // rank of this node's first actor
   int actor_world = 0;                                             // actors over all nodes (0: actors)
   std::string done_file;                                           // role actors: stop when this file exists
+  std::string actor_devices = "auto";                              // auto | a list: learner/actor_devices.h
+  int head_gpus = 0;                                               // this node's first GPUs held by the head's processes
   void validate() const;
 };
 

@@ -6,6 +6,8 @@
 
 #include "core/error.h"
 #include "core/shell_words.h"
+#include "learner/actor_devices.h"
+#include "learner/actor_learner_job.h"
 #include "tests/support/test_support.h"
 
 namespace keel {
@@ -81,6 +83,87 @@ TEST(LaunchConfig, ABadSectionOrOptionIsNamedBeforeAnythingStarts) {
   l = check_launch("launch_cfg_quote", "", "--reward-args \"--program 'python3 x.py\"");
   EXPECT_EQ(l.r.code, 1);
   EXPECT_NE(l.r.output.find("unterminated ' quote"), std::string::npos) << l.r.output;
+}
+
+TEST(ShellWords, AnOptionsValueIsReadAndReplacedInEitherSpelling) {
+  const std::vector<std::string> args = {"--a", "1", "--device", "cuda", "--b=2", "--device=cpu"};
+  EXPECT_EQ(arg_value(args, "--device"), "cpu");  // the last one wins, as in Boost.Program_options
+  EXPECT_EQ(arg_value(args, "--c"), "");
+  const std::vector<std::string> want = {"--a", "1", "--b=2", "--device", "cuda:1"};
+  EXPECT_EQ(with_option(args, "--device", "cuda:1"), want);
+}
+
+ActorLearnerJobOptions job_on_gpus(int actors, std::vector<std::string> actor_args, std::vector<std::string> learner_args = {}) {
+  ActorLearnerJobOptions o;
+  o.init = "sft";
+  o.actors = actors;
+  o.actor_args = std::move(actor_args);
+  o.learner_args = std::move(learner_args);
+  return o;
+}
+
+using Devices = std::vector<std::string>;
+
+TEST(ActorDevices, ActorsOnCudaTakeTheGpusTheHeadLeavesInTurn) {
+  // The learner on cuda (GPU 0): 3 actors on a 4-GPU node take GPUs 1, 2, 3; a fourth wraps to 1.
+  auto o = job_on_gpus(3, {"--device", "cuda"}, {"--device", "cuda"});
+  EXPECT_EQ(actor_devices(o, 4), (Devices{"cuda:1", "cuda:2", "cuda:3"}));
+  o.actors = 4;
+  EXPECT_EQ(actor_devices(o, 4), (Devices{"cuda:1", "cuda:2", "cuda:3", "cuda:1"}));
+  // The learner on GPU 2 and a reward model on GPU 0: the actors take 1 and 3.
+  o = job_on_gpus(2, {"--device=cuda"}, {"--device", "cuda:2"});
+  o.reward_args = {"--device", "cuda:0"};
+  EXPECT_EQ(actor_devices(o, 4), (Devices{"cuda:1", "cuda:3"}));
+  // A learner on the CPU leaves every GPU to the actors.
+  o = job_on_gpus(3, {"--device", "cuda"});
+  EXPECT_EQ(actor_devices(o, 2), (Devices{"cuda:0", "cuda:1", "cuda:0"}));
+  // One GPU: everyone shares it.
+  o = job_on_gpus(2, {"--device", "cuda"}, {"--device", "cuda"});
+  EXPECT_EQ(actor_devices(o, 1), (Devices{"cuda:0", "cuda:0"}));
+  // Role actors on the Slurm head node: the first 2 GPUs are the learner ranks'; this launch
+  // starts no learner, so its options hold no GPU.
+  o = job_on_gpus(3, {"--device", "cuda"}, {"--device", "cuda:3"});
+  o.role = "actors";
+  o.head_gpus = 2;
+  EXPECT_EQ(actor_devices(o, 4), (Devices{"cuda:2", "cuda:3", "cuda:2"}));
+  // The config file's [actor] section counts as the actors' options.
+  o = job_on_gpus(2, {});
+  o.sections["actor"] = {"--device", "cuda"};
+  EXPECT_EQ(actor_devices(o, 3), (Devices{"cuda:0", "cuda:1"}));
+}
+
+TEST(ActorDevices, AGivenDeviceStaysAndAListIsTakenInTurn) {
+  EXPECT_EQ(actor_devices(job_on_gpus(2, {"--device", "cuda:3"}), 4), (Devices{"", ""}));
+  EXPECT_EQ(actor_devices(job_on_gpus(2, {}), 4), (Devices{"", ""}));                    // the CPU
+  EXPECT_EQ(actor_devices(job_on_gpus(2, {"--device", "cuda"}), 0), (Devices{"", ""}));  // the actor says there is none
+  auto o = job_on_gpus(3, {});
+  o.actor_devices = "cuda:1,cpu";
+  EXPECT_EQ(actor_devices(o, 2), (Devices{"cuda:1", "cpu", "cuda:1"}));
+  o.actor_devices = "cuda:2,cpu";
+  auto err = test::keel_error_of([&] { actor_devices(o, 2); });
+  EXPECT_NE(err.find("--actor-devices: cuda:2, but this machine has 2 CUDA device(s)"), std::string::npos) << err;
+  for (const std::string bad : {"gpu1", "cuda:", "cuda:1x", "cuda:1,,cpu"}) {
+    o.actor_devices = bad;
+    err = test::keel_error_of([&] { actor_devices(o, 2); });
+    EXPECT_NE(err.find("is not cpu, cuda or cuda:N"), std::string::npos) << bad << ": " << err;
+  }
+  o.actor_devices = "cpu";
+  o.actor_args = {"--device", "cuda"};
+  err = test::keel_error_of([&] { actor_devices(o, 2); });
+  EXPECT_NE(err.find("--actor-devices cpu and the actors' --device cuda both say where the actors run"), std::string::npos)
+      << err;
+  // The launcher's command lines carry each actor's device once.
+  o.actor_args = {"--families", "sort"};
+  o.actor_devices = "cpu";
+  int actors = 0;
+  for (const auto& c : actor_learner_processes(o)) {
+    if (c.name.rfind("actor-", 0) != 0) continue;
+    const auto line = shell_join(c.args);
+    ++actors;
+    EXPECT_NE(line.find("--device cpu"), std::string::npos) << line;
+    EXPECT_EQ(line.find("--device"), line.rfind("--device")) << line;
+  }
+  EXPECT_EQ(actors, 3);
 }
 
 }  // namespace
