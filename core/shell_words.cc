@@ -71,7 +71,7 @@ std::string arg_value(const std::vector<std::string>& args, const std::string& n
   return v;
 }
 
-std::vector<std::string> with_option(std::vector<std::string> args, const std::string& name, const std::string& value) {
+std::vector<std::string> with_option(const std::vector<std::string>& args, const std::string& name, const std::string& value) {
   std::vector<std::string> out;
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == name) {

@@ -21,11 +21,11 @@ std::string shell_quote(const std::string& word);
 // Words joined by spaces, each quoted as needed.
 std::string shell_join(const std::vector<std::string>& words);
 
-// The value of `--name` in a command line's words (`--name v` or `--name=v`), the last one winning
-// as in Boost.Program_options; empty when absent.
+// The value of `--name` in a command line's words (`--name v` or `--name=v`), the last one where
+// it is given more than once; empty when absent. Names are matched whole (not an abbreviation).
 std::string arg_value(const std::vector<std::string>& args, const std::string& name);
 
 // `args` with every `--name v` and `--name=v` removed and `--name value` appended.
-std::vector<std::string> with_option(std::vector<std::string> args, const std::string& name, const std::string& value);
+std::vector<std::string> with_option(const std::vector<std::string>& args, const std::string& name, const std::string& value);
 
 }  // namespace keel

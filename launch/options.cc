@@ -235,7 +235,7 @@ torch::Device apply_runtime(int threads, const std::string& device) {
     // Data-parallel ranks on one node each take their own GPU (LOCAL_RANK, or Slurm's SLURM_LOCALID).
     const auto env = distributed_env_from_environment();
     const auto gpus = static_cast<int>(torch::cuda::device_count());
-    if (env.enabled()) dev = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % gpus));
+    if (env.enabled()) dev = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(default_cuda_index(env, gpus)));
   }
   if (dev.is_cuda() && dev.has_index()) {
     KEEL_CHECK(dev.index() < static_cast<int>(torch::cuda::device_count()),

@@ -151,7 +151,7 @@ std::vector<std::string> actor_args_with_learner_sampling(const ActorLearnerJobO
   return args;
 }
 
-std::vector<ChildSpec> actor_learner_processes(const ActorLearnerJobOptions& o) {
+std::vector<ChildSpec> actor_learner_processes(const ActorLearnerJobOptions& o, const std::function<int()>& gpus) {
   o.validate();
   const auto e = endpoints_of(o);
   const std::string th = std::to_string(o.threads_per_process);
@@ -171,7 +171,7 @@ std::vector<ChildSpec> actor_learner_processes(const ActorLearnerJobOptions& o) 
   if (o.role == "head") return out;
   const int world = o.actor_world > 0 ? o.actor_world : o.actors;
   const auto actor_args = actor_args_with_learner_sampling(o);
-  const auto devices = actor_devices(o, actor_devices_need_gpus(o) ? visible_gpus() : 0);
+  const auto devices = actor_devices(o, gpus);
   for (int i = 0; i < o.actors; ++i) {
     const int rank = o.actor_rank_base + i;
     out.push_back(

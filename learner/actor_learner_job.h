@@ -13,12 +13,14 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "core/process_supervisor.h"
+#include "learner/actor_devices.h"
 
 namespace keel {
 
@@ -62,8 +64,9 @@ std::vector<std::string> role_args(const ActorLearnerJobOptions& o, const std::s
 // every batch, learner/sampling_contract.h).
 std::vector<std::string> actor_args_with_learner_sampling(const ActorLearnerJobOptions& o);
 
-// The processes of the job, in start order (reward, learner, actors).
-std::vector<ChildSpec> actor_learner_processes(const ActorLearnerJobOptions& o);
+// The processes of the job, in start order (reward, learner, actors); each actor's device as
+// learner/actor_devices.h assigns it, `gpus` counting the GPUs when that needs them.
+std::vector<ChildSpec> actor_learner_processes(const ActorLearnerJobOptions& o, const std::function<int()>& gpus = visible_gpus);
 
 // Checks every role's full command line (`keel <role> ... --check-config` in a child process),
 // before anything starts: an unknown option, a bad value or a missing file is an error naming the

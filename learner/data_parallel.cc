@@ -45,6 +45,8 @@ int env_int(const char* name, int fallback) {
 }
 }  // namespace
 
+int default_cuda_index(const DistributedEnv& env, int gpus) { return env.enabled() && gpus > 0 ? env.local_rank % gpus : 0; }
+
 DistributedEnv distributed_env_from_environment() {
   DistributedEnv e;
   const bool torch_style = env("WORLD_SIZE") || env("RANK");

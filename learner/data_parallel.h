@@ -30,6 +30,11 @@ struct DistributedEnv {
 // Reads the environment; world 1 when none of the variables is set. Throws on inconsistent values.
 DistributedEnv distributed_env_from_environment();
 
+// The GPU that `--device cuda` (no index) means in a process with this environment, on a machine
+// with `gpus` GPUs: a data-parallel rank's own, local rank mod gpus (ranks on one node each take
+// a GPU), else 0, LibTorch's current device.
+int default_cuda_index(const DistributedEnv& env, int gpus);
+
 class DataParallel {
  public:
   DataParallel(const DistributedEnv& env, std::chrono::milliseconds timeout, torch::Device device);

@@ -4,10 +4,15 @@
 // starts.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <functional>
+#include <optional>
+
 #include "core/error.h"
 #include "core/shell_words.h"
 #include "learner/actor_devices.h"
 #include "learner/actor_learner_job.h"
+#include "learner/data_parallel.h"
 #include "tests/support/test_support.h"
 
 namespace keel {
@@ -104,66 +109,128 @@ ActorLearnerJobOptions job_on_gpus(int actors, std::vector<std::string> actor_ar
 
 using Devices = std::vector<std::string>;
 
+std::function<int()> gpus_are(int n) {
+  return [n] { return n; };
+}
+
 TEST(ActorDevices, ActorsOnCudaTakeTheGpusTheHeadLeavesInTurn) {
   // The learner on cuda (GPU 0): 3 actors on a 4-GPU node take GPUs 1, 2, 3; a fourth wraps to 1.
   auto o = job_on_gpus(3, {"--device", "cuda"}, {"--device", "cuda"});
-  EXPECT_EQ(actor_devices(o, 4), (Devices{"cuda:1", "cuda:2", "cuda:3"}));
+  EXPECT_EQ(actor_devices(o, gpus_are(4)), (Devices{"cuda:1", "cuda:2", "cuda:3"}));
   o.actors = 4;
-  EXPECT_EQ(actor_devices(o, 4), (Devices{"cuda:1", "cuda:2", "cuda:3", "cuda:1"}));
+  EXPECT_EQ(actor_devices(o, gpus_are(4)), (Devices{"cuda:1", "cuda:2", "cuda:3", "cuda:1"}));
   // The learner on GPU 2 and a reward model on GPU 0: the actors take 1 and 3.
   o = job_on_gpus(2, {"--device=cuda"}, {"--device", "cuda:2"});
   o.reward_args = {"--device", "cuda:0"};
-  EXPECT_EQ(actor_devices(o, 4), (Devices{"cuda:1", "cuda:3"}));
-  // A learner on the CPU leaves every GPU to the actors.
+  EXPECT_EQ(actor_devices(o, gpus_are(4)), (Devices{"cuda:1", "cuda:3"}));
+  // A learner on the CPU, or on a GPU past the machine's (it fails at its own start), leaves every GPU to the actors.
   o = job_on_gpus(3, {"--device", "cuda"});
-  EXPECT_EQ(actor_devices(o, 2), (Devices{"cuda:0", "cuda:1", "cuda:0"}));
+  EXPECT_EQ(actor_devices(o, gpus_are(2)), (Devices{"cuda:0", "cuda:1", "cuda:0"}));
+  o.learner_args = {"--device", "cuda:7"};
+  EXPECT_EQ(actor_devices(o, gpus_are(2)), (Devices{"cuda:0", "cuda:1", "cuda:0"}));
   // One GPU: everyone shares it.
   o = job_on_gpus(2, {"--device", "cuda"}, {"--device", "cuda"});
-  EXPECT_EQ(actor_devices(o, 1), (Devices{"cuda:0", "cuda:0"}));
-  // Role actors on the Slurm head node: the first 2 GPUs are the learner ranks'; this launch
-  // starts no learner, so its options hold no GPU.
-  o = job_on_gpus(3, {"--device", "cuda"}, {"--device", "cuda:3"});
-  o.role = "actors";
-  o.head_gpus = 2;
-  EXPECT_EQ(actor_devices(o, 4), (Devices{"cuda:2", "cuda:3", "cuda:2"}));
+  EXPECT_EQ(actor_devices(o, gpus_are(1)), (Devices{"cuda:0", "cuda:0"}));
   // The config file's [actor] section counts as the actors' options.
   o = job_on_gpus(2, {});
   o.sections["actor"] = {"--device", "cuda"};
-  EXPECT_EQ(actor_devices(o, 3), (Devices{"cuda:0", "cuda:1"}));
+  EXPECT_EQ(actor_devices(o, gpus_are(3)), (Devices{"cuda:0", "cuda:1"}));
+}
+
+TEST(ActorDevices, GpusHeldElsewhereOnTheNodeAreLeftOut) {
+  // Role actors on the Slurm head node: the first 2 GPUs are the learner ranks'; this launch
+  // starts no learner, so its options hold no GPU.
+  auto o = job_on_gpus(3, {"--device", "cuda"}, {"--device", "cuda:3"});
+  o.role = "actors";
+  o.head_gpus = 2;
+  EXPECT_EQ(actor_devices(o, gpus_are(4)), (Devices{"cuda:2", "cuda:3", "cuda:2"}));
+  // Role all: --head-gpus and the learner's GPU together; every GPU held: the actors share them all.
+  o.role = "all";
+  EXPECT_EQ(actor_devices(o, gpus_are(5)), (Devices{"cuda:2", "cuda:4", "cuda:2"}));
+  o.head_gpus = 6;
+  EXPECT_EQ(actor_devices(o, gpus_are(4)), (Devices{"cuda:0", "cuda:1", "cuda:2"}));
+  o.head_gpus = -1;
+  EXPECT_NE(test::keel_error_of([&] { actor_learner_processes(o, gpus_are(4)); }).find("--head-gpus must be at least 0"),
+            std::string::npos);
+}
+
+// Sets environment variables for a scope; restores what was there.
+class ScopedEnv {
+ public:
+  ScopedEnv(std::vector<std::pair<std::string, std::string>> vars) : vars_(std::move(vars)) {
+    for (auto& [k, v] : vars_) {
+      const char* old = std::getenv(k.c_str());
+      saved_.push_back(old ? std::optional<std::string>(old) : std::nullopt);
+      ::setenv(k.c_str(), v.c_str(), 1);
+    }
+  }
+  ~ScopedEnv() {
+    for (size_t i = 0; i < vars_.size(); ++i)
+      saved_[i] ? ::setenv(vars_[i].first.c_str(), saved_[i]->c_str(), 1) : ::unsetenv(vars_[i].first.c_str());
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> vars_;
+  std::vector<std::optional<std::string>> saved_;
+};
+
+TEST(ActorDevices, ALearnersCudaIsTheGpuItResolvesToItself) {
+  // Under a data-parallel environment the learner's `cuda` is its local rank's GPU (apply_runtime's
+  // rule, default_cuda_index), and the launcher leaves that one out, not GPU 0.
+  ScopedEnv env({{"WORLD_SIZE", "4"}, {"RANK", "3"}, {"LOCAL_RANK", "3"}});
+  EXPECT_EQ(default_cuda_index(distributed_env_from_environment(), 4), 3);
+  EXPECT_EQ(default_cuda_index(distributed_env_from_environment(), 2), 1);
+  const auto o = job_on_gpus(3, {"--device", "cuda"}, {"--device", "cuda"});
+  EXPECT_EQ(actor_devices(o, gpus_are(4)), (Devices{"cuda:0", "cuda:1", "cuda:2"}));
 }
 
 TEST(ActorDevices, AGivenDeviceStaysAndAListIsTakenInTurn) {
-  EXPECT_EQ(actor_devices(job_on_gpus(2, {"--device", "cuda:3"}), 4), (Devices{"", ""}));
-  EXPECT_EQ(actor_devices(job_on_gpus(2, {}), 4), (Devices{"", ""}));                    // the CPU
-  EXPECT_EQ(actor_devices(job_on_gpus(2, {"--device", "cuda"}), 0), (Devices{"", ""}));  // the actor says there is none
+  EXPECT_EQ(actor_devices(job_on_gpus(2, {"--device", "cuda:3"}), gpus_are(4)), (Devices{"", ""}));
+  int asked = 0;
+  EXPECT_EQ(actor_devices(job_on_gpus(2, {}), [&] { return ++asked; }), (Devices{"", ""}));  // the CPU
+  EXPECT_EQ(asked, 0) << "a CPU job does not ask CUDA for its GPUs";
+  EXPECT_EQ(actor_devices(job_on_gpus(2, {"--device", "cuda"}), gpus_are(0)), (Devices{"", ""}));  // the actor says there is none
   auto o = job_on_gpus(3, {});
-  o.actor_devices = "cuda:1,cpu";
-  EXPECT_EQ(actor_devices(o, 2), (Devices{"cuda:1", "cpu", "cuda:1"}));
+  o.actor_devices = "cuda:1, cpu";
+  EXPECT_EQ(actor_devices(o, gpus_are(2)), (Devices{"cuda:1", "cpu", "cuda:1"}));
   o.actor_devices = "cuda:2,cpu";
-  auto err = test::keel_error_of([&] { actor_devices(o, 2); });
+  auto err = test::keel_error_of([&] { actor_devices(o, gpus_are(2)); });
   EXPECT_NE(err.find("--actor-devices: cuda:2, but this machine has 2 CUDA device(s)"), std::string::npos) << err;
-  for (const std::string bad : {"gpu1", "cuda:", "cuda:1x", "cuda:1,,cpu"}) {
+  for (const std::string bad : {"gpu1", "cuda:", "cuda:1x", "cuda:01", "cuda:1,,cpu"}) {
     o.actor_devices = bad;
-    err = test::keel_error_of([&] { actor_devices(o, 2); });
+    err = test::keel_error_of([&] { actor_devices(o, gpus_are(2)); });
     EXPECT_NE(err.find("is not cpu, cuda or cuda:N"), std::string::npos) << bad << ": " << err;
   }
   o.actor_devices = "cpu";
   o.actor_args = {"--device", "cuda"};
-  err = test::keel_error_of([&] { actor_devices(o, 2); });
+  err = test::keel_error_of([&] { actor_devices(o, gpus_are(2)); });
   EXPECT_NE(err.find("--actor-devices cpu and the actors' --device cuda both say where the actors run"), std::string::npos)
       << err;
-  // The launcher's command lines carry each actor's device once.
-  o.actor_args = {"--families", "sort"};
-  o.actor_devices = "cpu";
-  int actors = 0;
-  for (const auto& c : actor_learner_processes(o)) {
-    if (c.name.rfind("actor-", 0) != 0) continue;
-    const auto line = shell_join(c.args);
-    ++actors;
-    EXPECT_NE(line.find("--device cpu"), std::string::npos) << line;
-    EXPECT_EQ(line.find("--device"), line.rfind("--device")) << line;
+}
+
+// The launcher's command lines: each actor's device once, the one assigned.
+std::vector<std::string> actor_lines(const ActorLearnerJobOptions& o, int gpus) {
+  std::vector<std::string> lines;
+  for (const auto& c : actor_learner_processes(o, gpus_are(gpus)))
+    if (c.name.rfind("actor-", 0) == 0) lines.push_back(shell_join(c.args));
+  return lines;
+}
+
+TEST(ActorDevices, EachActorsCommandLineCarriesItsDeviceOnce) {
+  auto o = job_on_gpus(3, {"--families", "sort", "--device", "cuda"}, {"--device", "cuda"});
+  const auto lines = actor_lines(o, 3);
+  ASSERT_EQ(lines.size(), 3u);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string want = i == 1 ? "--device cuda:2" : "--device cuda:1";
+    EXPECT_NE(lines[i].find(want), std::string::npos) << lines[i];
+    EXPECT_EQ(lines[i].find("--device"), lines[i].rfind("--device")) << lines[i];
+    EXPECT_NE(lines[i].find("--families sort"), std::string::npos) << lines[i];
   }
-  EXPECT_EQ(actors, 3);
+  o.actor_args = {"--families", "sort"};  // the CPU: the command lines as before, no --device added
+  for (const auto& line : actor_lines(o, 3)) EXPECT_EQ(line.find("--device"), std::string::npos) << line;
+  o.role = "head";  // no actors here: a list is not read
+  o.actor_devices = "cuda:9";
+  EXPECT_TRUE(actor_lines(o, 1).empty());
 }
 
 }  // namespace
