@@ -1,6 +1,7 @@
 // Command lines as text, with the POSIX shell's quoting rules: what a user types after
 // `--ppo-args` or writes in a config file splits into the words a shell would give the program,
-// and a command line printed by keel pastes back into a shell unchanged.
+// and a command line printed by keel pastes back into a shell unchanged. Also an option's value
+// read from, or replaced in, a command line's words (keel launch passing options to its roles).
 #pragma once
 
 #include <string>
